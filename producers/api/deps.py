@@ -1,0 +1,65 @@
+"""Typed FastAPI dependencies: settings, a database session, the calling tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from schemas.db import session_scope
+from schemas.errors import ErrorCode, RequestError
+from schemas.settings import ApiSettings
+from schemas.tables import ApiKey, Tenant
+from schemas.tenants import authenticate, has_scope
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with session_scope(settings.database_url) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise RequestError(
+            "missing API key: send 'Authorization: Bearer cq_...'",
+            code=ErrorCode.unauthorized,
+            status=401,
+        )
+    return token.strip()
+
+
+def require(scope: str) -> Callable[..., Tenant]:
+    def dependency(request: Request, session: SessionDep) -> Tenant:
+        found = authenticate(session=session, presented=_bearer(request))
+        if found is None:
+            raise RequestError(
+                "invalid, revoked or expired API key", code=ErrorCode.unauthorized, status=401
+            )
+        tenant, key = found
+        if not has_scope(key, scope):
+            raise RequestError(
+                f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden, status=403
+            )
+        request.state.api_key = key
+        return tenant
+
+    return dependency
+
+
+SubmitTenant = Annotated[Tenant, Depends(require("submit"))]
+ReadTenant = Annotated[Tenant, Depends(require("read"))]
+__all__ = ["ApiKey", "ReadTenant", "SessionDep", "SettingsDep", "SubmitTenant"]

@@ -1,0 +1,112 @@
+"""/v1/jobs: submit (one or in bulk), read one, list with pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+from fastapi import APIRouter, Query, Response, status
+
+from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from producers.submit import Submitted, submit_many
+from schemas.api import (
+    BulkAccepted,
+    BulkItem,
+    BulkRequest,
+    ErrorBody,
+    JobAccepted,
+    JobPage,
+    JobPublic,
+    JobRequest,
+)
+from schemas.errors import ErrorCode, RequestError
+from schemas.store import get_job, job_public, list_jobs
+from schemas.tables import JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _accepted(settings: SettingsDep, submitted: Submitted) -> JobAccepted:
+    return JobAccepted(
+        id=submitted.job_id,
+        status=submitted.status.value,  # type: ignore[arg-type]
+        status_url=f"{settings.public_base_url.rstrip('/')}/v1/jobs/{submitted.job_id}",
+        created=submitted.created,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+def submit_job(
+    body: JobRequest, tenant: SubmitTenant, settings: SettingsDep, response: Response
+) -> JobAccepted:
+    """Accept one job. 202 with its id and status URL; the same idempotency key with the
+    same body returns the same job (``created: false``)."""
+    (outcome,) = submit_many(settings=settings, tenant=tenant, requests=[body])
+    if isinstance(outcome, RequestError):
+        raise outcome
+    accepted = _accepted(settings, outcome)
+    response.headers["location"] = accepted.status_url
+    return accepted
+
+
+@router.post("/bulk", status_code=status.HTTP_202_ACCEPTED, response_model=BulkAccepted)
+def submit_bulk(body: BulkRequest, tenant: SubmitTenant, settings: SettingsDep) -> BulkAccepted:
+    """Accept up to ``BULK_MAX_JOBS`` jobs in one request; each item is accepted or refused
+    on its own (a refused item carries its error code, the others go on)."""
+    if len(body.jobs) > settings.bulk_max_jobs:
+        raise RequestError(
+            f"at most {settings.bulk_max_jobs} jobs per bulk request, got {len(body.jobs)}",
+            code=ErrorCode.payload_too_large,
+            status=413,
+        )
+    outcomes = submit_many(settings=settings, tenant=tenant, requests=body.jobs)
+    return BulkAccepted(
+        jobs=[
+            BulkItem(index=i, error=ErrorBody(code=o.code.value, message=o.message))
+            if isinstance(o, RequestError)
+            else BulkItem(index=i, job=_accepted(settings, o))
+            for i, o in enumerate(outcomes)
+        ]
+    )
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job_id: str, tenant: ReadTenant, session: SessionDep) -> JobPublic:
+    job = get_job(session=session, tenant_id=tenant.id, job_id=job_id)
+    if job is None:
+        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
+    return job_public(session=session, job=job)
+
+
+@router.get("", response_model=JobPage)
+def read_jobs(
+    tenant: ReadTenant,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: int = Query(default=50, ge=1, le=200),
+    cursor: str | None = Query(default=None, max_length=200),
+) -> JobPage:
+    """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
+    jobs = list_jobs(
+        session=session,
+        tenant_id=tenant.id,
+        status=status,
+        limit=limit + 1,
+        before=_decode_cursor(cursor) if cursor else None,
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    return JobPage(jobs=[job_public(session=session, job=j) for j in page], next_cursor=next_cursor)
+
+
+def _encode_cursor(created: datetime, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created.isoformat()}|{job_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), job_id
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise RequestError("malformed cursor", code=ErrorCode.invalid_request) from exc

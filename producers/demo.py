@@ -1,0 +1,211 @@
+"""``captionq demo``: the whole path on this machine, offline.
+
+Redis (REDIS_URL, else localhost:6379, else a redis-server it starts), a SQLite
+database (DATABASE_URL, else a fresh file), a real Celery worker process, the
+Python client, and a local receiver that verifies each signed callback.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.table import Table
+
+from producers.client import CaptionClient
+from producers.services import CallbackReceiver, RedisServer, describe_url, redis_answers
+from schemas.db import migrate
+from schemas.settings import CoreSettings
+
+# Runs in a child process: the producers never import the worker's model code.
+_BUILD_TINY = (
+    "import sys; from pathlib import Path; "
+    "from worker.models.tiny import build_tiny_blip; build_tiny_blip(Path(sys.argv[1]))"
+)
+STYLES = ["playful", "luxury", "promotional"]
+PLATFORMS = ["instagram", "x"]
+
+
+def sample_images(n: int) -> list[bytes]:
+    """Simple scenes drawn with Pillow: a sun, a sea, a house, a tree, in varying colours."""
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (320, 240), (135 - 10 * i % 100, 206, 235))
+        draw = ImageDraw.Draw(img)
+        draw.rectangle((0, 160, 320, 240), fill=(30 + 20 * i % 200, 144, 255 - 15 * i % 200))
+        draw.ellipse((230, 20, 290, 80), fill=(255, 215 - 5 * i % 100, 0))
+        draw.rectangle((40 + 8 * i, 100, 120 + 8 * i, 170), fill=(178, 34, 34))
+        draw.polygon([(30 + 8 * i, 100), (80 + 8 * i, 60), (130 + 8 * i, 100)], fill=(90, 40, 20))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _redis(stack: ExitStack, console: Console) -> str:
+    if os.environ.get("REDIS_URL"):
+        console.print(f"Redis: {os.environ['REDIS_URL']} (from REDIS_URL)")
+        return os.environ["REDIS_URL"]
+    local = "redis://127.0.0.1:6379/0"
+    if redis_answers(local):
+        console.print(f"Redis: {local} (answering on localhost)")
+        return local
+    server = RedisServer.start()
+    stack.callback(server.stop)
+    console.print(f"Redis: {server.url} (started an embedded redis-server for this demo)")
+    return server.url
+
+
+def _model(model: str | None, workdir: Path, console: Console) -> str:
+    if model:
+        console.print(f"Model: {model}")
+        return model
+    folder = workdir / "tiny-blip"
+    subprocess.run(
+        [sys.executable, "-c", _BUILD_TINY, str(folder)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    console.print(
+        f"Model: a tiny randomly initialised BLIP built offline at {folder}\n"
+        "       [yellow]its weights are random, so its words are noise[/yellow];"
+        " pass --model Salesforce/blip-image-captioning-base for real captions"
+    )
+    return str(folder)
+
+
+def run_demo(*, model: str | None, n_images: int, console: Console) -> int:
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="captionq-demo-")))
+        redis_url = _redis(stack, console)
+        database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'demo.db'}"
+        console.print(f"Database: {database_url}")
+        migrate(database_url)
+        settings = CoreSettings(database_url=database_url, redis_url=redis_url, blob_store="db")
+        model_id = _model(model, workdir, console)
+
+        client = CaptionClient(tenant="demo", settings=settings)
+        receiver = CallbackReceiver(secret=_secret(client, settings))
+        stack.callback(receiver.stop)
+        console.print(f"Callback receiver: {describe_url(receiver.url)}")
+
+        worker = _start_worker(settings, model_id, workdir)
+        stack.callback(_stop, worker)
+
+        started = time.monotonic()
+        job_ids = client.submit_many(
+            [
+                {
+                    "image": data,
+                    "styles": STYLES,
+                    "platforms": PLATFORMS,
+                    "variants": 1,
+                    "callback_url": receiver.url,
+                    "metadata": {"sample": i},
+                }
+                for i, data in enumerate(sample_images(n_images))
+            ]
+        )
+        console.print(f"Submitted {len(job_ids)} jobs; waiting for the worker…")
+        jobs = [client.wait(job_id, timeout_s=300) for job_id in job_ids]
+        _wait_for(lambda: len(receiver.received) >= len(job_ids), timeout_s=60)
+        elapsed = time.monotonic() - started
+        _print(console, jobs, receiver)
+        ok = all(j.status == "succeeded" for j in jobs) and all(
+            r.verified for r in receiver.received
+        )
+        console.print(
+            f"\n{len(jobs)} jobs in {elapsed:.1f} s; "
+            f"{sum(r.verified for r in receiver.received)}/{len(job_ids)} callbacks received and "
+            "verified with the standardwebhooks library"
+        )
+        return 0 if ok and len(receiver.received) >= len(job_ids) else 1
+
+
+def _secret(client: CaptionClient, settings: CoreSettings) -> str:
+    from schemas.db import session_scope
+    from schemas.tables import Tenant
+
+    with session_scope(settings.database_url) as session:
+        tenant = session.get(Tenant, client.tenant_id)
+        assert tenant is not None
+        return tenant.webhook_secret
+
+
+def _start_worker(settings: CoreSettings, model_id: str, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "BLOB_STORE": settings.blob_store,
+        "CAPTIONER_MODEL": model_id,
+        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+    }
+    log = (workdir / "worker.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "captionq.gpu,captionq.io",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _wait_for(predicate, *, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _print(console: Console, jobs, receiver: CallbackReceiver) -> None:  # type: ignore[no-untyped-def]
+    by_job = {r.job_id: r for r in receiver.received}
+    for job in jobs:
+        console.rule(f"[bold]{job.id}[/bold] {job.status}")
+        if job.error:
+            console.print(f"[red]{job.error.code}[/red]: {job.error.message}")
+        console.print(f"caption: {job.caption!r}   model: {job.model_id}")
+        table = Table("style", "platform", "variant", "score", "review")
+        for v in job.variants:
+            table.add_row(v.style, v.platform, v.text, f"{v.quality_score:.2f}", v.review_state)
+        console.print(table)
+        hook = by_job.get(job.id)
+        if hook:
+            mark = (
+                "[green]signature verified[/green]" if hook.verified else "[red]BAD SIGNATURE[/red]"
+            )
+            console.print(f"callback: {hook.event_type} webhook-id={hook.webhook_id} {mark}")
+        else:
+            console.print("callback: [red]not received[/red]")
+

@@ -1,0 +1,33 @@
+"""Publishing to the broker by task name: producers never import the worker (nor torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+from celery import Celery
+
+from schemas.broker import celery_config
+from schemas.messages import CaptionMessage
+from schemas.names import QUEUE_GPU, TASK_CAPTION, celery_priority
+
+
+@lru_cache(maxsize=4)
+def producer_app(redis_url: str) -> Celery:
+    app = Celery("captionq-producer")
+    app.conf.update(celery_config(redis_url))
+    return app
+
+
+def publish_captions(*, redis_url: str, jobs: Sequence[tuple[str, int]]) -> None:
+    """Publish one caption task per (job id, job priority), over one broker connection."""
+    app = producer_app(redis_url)
+    with app.producer_or_acquire() as producer:
+        for job_id, priority in jobs:
+            app.send_task(
+                TASK_CAPTION,
+                args=[CaptionMessage(job_id=job_id).model_dump()],
+                queue=QUEUE_GPU,
+                priority=celery_priority(priority),
+                producer=producer,
+            )

@@ -1,0 +1,141 @@
+"""Finding (or starting) the local services the demo runs on: Redis and a callback receiver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+import redis
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=timeout_s).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+@dataclass
+class RedisServer:
+    """A redis-server this process started (no persistence), stopped on exit."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    workdir: str
+
+    @classmethod
+    def start(cls) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "no Redis: set REDIS_URL, run one on localhost:6379, or install redis-server"
+            )
+        port = free_port()
+        workdir = tempfile.mkdtemp(prefix="captionq-redis-")
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while not redis_answers(url):
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        return cls(url=url, process=process, workdir=workdir)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    event_type: str
+    job_id: str
+    verified: bool
+    body: dict[str, object]
+
+
+@dataclass
+class CallbackReceiver:
+    """An HTTP endpoint on loopback that verifies Standard Webhooks signatures."""
+
+    secret: str
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                try:
+                    Webhook(receiver.secret).verify(body, dict(self.headers))
+                    verified = True
+                except WebhookVerificationError:
+                    verified = False
+                event = json.loads(body)
+                receiver.received.append(
+                    Received(
+                        webhook_id=self.headers.get("webhook-id", ""),
+                        event_type=event.get("type", ""),
+                        job_id=event.get("data", {}).get("id", ""),
+                        verified=verified,
+                        body=event,
+                    )
+                )
+                self.send_response(204 if verified else 401)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/hooks/captionq"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def describe_url(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.hostname}:{parsed.port}{parsed.path}"

@@ -1,0 +1,123 @@
+"""Submission: validate, store the image, write the job row, publish, mark queued.
+
+The database is the source of truth: a job row (and its image) is committed
+before anything is published. The API, the Python client and the CLI all
+submit through here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+from sqlmodel import Session
+
+from producers.publish import publish_captions
+from schemas.api import JobRequest, catalogue_problem
+from schemas.blobs import put_blob
+from schemas.db import session_scope
+from schemas.errors import ErrorCode, RequestError
+from schemas.settings import CoreSettings
+from schemas.store import create_job, mark_queued
+from schemas.tables import Job, JobStatus, Tenant
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    status: JobStatus
+    created: bool
+
+
+def inline_image(request: JobRequest, *, max_bytes: int) -> bytes | None:
+    """Decode and sniff inline bytes (cheap header check; the worker decodes fully)."""
+    if request.image_base64 is None:
+        return None
+    encoded = request.image_base64
+    if encoded.startswith("data:"):
+        encoded = encoded.partition(",")[2]
+    if len(encoded) * 3 // 4 > max_bytes:
+        raise RequestError(
+            f"image is over {max_bytes} bytes", code=ErrorCode.image_too_large, status=413
+        )
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(
+            f"image_base64 is not valid base64: {exc}", code=ErrorCode.invalid_request
+        ) from exc
+    if not data:
+        raise RequestError("image is empty", code=ErrorCode.image_empty)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.format  # noqa: B018  (reading the header is the check)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RequestError(
+            "bytes are not a readable image", code=ErrorCode.image_unreadable
+        ) from exc
+    return data
+
+
+def validate(request: JobRequest) -> None:
+    problem = catalogue_problem(request)
+    if problem is not None:
+        code, message = problem
+        raise RequestError(message, code=code)
+
+
+def _stage(
+    session: Session, tenant: Tenant, request: JobRequest, settings: CoreSettings
+) -> tuple[Job, bool]:
+    validate(request)
+    data = inline_image(request, max_bytes=settings.image_max_bytes)
+    digest = None
+    if data is not None:
+        digest = put_blob(session=session, store=settings.blob_store, data=data)
+    return create_job(session=session, tenant=tenant, request=request, image_sha256=digest)
+
+
+def submit_many(
+    *, settings: CoreSettings, tenant: Tenant, requests: Sequence[JobRequest]
+) -> list[Submitted | RequestError]:
+    """Submit a batch: one transaction for the rows, one broker connection for the messages.
+
+    A request that is refused gets its ``RequestError`` in its place; the others go on.
+    """
+    outcomes: list[Submitted | RequestError] = []
+    to_publish: list[tuple[str, int]] = []
+    with session_scope(settings.database_url) as session:
+        for request in requests:
+            try:
+                with session.begin_nested():
+                    job, created = _stage(session, tenant, request, settings)
+            except RequestError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(Submitted(job.id, JobStatus(job.status), created))
+            # A replayed key whose job never reached the broker is published again.
+            if job.status == JobStatus.received:
+                to_publish.append((job.id, job.priority))
+    if to_publish:
+        # Rows are committed: if publishing fails here, the jobs stay ``received``
+        # and the reaper publishes them later. Nothing is lost.
+        publish_captions(redis_url=settings.redis_url, jobs=to_publish)
+        with session_scope(settings.database_url) as session:
+            mark_queued(session=session, job_ids=[job_id for job_id, _ in to_publish])
+    queued = {job_id for job_id, _ in to_publish}
+    return [
+        Submitted(o.job_id, JobStatus.queued, o.created)
+        if isinstance(o, Submitted) and o.job_id in queued
+        else o
+        for o in outcomes
+    ]
+
+
+def submit_one(*, settings: CoreSettings, tenant: Tenant, request: JobRequest) -> Submitted:
+    (outcome,) = submit_many(settings=settings, tenant=tenant, requests=[request])
+    if isinstance(outcome, RequestError):
+        raise outcome
+    return outcome

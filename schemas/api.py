@@ -1,0 +1,162 @@
+"""Request and response models of the ingestion API, the client and the callbacks.
+
+Strict: unknown fields are refused, every list and string is bounded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from schemas.errors import ErrorCode
+from schemas.names import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+from schemas.platforms import PLATFORM_NAMES
+from schemas.styles import STYLE_NAMES
+
+MAX_VARIANTS = 10
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class JobRequest(BaseModel):
+    """One caption job. Exactly one of ``image_url`` and ``image_base64``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    image_base64: str | None = Field(default=None, description="Inline image bytes, base64")
+    styles: list[Name] = Field(min_length=1, max_length=len(STYLE_NAMES))
+    platforms: list[Name] = Field(min_length=1, max_length=len(PLATFORM_NAMES))
+    variants: int = Field(
+        default=3, description=f"Variants per style and platform, 1..{MAX_VARIANTS}"
+    )
+    brand_voice: Annotated[str, StringConstraints(max_length=200)] | None = None
+    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    idempotency_key: IdempotencyKey | None = None
+    priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool] = (
+        Field(default_factory=dict, max_length=32)
+    )
+
+    @model_validator(mode="after")
+    def _one_image(self) -> JobRequest:
+        if (self.image_url is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of image_url and image_base64")
+        return self
+
+    @field_validator("styles", "platforms")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate entries")
+        return value
+
+
+def catalogue_problem(request: JobRequest) -> tuple[ErrorCode, str] | None:
+    """What is wrong with a request that parsed, in catalogue terms (None when nothing)."""
+    unknown_styles = sorted(set(request.styles) - STYLE_NAMES)
+    if unknown_styles:
+        return ErrorCode.unknown_style, (
+            f"unknown style(s) {unknown_styles}; known: {sorted(STYLE_NAMES)}"
+        )
+    unknown_platforms = sorted(set(request.platforms) - PLATFORM_NAMES)
+    if unknown_platforms:
+        return ErrorCode.unknown_platform, (
+            f"unknown platform(s) {unknown_platforms}; known: {sorted(PLATFORM_NAMES)}"
+        )
+    if not 1 <= request.variants <= MAX_VARIANTS:
+        return ErrorCode.variants_out_of_range, (
+            f"variants must be between 1 and {MAX_VARIANTS}, got {request.variants}"
+        )
+    return None
+
+
+class BulkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jobs: list[JobRequest] = Field(min_length=1)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class VariantPublic(BaseModel):
+    id: str
+    style: str
+    platform: str
+    index: int
+    text: str
+    quality_score: float
+    quality_parts: dict[str, float]
+    flags: list[str]
+    review_state: str
+    provenance: dict[str, Any]
+
+
+JobState = Literal["received", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: JobState
+    styles: list[str]
+    platforms: list[str]
+    variants_requested: int
+    priority: int
+    idempotency_key: str | None
+    metadata: dict[str, Any]
+    attempts: int
+    caption: str | None
+    model_id: str | None
+    model_revision: str | None
+    variants: list[VariantPublic]
+    error: ErrorBody | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: JobState
+    status_url: str
+    created: bool = Field(description="False when an idempotency key matched an earlier job")
+
+
+class BulkItem(BaseModel):
+    index: int
+    job: JobAccepted | None = None
+    error: ErrorBody | None = None
+
+
+class BulkAccepted(BaseModel):
+    jobs: list[BulkItem]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobPublic]
+    next_cursor: str | None
+
+
+class WebhookEvent(BaseModel):
+    """The body of a callback (Standard Webhooks: type, timestamp, data)."""
+
+    type: Literal["job.succeeded", "job.failed", "caption.approved", "caption.rejected"]
+    timestamp: datetime
+    data: JobPublic

@@ -1,0 +1,63 @@
+"""Content-addressed image bytes: stored before a job is published, read by the worker.
+
+``db`` keeps them in the ``blob`` table (works across hosts with PostgreSQL);
+``file:///dir`` keeps them as files named by their SHA-256 (shared volume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sqlmodel import Session
+
+from schemas.errors import ErrorCode, PermanentError
+from schemas.tables import Blob
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_blob(*, session: Session, store: str, data: bytes) -> str:
+    """Store ``data`` (idempotent) and return its SHA-256."""
+    digest = sha256_hex(data)
+    if store == "db":
+        if session.get(Blob, digest) is None:
+            session.add(Blob(sha256=digest, size=len(data), data=data))
+            session.flush()
+        return digest
+    path = _file_path(store, digest)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+    return digest
+
+
+def get_blob(*, session: Session, store: str, sha256: str) -> bytes:
+    if store == "db":
+        blob = session.get(Blob, sha256)
+        if blob is None:
+            raise PermanentError(
+                f"image {sha256} is not in the blob store", code=ErrorCode.image_missing
+            )
+        return blob.data
+    path = _file_path(store, sha256)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise PermanentError(
+            f"image {sha256} is not in {path.parent}", code=ErrorCode.image_missing
+        ) from exc
+
+
+def _file_path(store: str, digest: str) -> Path:
+    parsed = urlparse(store)
+    if parsed.scheme != "file":
+        raise ValueError(f"unsupported blob store {store!r}: use 'db' or file:///dir")
+    return Path(parsed.path) / digest[:2] / digest

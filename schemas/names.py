@@ -1,0 +1,24 @@
+"""Task and queue names: the wire contract between producers and workers.
+
+Stable constants, never generated from module paths: renaming a function must
+not orphan the messages already queued under the old name.
+"""
+
+from typing import Final
+
+TASK_CAPTION: Final = "captionq.caption"
+TASK_DELIVER: Final = "captionq.deliver"
+
+QUEUE_GPU: Final = "captionq.gpu"
+QUEUE_IO: Final = "captionq.io"
+
+# Celery priorities on Redis: 0 is served first. Jobs ask for 0 (low) .. 9
+# (urgent); the producer maps that onto Celery's inverted scale.
+PRIORITY_MIN: Final = 0
+PRIORITY_MAX: Final = 9
+PRIORITY_DEFAULT: Final = 5
+
+
+def celery_priority(job_priority: int) -> int:
+    """Map a job priority (9 = most urgent) onto Celery-on-Redis (0 = first)."""
+    return PRIORITY_MAX - job_priority

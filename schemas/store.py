@@ -1,0 +1,269 @@
+"""Job store: creation, state transitions, results and their outbox rows.
+
+Every transition is conditional (``UPDATE ... WHERE status = <expected>``), so a
+late or duplicate attempt cannot overwrite a newer state; variants have a
+unique slot, so a second set can never be added. Results and the callback
+rows are written in the caller's single transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
+from schemas.errors import ErrorCode, RequestError
+from schemas.tables import Delivery, Job, JobStatus, Tenant, Variant, utcnow
+
+
+def request_hash(request: JobRequest) -> str:
+    """Fingerprint of what was asked, for idempotency (same key + other body → 422)."""
+    body = request.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def create_job(
+    *, session: Session, tenant: Tenant, request: JobRequest, image_sha256: str | None
+) -> tuple[Job, bool]:
+    """Insert a job in ``received``; returns (job, created). Idempotent on the key."""
+    digest = request_hash(request)
+    if request.idempotency_key is not None:
+        existing = _by_key(session, tenant.id, request.idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    job = Job(
+        tenant_id=tenant.id,
+        image_sha256=image_sha256,
+        image_url=request.image_url,
+        styles=list(request.styles),
+        platforms=list(request.platforms),
+        variants=request.variants,
+        brand_voice=request.brand_voice,
+        callback_url=request.callback_url,
+        idempotency_key=request.idempotency_key,
+        request_hash=digest,
+        priority=request.priority,
+        meta=dict(request.metadata),
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the insert.
+        existing = _by_key(session, tenant.id, request.idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    return job, True
+
+
+def _by_key(session: Session, tenant_id: str, key: str) -> Job | None:
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
+    return session.exec(query).first()
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.request_hash != digest:
+        raise RequestError(
+            "idempotency key was used before with a different request body",
+            code=ErrorCode.idempotency_conflict,
+            status=422,
+        )
+    return existing
+
+
+def _transition(
+    session: Session, job_ids: Sequence[str], *, expected: Sequence[JobStatus], **values: object
+) -> list[str]:
+    """Move jobs in one of ``expected`` states; returns the ids that moved."""
+    if not job_ids:
+        return []
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(col(Job.id).in_(job_ids), col(Job.status).in_([s.value for s in expected]))
+        .values(updated_at=now, **values)
+        .returning(col(Job.id))
+    )
+    return [row[0] for row in result]
+
+
+def mark_queued(*, session: Session, job_ids: Sequence[str]) -> list[str]:
+    return _transition(
+        session, job_ids, expected=[JobStatus.received], status=JobStatus.queued, queued_at=utcnow()
+    )
+
+
+def claim(*, session: Session, job_ids: Sequence[str]) -> list[Job]:
+    """Move queued (or received: published before it was marked) jobs to running.
+
+    A duplicate message for a job that already runs or finished claims nothing.
+    """
+    moved = _transition(
+        session,
+        job_ids,
+        expected=[JobStatus.received, JobStatus.queued],
+        status=JobStatus.running,
+        started_at=utcnow(),
+        attempts=Job.attempts + 1,
+    )
+    if not moved:
+        return []
+    return list(session.exec(select(Job).where(col(Job.id).in_(moved))).all())
+
+
+def requeue(*, session: Session, job_id: str) -> bool:
+    """Put a running job back to queued (a transient failure that will be retried)."""
+    return bool(
+        _transition(session, [job_id], expected=[JobStatus.running], status=JobStatus.queued)
+    )
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    style: str
+    platform: str
+    index: int
+    text: str
+    quality_score: float
+    quality_parts: dict[str, float]
+    flags: list[str]
+    review_state: str
+    provenance: dict[str, object]
+
+
+def complete_succeeded(
+    *,
+    session: Session,
+    job_id: str,
+    caption: str,
+    model_id: str,
+    model_revision: str | None,
+    variants: Sequence[VariantRow],
+) -> Delivery | None:
+    """Store results and queue the ``job.succeeded`` callback, or do nothing if the job
+    is no longer running (a duplicate or late attempt). Returns the outbox row."""
+    moved = _transition(
+        session,
+        [job_id],
+        expected=[JobStatus.running],
+        status=JobStatus.succeeded,
+        caption=caption,
+        model_id=model_id,
+        model_revision=model_revision,
+        finished_at=utcnow(),
+        error_code=None,
+        error_message=None,
+    )
+    if not moved:
+        return None
+    for row in variants:
+        session.add(Variant(job_id=job_id, **row.__dict__))
+    session.flush()
+    return _outbox(session, job_id, "job.succeeded")
+
+
+def complete_failed(
+    *,
+    session: Session,
+    job_id: str,
+    code: ErrorCode,
+    message: str,
+    expected: Sequence[JobStatus] = (JobStatus.running,),
+) -> Delivery | None:
+    moved = _transition(
+        session,
+        [job_id],
+        expected=expected,
+        status=JobStatus.failed,
+        error_code=code.value,
+        error_message=message[:2000],
+        finished_at=utcnow(),
+    )
+    if not moved:
+        return None
+    return _outbox(session, job_id, "job.failed")
+
+
+def _outbox(session: Session, job_id: str, event_type: str) -> Delivery | None:
+    job = session.get(Job, job_id)
+    assert job is not None
+    session.refresh(job)
+    if not job.callback_url:
+        return None
+    event = WebhookEvent(
+        type=event_type, timestamp=utcnow(), data=job_public(session=session, job=job)
+    )  # type: ignore[arg-type]
+    delivery = Delivery(
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        event_type=event_type,
+        url=job.callback_url,
+        payload=event.model_dump_json(),
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:
+    job = session.get(Job, job_id)
+    return job if job is not None and job.tenant_id == tenant_id else None
+
+
+def list_jobs(
+    *,
+    session: Session,
+    tenant_id: str,
+    status: JobStatus | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[Job]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if before is not None:
+        created, job_id = before
+        query = query.where(
+            (col(Job.created_at) < created)
+            | ((col(Job.created_at) == created) & (col(Job.id) < job_id))
+        )
+    query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)
+    return list(session.exec(query).all())
+
+
+def job_public(*, session: Session, job: Job) -> JobPublic:
+    variants = session.exec(
+        select(Variant)
+        .where(Variant.job_id == job.id)
+        .order_by(col(Variant.style), col(Variant.platform), col(Variant.index))
+    ).all()
+    return JobPublic(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        styles=job.styles,
+        platforms=job.platforms,
+        variants_requested=job.variants,
+        priority=job.priority,
+        idempotency_key=job.idempotency_key,
+        metadata=job.meta,
+        attempts=job.attempts,
+        caption=job.caption,
+        model_id=job.model_id,
+        model_revision=job.model_revision,
+        variants=[VariantPublic.model_validate(v, from_attributes=True) for v in variants],
+        error=ErrorBody(code=job.error_code, message=job.error_message or "")
+        if job.error_code
+        else None,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+    )

@@ -1,0 +1,162 @@
+"""Database tables (SQLModel). The database is the source of truth.
+
+Schema changes go through Alembic (``schemas/migrations``); a test checks that
+the migrations and these models agree on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC; SQLModel stores it as UTC on SQLite and PostgreSQL alike."""
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class JobStatus(StrEnum):
+    received = "received"
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class ReviewState(StrEnum):
+    pending_review = "pending_review"
+    auto_approved = "auto_approved"
+    approved = "approved"
+    edited = "edited"
+    rejected = "rejected"
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    dead = "dead"
+
+
+class Tenant(SQLModel, table=True):
+    id: str = Field(default_factory=lambda: new_id("ten"), primary_key=True, max_length=40)
+    name: str = Field(unique=True, index=True, max_length=100)
+    webhook_secret: str = Field(max_length=200)
+    # None means "never auto-approve": everything goes to review until calibrated.
+    auto_approve_threshold: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    id: str = Field(default_factory=lambda: new_id("key"), primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=40)
+    prefix: str = Field(unique=True, index=True, max_length=32)
+    key_hash: str = Field(max_length=64)
+    scopes: str = Field(default="submit,read", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class Blob(SQLModel, table=True):
+    """Content-addressed image bytes (the 'db' blob store)."""
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_job_idempotency"),)
+
+    id: str = Field(default_factory=lambda: new_id("job"), primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=40)
+    status: str = Field(default=JobStatus.received, index=True, sa_type=String(16))
+    image_sha256: str | None = Field(default=None, max_length=64)
+    image_url: str | None = Field(default=None, sa_type=Text)
+    styles: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    platforms: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    variants: int
+    brand_voice: str | None = Field(default=None, max_length=200)
+    callback_url: str | None = Field(default=None, sa_type=Text)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str = Field(max_length=64)
+    priority: int = 5
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, sa_type=Text)
+    caption: str | None = Field(default=None, sa_type=Text)
+    model_id: str | None = Field(default=None, max_length=300)
+    model_revision: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Variant(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("job_id", "style", "platform", "index", name="uq_variant_slot"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("var"), primary_key=True, max_length=40)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    style: str = Field(max_length=40)
+    platform: str = Field(max_length=40)
+    index: int
+    text: str = Field(sa_type=Text)
+    quality_score: float
+    quality_parts: dict[str, float] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    review_state: str = Field(default=ReviewState.pending_review, sa_type=String(20))
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Delivery(SQLModel, table=True):
+    """Outbox row: one callback event. ``id`` is the stable ``webhook-id``."""
+
+    id: str = Field(default_factory=lambda: new_id("msg"), primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=40)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    event_type: str = Field(max_length=40)
+    url: str = Field(sa_type=Text)
+    payload: str = Field(sa_type=Text)  # the exact body bytes, identical on every attempt
+    status: str = Field(default=DeliveryStatus.pending, index=True, sa_type=String(16))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(foreign_key="delivery.id", index=True, max_length=40)
+    attempt: int
+    status_code: int | None = None
+    duration_ms: float
+    error: str | None = Field(default=None, sa_type=Text)
+    at: datetime = Field(default_factory=utcnow)

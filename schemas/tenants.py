@@ -1,0 +1,82 @@
+"""Tenants and their API keys.
+
+A key reads ``cq_<prefix>_<secret>``: the prefix is visible and indexed, the
+whole key is stored as a SHA-256 (keys are 256-bit random, so a fast hash is
+enough) and compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+from sqlmodel import Session, select
+
+from schemas.tables import ApiKey, Tenant, utcnow
+
+SCOPES = ("submit", "read", "review", "admin")
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def create_tenant(*, session: Session, name: str) -> Tenant:
+    tenant = Tenant(name=name, webhook_secret=new_webhook_secret())
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def tenant_by_name(*, session: Session, name: str) -> Tenant | None:
+    return session.exec(select(Tenant).where(Tenant.name == name)).first()
+
+
+def ensure_tenant(*, session: Session, name: str) -> Tenant:
+    return tenant_by_name(session=session, name=name) or create_tenant(session=session, name=name)
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(
+    *, session: Session, tenant: Tenant, scopes: Iterable[str] = ("submit", "read")
+) -> tuple[ApiKey, str]:
+    """Create a key; the plaintext is returned once and never stored."""
+    scopes = tuple(scopes)
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown)}; known: {list(SCOPES)}")
+    prefix = secrets.token_hex(6)
+    plaintext = f"cq_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(
+        tenant_id=tenant.id, prefix=prefix, key_hash=_hash(plaintext), scopes=",".join(scopes)
+    )
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def authenticate(*, session: Session, presented: str) -> tuple[Tenant, ApiKey] | None:
+    """The tenant and key for ``presented``, or None (unknown, revoked, expired, malformed)."""
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != "cq":
+        return None
+    key = session.exec(select(ApiKey).where(ApiKey.prefix == parts[1])).first()
+    if key is None or not hmac.compare_digest(key.key_hash, _hash(presented)):
+        return None
+    now = utcnow()
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        return None
+    tenant = session.get(Tenant, key.tenant_id)
+    return (tenant, key) if tenant is not None else None
+
+
+def has_scope(key: ApiKey, scope: str) -> bool:
+    granted = set(key.scopes.split(","))
+    return scope in granted or "admin" in granted

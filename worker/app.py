@@ -1,0 +1,71 @@
+"""The Celery application: configuration, queues, and the per-process model.
+
+GPU workers consume ``captionq.gpu`` with one process per GPU (solo pool); IO
+workers consume ``captionq.io`` (deliveries) with threads. The model is loaded
+once per process in ``worker_process_init`` (after a prefork fork, never
+before CUDA initialises; the solo pool sends it too); a worker that cannot load
+its models exits instead of failing every job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import Celery, signals
+from kombu import Exchange, Queue
+
+from schemas.broker import celery_config
+from schemas.names import QUEUE_GPU, QUEUE_IO, TASK_CAPTION, TASK_DELIVER
+from schemas.settings import worker_settings
+from worker.models import Engine, load_engine
+
+log = logging.getLogger("captionq.worker")
+
+settings = worker_settings()
+
+app = Celery("captionq", include=["worker.tasks"])
+app.conf.update(celery_config(settings.redis_url))
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    # celery-batches needs more messages in hand than it flushes, or batches never fill.
+    worker_prefetch_multiplier=max(1, 2 * settings.batch_size),
+    task_queues=[Queue(q, Exchange(q), routing_key=q) for q in (QUEUE_GPU, QUEUE_IO)],
+    task_default_queue=QUEUE_IO,
+    task_routes={TASK_CAPTION: {"queue": QUEUE_GPU}, TASK_DELIVER: {"queue": QUEUE_IO}},
+    worker_hijack_root_logger=False,
+)
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    """This process's models, loaded on first use."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            log.info("loading models: captioner=%s", settings.captioner_model)
+            _engine = load_engine(settings)
+            log.info("models ready: %s", _engine.captioner.info)
+        return _engine
+
+
+@signals.worker_process_init.connect
+def _load_models(**_: object) -> None:
+    """Sent in each pool process (the solo pool's too): load the models, or stop the worker."""
+    try:
+        engine()
+    except Exception:
+        log.exception("cannot load the models; this worker stops")
+        os._exit(3)
+
+
+@signals.worker_init.connect
+def _init_sentry(**_: object) -> None:
+    if settings.sentry_dsn:
+        from schemas.scrub import init_sentry
+
+        init_sentry(settings.sentry_dsn)

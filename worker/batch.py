@@ -1,0 +1,108 @@
+"""One batch of caption jobs: claim, load, run the pipeline, store, and say what to send.
+
+Each job's result commits in its own transaction together with its outbox row;
+callbacks are published only after that commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlmodel import select
+
+from schemas.db import session_scope
+from schemas.errors import CaptionError, ErrorCode, TransientError
+from schemas.settings import WorkerSettings
+from schemas.store import VariantRow, claim, complete_failed, complete_succeeded, requeue
+from schemas.tables import Job, Tenant
+from worker import pipeline
+from worker.intake import decoder, load_bytes
+from worker.models import Engine
+from worker.writing import JobSpec, Written
+
+log = logging.getLogger("captionq.worker")
+
+
+@dataclass
+class BatchReport:
+    deliveries: list[str] = field(default_factory=list)  # outbox rows to send now
+    retry: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
+    succeeded: int = 0
+    failed: int = 0
+
+
+def process(job_ids: Sequence[str], *, settings: WorkerSettings, engine: Engine) -> BatchReport:
+    report = BatchReport()
+    with session_scope(settings.database_url) as session:
+        jobs = claim(session=session, job_ids=list(dict.fromkeys(job_ids)))
+        thresholds = _thresholds(session, jobs)
+        items = [
+            pipeline.Item(
+                spec=_spec(job, thresholds.get(job.tenant_id)),
+                data=load_bytes(session=session, job=job, settings=settings),
+            )
+            for job in jobs
+        ]
+    if not items:
+        return report
+    outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        _store(job, outcome, settings=settings, report=report)
+    return report
+
+
+def _thresholds(session, jobs: Sequence[Job]) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
+    tenant_ids = {job.tenant_id for job in jobs}
+    if not tenant_ids:
+        return {}
+    rows = session.exec(select(Tenant).where(Tenant.id.in_(tenant_ids))).all()  # type: ignore[attr-defined]
+    return {t.id: t.auto_approve_threshold for t in rows}
+
+
+def _spec(job: Job, threshold: float | None) -> JobSpec:
+    return JobSpec(
+        job_id=job.id,
+        styles=tuple(job.styles),
+        platforms=tuple(job.platforms),
+        variants=job.variants,
+        brand_voice=job.brand_voice,
+        seed=int(job.id[-8:], 16),
+        auto_approve_threshold=threshold,
+    )
+
+
+def _store(
+    job: Job, outcome: Written | CaptionError, *, settings: WorkerSettings, report: BatchReport
+) -> None:
+    with session_scope(settings.database_url) as session:
+        if isinstance(outcome, Written):
+            delivery = complete_succeeded(
+                session=session,
+                job_id=job.id,
+                caption=outcome.caption,
+                model_id=outcome.model_id,
+                model_revision=outcome.model_revision,
+                variants=[
+                    VariantRow(**{**v.__dict__, "flags": list(v.flags)}) for v in outcome.variants
+                ],
+            )
+            report.succeeded += 1
+        elif isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
+            log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
+            if requeue(session=session, job_id=job.id):
+                report.retry.append((job.id, job.priority))
+            return
+        else:
+            code = outcome.code
+            message = outcome.message
+            if isinstance(outcome, TransientError):
+                code, message = (
+                    ErrorCode.attempts_exhausted,
+                    f"gave up after {job.attempts} attempts: {message}",
+                )
+            delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
+            report.failed += 1
+    if delivery is not None:
+        report.deliveries.append(delivery.id)
