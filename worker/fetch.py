@@ -1,0 +1,389 @@
+"""Fetch an image by URL without letting the URL reach inside the network.
+
+One hop, in order::
+
+    check_url        scheme, user info, port, literal addresses (schemes.urlguard)
+    resolve once     getaddrinfo in a thread bounded by the deadline
+    check_address    on EVERY resolved address: one bad address refuses the URL
+    connect          to the checked address itself (no second lookup, so DNS
+                     rebinding cannot swap it), while the Host header, TLS SNI
+                     and certificate check keep the original host name
+    read             status, Content-Type, Content-Length, then the body,
+                     counted (after decompression) against ``max_bytes``
+
+Redirects are not followed by the HTTP library: each ``Location`` goes
+through the same hop again, at most ``max_redirects`` times, never from
+https down to http. One deadline covers the whole fetch, every redirect and
+every read included, so a server that drips a byte a second is cut off.
+No proxy or other environment setting is read: the connection is made by a
+private :class:`httpcore.ConnectionPool` whose network backend only knows the
+checked addresses.
+
+Errors, by code: ``url_invalid`` / ``url_blocked`` (permanent);
+``fetch_timeout`` (transient); ``fetch_failed`` (transient for network errors,
+5xx, 408 and 429; permanent for other 4xx, redirect faults, TLS certificate
+failures); ``image_too_large`` and ``image_format_unsupported`` (permanent).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urljoin
+
+import httpcore
+
+from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
+from schemas.urlguard import (
+    DEFAULT_PORTS,
+    CheckedURL,
+    IPAddress,
+    IPNetwork,
+    check_address,
+    check_url,
+    parse_networks,
+)
+
+Resolver = Callable[[str, int], Sequence[str]]
+"""``(host, port) -> addresses``; the default asks the system resolver."""
+
+USER_AGENT: Final = b"captionq-fetch/1"
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_RETRYABLE_4XX: Final = frozenset({408, 425, 429})
+_ACCEPTED_TYPES: Final = ("image/", "application/octet-stream")
+_READ_CHUNK: Final = 64 * 1024
+
+
+def fetch_image(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+    allowed_ports: Sequence[int] = DEFAULT_PORTS,
+    allow_networks: Iterable[str | IPNetwork] = (),
+    max_redirects: int = 3,
+    resolver: Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> bytes:
+    """Return the body of ``url`` (an image, not yet decoded).
+
+    ``resolver`` and ``ssl_context`` exist for tests and private deployments
+    (a private CA); production leaves them to the system and to certifi.
+    """
+    deadline = _Deadline(time.monotonic() + timeout_s)
+    networks = parse_networks(allow_networks)
+    target = check_url(url, allowed_ports=allowed_ports, allow_networks=networks)
+    for _hop in range(max_redirects + 1):
+        addresses = _resolve(target, deadline=deadline, networks=networks, resolver=resolver)
+        result = _get(
+            target,
+            addresses=addresses,
+            deadline=deadline,
+            max_bytes=max_bytes,
+            ssl_context=ssl_context,
+        )
+        if isinstance(result, bytes):
+            return result
+        target = _redirect_target(
+            target, result.location, allowed_ports=allowed_ports, networks=networks
+        )
+    raise PermanentError(f"more than {max_redirects} redirects", code=ErrorCode.fetch_failed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Redirect:
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    end: float
+
+    def clamp(self, timeout: float | None, expired: type[Exception]) -> float:
+        """The smaller of ``timeout`` and the time left; raise ``expired`` if none is."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise expired("the fetch deadline has passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write ends by the fetch deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._deadline.clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._deadline.clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> object:
+        return self._inner.get_extra_info(info)
+
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    """Connects only to addresses already checked for ``host``; never resolves."""
+
+    def __init__(self, *, host: str, addresses: Sequence[IPAddress], deadline: _Deadline) -> None:
+        self._host = host
+        self._addresses = addresses
+        self._deadline = deadline
+        self._system = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        if host != self._host:
+            raise httpcore.ConnectError(f"refusing to connect to unchecked host {host!r}")
+        failure: httpcore.ConnectError | None = None
+        for address in self._addresses:
+            budget = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
+            try:
+                stream = self._system.connect_tcp(
+                    str(address), port, budget, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        raise failure or httpcore.ConnectError(f"no address for {host!r}")
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not allowed")
+
+
+def _resolve(
+    target: CheckedURL,
+    *,
+    deadline: _Deadline,
+    networks: Sequence[IPNetwork],
+    resolver: Resolver | None,
+) -> tuple[IPAddress, ...]:
+    if target.address is not None:  # a literal, checked by check_url
+        return (target.address,)
+    try:
+        budget = deadline.clamp(None, TimeoutError)
+        found = _lookup_within(resolver or _system_resolve, target, budget)
+    except TimeoutError as exc:
+        raise TransientError(
+            f"resolving {target.host} timed out", code=ErrorCode.fetch_timeout
+        ) from exc
+    except OSError as exc:
+        raise TransientError(
+            f"cannot resolve {target.host}: {exc}", code=ErrorCode.fetch_failed
+        ) from exc
+    addresses = tuple(dict.fromkeys(check_address(a, allow_networks=networks) for a in found))
+    if not addresses:
+        raise TransientError(f"{target.host} has no address", code=ErrorCode.fetch_failed)
+    return addresses
+
+
+def _lookup_within(resolver: Resolver, target: CheckedURL, budget: float) -> Sequence[str]:
+    """Run ``resolver`` in a daemon thread: getaddrinfo has no timeout of its own."""
+    outcome: list[Sequence[str] | BaseException] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(resolver(target.host, target.port))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=lookup, name="captionq-resolve", daemon=True)
+    thread.start()
+    thread.join(budget)
+    if not outcome:
+        raise TimeoutError(f"no answer for {target.host} within {budget:.1f}s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _system_resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]) for info in infos]
+
+
+def _get(
+    target: CheckedURL,
+    *,
+    addresses: Sequence[IPAddress],
+    deadline: _Deadline,
+    max_bytes: int,
+    ssl_context: ssl.SSLContext | None,
+) -> bytes | _Redirect:
+    backend = _PinnedBackend(host=target.host, addresses=addresses, deadline=deadline)
+    url = httpcore.URL(
+        scheme=target.scheme.encode(),
+        host=target.host.encode(),
+        port=target.port,
+        target=target.target.encode(),
+    )
+    headers = [
+        (b"Host", target.host_header.encode()),
+        (b"User-Agent", USER_AGENT),
+        (b"Accept", b"image/*, application/octet-stream;q=0.5"),
+        (b"Accept-Encoding", b"identity"),
+        (b"Connection", b"close"),
+    ]
+    try:
+        with (
+            httpcore.ConnectionPool(
+                ssl_context=ssl_context, network_backend=backend, max_connections=1
+            ) as pool,
+            pool.stream("GET", url, headers=headers) as response,
+        ):
+            return _read_response(response, target=target, max_bytes=max_bytes)
+    except httpcore.TimeoutException as exc:
+        raise TransientError(
+            f"fetching {target.host} timed out", code=ErrorCode.fetch_timeout
+        ) from exc
+    except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        if _caused_by(exc, ssl.SSLCertVerificationError):
+            raise PermanentError(
+                f"TLS certificate of {target.host} is not valid: {exc}",
+                code=ErrorCode.fetch_failed,
+            ) from exc
+        raise TransientError(
+            f"fetching {target.host} failed: {exc}", code=ErrorCode.fetch_failed
+        ) from exc
+
+
+def _read_response(
+    response: httpcore.Response, *, target: CheckedURL, max_bytes: int
+) -> bytes | _Redirect:
+    status = response.status
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
+    if status in _REDIRECTS:
+        if "location" not in headers:
+            raise PermanentError(f"HTTP {status} without Location", code=ErrorCode.fetch_failed)
+        return _Redirect(headers["location"])
+    if status >= 500 or status in _RETRYABLE_4XX:
+        raise TransientError(f"{target.host} answered HTTP {status}", code=ErrorCode.fetch_failed)
+    if status != 200:
+        raise PermanentError(f"{target.host} answered HTTP {status}", code=ErrorCode.fetch_failed)
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type.startswith(_ACCEPTED_TYPES):
+        raise ImageError(
+            f"Content-Type {content_type or '(none)'!r} is not an image",
+            code=ErrorCode.image_format_unsupported,
+        )
+    declared = headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes, f"Content-Length is {declared}")
+    body = _BodyReader(headers.get("content-encoding", "identity"), max_bytes=max_bytes)
+    for chunk in response.iter_stream():
+        body.feed(chunk)
+    return body.finish()
+
+
+class _BodyReader:
+    """Collects a body, decompressing gzip/deflate, never past ``max_bytes``."""
+
+    def __init__(self, content_encoding: str, *, max_bytes: int) -> None:
+        encoding = content_encoding.strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise PermanentError(
+                f"Content-Encoding {encoding!r} is not supported", code=ErrorCode.fetch_failed
+            )
+        self._max_bytes = max_bytes
+        self._raw = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+        # wbits 32+15: zlib or gzip framing, detected from the header.
+        self._inflate = (
+            zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding not in ("", "identity") else None
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        self._raw += len(chunk)
+        if self._raw > self._max_bytes:
+            raise _too_large(self._max_bytes, "the body is larger")
+        self._keep(chunk if self._inflate is None else self._decompress(self._inflate, chunk))
+
+    def finish(self) -> bytes:
+        if self._inflate is not None:
+            self._keep(self._inflate.flush())
+            if not self._inflate.eof:
+                raise PermanentError("compressed body ends early", code=ErrorCode.fetch_failed)
+        return b"".join(self._parts)
+
+    def _decompress(self, inflate: zlib._Decompress, chunk: bytes) -> bytes:
+        room = self._max_bytes - self._size + 1  # one byte past the cap proves a bomb
+        try:
+            return inflate.decompress(chunk, room)
+        except zlib.error as exc:
+            raise PermanentError(
+                f"compressed body is corrupt: {exc}", code=ErrorCode.fetch_failed
+            ) from exc
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max_bytes:
+            raise _too_large(self._max_bytes, "the decompressed body is larger")
+        self._parts.append(data)
+
+
+def _redirect_target(
+    current: CheckedURL,
+    location: str,
+    *,
+    allowed_ports: Sequence[int],
+    networks: Sequence[IPNetwork],
+) -> CheckedURL:
+    following = check_url(
+        urljoin(current.url, location.strip()),
+        allowed_ports=allowed_ports,
+        allow_networks=networks,
+    )
+    if current.scheme == "https" and following.scheme != "https":
+        raise PermanentError(
+            f"redirect from https down to {following.scheme} refused",
+            code=ErrorCode.url_blocked,
+        )
+    return following
+
+
+def _too_large(max_bytes: int, detail: str) -> ImageError:
+    return ImageError(f"image over {max_bytes} bytes: {detail}", code=ErrorCode.image_too_large)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
