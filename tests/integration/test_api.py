@@ -1,0 +1,213 @@
+"""The HTTP ingestion API against a real database and Redis (jobs are published, not run)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from producers.api import create_app
+from schemas.db import session_scope
+from schemas.settings import ApiSettings
+from schemas.tables import ApiKey, utcnow
+from schemas.tenants import create_api_key, create_tenant
+from tests.integration.conftest import png
+
+
+@dataclass
+class Api:
+    http: TestClient
+    settings: ApiSettings
+    keys: dict[str, str]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.keys[who]}"}
+
+
+@pytest.fixture(scope="module")
+def api(database_url: str, redis_db: str) -> Iterator[Api]:
+    settings = ApiSettings(
+        database_url=database_url, redis_url=redis_db, bulk_max_jobs=5, request_max_bytes=200_000
+    )
+    keys = {}
+    with session_scope(database_url) as session:
+        for name in ("alpha", "beta"):
+            tenant = create_tenant(session=session, name=name)
+            keys[name] = create_api_key(session=session, tenant=tenant)[1]
+        keys["alpha-read"] = create_api_key(
+            session=session, tenant=tenant, scopes=["read"]
+        )[1]
+    with TestClient(create_app(settings)) as http:
+        yield Api(http, settings, keys)
+
+
+def body(**overrides: object) -> dict[str, object]:
+    return {
+        "image_base64": base64.b64encode(png()).decode(),
+        "styles": ["playful"],
+        "platforms": ["instagram"],
+        "variants": 2,
+        **overrides,
+    }
+
+
+def test_submit_returns_202_with_status_url_and_the_job_reads_back(api: Api) -> None:
+    response = api.http.post("/v1/jobs", json=body(), headers=api.auth("alpha"))
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "queued"
+    assert accepted["status_url"].endswith(f"/v1/jobs/{accepted['id']}")
+    assert response.headers["location"] == accepted["status_url"]
+    job = api.http.get(f"/v1/jobs/{accepted['id']}", headers=api.auth("alpha")).json()
+    assert job["status"] == "queued"
+    assert job["styles"] == ["playful"]
+    assert job["variants_requested"] == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "code"),
+    [
+        ({"styles": ["gothic"]}, 422, "unknown_style"),
+        ({"platforms": ["myspace"]}, 422, "unknown_platform"),
+        ({"variants": 0}, 422, "variants_out_of_range"),
+        ({"variants": 99}, 422, "variants_out_of_range"),
+        ({"image_base64": base64.b64encode(b"plain text").decode()}, 422, "image_unreadable"),
+        ({"image_base64": ""}, 422, "image_empty"),
+        ({"image_base64": "***not base64***"}, 422, "invalid_request"),
+        ({"surprise": 1}, 422, "invalid_request"),
+        ({"image_url": "https://example.com/a.jpg"}, 422, "invalid_request"),  # two images
+        ({"idempotency_key": "has space"}, 422, "invalid_request"),
+        ({"idempotency_key": "k" * 256}, 422, "invalid_request"),
+        ({"priority": 10}, 422, "invalid_request"),
+        ({"brand_voice": "x" * 201}, 422, "invalid_request"),
+    ],
+    ids=["style", "platform", "variants-0", "variants-99", "not-image", "empty", "bad-b64",
+         "unknown-field", "two-images", "key-space", "key-long", "priority", "voice-long"],
+)
+def test_bad_requests_get_a_stable_code(
+    api: Api, overrides: dict[str, object], status: int, code: str
+) -> None:
+    response = api.http.post("/v1/jobs", json=body(**overrides), headers=api.auth("alpha"))
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+def test_body_over_the_limit_is_413(api: Api) -> None:
+    big = body(image_base64=base64.b64encode(b"\0" * 300_000).decode())
+    response = api.http.post("/v1/jobs", json=big, headers=api.auth("alpha"))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "unauthorized"),
+        ({"authorization": "Bearer cq_000000000000_nope"}, 401, "unauthorized"),
+        ({"authorization": "Basic abc"}, 401, "unauthorized"),
+    ],
+    ids=["missing", "unknown", "wrong-scheme"],
+)
+def test_auth_is_required(api: Api, headers: dict[str, str], status: int, code: str) -> None:
+    response = api.http.post("/v1/jobs", json=body(), headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_a_read_only_key_cannot_submit(api: Api) -> None:
+    response = api.http.post("/v1/jobs", json=body(), headers=api.auth("alpha-read"))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_revoked_and_expired_keys_are_refused(api: Api) -> None:
+    with session_scope(api.settings.database_url) as session:
+        tenant = create_tenant(session=session, name="gamma")
+        revoked, revoked_plain = create_api_key(session=session, tenant=tenant)
+        expired, expired_plain = create_api_key(session=session, tenant=tenant)
+        session.get(ApiKey, revoked.id).revoked_at = utcnow()  # type: ignore[union-attr]
+        session.get(ApiKey, expired.id).expires_at = utcnow()  # type: ignore[union-attr]
+    for plain in (revoked_plain, expired_plain):
+        response = api.http.get("/v1/jobs", headers={"authorization": f"Bearer {plain}"})
+        assert response.status_code == 401
+
+
+def test_tenants_cannot_see_each_others_jobs(api: Api) -> None:
+    job_id = api.http.post("/v1/jobs", json=body(), headers=api.auth("alpha")).json()["id"]
+    response = api.http.get(f"/v1/jobs/{job_id}", headers=api.auth("beta"))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    listed = api.http.get("/v1/jobs", headers=api.auth("beta")).json()["jobs"]
+    assert job_id not in {j["id"] for j in listed}
+    # The same idempotency key in two tenants makes two jobs.
+    a = api.http.post("/v1/jobs", json=body(idempotency_key="shared"), headers=api.auth("alpha"))
+    b = api.http.post("/v1/jobs", json=body(idempotency_key="shared"), headers=api.auth("beta"))
+    assert a.json()["id"] != b.json()["id"]
+
+
+def test_idempotent_submission_over_http(api: Api) -> None:
+    first = api.http.post("/v1/jobs", json=body(idempotency_key="po-7"), headers=api.auth("alpha"))
+    again = api.http.post("/v1/jobs", json=body(idempotency_key="po-7"), headers=api.auth("alpha"))
+    assert first.json()["id"] == again.json()["id"]
+    assert first.json()["created"] is True and again.json()["created"] is False
+    other = api.http.post(
+        "/v1/jobs", json=body(idempotency_key="po-7", variants=3), headers=api.auth("alpha")
+    )
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_bulk_accepts_good_items_and_reports_bad_ones(api: Api) -> None:
+    jobs = [body(), body(styles=["nope"]), body(variants=1)]
+    response = api.http.post("/v1/jobs/bulk", json={"jobs": jobs}, headers=api.auth("alpha"))
+    assert response.status_code == 202, response.text
+    items = response.json()["jobs"]
+    assert [i["index"] for i in items] == [0, 1, 2]
+    assert items[0]["job"]["status"] == "queued" and items[2]["job"]["status"] == "queued"
+    assert items[1]["error"]["code"] == "unknown_style"
+    too_many = api.http.post(
+        "/v1/jobs/bulk", json={"jobs": [body()] * 6}, headers=api.auth("alpha")
+    )
+    assert too_many.status_code == 413
+    assert too_many.json()["error"]["code"] == "payload_too_large"
+
+
+def test_listing_paginates_newest_first_and_filters_by_status(api: Api) -> None:
+    with session_scope(api.settings.database_url) as session:
+        tenant = create_tenant(session=session, name="delta")
+        key = create_api_key(session=session, tenant=tenant)[1]
+    auth = {"authorization": f"Bearer {key}"}
+    made = [api.http.post("/v1/jobs", json=body(), headers=auth).json()["id"] for _ in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, "status": "queued", **({"cursor": cursor} if cursor else {})}
+        page = api.http.get("/v1/jobs", params=params, headers=auth).json()
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+    assert api.http.get("/v1/jobs", params={"status": "failed"}, headers=auth).json()["jobs"] == []
+    bad = api.http.get("/v1/jobs", params={"cursor": "!!!"}, headers=auth)
+    assert bad.status_code == 422
+    assert api.http.get("/v1/jobs", params={"status": "weird"}, headers=auth).status_code == 422
+
+
+def test_openapi_is_served(api: Api) -> None:
+    spec = api.http.get("/openapi.json").json()
+    assert {"/v1/jobs", "/v1/jobs/bulk", "/v1/jobs/{job_id}"} <= set(spec["paths"])
+
+
+def test_importing_the_api_does_not_import_torch_or_the_worker() -> None:
+    code = (
+        "import sys, producers.api, producers.client, producers.cli; "
+        "bad = [m for m in ('torch', 'transformers', 'worker') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
