@@ -1,0 +1,130 @@
+"""Calibrating the quality gate: the auto-approve threshold that reaches a target precision.
+
+Reviewers' decisions are the labels: ``approved`` is positive; ``edited`` and
+``rejected`` are negative (an edited variant was not publishable as written).
+Variants still ``pending_review`` and those ``auto_approved`` (never seen by
+a reviewer) are left out.
+
+For every candidate threshold t (each distinct quality score), the variants
+with score >= t are the ones that would be auto-approved; precision is the
+share of them a reviewer approved, recall the share of all approved variants
+they cover. The fitted threshold is the *lowest* t whose precision reaches the
+target with at least ``min_support`` variants above it, i.e. the one that
+auto-approves the most while keeping the target; ``None`` when no t does
+(the tenant should then not auto-approve at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from evaluation.errors import ErrorCode, EvaluationError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+POSITIVE = frozenset({"approved"})
+NEGATIVE = frozenset({"edited", "rejected"})
+IGNORED = frozenset({"pending_review", "auto_approved"})
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    threshold: float
+    precision: float
+    recall: float
+    auto_approved: int  # variants with score >= threshold among the reviewed ones
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float | None
+    target_precision: float
+    min_support: int
+    positives: int
+    negatives: int
+    curve: list[CurvePoint]
+
+    @property
+    def point(self) -> CurvePoint | None:
+        return next((p for p in self.curve if p.threshold == self.threshold), None)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "threshold": self.threshold, "target_precision": self.target_precision,
+            "min_support": self.min_support, "positives": self.positives,
+            "negatives": self.negatives, "curve": [p.__dict__ for p in self.curve],
+        }
+
+
+def fit_threshold(
+    pairs: Iterable[tuple[float, str]], target_precision: float, *, min_support: int = 1
+) -> Calibration:
+    """Fit on (quality score, review decision) pairs; see the module docstring."""
+    if not 0 < target_precision <= 1:
+        raise EvaluationError(ErrorCode.invalid_argument, "target precision must be in (0, 1]")
+    if min_support < 1:
+        raise EvaluationError(ErrorCode.invalid_argument, "min_support must be at least 1")
+    scores, labels = [], []
+    for score, decision in pairs:
+        if decision in IGNORED:
+            continue
+        if decision not in POSITIVE and decision not in NEGATIVE:
+            raise EvaluationError(ErrorCode.invalid_argument, f"unknown decision {decision!r}")
+        if not np.isfinite(score):
+            raise EvaluationError(ErrorCode.invalid_argument, f"quality score {score!r}")
+        scores.append(float(score))
+        labels.append(decision in POSITIVE)
+    if not scores:
+        raise EvaluationError(ErrorCode.no_decisions, "no approved, edited or rejected variant")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    s, y = np.asarray(scores)[order], np.asarray(labels)[order]
+    tp, count = np.cumsum(y), np.arange(1, len(y) + 1)
+    last = np.r_[s[1:] != s[:-1], True]  # the last row of each run of equal scores
+    positives = int(y.sum())
+    curve = [
+        CurvePoint(threshold=float(s[i]), precision=float(tp[i] / count[i]),
+                   recall=float(tp[i] / positives) if positives else 0.0,
+                   auto_approved=int(count[i]))
+        for i in np.flatnonzero(last)
+    ]
+    eligible = [p for p in curve
+                if p.precision >= target_precision and p.auto_approved >= min_support]
+    threshold = min((p.threshold for p in eligible), default=None)
+    return Calibration(threshold=threshold, target_precision=target_precision,
+                       min_support=min_support, positives=positives,
+                       negatives=len(y) - positives, curve=curve)
+
+
+def calibrate_tenant(
+    *, session: Session, tenant_id: str, target_precision: float, store: bool,
+    min_support: int = 1,
+) -> Calibration:
+    """Fit the tenant's threshold from its reviewed variants; ``store`` writes it.
+
+    Storing an unreachable target writes ``None``: the tenant stops auto-approving.
+    """
+    from sqlmodel import select
+
+    from schemas.tables import Job, Tenant, Variant
+
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise EvaluationError(ErrorCode.tenant_not_found, f"no tenant {tenant_id!r}")
+    reviewed = sorted(POSITIVE | NEGATIVE)
+    rows = session.exec(
+        select(Variant.quality_score, Variant.review_state)
+        .join(Job, Job.id == Variant.job_id)  # type: ignore[arg-type]
+        .where(Job.tenant_id == tenant_id, Variant.review_state.in_(reviewed))  # type: ignore[attr-defined]
+    ).all()
+    result = fit_threshold(((float(q), str(r)) for q, r in rows), target_precision,
+                           min_support=min_support)
+    if store:
+        tenant.auto_approve_threshold = result.threshold
+        session.add(tenant)
+        session.commit()
+    return result
