@@ -7,20 +7,17 @@ submit through here.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
 from sqlmodel import Session
 
 from producers.publish import publish_captions
 from schemas.api import JobRequest, catalogue_problem
 from schemas.blobs import put_blob
 from schemas.db import session_scope
-from schemas.errors import ErrorCode, RequestError
+from schemas.errors import ErrorCode, ImageError, RequestError
+from schemas.imagebytes import decode_base64_image, probe_image
 from schemas.settings import CoreSettings
 from schemas.store import create_job, mark_queued
 from schemas.tables import Job, JobStatus, Tenant
@@ -33,32 +30,18 @@ class Submitted:
     created: bool
 
 
-def inline_image(request: JobRequest, *, max_bytes: int) -> bytes | None:
-    """Decode and sniff inline bytes (cheap header check; the worker decodes fully)."""
+def inline_image(request: JobRequest, *, settings: CoreSettings) -> bytes | None:
+    """Decode inline bytes and check them up to the header (the worker decodes fully)."""
     if request.image_base64 is None:
         return None
-    encoded = request.image_base64
-    if encoded.startswith("data:"):
-        encoded = encoded.partition(",")[2]
-    if len(encoded) * 3 // 4 > max_bytes:
-        raise RequestError(
-            f"image is over {max_bytes} bytes", code=ErrorCode.image_too_large, status=413
-        )
     try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RequestError(
-            f"image_base64 is not valid base64: {exc}", code=ErrorCode.invalid_request
-        ) from exc
-    if not data:
-        raise RequestError("image is empty", code=ErrorCode.image_empty)
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            probe.format  # noqa: B018  (reading the header is the check)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise RequestError(
-            "bytes are not a readable image", code=ErrorCode.image_unreadable
-        ) from exc
+        data = decode_base64_image(request.image_base64, max_bytes=settings.image_max_bytes)
+        probe_image(
+            data, max_pixels=settings.image_max_pixels, max_bytes=settings.image_max_bytes
+        ).close()
+    except ImageError as exc:
+        status = 413 if exc.code == ErrorCode.image_too_large else 422
+        raise RequestError(exc.message, code=exc.code, status=status) from exc
     return data
 
 
@@ -73,7 +56,7 @@ def _stage(
     session: Session, tenant: Tenant, request: JobRequest, settings: CoreSettings
 ) -> tuple[Job, bool]:
     validate(request)
-    data = inline_image(request, max_bytes=settings.image_max_bytes)
+    data = inline_image(request, settings=settings)
     digest = None
     if data is not None:
         digest = put_blob(session=session, store=settings.blob_store, data=data)

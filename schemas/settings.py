@@ -32,7 +32,19 @@ class CoreSettings(BaseSettings):
         description="Where submitted image bytes live: 'db' (in the database) or file:///dir",
     )
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    image_max_pixels: int = Field(default=40_000_000, ge=1)
     sentry_dsn: str | None = None
+    url_allow_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Networks that image and callback URLs may reach although not public, "
+        'as JSON: ["127.0.0.0/8"] (tests, private deployments)',
+    )
+    webhook_secrets_key: str | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64, 32 bytes) that encrypts webhook endpoint "
+        "secrets at rest. Set it in production (the same on every API and worker host); "
+        "unset, a key file is created next to the default home (one-host development).",
+    )
 
 
 class ApiSettings(CoreSettings):
@@ -61,21 +73,83 @@ class WorkerSettings(CoreSettings):
     model_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_new_tokens: int = Field(default=40, ge=1, le=512)
     num_beams: int = Field(default=1, ge=1, le=16)
-    callback_timeout_s: float = Field(default=15.0, gt=0)
-    callback_max_attempts: int = Field(default=8, ge=1)
-    fetch_timeout_s: float = Field(default=20.0, gt=0)
-    image_max_pixels: int = Field(default=40_000_000, ge=1)
-    url_allow_cidrs: list[str] = Field(
-        default_factory=list,
-        description="Networks that image and callback URLs may reach although not public, "
-        'as JSON: ["127.0.0.0/8"] (tests, private deployments)',
+    callback_timeout_s: float = Field(
+        default=15.0, gt=0, description="Whole-attempt deadline of one callback POST"
     )
+    callback_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        description="Delay before attempt 1, 2, ... of a callback (as JSON); its length is the "
+        "number of attempts, after the last the delivery is dead (listed, replayable)",
+    )
+    callback_max_attempts: int | None = Field(
+        default=None, ge=1, description="Cut the schedule short (None: its whole length)"
+    )
+    callback_allowed_ports: list[int] = Field(
+        default_factory=list, description="Ports callback URLs may use (empty: any)"
+    )
+    delivery_dispatch_interval_s: float = Field(
+        default=5.0, gt=0, description="How often beat sends the callbacks that are due"
+    )
+    delivery_dispatch_limit: int = Field(default=500, ge=1, description="Per dispatch tick")
+    delivery_lock_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A dispatched callback is reserved this long for the worker that sends "
+        "it; past it (worker killed, message lost) beat dispatches it again",
+    )
+    job_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A running job whose worker has not renewed its lease for this long is "
+        "re-published by the reaper (the worker renews every third of it)",
+    )
+    job_received_grace_s: float = Field(
+        default=30.0, gt=0, description="A job still 'received' after this is published again"
+    )
+    job_queued_stale_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A queued job's message held unacknowledged this long by a worker that "
+        "never claimed it (killed with a full batch buffer) is put back on the queue",
+    )
+    reaper_interval_s: float = Field(default=15.0, gt=0, description="Beat period of the reaper")
+    batch_time_limit_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A batch running longer is abandoned: its jobs are re-published and the "
+        "worker process exits so that its supervisor starts a fresh one",
+    )
+    shutdown_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="After SIGTERM, how long the current batch may take before its jobs are "
+        "handed back and the worker exits",
+    )
+    webhook_rotation_grace_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="After a secret rotation, how long the old secret also signs callbacks",
+    )
+    fetch_timeout_s: float = Field(default=20.0, gt=0)
     url_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     batch_size: int = Field(default=8, ge=1, le=256, description="Jobs per model batch")
     batch_interval_s: float = Field(
         default=0.05, gt=0, description="Longest wait to fill a batch before running it"
     )
-    job_max_attempts: int = Field(default=5, ge=1)
+    job_max_attempts: int = Field(
+        default=5, ge=1, description="Claims of one job; past it the job fails attempts_exhausted"
+    )
+
+    @property
+    def callback_schedule_s(self) -> list[float]:
+        """The retry schedule, cut to ``callback_max_attempts`` when that is set."""
+        schedule = list(self.callback_retry_schedule_s)
+        if self.callback_max_attempts is not None:
+            schedule = (schedule + schedule[-1:] * self.callback_max_attempts)[
+                : self.callback_max_attempts
+            ]
+        return schedule
 
 
 @lru_cache

@@ -1,6 +1,7 @@
 """Decode untrusted image bytes into a bounded RGB picture.
 
-Everything a caller gets from :func:`decode_image` has passed, in order:
+Everything a caller gets from :func:`decode_image` has passed, in order
+(the first three in ``schemas/imagebytes.py``, shared with the API):
 size in bytes, a format allow-list (JPEG, PNG, WEBP, GIF: other Pillow
 plugins never see the bytes), width and height checked from the header
 *before* any pixel is decoded, a full decode of the first frame (truncation
@@ -15,47 +16,26 @@ base64.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import struct
 from io import BytesIO
 from typing import Final
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from schemas.errors import ErrorCode, ImageError
+from schemas.imagebytes import (
+    ALLOWED_FORMATS,
+    DEFAULT_MAX_ASPECT_RATIO,
+    decode_base64_image,
+    probe_image,
+    unreadable,
+)
 
-ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF")
-DEFAULT_MAX_ASPECT_RATIO: Final = 100.0
+__all__ = ["ALLOWED_FORMATS", "decode_base64_image", "decode_image", "thumbnail_jpeg"]
+
 _WHITE: Final = (255, 255, 255)
 _ALPHA_MODES: Final = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _WIDE_GREY_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
-
-# Formats that Pillow (or a browser) could read but we refuse, by signature, so
-# that the error says "unsupported" rather than "unreadable".
-_FOREIGN_SIGNATURES: Final = (
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"%!PS", "PostScript/EPS"),
-    (b"\xc5\xd0\xd3\xc6", "EPS"),
-    (b"%PDF", "PDF"),
-    (b"\x00\x00\x01\x00", "ICO"),
-    (b"\x00\x00\x02\x00", "CUR"),
-    (b"SIMPLE  =", "FITS"),
-    (b"8BPS", "PSD"),
-    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"qoif", "QOI"),
-    (b"DDS ", "DDS"),
-    (b"icns", "ICNS"),
-    (b"\x76\x2f\x31\x01", "OpenEXR"),
-)
-_SVG = re.compile(rb"^\s*(<\?xml|<!doctype svg|<svg)", re.IGNORECASE)
-_ISO_BMFF = re.compile(rb"^....ftyp(heic|heix|mif1|msf1|avif|avis)", re.DOTALL)
-_ASCII_WHITESPACE: Final = str.maketrans("", "", " \t\r\n\f\v")
-_DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),", re.IGNORECASE)
 
 
 def decode_image(
@@ -66,14 +46,9 @@ def decode_image(
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
 ) -> Image.Image:
     """Decode ``data`` (JPEG, PNG, WEBP or GIF's first frame) into an RGB image."""
-    if not data:
-        raise ImageError("the image is empty", code=ErrorCode.image_empty)
-    if len(data) > max_bytes:
-        raise ImageError(
-            f"image is {len(data)} bytes, over {max_bytes}", code=ErrorCode.image_too_large
-        )
-    image = _open(data)
-    _check_dimensions(image.size, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio)
+    image = probe_image(
+        data, max_pixels=max_pixels, max_bytes=max_bytes, max_aspect_ratio=max_aspect_ratio
+    )
     _load(image, data)
     return _to_rgb(_apply_orientation(image))
 
@@ -93,91 +68,6 @@ def thumbnail_jpeg(image: Image.Image, *, max_side: int, quality: int = 85) -> b
     return out.getvalue()
 
 
-def decode_base64_image(s: str, *, max_bytes: int) -> bytes:
-    """Bytes from standard base64, optionally as a ``data:image/...;base64,`` URL.
-
-    The size is bounded from the text length before anything is decoded.
-    ASCII whitespace (line breaks of wrapped base64) is ignored; any other
-    character outside the standard alphabet, or wrong padding, is refused.
-    """
-    if len(s) > 2 * max_bytes + 4096:  # cheap bound before any copy of ``s``
-        raise ImageError(f"base64 image over {max_bytes} bytes", code=ErrorCode.image_too_large)
-    text = _strip_data_url(s)
-    compact = text.translate(_ASCII_WHITESPACE)
-    if not compact:
-        raise ImageError("the image is empty", code=ErrorCode.image_empty)
-    padding = len(compact) - len(compact.rstrip("="))
-    if len(compact) // 4 * 3 - padding > max_bytes:
-        raise ImageError(f"base64 image over {max_bytes} bytes", code=ErrorCode.image_too_large)
-    if not compact.isascii():
-        raise ImageError("base64 holds non-ASCII characters", code=ErrorCode.invalid_request)
-    try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageError(f"invalid base64: {exc}", code=ErrorCode.invalid_request) from exc
-
-
-def _strip_data_url(s: str) -> str:
-    if s[:5].lower() != "data:":
-        return s
-    match = _DATA_URL.match(s[:256])
-    if match is None:
-        raise ImageError("malformed data: URL", code=ErrorCode.invalid_request)
-    media_type = match["type"].strip().lower()
-    params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
-    if not media_type.startswith("image/") or "base64" not in params:
-        raise ImageError("a data: URL must be image/* and base64", code=ErrorCode.invalid_request)
-    return s[match.end() :]
-
-
-def _open(data: bytes) -> Image.Image:
-    try:
-        return Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
-            f"image dimensions are a decompression bomb: {exc}", code=ErrorCode.image_too_large
-        ) from exc
-    except UnidentifiedImageError as exc:
-        foreign = _foreign_format(data)
-        if foreign is not None:
-            raise ImageError(
-                f"{foreign} images are not supported; send JPEG, PNG, WEBP or GIF",
-                code=ErrorCode.image_format_unsupported,
-            ) from exc
-        if _png_size_is_zero(data):
-            raise ImageError("image has no pixels", code=ErrorCode.image_dimensions) from exc
-        raise _unreadable(exc, data) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise _unreadable(exc, data) from exc
-
-
-def _foreign_format(data: bytes) -> str | None:
-    for signature, name in _FOREIGN_SIGNATURES:
-        if data.startswith(signature):
-            return name
-    if _SVG.match(data[:512]):
-        return "SVG/XML"
-    if _ISO_BMFF.match(data[:16]):
-        return "HEIF/AVIF"
-    return None
-
-
-def _check_dimensions(size: tuple[int, int], *, max_pixels: int, max_aspect_ratio: float) -> None:
-    width, height = size
-    if width <= 0 or height <= 0:
-        raise ImageError(f"image has no pixels ({width}x{height})", code=ErrorCode.image_dimensions)
-    if width * height > max_pixels:
-        raise ImageError(
-            f"image is {width}x{height}, over {max_pixels} pixels",
-            code=ErrorCode.image_too_large,
-        )
-    if max(width, height) / min(width, height) > max_aspect_ratio:
-        raise ImageError(
-            f"image is {width}x{height}, more elongated than 1:{max_aspect_ratio:g}",
-            code=ErrorCode.image_dimensions,
-        )
-
-
 def _load(image: Image.Image, data: bytes) -> None:
     """Decode the first frame fully; a short file is an error, never padded."""
     try:
@@ -186,28 +76,7 @@ def _load(image: Image.Image, data: bytes) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"decompression bomb: {exc}", code=ErrorCode.image_too_large) from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise _unreadable(exc, data) from exc
-
-
-def _unreadable(exc: BaseException, data: bytes) -> ImageError:
-    if "truncated" in str(exc).lower() or _riff_is_short(data):
-        return ImageError("the image file is truncated", code=ErrorCode.image_truncated)
-    return ImageError(f"not a readable image: {exc}", code=ErrorCode.image_unreadable)
-
-
-def _png_size_is_zero(data: bytes) -> bool:
-    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
-        return False
-    width, height = struct.unpack(">II", data[16:24])
-    return bool(width == 0 or height == 0)
-
-
-def _riff_is_short(data: bytes) -> bool:
-    """A WEBP whose RIFF header promises more bytes than it has."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        return False
-    (riff_size,) = struct.unpack("<I", data[4:8])
-    return len(data) < int(riff_size) + 8
+        raise unreadable(exc, data) from exc
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
