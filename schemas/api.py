@@ -32,7 +32,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 class JobRequest(BaseModel):
     """One caption job. Exactly one of ``image_url`` and ``image_base64``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     image_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     image_base64: str | None = Field(default=None, description="Inline image bytes, base64")
@@ -83,7 +83,7 @@ def catalogue_problem(request: JobRequest) -> tuple[ErrorCode, str] | None:
 
 
 class BulkRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     jobs: list[JobRequest] = Field(min_length=1)
 
@@ -91,6 +91,16 @@ class BulkRequest(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+
+
+class ErrorDetail(ErrorBody):
+    detail: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers: a stable ``code`` and a human ``message``."""
+
+    error: ErrorDetail
 
 
 class VariantPublic(BaseModel):

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     unauthorized = "unauthorized"
     forbidden = "forbidden"
     not_found = "not_found"
+    method_not_allowed = "method_not_allowed"
     payload_too_large = "payload_too_large"
     rate_limited = "rate_limited"
     # Image intake.

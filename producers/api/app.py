@@ -5,9 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from producers.api import jobs
+from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings, api_settings
 
@@ -15,6 +18,10 @@ from schemas.settings import ApiSettings, api_settings
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or api_settings()
     app = FastAPI(
+        responses={
+            status: {"model": ErrorResponse, "description": description}
+            for status, description in _DOCUMENTED_ERRORS.items()
+        },
         title="captionq ingestion API",
         version="1",
         description="Submit image-caption jobs, read their captions and ad-copy variants.",
@@ -23,6 +30,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
 
     @app.get("/healthz", include_in_schema=False)
@@ -30,6 +38,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+_DOCUMENTED_ERRORS = {
+    400: "Malformed body",
+    401: "Missing, invalid, revoked or expired API key",
+    403: "The key lacks the scope",
+    404: "No such resource for this tenant",
+    409: "A request with this idempotency key is still being created",
+    413: "Body or image too large",
+    422: "Refused request, with a stable error code",
+    429: "Rate limited; see Retry-After",
+}
 
 
 def _error(status: int, code: str, message: str, detail: object = None) -> JSONResponse:
@@ -49,6 +69,25 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         for e in exc.errors()
     ]
     return _error(422, ErrorCode.invalid_request.value, "request does not match the schema", errors)
+
+
+_HTTP_CODES = {404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed}
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.invalid_request)
+    response = _error(exc.status_code, code.value, str(exc.detail))
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; list them all.
+        methods: set[str] = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches({**request.scope, "method": ""})
+            if match != Match.NONE:
+                methods |= getattr(route, "methods", None) or set()
+        response.headers["allow"] = ", ".join(sorted(methods))
+    elif exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 class BodyLimit:

@@ -45,12 +45,30 @@ class Worker:
             self.process.wait()
 
 
-def start_worker(*, env: dict[str, str], log: Path, queues: str = "captionq.gpu,captionq.io") -> Worker:
+def start_worker(
+    *, env: dict[str, str], log: Path, queues: str = "captionq.gpu,captionq.io"
+) -> Worker:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
-             "-Q", queues, "-l", "INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--pool",
+                "solo",
+                "-Q",
+                queues,
+                "-l",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+            ],
             cwd=REPO,
             env={**os.environ, **env},
             stdout=out,
@@ -80,7 +98,7 @@ def redis_db(redis_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     index = abs(hash(request.module.__name__)) % 15 + 1
     url = redis_url.rsplit("/", 1)[0] + f"/{index}"
     redis.Redis.from_url(url).flushdb()
-    yield url
+    return url
 
 
 @pytest.fixture(scope="module")

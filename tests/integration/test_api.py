@@ -41,9 +41,7 @@ def api(database_url: str, redis_db: str) -> Iterator[Api]:
         for name in ("alpha", "beta"):
             tenant = create_tenant(session=session, name=name)
             keys[name] = create_api_key(session=session, tenant=tenant)[1]
-        keys["alpha-read"] = create_api_key(
-            session=session, tenant=tenant, scopes=["read"]
-        )[1]
+        keys["alpha-read"] = create_api_key(session=session, tenant=tenant, scopes=["read"])[1]
     with TestClient(create_app(settings)) as http:
         yield Api(http, settings, keys)
 
@@ -96,8 +94,23 @@ def test_submit_returns_202_with_status_url_and_the_job_reads_back(api: Api) -> 
         ({"priority": 10}, 422, "invalid_request"),
         ({"brand_voice": "x" * 201}, 422, "invalid_request"),
     ],
-    ids=["style", "platform", "variants-0", "variants-99", "not-image", "empty", "bad-b64", "tiff", "data-url",
-         "unknown-field", "two-images", "key-space", "key-long", "priority", "voice-long"],
+    ids=[
+        "style",
+        "platform",
+        "variants-0",
+        "variants-99",
+        "not-image",
+        "empty",
+        "bad-b64",
+        "tiff",
+        "data-url",
+        "unknown-field",
+        "two-images",
+        "key-space",
+        "key-long",
+        "priority",
+        "voice-long",
+    ],
 )
 def test_bad_requests_get_a_stable_code(
     api: Api, overrides: dict[str, object], status: int, code: str | None
@@ -165,7 +178,8 @@ def test_idempotent_submission_over_http(api: Api) -> None:
     first = api.http.post("/v1/jobs", json=body(idempotency_key="po-7"), headers=api.auth("alpha"))
     again = api.http.post("/v1/jobs", json=body(idempotency_key="po-7"), headers=api.auth("alpha"))
     assert first.json()["id"] == again.json()["id"]
-    assert first.json()["created"] is True and again.json()["created"] is False
+    assert first.json()["created"] is True
+    assert again.json()["created"] is False
     other = api.http.post(
         "/v1/jobs", json=body(idempotency_key="po-7", variants=3), headers=api.auth("alpha")
     )
@@ -179,7 +193,8 @@ def test_bulk_accepts_good_items_and_reports_bad_ones(api: Api) -> None:
     assert response.status_code == 202, response.text
     items = response.json()["jobs"]
     assert [i["index"] for i in items] == [0, 1, 2]
-    assert items[0]["job"]["status"] == "queued" and items[2]["job"]["status"] == "queued"
+    assert items[0]["job"]["status"] == "queued"
+    assert items[2]["job"]["status"] == "queued"
     assert items[1]["error"]["code"] == "unknown_style"
     too_many = api.http.post(
         "/v1/jobs/bulk", json={"jobs": [body()] * 6}, headers=api.auth("alpha")

@@ -1,4 +1,4 @@
-"""The whole path with real components: client → DB → Redis → Celery worker → DB → signed callback."""
+"""The whole path with real parts: client, DB, Redis, Celery worker, DB, signed callback."""
 
 from __future__ import annotations
 
@@ -27,8 +27,14 @@ def wait_for(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-unt
 def test_jobs_succeed_with_variants_and_verified_callbacks(stack: Stack) -> None:
     ids = stack.client.submit_many(
         [
-            {"image": png((i * 60, 100, 200)), "styles": STYLES, "platforms": PLATFORMS,
-             "variants": 2, "callback_url": stack.receiver.url, "metadata": {"n": i}}
+            {
+                "image": png((i * 60, 100, 200)),
+                "styles": STYLES,
+                "platforms": PLATFORMS,
+                "variants": 2,
+                "callback_url": stack.receiver.url,
+                "metadata": {"n": i},
+            }
             for i in range(3)
         ]
     )
@@ -36,7 +42,8 @@ def test_jobs_succeed_with_variants_and_verified_callbacks(stack: Stack) -> None
     for job in jobs:
         assert job.status == "succeeded", (job.error, stack.worker.output()[-2000:])
         assert job.caption
-        assert job.model_id is not None and job.model_id.endswith("tiny-blip")
+        assert job.model_id is not None
+        assert job.model_id.endswith("tiny-blip")
         assert len(job.variants) == len(STYLES) * len(PLATFORMS) * 2
         assert {(v.style, v.platform) for v in job.variants} == {
             (s, p) for s in STYLES for p in PLATFORMS
@@ -60,7 +67,10 @@ def test_signature_verifies_with_standardwebhooks_and_fails_with_another_secret(
     stack: Stack,
 ) -> None:
     job_id = stack.client.submit(
-        image=png(), styles=["minimal"], platforms=["x"], variants=1,
+        image=png(),
+        styles=["minimal"],
+        platforms=["x"],
+        variants=1,
         callback_url=stack.receiver.url,
     )
     wait_for(lambda: any(r.job_id == job_id for r in stack.receiver.received))
@@ -90,8 +100,13 @@ def test_bad_image_fails_its_own_job_and_the_worker_keeps_serving(stack: Stack) 
     truncated = png(size=(200, 200))[:120]  # a PNG header, then nothing: passes the sniff
     bad, good = stack.client.submit_many(
         [
-            {"image": truncated, "styles": ["playful"], "platforms": ["x"], "variants": 1,
-             "callback_url": stack.receiver.url},
+            {
+                "image": truncated,
+                "styles": ["playful"],
+                "platforms": ["x"],
+                "variants": 1,
+                "callback_url": stack.receiver.url,
+            },
             {"image": png((10, 200, 10)), "styles": ["playful"], "platforms": ["x"], "variants": 1},
         ]
     )
@@ -102,8 +117,11 @@ def test_bad_image_fails_its_own_job_and_the_worker_keeps_serving(stack: Stack) 
     assert bad_job.error.code in {ErrorCode.image_truncated, ErrorCode.image_unreadable}
     assert bad_job.variants == []
     assert good_job.status == "succeeded"
-    wait_for(lambda: any(r.job_id == bad and r.event_type == "job.failed"
-                         for r in stack.receiver.received))
+    wait_for(
+        lambda: any(
+            r.job_id == bad and r.event_type == "job.failed" for r in stack.receiver.received
+        )
+    )
     # The worker is still serving.
     after = stack.client.submit(image=png(), styles=["minimal"], platforms=["x"], variants=1)
     assert stack.client.wait(after, timeout_s=60).status == "succeeded"
@@ -119,8 +137,14 @@ def test_bad_image_fails_its_own_job_and_the_worker_keeps_serving(stack: Stack) 
         ({"variants": 0}, ErrorCode.variants_out_of_range),
         ({"variants": 11}, ErrorCode.variants_out_of_range),
     ],
-    ids=["not-an-image", "empty", "unknown-style", "unknown-platform", "zero-variants",
-         "eleven-variants"],
+    ids=[
+        "not-an-image",
+        "empty",
+        "unknown-style",
+        "unknown-platform",
+        "zero-variants",
+        "eleven-variants",
+    ],
 )
 def test_bad_requests_are_refused_with_a_code(stack: Stack, job: dict, code: ErrorCode) -> None:
     request = {"image": png(), "styles": ["playful"], "platforms": ["x"], "variants": 1, **job}
@@ -133,16 +157,28 @@ def test_a_refused_item_does_not_stop_the_rest_of_a_batch(stack: Stack) -> None:
     with pytest.raises(RequestError) as refused:
         stack.client.submit_many(
             [
-                {"image": png(), "styles": ["playful"], "platforms": ["x"], "variants": 1,
-                 "idempotency_key": "batch-good-1"},
+                {
+                    "image": png(),
+                    "styles": ["playful"],
+                    "platforms": ["x"],
+                    "variants": 1,
+                    "idempotency_key": "batch-good-1",
+                },
                 {"image": png(), "styles": ["nope"], "platforms": ["x"], "variants": 1},
             ]
         )
     assert refused.value.index == 1  # type: ignore[attr-defined]
     # The good one was submitted: replaying its key returns it.
     (job_id,) = stack.client.submit_many(
-        [{"image": png(), "styles": ["playful"], "platforms": ["x"], "variants": 1,
-          "idempotency_key": "batch-good-1"}]
+        [
+            {
+                "image": png(),
+                "styles": ["playful"],
+                "platforms": ["x"],
+                "variants": 1,
+                "idempotency_key": "batch-good-1",
+            }
+        ]
     )
     assert stack.client.wait(job_id, timeout_s=60).status == "succeeded"
 

@@ -1,0 +1,152 @@
+"""/v1/webhooks: a tenant's callback endpoints (secrets rotate) and its deliveries
+(list the dead ones, replay them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field
+
+from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from schemas import webhooks
+from schemas.errors import PermanentError, RequestError
+from schemas.tables import DeliveryStatus, WebhookEndpoint
+from schemas.urlguard import check_url, parse_networks
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+class EndpointCreate(BaseModel):
+    url: Annotated[str, Field(max_length=2048)]
+    event_types: list[str] = Field(default_factory=list)
+
+
+class EndpointPublic(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    disabled: bool
+    disabled_reason: str | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+
+
+class EndpointSecret(EndpointPublic):
+    secret: str  # shown once, on creation and on rotation
+
+
+class DeliveryPublic(BaseModel):
+    id: str
+    job_id: str
+    event_type: str
+    url: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+def _public(endpoint: WebhookEndpoint) -> EndpointPublic:
+    return EndpointPublic(
+        id=endpoint.id,
+        url=endpoint.url,
+        event_types=endpoint.event_types,
+        disabled=endpoint.disabled_at is not None,
+        disabled_reason=endpoint.disabled_reason,
+        previous_secret_expires_at=endpoint.previous_secret_expires_at,
+        created_at=endpoint.created_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointSecret)
+def create_endpoint(
+    body: EndpointCreate, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep
+) -> EndpointSecret:
+    """Register a callback URL (checked like every outgoing URL); returns its secret once."""
+    try:
+        target = check_url(
+            body.url,
+            allowed_ports=range(1, 65536),
+            allow_networks=parse_networks(settings.url_allow_cidrs),
+        )
+    except PermanentError as exc:
+        raise RequestError(exc.message, code=exc.code, status=422) from exc
+    endpoint, secret = webhooks.create_endpoint(
+        session=session,
+        tenant_id=tenant.id,
+        url=target.url,
+        key=settings.webhook_secrets_key,
+        event_types=body.event_types,
+    )
+    return EndpointSecret(**_public(endpoint).model_dump(), secret=secret)
+
+
+@router.get("", response_model=list[EndpointPublic])
+def list_endpoints(tenant: ReadTenant, session: SessionDep) -> list[EndpointPublic]:
+    return [_public(e) for e in webhooks.list_endpoints(session=session, tenant_id=tenant.id)]
+
+
+@router.post("/{endpoint_id}/rotate", response_model=EndpointSecret)
+def rotate(
+    endpoint_id: str, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep
+) -> EndpointSecret:
+    """A new secret; for a grace period callbacks carry both signatures."""
+    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    secret = webhooks.rotate_secret(
+        session=session,
+        endpoint=endpoint,
+        key=settings.webhook_secrets_key,
+        grace_s=settings.webhook_rotation_grace_s,
+    )
+    return EndpointSecret(**_public(endpoint).model_dump(), secret=secret)
+
+
+@router.post("/{endpoint_id}/enable", response_model=EndpointPublic)
+def enable(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> EndpointPublic:
+    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    webhooks.set_enabled(session=session, endpoint=endpoint, enabled=True)
+    return _public(endpoint)
+
+
+@router.post("/{endpoint_id}/disable", response_model=EndpointPublic)
+def disable(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> EndpointPublic:
+    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    webhooks.set_enabled(session=session, endpoint=endpoint, enabled=False)
+    return _public(endpoint)
+
+
+@router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> None:
+    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    webhooks.delete_endpoint(session=session, endpoint=endpoint)
+
+
+@router.get("/deliveries", response_model=list[DeliveryPublic])
+def list_deliveries(
+    tenant: ReadTenant,
+    session: SessionDep,
+    status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[DeliveryPublic]:
+    rows = webhooks.list_deliveries(
+        session=session, tenant_id=tenant.id, status=status_, limit=limit
+    )
+    return [DeliveryPublic.model_validate(d, from_attributes=True) for d in rows]
+
+
+@router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryPublic)
+def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> DeliveryPublic:
+    """Send an event again: same ``webhook-id``, same body, fresh retry schedule."""
+    delivery = webhooks.replay_delivery(
+        session=session, tenant_id=tenant.id, delivery_id=delivery_id
+    )
+    return DeliveryPublic.model_validate(delivery, from_attributes=True)
+
+
+@router.post("/deliveries/replay-dead")
+def replay_dead(tenant: SubmitTenant, session: SessionDep) -> dict[str, int]:
+    return {"replayed": webhooks.replay_dead(session=session, tenant_id=tenant.id)}
