@@ -135,6 +135,51 @@ def demo(
     raise typer.Exit(run_demo(model=model, n_images=images, console=console))
 
 
+@app.command()
+def delete(
+    job_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")] = "default"
+) -> None:
+    """Delete a job with its image, variants and deliveries."""
+    from schemas.db import session_scope
+    from schemas.lifecycle import delete_job
+    from schemas.settings import core_settings
+    from schemas.tenants import tenant_by_name
+
+    settings = core_settings()
+    with session_scope(settings.database_url) as session:
+        owner = tenant_by_name(session=session, name=tenant)
+        if owner is None or not delete_job(
+            session=session, tenant_id=owner.id, job_id=job_id, store=settings.blob_store
+        ):
+            console.print(f"[red]not_found[/red]: no job {job_id} for tenant {tenant!r}")
+            raise typer.Exit(1)
+    console.print(f"deleted {job_id}")
+
+
+@app.command()
+def purge(
+    older_than_days: Annotated[float, typer.Option(min=0, help="Delete jobs older than this")],
+) -> None:
+    """Delete every job (all tenants) created before the cut-off, with what it owns."""
+    from datetime import timedelta
+
+    from schemas.db import session_scope
+    from schemas.lifecycle import purge as purge_jobs
+    from schemas.settings import core_settings
+    from schemas.tables import utcnow
+
+    settings = core_settings()
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    total = 0
+    while True:
+        with session_scope(settings.database_url) as session:
+            deleted = purge_jobs(session=session, older_than=cutoff, store=settings.blob_store)
+        total += deleted
+        if deleted == 0:
+            break
+    console.print(f"purged {total} jobs created before {cutoff.isoformat()}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations to DATABASE_URL."""

@@ -208,4 +208,3 @@ def _print(console: Console, jobs, receiver: CallbackReceiver) -> None:  # type:
             console.print(f"callback: {hook.event_type} webhook-id={hook.webhook_id} {mark}")
         else:
             console.print("callback: [red]not received[/red]")
-

@@ -12,15 +12,18 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
+from producers.limits import in_flight
 from producers.publish import publish_captions
 from schemas.api import JobRequest, catalogue_problem
 from schemas.blobs import put_blob
 from schemas.db import session_scope
-from schemas.errors import ErrorCode, ImageError, RequestError
+from schemas.errors import ErrorCode, ImageError, PermanentError, RequestError
 from schemas.imagebytes import decode_base64_image, probe_image
+from schemas.names import PRIORITY_MIN
 from schemas.settings import CoreSettings
 from schemas.store import create_job, mark_queued
 from schemas.tables import Job, JobStatus, Tenant
+from schemas.urlguard import check_url
 
 
 @dataclass(frozen=True)
@@ -45,22 +48,39 @@ def inline_image(request: JobRequest, *, settings: CoreSettings) -> bytes | None
     return data
 
 
-def validate(request: JobRequest) -> None:
+def validate(request: JobRequest, settings: CoreSettings) -> None:
     problem = catalogue_problem(request)
     if problem is not None:
         code, message = problem
         raise RequestError(message, code=code)
+    if request.image_url is not None:
+        # Syntax, scheme, port and literal addresses now; the worker checks every
+        # address the host resolves to when it fetches.
+        try:
+            check_url(
+                request.image_url,
+                allowed_ports=settings.url_allowed_ports,
+                allow_networks=settings.url_allow_cidrs,
+            )
+        except PermanentError as exc:
+            raise RequestError(f"image_url: {exc.message}", code=exc.code) from exc
 
 
 def _stage(
     session: Session, tenant: Tenant, request: JobRequest, settings: CoreSettings
 ) -> tuple[Job, bool]:
-    validate(request)
+    validate(request, settings)
     data = inline_image(request, settings=settings)
     digest = None
     if data is not None:
         digest = put_blob(session=session, store=settings.blob_store, data=data)
     return create_job(session=session, tenant=tenant, request=request, image_sha256=digest)
+
+
+def fair_priority(priority: int, *, backlog: int, steps: Sequence[int]) -> int:
+    """The priority a job is published with: one step lower for each fair-share step
+    its tenant's backlog has reached (never below the lowest)."""
+    return max(PRIORITY_MIN, priority - sum(backlog >= step for step in steps))
 
 
 def submit_many(
@@ -73,6 +93,7 @@ def submit_many(
     outcomes: list[Submitted | RequestError] = []
     to_publish: list[tuple[str, int]] = []
     with session_scope(settings.database_url) as session:
+        backlog = in_flight(session=session, tenant_id=tenant.id)
         for request in requests:
             try:
                 with session.begin_nested():
@@ -83,7 +104,11 @@ def submit_many(
             outcomes.append(Submitted(job.id, JobStatus(job.status), created))
             # A replayed key whose job never reached the broker is published again.
             if job.status == JobStatus.received:
-                to_publish.append((job.id, job.priority))
+                priority = fair_priority(
+                    job.priority, backlog=backlog, steps=settings.fair_share_steps
+                )
+                to_publish.append((job.id, priority))
+                backlog += 1
     if to_publish:
         # Rows are committed: if publishing fails here, the jobs stay ``received``
         # and the reaper publishes them later. Nothing is lost.
@@ -97,10 +122,3 @@ def submit_many(
         else o
         for o in outcomes
     ]
-
-
-def submit_one(*, settings: CoreSettings, tenant: Tenant, request: JobRequest) -> Submitted:
-    (outcome,) = submit_many(settings=settings, tenant=tenant, requests=[request])
-    if isinstance(outcome, RequestError):
-        raise outcome
-    return outcome

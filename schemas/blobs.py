@@ -30,7 +30,7 @@ def put_blob(*, session: Session, store: str, data: bytes) -> str:
             session.add(Blob(sha256=digest, size=len(data), data=data))
             session.flush()
         return digest
-    path = _file_path(store, digest)
+    path = file_path(store, digest)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
@@ -47,7 +47,7 @@ def get_blob(*, session: Session, store: str, sha256: str) -> bytes:
                 f"image {sha256} is not in the blob store", code=ErrorCode.image_missing
             )
         return blob.data
-    path = _file_path(store, sha256)
+    path = file_path(store, sha256)
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
@@ -56,7 +56,7 @@ def get_blob(*, session: Session, store: str, sha256: str) -> bytes:
         ) from exc
 
 
-def _file_path(store: str, digest: str) -> Path:
+def file_path(store: str, digest: str) -> Path:
     parsed = urlparse(store)
     if parsed.scheme != "file":
         raise ValueError(f"unsupported blob store {store!r}: use 'db' or file:///dir")

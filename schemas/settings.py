@@ -39,11 +39,22 @@ class CoreSettings(BaseSettings):
         description="Networks that image and callback URLs may reach although not public, "
         'as JSON: ["127.0.0.0/8"] (tests, private deployments)',
     )
+    url_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    fair_share_steps: list[int] = Field(
+        default_factory=lambda: [32, 128, 512, 2048],
+        description="Jobs in flight at which a tenant's new jobs drop one more priority "
+        "step, so that one tenant's flood does not starve the others",
+    )
     webhook_secrets_key: str | None = Field(
         default=None,
         description="Fernet key (urlsafe base64, 32 bytes) that encrypts webhook endpoint "
         "secrets at rest. Set it in production (the same on every API and worker host); "
         "unset, a key file is created next to the default home (one-host development).",
+    )
+    webhook_rotation_grace_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="After a secret rotation, how long the old secret also signs callbacks",
     )
 
 
@@ -53,6 +64,13 @@ class ApiSettings(CoreSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     bulk_max_jobs: int = Field(default=500, ge=1)
+    rate_limit_jobs_per_s: float = Field(
+        default=50.0, gt=0, description="Sustained submissions per second, per tenant"
+    )
+    rate_limit_burst: int = Field(default=1000, ge=1, description="Submissions allowed at once")
+    max_in_flight: int = Field(
+        default=20_000, ge=1, description="Jobs per tenant not yet finished, at most"
+    )
     request_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     public_base_url: str = "http://127.0.0.1:8000"
 
@@ -126,13 +144,7 @@ class WorkerSettings(CoreSettings):
         description="After SIGTERM, how long the current batch may take before its jobs are "
         "handed back and the worker exits",
     )
-    webhook_rotation_grace_s: float = Field(
-        default=86400.0,
-        ge=0,
-        description="After a secret rotation, how long the old secret also signs callbacks",
-    )
     fetch_timeout_s: float = Field(default=20.0, gt=0)
-    url_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     batch_size: int = Field(default=8, ge=1, le=256, description="Jobs per model batch")
     batch_interval_s: float = Field(
         default=0.05, gt=0, description="Longest wait to fill a batch before running it"

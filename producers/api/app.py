@@ -60,7 +60,11 @@ def _error(status: int, code: str, message: str, detail: object = None) -> JSONR
 
 
 async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
-    return _error(exc.status, exc.code.value, exc.message)
+    response = _error(exc.status, exc.code.value, exc.message)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        response.headers["retry-after"] = str(int(retry_after))
+    return response
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

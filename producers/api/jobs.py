@@ -7,8 +7,10 @@ import binascii
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Response, status
+from sqlmodel import Session
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from producers.limits import check_in_flight, take
 from producers.submit import Submitted, submit_many
 from schemas.api import (
     BulkAccepted,
@@ -21,8 +23,10 @@ from schemas.api import (
     JobRequest,
 )
 from schemas.errors import ErrorCode, RequestError
+from schemas.lifecycle import delete_job
+from schemas.settings import ApiSettings
 from schemas.store import get_job, job_public, list_jobs
-from schemas.tables import JobStatus
+from schemas.tables import JobStatus, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -38,10 +42,15 @@ def _accepted(settings: SettingsDep, submitted: Submitted) -> JobAccepted:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
 def submit_job(
-    body: JobRequest, tenant: SubmitTenant, settings: SettingsDep, response: Response
+    body: JobRequest,
+    tenant: SubmitTenant,
+    settings: SettingsDep,
+    session: SessionDep,
+    response: Response,
 ) -> JobAccepted:
     """Accept one job. 202 with its id and status URL; the same idempotency key with the
     same body returns the same job (``created: false``)."""
+    admit(settings, session, tenant, 1)
     (outcome,) = submit_many(settings=settings, tenant=tenant, requests=[body])
     if isinstance(outcome, RequestError):
         raise outcome
@@ -51,7 +60,9 @@ def submit_job(
 
 
 @router.post("/bulk", status_code=status.HTTP_202_ACCEPTED, response_model=BulkAccepted)
-def submit_bulk(body: BulkRequest, tenant: SubmitTenant, settings: SettingsDep) -> BulkAccepted:
+def submit_bulk(
+    body: BulkRequest, tenant: SubmitTenant, settings: SettingsDep, session: SessionDep
+) -> BulkAccepted:
     """Accept up to ``BULK_MAX_JOBS`` jobs in one request; each item is accepted or refused
     on its own (a refused item carries its error code, the others go on)."""
     if len(body.jobs) > settings.bulk_max_jobs:
@@ -60,6 +71,7 @@ def submit_bulk(body: BulkRequest, tenant: SubmitTenant, settings: SettingsDep) 
             code=ErrorCode.payload_too_large,
             status=413,
         )
+    admit(settings, session, tenant, len(body.jobs))
     outcomes = submit_many(settings=settings, tenant=tenant, requests=body.jobs)
     return BulkAccepted(
         jobs=[
@@ -69,6 +81,30 @@ def submit_bulk(body: BulkRequest, tenant: SubmitTenant, settings: SettingsDep) 
             for i, o in enumerate(outcomes)
         ]
     )
+
+
+def admit(settings: ApiSettings, session: Session, tenant: Tenant, count: int) -> None:
+    """429 with Retry-After when the tenant is over its rate or its jobs in flight."""
+    check_in_flight(session=session, tenant_id=tenant.id, adding=count, cap=settings.max_in_flight)
+    take(
+        redis_url=settings.redis_url,
+        tenant_id=tenant.id,
+        cost=count,
+        per_s=settings.rate_limit_jobs_per_s,
+        burst=settings.rate_limit_burst,
+    )
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_job(
+    job_id: str, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep
+) -> None:
+    """Delete a job with its image, variants and deliveries. A worker still running it
+    finds nothing to write its results to."""
+    if not delete_job(
+        session=session, tenant_id=tenant.id, job_id=job_id, store=settings.blob_store
+    ):
+        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -1,0 +1,74 @@
+"""Fairness between tenants: a small tenant's job is not stuck behind a large tenant's flood.
+
+The flood and the small job are queued first, then one worker drains the queue,
+so the order of service is the broker's (priority) order, not a race.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producers.client import CaptionClient
+from schemas.db import migrate
+from schemas.settings import CoreSettings
+from tests.integration.conftest import png, start_worker
+
+FLOOD = 120
+
+
+def rank_of_small_tenant(
+    tmp_path: Path, redis_db: str, *, steps: list[int]
+) -> tuple[int, float, float]:
+    """Submit a flood then one small job; return the small job's finishing rank and the
+    small and median-flood latencies (s)."""
+    url = f"sqlite:///{tmp_path / 'fair.db'}"
+    migrate(url)
+    settings = CoreSettings(database_url=url, redis_url=redis_db, fair_share_steps=steps)
+    big = CaptionClient(tenant="big", settings=settings)
+    small = CaptionClient(tenant="small", settings=settings)
+    job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
+    flood_ids = big.submit_many([job] * FLOOD)
+    small_id = small.submit(**job)
+    worker = start_worker(
+        env={
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_db,
+            "CAPTIONER_MODEL": "captionq/noop",
+            "BATCH_SIZE": "4",
+        },
+        log=tmp_path / "worker.log",
+    )
+    try:
+        finished = {job_id: big.wait(job_id, timeout_s=120) for job_id in flood_ids}
+        mine = small.wait(small_id, timeout_s=120)
+    finally:
+        worker.stop()
+    order = sorted([*finished.values(), mine], key=lambda j: j.finished_at)
+    latencies = sorted((j.finished_at - j.created_at).total_seconds() for j in finished.values())
+    rank = [j.id for j in order].index(small_id)
+    return (
+        rank,
+        (mine.finished_at - mine.created_at).total_seconds(),
+        latencies[len(latencies) // 2],
+    )
+
+
+def test_a_small_tenant_is_served_before_a_large_tenants_backlog(
+    tmp_path_factory: pytest.TempPathFactory, redis_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fair_rank, fair_small, fair_median = rank_of_small_tenant(
+        tmp_path_factory.mktemp("fair"), redis_db, steps=[16, 32, 64, 96]
+    )
+    fifo_rank, fifo_small, fifo_median = rank_of_small_tenant(
+        tmp_path_factory.mktemp("fifo"), redis_db, steps=[]
+    )
+    with capsys.disabled():
+        print(  # noqa: T201
+            f"\nfairness, {FLOOD}-job flood then 1 small job:"
+            f" fair-share rank {fair_rank} (latency {fair_small:.2f} s, flood median"
+            f" {fair_median:.2f} s); FIFO rank {fifo_rank} (latency {fifo_small:.2f} s)"
+        )
+    assert fifo_rank >= FLOOD - 10  # without fair share the small job waits for the flood
+    assert fair_rank <= 16 + 3 * 8  # served once the flood's first step is used up
