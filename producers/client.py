@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from producers.submit import submit_many
 from schemas.api import JobPublic, JobRequest
 from schemas.db import session_scope
@@ -80,7 +82,10 @@ class CaptionClient:
         ``index`` attribute says which.
         """
         requests = [self._request(job) for job in jobs]
-        outcomes = submit_many(settings=self.settings, tenant=self._tenant, requests=requests)
+        with session_scope(self.settings.database_url) as session:
+            outcomes = submit_many(
+                session=session, settings=self.settings, tenant=self._tenant, requests=requests
+            )
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, RequestError):
                 outcome.index = index  # type: ignore[attr-defined]
@@ -114,4 +119,10 @@ class CaptionClient:
         elif image is not None:
             data = image if isinstance(image, bytes) else Path(image).read_bytes()
             fields["image_base64"] = base64.b64encode(data).decode()
-        return JobRequest(**fields)
+        try:
+            return JobRequest(**fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise RequestError(problems, code=ErrorCode.invalid_request) from exc

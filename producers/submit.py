@@ -16,10 +16,10 @@ from producers.limits import in_flight
 from producers.publish import publish_captions
 from schemas.api import JobRequest, catalogue_problem
 from schemas.blobs import put_blob
-from schemas.db import session_scope
 from schemas.errors import ErrorCode, ImageError, PermanentError, RequestError
 from schemas.imagebytes import decode_base64_image, probe_image
 from schemas.names import PRIORITY_MIN
+from schemas.policy import clean_brand_voice
 from schemas.settings import CoreSettings
 from schemas.store import create_job, mark_queued
 from schemas.tables import Job, JobStatus, Tenant
@@ -53,6 +53,11 @@ def validate(request: JobRequest, settings: CoreSettings) -> None:
     if problem is not None:
         code, message = problem
         raise RequestError(message, code=code)
+    if request.brand_voice is not None:
+        try:
+            clean_brand_voice(request.brand_voice)
+        except PermanentError as exc:
+            raise RequestError(f"brand_voice: {exc.message}", code=exc.code) from exc
     if request.image_url is not None:
         # Syntax, scheme, port and literal addresses now; the worker checks every
         # address the host resolves to when it fetches.
@@ -84,37 +89,37 @@ def fair_priority(priority: int, *, backlog: int, steps: Sequence[int]) -> int:
 
 
 def submit_many(
-    *, settings: CoreSettings, tenant: Tenant, requests: Sequence[JobRequest]
+    *, session: Session, settings: CoreSettings, tenant: Tenant, requests: Sequence[JobRequest]
 ) -> list[Submitted | RequestError]:
     """Submit a batch: one transaction for the rows, one broker connection for the messages.
 
     A request that is refused gets its ``RequestError`` in its place; the others go on.
+    Commits ``session`` twice: the rows before anything is published, then their
+    ``queued`` state.
     """
     outcomes: list[Submitted | RequestError] = []
     to_publish: list[tuple[str, int]] = []
-    with session_scope(settings.database_url) as session:
-        backlog = in_flight(session=session, tenant_id=tenant.id)
-        for request in requests:
-            try:
-                with session.begin_nested():
-                    job, created = _stage(session, tenant, request, settings)
-            except RequestError as exc:
-                outcomes.append(exc)
-                continue
-            outcomes.append(Submitted(job.id, JobStatus(job.status), created))
-            # A replayed key whose job never reached the broker is published again.
-            if job.status == JobStatus.received:
-                priority = fair_priority(
-                    job.priority, backlog=backlog, steps=settings.fair_share_steps
-                )
-                to_publish.append((job.id, priority))
-                backlog += 1
+    backlog = in_flight(session=session, tenant_id=tenant.id)
+    for request in requests:
+        try:
+            with session.begin_nested():
+                job, created = _stage(session, tenant, request, settings)
+        except RequestError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(Submitted(job.id, JobStatus(job.status), created))
+        # A replayed key whose job never reached the broker is published again.
+        if job.status == JobStatus.received:
+            priority = fair_priority(job.priority, backlog=backlog, steps=settings.fair_share_steps)
+            to_publish.append((job.id, priority))
+            backlog += 1
+    session.commit()
     if to_publish:
         # Rows are committed: if publishing fails here, the jobs stay ``received``
         # and the reaper publishes them later. Nothing is lost.
         publish_captions(redis_url=settings.redis_url, jobs=to_publish)
-        with session_scope(settings.database_url) as session:
-            mark_queued(session=session, job_ids=[job_id for job_id, _ in to_publish])
+        mark_queued(session=session, job_ids=[job_id for job_id, _ in to_publish])
+        session.commit()
     queued = {job_id for job_id, _ in to_publish}
     return [
         Submitted(o.job_id, JobStatus.queued, o.created)

@@ -51,7 +51,7 @@ def submit_job(
     """Accept one job. 202 with its id and status URL; the same idempotency key with the
     same body returns the same job (``created: false``)."""
     admit(settings, session, tenant, 1)
-    (outcome,) = submit_many(settings=settings, tenant=tenant, requests=[body])
+    (outcome,) = submit_many(session=session, settings=settings, tenant=tenant, requests=[body])
     if isinstance(outcome, RequestError):
         raise outcome
     accepted = _accepted(settings, outcome)
@@ -72,7 +72,7 @@ def submit_bulk(
             status=413,
         )
     admit(settings, session, tenant, len(body.jobs))
-    outcomes = submit_many(settings=settings, tenant=tenant, requests=body.jobs)
+    outcomes = submit_many(session=session, settings=settings, tenant=tenant, requests=body.jobs)
     return BulkAccepted(
         jobs=[
             BulkItem(index=i, error=ErrorBody(code=o.code.value, message=o.message))
