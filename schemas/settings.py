@@ -87,6 +87,12 @@ class WorkerSettings(CoreSettings):
         default=None, description="Optional instruct LM (hub id or folder) that writes variants"
     )
     copywriter_revision: str | None = None
+    copy_max_new_tokens: int = Field(default=60, ge=1, le=1024, description="Rewriter output")
+    clip_model: str | None = Field(
+        default=None, description="CLIP (hub id or folder) for image-text agreement in scores"
+    )
+    clip_revision: str | None = None
+    offline: bool = Field(default=False, description="Load models from local files only")
     model_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     model_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_new_tokens: int = Field(default=40, ge=1, le=512)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from schemas.errors import CaptionError, ErrorCode, PermanentError
-from worker.errors import OutOfMemory
+from worker.errors import OutOfMemoryError
 from worker.models import Engine
 from worker.models.base import check_batch
 from worker.writing import JobSpec, Written, write_batch
@@ -56,7 +56,7 @@ def _write_split(
         return []
     try:
         results: list[Outcome] = list(write_batch(specs, images, engine=engine))
-    except OutOfMemory as exc:
+    except OutOfMemoryError as exc:
         if len(specs) == 1:
             return [exc]
         half = len(specs) // 2

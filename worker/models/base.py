@@ -1,0 +1,118 @@
+"""What a model backend is, to the rest of the worker.
+
+Three roles, each a protocol:
+
+- :class:`Captioner`: image → literal caption, batched.
+- :class:`Writer`: one :class:`WriteRequest` (image, caption, instruction, prefix,
+  seed) → one ad-copy text, batched. A chat VLM reads the image and the
+  instruction; a text rewriter reads the instruction (which quotes the
+  caption); a plain captioner continues the style prefix.
+- :class:`ImageTextScorer`: image + text → cosine similarity (CLIP).
+
+Backends are loaded once per worker process and reused for every batch. Only
+this package imports torch and transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Recorded with every result: which weights wrote it."""
+
+    model_id: str
+    revision: str | None
+    role: str  # "captioner", "vlm", "rewriter", "clip", "noop"
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generation settings of one role; recorded in provenance."""
+
+    max_new_tokens: int = 40
+    num_beams: int = 1
+    top_p: float = 0.9
+    temperature: float = 0.8
+    min_new_tokens: int = 0  # benchmarks set it to max_new_tokens: equal work per call
+
+    def kwargs(self, *, sampled: bool) -> dict[str, Any]:
+        common: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
+        if self.min_new_tokens:
+            common["min_new_tokens"] = self.min_new_tokens
+        if sampled:
+            return {**common, "do_sample": True, "top_p": self.top_p,
+                    "temperature": self.temperature, "num_beams": 1}
+        return {**common, "do_sample": False, "num_beams": self.num_beams}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """One variant to write. ``instruction`` is for chat/instruct models, ``prefix`` for
+    captioners that continue a text prefix."""
+
+    image: Image.Image
+    caption: str
+    instruction: str
+    prefix: str
+    seed: int
+
+
+class Captioner(Protocol):
+    """Image → literal caption, batched."""
+
+    info: ModelInfo
+
+    def caption(
+        self,
+        images: Sequence[Image.Image],
+        *,
+        prompts: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """One caption per image. ``prompts`` (one per image) prefix the caption where the
+        model takes a text prefix; ``seed`` switches to seeded sampling."""
+        ...
+
+    def warm_up(self) -> None: ...
+
+
+class Writer(Protocol):
+    """Variant requests → texts, one per request, in order."""
+
+    info: ModelInfo
+    sees_image: bool  # False: the instruction must quote the caption
+
+    def write(self, requests: Sequence[WriteRequest]) -> list[str]: ...
+
+
+class ImageTextScorer(Protocol):
+    info: ModelInfo
+
+    def cosine(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]: ...
+
+
+def check_batch(what: str, got: int, expected: int) -> None:
+    """Name the cause when a model breaks the one-output-per-input invariant."""
+    if got != expected:
+        raise RuntimeError(f"{what} returned {got} outputs for {expected} inputs")
+
+
+def batch_seed(seeds: Sequence[int]) -> int:
+    """One seed for a batched sampling call, derived from every request's seed.
+
+    The same requests in the same order sample the same texts; a single request's
+    text also depends on its batch mates (one RNG per ``generate`` call).
+    """
+    digest = hashlib.blake2b(repr(tuple(seeds)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)

@@ -1,0 +1,36 @@
+"""Device and dtype choice (CUDA in bf16, fp16 where bf16 is missing; CPU in fp32), and
+the translation of accelerator out-of-memory into :class:`worker.errors.OutOfMemoryError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from worker.errors import OutOfMemoryError
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextmanager
+def out_of_memory_as_transient(what: str) -> Iterator[None]:
+    """Raise :class:`OutOfMemoryError` (transient: split the batch, retry) from the cause."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemoryError(f"{what}: out of accelerator memory") from exc

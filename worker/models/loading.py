@@ -1,0 +1,82 @@
+"""Loading weights: hub id or local folder, revision, device, dtype, offline.
+
+``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub itself; ``offline=True``
+adds ``local_files_only`` so a missing file fails at start instead of reaching
+for the network. The revision recorded with results is the hub commit the
+files came from, or for a local folder a fingerprint of its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.models.device import out_of_memory_as_transient, pick_device, pick_dtype
+
+_FINGERPRINT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one model comes from and how it runs."""
+
+    model_id: str
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    offline: bool = False
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"revision": self.revision}
+        if self.offline:
+            kwargs["local_files_only"] = True
+        return kwargs
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Stable id of a local model folder: its config and the size, head and tail of
+    each weight file (hashing whole multi-GB files at every start would be slow)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        digest.update(path.name.encode())
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with path.open("rb") as f:
+            digest.update(f.read(_FINGERPRINT_BYTES))
+            if size > 2 * _FINGERPRINT_BYTES:
+                f.seek(-_FINGERPRINT_BYTES, 2)
+                digest.update(f.read())
+    return "local-" + digest.hexdigest()[:16]
+
+
+def resolved_revision(source: Source, model: Any) -> str | None:
+    folder = Path(source.model_id)
+    if folder.is_dir():
+        return folder_fingerprint(folder)
+    return getattr(model.config, "_commit_hash", None) or source.revision
+
+
+def load_model(auto_cls: Any, source: Source) -> tuple[Any, torch.device, torch.dtype]:
+    """``auto_cls.from_pretrained`` on the chosen device and dtype, in eval mode."""
+    device = pick_device(source.device)
+    dtype = pick_dtype(source.dtype, device)
+    with out_of_memory_as_transient(f"loading {source.model_id}"):
+        model = auto_cls.from_pretrained(source.model_id, dtype=dtype, **source.hub_kwargs())
+        model = model.to(device)
+    model.eval()
+    return model, device, dtype
+
+
+def generate(model: Any, inputs: dict[str, Any], kwargs: dict[str, Any], *,
+             seed: int | None, what: str) -> torch.Tensor:
+    """One ``generate`` call; seeded when sampling; OOM becomes ``OutOfMemoryError``."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.inference_mode(), out_of_memory_as_transient(what):
+        return model.generate(**inputs, **kwargs)
