@@ -1,0 +1,573 @@
+"""Spine throughput: the whole path against bare Celery, same Redis, same run.
+
+Spine: N jobs submitted in bulk to the API (a real uvicorn server on loopback)
+→ job rows and blobs in the database → caption tasks published to Redis → one
+real Celery worker (solo pool, ``captionq/noop`` model, the GPU worker's shape)
+→ results and outbox rows → ``captionq.deliver`` POSTs a Standard-Webhooks
+signed callback → received and verified by a ``CallbackReceiver``. Timed from
+the first submit to the last callback received.
+
+Baseline: bare Celery on the same Redis: ``bare_app`` below (the broker
+configuration captionq uses, the same prefetch and late acks), one solo worker,
+a task that only increments a Redis counter; N tasks published over one
+connection, timed until the counter reads N.
+
+Stage costs come two ways, both per job:
+* CPU seconds each process spent during the spine runs (API server, worker,
+  Redis, this process = HTTP client + callback receiver), read from /proc;
+* the stages run one at a time in this process against the same database and
+  Redis (no concurrency): DB writes of a submit, publishing, the worker's batch
+  (claim / load / model / store) and the delivery (DB / sign+POST).
+
+Prints a table and ratios; never passes or fails on time.
+
+    .venv/bin/python -m benchmarks.spine_throughput [--jobs 300] [--reps 3]
+        [--batch-size 8] [--chunk 50] [--database sqlite|postgresql] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+from PIL import Image
+
+from producers.services import CallbackReceiver, RedisServer, free_port
+from schemas.broker import celery_config
+from schemas.settings import CoreSettings
+
+REPO = Path(__file__).resolve().parents[1]
+BARE_QUEUE = "bench.noop"
+BARE_TASK = "bench.noop"
+COUNTER_KEY = "bench:noop:done"
+PREFETCH = max(1, 2 * int(os.environ.get("BATCH_SIZE", "8")))  # as worker/app.py
+
+# The baseline worker imports this module (-A benchmarks.spine_throughput:bare_app);
+# it gets REDIS_URL and BATCH_SIZE from the environment the benchmark gives it.
+bare_app = Celery("captionq-bare")
+bare_app.conf.update(celery_config(CoreSettings().redis_url))
+bare_app.conf.update(
+    task_acks_late=True,
+    worker_prefetch_multiplier=PREFETCH,
+    task_default_queue=BARE_QUEUE,
+    worker_hijack_root_logger=False,
+)
+_counter: redis.Redis | None = None
+
+
+@bare_app.task(name=BARE_TASK, acks_late=True)
+def noop() -> None:
+    global _counter
+    if _counter is None:
+        _counter = redis.Redis.from_url(bare_app.conf.broker_url)
+    _counter.incr(COUNTER_KEY)
+
+
+def api_app() -> Any:
+    """The API for ``uvicorn --factory``. With BENCH_SQLITE_IMMEDIATE=1, the submit
+    transaction takes SQLite's write lock first (the fix proposed in the README for
+    "database is locked" under a concurrent worker), patched in this process only."""
+    from producers import submit
+    from producers.api import create_app
+
+    if os.environ.get("BENCH_SQLITE_IMMEDIATE") == "1":
+        scope = submit.session_scope
+
+        @contextlib.contextmanager
+        def immediate(url: str) -> Iterator[Any]:
+            with scope(url) as session:
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                yield session
+
+        submit.session_scope = immediate  # type: ignore[assignment]
+    return create_app()
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spawn(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until(ready: Callable[[], bool], *, what: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def celery_worker(
+    app: str, queues: str, *, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    process = spawn(
+        ["celery", "-A", app, "worker", "--pool", "solo", "-Q", queues, "-l", "INFO",
+         "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-n", f"bench-{queues}-{os.getpid()}@%h"],
+        env=env,
+        log=log,
+    )  # fmt: skip
+    wait_until(
+        lambda: process.poll() is None and "ready." in log.read_text(errors="replace"),
+        what=f"worker {app} (log {log})",
+    )
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    import psycopg
+
+    name = f"captionq_bench_{os.getpid()}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        from schemas.db import engine_for
+
+        for url in (f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",):
+            engine_for(url).dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Stamped(list):  # type: ignore[type-arg]
+    """The receiver's list of callbacks, with the wall time each one arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: object) -> None:
+        self.times.append(time.time())
+        super().append(item)
+
+
+def png() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+# --- one run of each ---------------------------------------------------------------------
+
+
+def run_bare(n: int, *, redis_url: str, worker_pid: int) -> dict[str, float]:
+    producer = Celery("captionq-bare-producer")
+    producer.conf.update(celery_config(redis_url))
+    counter = redis.Redis.from_url(redis_url)
+    counter.set(COUNTER_KEY, 0)
+    cpu0 = cpu_s(worker_pid)
+    started = time.perf_counter()
+    with producer.producer_or_acquire() as conn:
+        for _ in range(n):
+            producer.send_task(BARE_TASK, queue=BARE_QUEUE, producer=conn)
+    published = time.perf_counter()
+    wait_until(lambda: int(counter.get(COUNTER_KEY) or 0) >= n, what="bare tasks", timeout_s=300)
+    elapsed = time.perf_counter() - started
+    return {
+        "jobs_s": n / elapsed,
+        "elapsed_s": elapsed,
+        "publish_ms_per_job": (published - started) * 1000 / n,
+        "worker_cpu_ms_per_job": (cpu_s(worker_pid) - cpu0) * 1000 / n,
+    }
+
+
+def run_spine(
+    n: int, *, chunk: int, api_url: str, key: str, receiver: CallbackReceiver,
+    pids: dict[str, int], database_url: str,
+) -> dict[str, Any]:  # fmt: skip
+    image = png()
+    jobs = [
+        {"image_base64": image, "styles": ["playful"], "platforms": ["x"], "variants": 1,
+         "callback_url": receiver.url, "metadata": {"i": i}}
+        for i in range(n)
+    ]  # fmt: skip
+    stamped: Stamped = receiver.received  # type: ignore[assignment]
+    first = len(stamped)
+    cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+    self0 = time.process_time()
+    post_s: list[float] = []
+    ids: list[str] = []
+    failed_posts = 0
+    started = time.perf_counter()
+    wall0 = time.time()
+    with httpx.Client(base_url=api_url, headers={"authorization": f"Bearer {key}"}) as client:
+        for at in range(0, n, chunk):
+            body = {"jobs": jobs[at : at + chunk]}
+            for _ in range(10):
+                t = time.perf_counter()
+                try:
+                    response = client.post("/v1/jobs/bulk", json=body, timeout=120)
+                except httpx.TransportError:  # the server closed a connection after a 500
+                    continue
+                finally:
+                    post_s.append(time.perf_counter() - t)
+                # A refused bulk request rolled back whole (SQLite "database is locked"
+                # while the worker writes, see README): send it again, and count it.
+                if response.status_code != 500:
+                    break
+                failed_posts += 1
+            if response.status_code != 202:
+                raise RuntimeError(f"bulk submit: {response.status_code} {response.text[:2000]}")
+            ids += [item["job"]["id"] for item in response.json()["jobs"]]
+    submitted = time.perf_counter()
+    wait_until(lambda: len(stamped) - first >= n, what="callbacks", timeout_s=300)
+    elapsed = time.perf_counter() - started
+    cpu = {name: (cpu_s(pid) - cpu0[name]) * 1000 / n for name, pid in pids.items()}
+    cpu["bench (client + receiver)"] = (time.process_time() - self0) * 1000 / n
+    received = stamped[first:]
+    arrived = {r.job_id: t for r, t in zip(received, stamped.times[first:], strict=True)}
+    return {
+        "jobs_s": n / elapsed,
+        "elapsed_s": elapsed,
+        "submit_s": submitted - started,
+        "api_ms_per_job_client_side": sum(post_s) * 1000 / n,
+        "verified": sum(r.verified for r in received),
+        "bulk_posts": len(post_s),
+        "bulk_posts_500_retried": failed_posts,
+        "cpu_ms_per_job": cpu,
+        "latency_ms": latencies(database_url, ids, arrived, wall0),
+    }
+
+
+def latencies(
+    database_url: str, ids: list[str], arrived: dict[str, float], wall0: float
+) -> dict[str, float]:
+    """Median per-job time between the job's timestamps (queueing included)."""
+    from sqlmodel import col, select
+
+    from schemas.db import session_scope
+    from schemas.tables import Job
+
+    def epoch(at: datetime) -> float:
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+    spans: dict[str, list[float]] = {
+        "created→queued": [], "queued→started": [], "started→finished": [],
+        "finished→callback received": [], "submit start→callback received": [],
+    }  # fmt: skip
+    with session_scope(database_url) as session:
+        for job in session.exec(select(Job).where(col(Job.id).in_(ids))).all():
+            assert job.started_at is not None, job.id
+            assert job.finished_at is not None, job.id
+            # A job the worker claimed before the API marked it queued has no queued_at.
+            queued = epoch(job.queued_at) if job.queued_at else None
+            stamps = [epoch(job.created_at), queued, epoch(job.started_at),
+                      epoch(job.finished_at), arrived[job.id]]  # fmt: skip
+            for name, a, b in zip(spans, stamps, stamps[1:], strict=False):
+                if a is not None and b is not None:
+                    spans[name].append(b - a)
+            spans["submit start→callback received"].append(arrived[job.id] - wall0)
+    return {name: statistics.median(v) * 1000 for name, v in spans.items() if v}
+
+
+# --- stages alone, in this process ------------------------------------------------------
+
+
+def timed(totals: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
+
+    return wrapper
+
+
+def stages_alone(
+    n: int, *, batch_size: int, database_url: str, redis_url: str, receiver_url: str
+) -> dict[str, float]:
+    """Each stage on its own, ms per job. Publishing goes to an unconsumed Redis database."""
+    from sqlmodel import col, select
+
+    from schemas.api import JobRequest
+    from schemas.blobs import put_blob
+    from schemas.db import session_scope
+    from schemas.settings import WorkerSettings
+    from schemas.store import create_job, mark_queued
+    from schemas.tables import Delivery
+    from schemas.tenants import ensure_tenant
+
+    os.environ.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, CAPTIONER_MODEL="captionq/noop",
+        BATCH_SIZE=str(batch_size), URL_ALLOW_CIDRS='["127.0.0.0/8"]', BLOB_STORE="db",
+    )  # fmt: skip
+    from producers.publish import publish_captions
+    from schemas.messages import DeliverMessage
+    from worker import batch, callbacks, pipeline
+    from worker.models import load_engine
+    from worker.tasks import deliver
+
+    out: dict[str, float] = {}
+    request = JobRequest(image_base64=png(), styles=["playful"], platforms=["x"], variants=1,
+                         callback_url=receiver_url)  # fmt: skip
+    data = base64.b64decode(request.image_base64 or "")
+    t = time.perf_counter()
+    with session_scope(database_url) as session:
+        tenant = ensure_tenant(session=session, name="bench")  # the receiver knows its secret
+        ids = []
+        for _ in range(n):
+            with session.begin_nested():
+                digest = put_blob(session=session, store="db", data=data)
+                job, _ = create_job(
+                    session=session, tenant=tenant, request=request, image_sha256=digest
+                )
+                ids.append(job.id)
+    out["db: insert blob + job (one tx)"] = time.perf_counter() - t
+    spare = redis_url.rsplit("/", 1)[0] + "/15"
+    t = time.perf_counter()
+    publish_captions(redis_url=spare, jobs=[(i, 5) for i in ids])
+    out["publish (one connection)"] = time.perf_counter() - t
+    redis.Redis.from_url(spare).flushdb()
+    t = time.perf_counter()
+    with session_scope(database_url) as session:
+        mark_queued(session=session, job_ids=ids)
+    out["db: mark_queued"] = time.perf_counter() - t
+
+    settings = WorkerSettings()
+    engine = load_engine(settings)
+    parts: dict[str, float] = {}
+    saved = batch.claim, batch.load_bytes, batch._store, pipeline.run
+    batch.claim = timed(parts, "worker: claim (db)", batch.claim)
+    batch.load_bytes = timed(parts, "worker: load blob (db)", batch.load_bytes)
+    batch._store = timed(parts, "worker: store result + outbox (db)", batch._store)
+    pipeline.run = timed(parts, "worker: pipeline (decode + noop model + copy)", pipeline.run)
+    try:
+        t = time.perf_counter()
+        deliveries: list[str] = []
+        for at in range(0, n, batch_size):
+            deliveries += batch.process(
+                ids[at : at + batch_size], settings=settings, engine=engine
+            ).deliveries
+        out["worker: batch.process total"] = time.perf_counter() - t
+    finally:
+        batch.claim, batch.load_bytes, batch._store, pipeline.run = saved
+    out.update(parts)
+
+    saved_post = callbacks.post
+    callbacks.post = timed(parts, "callback: sign + POST", callbacks.post)
+    try:
+        t = time.perf_counter()
+        for delivery_id in deliveries:
+            deliver(DeliverMessage(delivery_id=delivery_id).model_dump())
+        out["callback: deliver task total"] = time.perf_counter() - t
+    finally:
+        callbacks.post = saved_post
+    out["callback: sign + POST"] = parts["callback: sign + POST"]
+    with session_scope(database_url) as session:
+        left = session.exec(select(Delivery).where(col(Delivery.job_id).in_(ids))).all()
+        bad = [
+            (d.status, d.last_status_code, d.last_error) for d in left if d.status != "delivered"
+        ]
+        assert not bad, f"stage-alone deliveries failed: {bad[:3]}"
+    return {name: s * 1000 / n for name, s in out.items()}
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+def credentials(database_url: str) -> tuple[str, str]:
+    """An API key with the submit scope, and the tenant's webhook secret."""
+    from schemas.db import session_scope
+    from schemas.tenants import create_api_key, ensure_tenant
+
+    with session_scope(database_url) as session:
+        tenant = ensure_tenant(session=session, name="bench")
+        _, key = create_api_key(session=session, tenant=tenant, scopes=("submit", "read"))
+        return key, tenant.webhook_secret
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8, help="BATCH_SIZE of the worker")
+    parser.add_argument("--batch-interval-s", type=float, default=0.05)
+    parser.add_argument("--chunk", type=int, default=50, help="jobs per bulk request")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--redis-url", help="default: a redis-server started for the run")
+    parser.add_argument(
+        "--as-is",
+        action="store_true",
+        help="SQLite: do not patch the submit transaction to BEGIN IMMEDIATE (see README)",
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    from schemas.db import migrate
+
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="captionq-bench-")))
+        redis_url = args.redis_url
+        if redis_url is None:
+            server = RedisServer.start()
+            stack.callback(server.stop)
+            redis_url = server.url
+        database_url = stack.enter_context(database(args.database, workdir))
+        migrate(database_url)
+        key, secret = credentials(database_url)
+        receiver = CallbackReceiver(secret=secret)
+        receiver.received = Stamped()
+        stack.callback(receiver.stop)
+
+        env = {
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BLOB_STORE": "db",
+            "CAPTIONER_MODEL": "captionq/noop", "BATCH_SIZE": str(args.batch_size),
+            "BATCH_INTERVAL_S": str(args.batch_interval_s), "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+            "BULK_MAX_JOBS": str(max(500, args.chunk)), "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "BENCH_SQLITE_IMMEDIATE": "1" if args.database == "sqlite" and not args.as_is else "0",
+        }  # fmt: skip
+        port = free_port()
+        api = spawn(
+            ["uvicorn", "benchmarks.spine_throughput:api_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            env=env, log=workdir / "api.log",
+        )  # fmt: skip
+        stack.callback(stop, api)
+        api_url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{api_url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return api.poll() is None and False
+
+        wait_until(answers, what=f"the API (log {workdir / 'api.log'})")
+        worker = celery_worker(
+            "worker.app", "captionq.gpu,captionq.io", env=env, log=workdir / "worker.log"
+        )
+        stack.callback(stop, worker)
+        bare = celery_worker(
+            "benchmarks.spine_throughput:bare_app", BARE_QUEUE, env=env, log=workdir / "bare.log"
+        )
+        stack.callback(stop, bare)
+        redis_pid = _redis_pid(redis_url)
+        pids = {"api server": api.pid, "worker": worker.pid}
+        if redis_pid is not None:
+            pids["redis-server"] = redis_pid
+
+        stack.push(lambda kind, *_: kind is not None and _dump_logs(workdir))
+        # Warm both paths (imports, connections, first-use caches) before timing.
+        run_bare(20, redis_url=redis_url, worker_pid=bare.pid)
+        run_spine(20, chunk=args.chunk, api_url=api_url, key=key, receiver=receiver,
+                  pids=pids, database_url=database_url)  # fmt: skip
+        runs = []
+        for rep in range(args.reps):
+            b = run_bare(args.jobs, redis_url=redis_url, worker_pid=bare.pid)
+            s = run_spine(args.jobs, chunk=args.chunk, api_url=api_url, key=key,
+                          receiver=receiver, pids=pids, database_url=database_url)  # fmt: skip
+            runs.append({"bare": b, "spine": s, "ratio": s["jobs_s"] / b["jobs_s"]})
+            progress = f"rep {rep + 1}: bare {b['jobs_s']:.0f} jobs/s, spine {s['jobs_s']:.1f}"
+            print(f"{progress} jobs/s, ratio {runs[-1]['ratio']:.3f}", file=sys.stderr)  # noqa: T201
+        alone = stages_alone(args.jobs, batch_size=args.batch_size, database_url=database_url,
+                             redis_url=redis_url, receiver_url=receiver.url)  # fmt: skip
+
+    result = {
+        "machine": f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}",
+        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
+        "runs": runs,
+        "median": {
+            "bare_jobs_s": statistics.median(r["bare"]["jobs_s"] for r in runs),
+            "spine_jobs_s": statistics.median(r["spine"]["jobs_s"] for r in runs),
+            "ratio": statistics.median(r["ratio"] for r in runs),
+        },
+        "stages_alone_ms_per_job": alone,
+    }
+    report(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _dump_logs(workdir: Path) -> bool:
+    """On failure, the tail of each process's log (they go with the temporary folder)."""
+    for log in sorted(workdir.glob("*.log")):
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)  # noqa: T201
+    return False
+
+
+def _redis_pid(url: str) -> int | None:
+    with contextlib.suppress(redis.RedisError, KeyError, ValueError):
+        return int(redis.Redis.from_url(url).info("server")["process_id"])
+    return None
+
+
+def report(result: dict[str, Any]) -> None:
+    runs, median = result["runs"], result["median"]
+    mid = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
+    per_rep = ", ".join(f"{r['ratio']:.3f}" for r in runs)
+    s, b = mid["spine"], mid["bare"]
+    lines = [
+        f"machine: {result['machine']}; settings: {result['settings']}",
+        "",
+        f"{'':38}{'jobs/s':>10}",
+        f"{'bare Celery no-op (median)':38}{median['bare_jobs_s']:>10.1f}",
+        f"{'captionq spine, noop model (median)':38}{median['spine_jobs_s']:>10.1f}",
+        f"{'ratio spine / bare (median of pairs)':38}{median['ratio']:>10.3f}"
+        f"   (per rep: {per_rep})",
+        "",
+        f"median-ratio rep, CPU ms per job by process (bare worker: "
+        f"{b['worker_cpu_ms_per_job']:.2f} ms/job):",
+        *(f"  {name:36}{ms:>10.2f}" for name, ms in s["cpu_ms_per_job"].items()),
+        f"  {'API, client side (POST wall / job)':36}{s['api_ms_per_job_client_side']:>10.2f}",
+        f"  submit phase {s['submit_s']:.2f} s of {s['elapsed_s']:.2f} s; "
+        f"{s['verified']} callbacks verified; {s['bulk_posts_500_retried']} of "
+        f"{s['bulk_posts']} bulk POSTs answered 500 and were sent again",
+        "",
+        "median-ratio rep, median latency per job (ms, queueing included):",
+        *(f"  {name:36}{ms:>10.1f}" for name, ms in s["latency_ms"].items()),
+        "",
+        "stages alone, in-process, no concurrency (ms per job):",
+        *(f"  {name:46}{ms:>8.3f}" for name, ms in result["stages_alone_ms_per_job"].items()),
+    ]
+    print("\n".join(lines))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
