@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from producers.webhooks_cli import app as webhooks_app
+from schemas.errors import ErrorCode
 from schemas.names import PRIORITY_DEFAULT, QUEUE_GPU, QUEUE_IO
 
 app = typer.Typer(help="captionq: images in, captions and ad copy out.", no_args_is_help=True)
@@ -17,6 +19,7 @@ tenant_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=Tru
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 
 
@@ -133,6 +136,29 @@ def demo(
     from producers.demo import run_demo
 
     raise typer.Exit(run_demo(model=model, n_images=images, console=console))
+
+
+@app.command()
+def cancel(
+    job_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")] = "default"
+) -> None:
+    """Cancel a job that has not started; it is then never run nor called back as succeeded."""
+    from schemas.db import session_scope
+    from schemas.errors import RequestError
+    from schemas.settings import core_settings
+    from schemas.store import cancel_job
+    from schemas.tenants import tenant_by_name
+
+    with session_scope(core_settings().database_url) as session:
+        owner = tenant_by_name(session=session, name=tenant)
+        try:
+            if owner is None:
+                raise RequestError(f"no tenant {tenant!r}", code=ErrorCode.not_found, status=404)
+            job = cancel_job(session=session, tenant_id=owner.id, job_id=job_id)
+        except RequestError as exc:
+            console.print(f"[red]{exc.code.value}[/red]: {exc.message}")
+            raise typer.Exit(1) from exc
+        console.print(f"{job.id} {job.status}")
 
 
 @app.command()

@@ -7,9 +7,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from schemas.broker import celery_config
-from schemas.messages import CaptionMessage
-from schemas.names import QUEUE_GPU, TASK_CAPTION, celery_priority
+from schemas.broker import celery_config, send_captions
 
 
 @lru_cache(maxsize=4)
@@ -21,13 +19,4 @@ def producer_app(redis_url: str) -> Celery:
 
 def publish_captions(*, redis_url: str, jobs: Sequence[tuple[str, int]]) -> None:
     """Publish one caption task per (job id, job priority), over one broker connection."""
-    app = producer_app(redis_url)
-    with app.producer_or_acquire() as producer:
-        for job_id, priority in jobs:
-            app.send_task(
-                TASK_CAPTION,
-                args=[CaptionMessage(job_id=job_id).model_dump()],
-                queue=QUEUE_GPU,
-                priority=celery_priority(priority),
-                producer=producer,
-            )
+    send_captions(producer_app(redis_url), jobs)

@@ -1,10 +1,13 @@
-"""Celery configuration that producers and workers must agree on (plain settings, no Celery)."""
+"""What producers and workers must agree on about the broker: Celery's configuration,
+and how a caption task is sent. No Celery import: the app is passed in."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from schemas.names import PRIORITY_MAX
+from schemas.messages import CaptionMessage
+from schemas.names import PRIORITY_MAX, QUEUE_GPU, TASK_CAPTION, celery_priority
 
 
 def celery_config(redis_url: str) -> dict[str, Any]:
@@ -23,3 +26,20 @@ def celery_config(redis_url: str) -> dict[str, Any]:
             "visibility_timeout": 3600,
         },
     }
+
+
+def send_captions(app: Any, jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
+    """Publish one caption task per (job id, job priority) over one broker connection,
+    by task name, with ``app`` (a Celery application)."""
+    if not jobs:
+        return
+    with app.producer_or_acquire() as producer:
+        for job_id, priority in jobs:
+            app.send_task(
+                TASK_CAPTION,
+                args=[CaptionMessage(job_id=job_id).model_dump()],
+                queue=QUEUE_GPU,
+                priority=celery_priority(priority),
+                countdown=countdown or None,
+                producer=producer,
+            )

@@ -8,6 +8,9 @@ from typing import Final
 
 TASK_CAPTION: Final = "captionq.caption"
 TASK_DELIVER: Final = "captionq.deliver"
+# Beat's periodic tasks (worker side only; producers never send them).
+TASK_REAP: Final = "captionq.reap"
+TASK_DISPATCH: Final = "captionq.dispatch"
 
 QUEUE_GPU: Final = "captionq.gpu"
 QUEUE_IO: Final = "captionq.io"

@@ -4,6 +4,9 @@ Every transition is conditional (``UPDATE ... WHERE status = <expected>``), so a
 late or duplicate attempt cannot overwrite a newer state; variants have a
 unique slot, so a second set can never be added. Results and the callback
 rows are written in the caller's single transaction.
+
+A running job holds a lease (``lease_expires_at``) that its worker renews; the
+reaper re-publishes jobs whose lease expired. ``attempts`` counts claims.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +40,7 @@ def create_job(
     if request.idempotency_key is not None:
         existing = _by_key(session, tenant.id, request.idempotency_key)
         if existing is not None:
-            return _replay(existing, digest), False
+            return _replay(session, existing, digest), False
     job = Job(
         tenant_id=tenant.id,
         image_sha256=image_sha256,
@@ -61,8 +64,13 @@ def create_job(
         existing = _by_key(session, tenant.id, request.idempotency_key or "")
         if existing is None:
             raise
-        return _replay(existing, digest), False
+        return _replay(session, existing, digest), False
+    session.info.setdefault(_CREATED_HERE, set()).add(job.id)
     return job, True
+
+
+_CREATED_HERE = "captionq.jobs_created"
+IDEMPOTENCY_IN_PROGRESS_S = 10.0  # seconds
 
 
 def _by_key(session: Session, tenant_id: str, key: str) -> Job | None:
@@ -70,12 +78,29 @@ def _by_key(session: Session, tenant_id: str, key: str) -> Job | None:
     return session.exec(query).first()
 
 
-def _replay(existing: Job, digest: str) -> Job:
+def _replay(session: Session, existing: Job, digest: str) -> Job:
+    """Same key, same body: the same job. Different body: 422. A job that another
+    request created moments ago and has not published yet: 409, retry shortly.
+
+    Past ``IDEMPOTENCY_IN_PROGRESS_S`` a job still ``received`` is taken as
+    abandoned by its creator (crashed between commit and publish): the replay
+    returns it and the submitter publishes it again (the reaper would too; a second
+    message for one job is harmless, only one claim can succeed)."""
     if existing.request_hash != digest:
         raise RequestError(
             "idempotency key was used before with a different request body",
             code=ErrorCode.idempotency_conflict,
             status=422,
+        )
+    if (
+        existing.status == JobStatus.received
+        and existing.id not in session.info.get(_CREATED_HERE, ())
+        and existing.created_at > utcnow() - timedelta(seconds=IDEMPOTENCY_IN_PROGRESS_S)
+    ):
+        raise RequestError(
+            "a request with this idempotency key is still being accepted; retry shortly",
+            code=ErrorCode.idempotency_in_progress,
+            status=409,
         )
     return existing
 
@@ -102,17 +127,21 @@ def mark_queued(*, session: Session, job_ids: Sequence[str]) -> list[str]:
     )
 
 
-def claim(*, session: Session, job_ids: Sequence[str]) -> list[Job]:
-    """Move queued (or received: published before it was marked) jobs to running.
+def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -> list[Job]:
+    """Move queued (or received: published before it was marked) jobs to running,
+    with a lease of ``lease_s`` and one more attempt.
 
-    A duplicate message for a job that already runs or finished claims nothing.
+    A duplicate message for a job that already runs, finished or was cancelled
+    claims nothing.
     """
+    now = utcnow()
     moved = _transition(
         session,
         job_ids,
         expected=[JobStatus.received, JobStatus.queued],
         status=JobStatus.running,
-        started_at=utcnow(),
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=lease_s),
         attempts=Job.attempts + 1,
     )
     if not moved:
@@ -120,11 +149,54 @@ def claim(*, session: Session, job_ids: Sequence[str]) -> list[Job]:
     return list(session.exec(select(Job).where(col(Job.id).in_(moved))).all())
 
 
+def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> list[str]:
+    """Extend the lease of the jobs (still running) that this worker is working on."""
+    return _transition(
+        session,
+        job_ids,
+        expected=[JobStatus.running],
+        lease_expires_at=utcnow() + timedelta(seconds=lease_s),
+    )
+
+
 def requeue(*, session: Session, job_id: str) -> bool:
     """Put a running job back to queued (a transient failure that will be retried)."""
     return bool(
-        _transition(session, [job_id], expected=[JobStatus.running], status=JobStatus.queued)
+        _transition(
+            session,
+            [job_id],
+            expected=[JobStatus.running],
+            status=JobStatus.queued,
+            lease_expires_at=None,
+            queued_at=utcnow(),
+        )
     )
+
+
+def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
+    """Cancel a job that has not started. A cancelled job is never run nor called back
+    as succeeded: ``claim`` takes only received/queued jobs. 404 if not the tenant's,
+    409 if it already runs or finished (a finished cancelled job answers as it is)."""
+    job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
+    if job is None:
+        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
+    moved = _transition(
+        session,
+        [job_id],
+        expected=[JobStatus.received, JobStatus.queued],
+        status=JobStatus.cancelled,
+        error_code=ErrorCode.cancelled.value,
+        error_message="cancelled before it ran",
+        finished_at=utcnow(),
+    )
+    session.refresh(job)
+    if not moved and job.status != JobStatus.cancelled:
+        raise RequestError(
+            f"job {job_id} is {job.status}; only a job that has not started can be cancelled",
+            code=ErrorCode.invalid_request,
+            status=409,
+        )
+    return job
 
 
 @dataclass(frozen=True)

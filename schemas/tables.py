@@ -111,6 +111,8 @@ class Job(SQLModel, table=True):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # While running: the worker renews it; past it, the reaper re-publishes the job.
+    lease_expires_at: datetime | None = Field(default=None, index=True)
 
 
 class Variant(SQLModel, table=True):
@@ -148,6 +150,8 @@ class Delivery(SQLModel, table=True):
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, sa_type=Text)
+    # Set while one worker is sending it: no second sender until it has passed.
+    sending_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None
 
@@ -160,3 +164,33 @@ class DeliveryAttempt(SQLModel, table=True):
     duration_ms: float
     error: str | None = Field(default=None, sa_type=Text)
     at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a tenant receives callbacks. Secrets are encrypted at rest (Fernet).
+
+    During a rotation's grace period ``previous_secret`` still signs too (Standard
+    Webhooks sends space-separated signatures), so receivers can switch at leisure.
+    """
+
+    __table_args__ = (UniqueConstraint("tenant_id", "url", name="uq_endpoint_url"),)
+
+    id: str = Field(default_factory=lambda: new_id("ep"), primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=40)
+    url: str = Field(sa_type=Text)
+    secret_encrypted: str = Field(sa_type=Text)
+    previous_secret_encrypted: str | None = Field(default=None, sa_type=Text)
+    previous_secret_expires_at: datetime | None = None
+    event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Marker(SQLModel, table=True):
+    """Small named values that services share, e.g. the broker epoch the reaper last saw."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -12,13 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
+from datetime import timedelta
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from schemas.broker import celery_config
-from schemas.names import QUEUE_GPU, QUEUE_IO, TASK_CAPTION, TASK_DELIVER
+from schemas.names import (
+    QUEUE_GPU,
+    QUEUE_IO,
+    TASK_CAPTION,
+    TASK_DELIVER,
+    TASK_DISPATCH,
+    TASK_REAP,
+)
 from schemas.settings import worker_settings
+from worker.lease import LeaseKeeper
 from worker.models import Engine, load_engine
 
 log = logging.getLogger("captionq.worker")
@@ -34,8 +44,28 @@ app.conf.update(
     worker_prefetch_multiplier=max(1, 2 * settings.batch_size),
     task_queues=[Queue(q, Exchange(q), routing_key=q) for q in (QUEUE_GPU, QUEUE_IO)],
     task_default_queue=QUEUE_IO,
-    task_routes={TASK_CAPTION: {"queue": QUEUE_GPU}, TASK_DELIVER: {"queue": QUEUE_IO}},
+    task_routes={
+        TASK_CAPTION: {"queue": QUEUE_GPU},
+        TASK_DELIVER: {"queue": QUEUE_IO},
+        TASK_REAP: {"queue": QUEUE_IO},
+        TASK_DISPATCH: {"queue": QUEUE_IO},
+    },
     worker_hijack_root_logger=False,
+    # Run exactly one beat (``celery -A worker.app beat``): the reaper and the outbox
+    # dispatcher. Each tick expires by the next one, so a stopped IO pool never piles
+    # up ticks.
+    beat_schedule={
+        "reap-lost-jobs": {
+            "task": TASK_REAP,
+            "schedule": timedelta(seconds=settings.reaper_interval_s),
+            "options": {"queue": QUEUE_IO, "expires": settings.reaper_interval_s},
+        },
+        "dispatch-callbacks": {
+            "task": TASK_DISPATCH,
+            "schedule": timedelta(seconds=settings.delivery_dispatch_interval_s),
+            "options": {"queue": QUEUE_IO, "expires": settings.delivery_dispatch_interval_s},
+        },
+    },
 )
 
 _engine: Engine | None = None
@@ -69,3 +99,32 @@ def _init_sentry(**_: object) -> None:
         from schemas.scrub import init_sentry
 
         init_sentry(settings.sentry_dsn)
+
+
+def _hand_back(job_ids: Sequence[str]) -> None:
+    """The lease keeper gives up on the batch in hand: publish its jobs again."""
+    from sqlmodel import col, select
+
+    from schemas.db import session_scope
+    from schemas.tables import Job, JobStatus
+    from worker import reaper, tasks
+
+    found = reaper.Reaped()
+    with session_scope(settings.database_url) as session:
+        jobs = session.exec(
+            select(Job).where(col(Job.id).in_(job_ids), Job.status == JobStatus.running)
+        ).all()
+        reaper.hand_back(session=session, jobs=jobs, settings=settings, found=found)
+    tasks.publish_captions(found.publish)
+    for delivery_id in found.deliveries:
+        tasks.send_delivery(delivery_id)
+
+
+lease_keeper = LeaseKeeper(settings, hand_back=_hand_back)
+
+
+@signals.worker_shutting_down.connect
+def _bound_shutdown(**_: object) -> None:
+    """SIGTERM: stop taking work (Celery does), and bound the batch in hand."""
+    log.info("shutting down: the batch in hand has %.0fs to finish", settings.shutdown_grace_s)
+    lease_keeper.begin_shutdown()

@@ -1,15 +1,20 @@
 """One batch of caption jobs: claim, load, run the pipeline, store, and say what to send.
 
-Each job's result commits in its own transaction together with its outbox row;
-callbacks are published only after that commit.
+The claim commits on its own (short transaction: no lock is held while images are
+fetched or the model runs); each job's result then commits in its own transaction
+together with its outbox row; callbacks are published only after that commit.
+While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' leases.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
 from schemas.db import session_scope
@@ -19,10 +24,33 @@ from schemas.store import VariantRow, claim, complete_failed, complete_succeeded
 from schemas.tables import Job, Tenant
 from worker import pipeline
 from worker.intake import decoder, load_bytes
+from worker.lease import LeaseKeeper
 from worker.models import Engine
 from worker.writing import JobSpec, Written
 
 log = logging.getLogger("captionq.worker")
+
+
+T = TypeVar("T")
+DB_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+
+class ClaimError(TransientError):
+    """The database refused the claim: nothing of the batch was started."""
+
+
+def with_db_retry(operation: Callable[[], T]) -> T:
+    """Run a short transaction again while the database is briefly away. Safe because
+    every write in it is conditional (a second run changes nothing the first did)."""
+    for delay in DB_RETRY_DELAYS_S:
+        try:
+            return operation()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and "connection" not in str(exc).lower():
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            time.sleep(delay)
+    return operation()
 
 
 @dataclass
@@ -33,23 +61,43 @@ class BatchReport:
     failed: int = 0
 
 
-def process(job_ids: Sequence[str], *, settings: WorkerSettings, engine: Engine) -> BatchReport:
+def process(
+    job_ids: Sequence[str],
+    *,
+    settings: WorkerSettings,
+    engine: Engine,
+    lease: LeaseKeeper | None = None,
+) -> BatchReport:
     report = BatchReport()
-    with session_scope(settings.database_url) as session:
-        jobs = claim(session=session, job_ids=list(dict.fromkeys(job_ids)))
-        thresholds = _thresholds(session, jobs)
-        items = [
-            pipeline.Item(
-                spec=_spec(job, thresholds.get(job.tenant_id)),
-                data=load_bytes(session=session, job=job, settings=settings),
+
+    def claim_batch() -> list[Job]:
+        with session_scope(settings.database_url) as session:
+            return claim(
+                session=session, job_ids=list(dict.fromkeys(job_ids)), lease_s=settings.job_lease_s
             )
-            for job in jobs
-        ]
-    if not items:
+
+    try:
+        jobs = with_db_retry(claim_batch)
+    except DBAPIError as exc:
+        raise ClaimError(f"claim failed: {type(exc).__name__}") from exc
+    if not jobs:
         return report
-    outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
-    for job, outcome in zip(jobs, outcomes, strict=True):
-        _store(job, outcome, settings=settings, report=report)
+    if lease is not None:
+        lease.hold([job.id for job in jobs])
+    try:
+        with session_scope(settings.database_url) as session:
+            thresholds = _thresholds(session, jobs)
+        items = []
+        for job in jobs:
+            with session_scope(settings.database_url) as session:
+                data = load_bytes(session=session, job=job, settings=settings)
+            items.append(pipeline.Item(spec=_spec(job, thresholds.get(job.tenant_id)), data=data))
+        outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            with_db_retry(lambda j=job, o=outcome: _store(j, o, settings=settings, report=report))
+    finally:
+        if lease is not None:
+            lease.release()
     return report
 
 

@@ -1,19 +1,36 @@
-"""Celery tasks: thin. Parse the message, call the batch processor, publish what follows."""
+"""Celery tasks: thin. Parse the message, call the module that does the work, publish
+what follows.
+
+- ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs.
+- ``captionq.deliver`` (io queue): one attempt of one callback.
+- ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.
+- ``captionq.reap`` (io queue, beat): re-publish jobs that are truly lost.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from functools import lru_cache
 
-from celery import Task
+import redis
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
+from schemas.broker import send_captions
 from schemas.db import session_scope
 from schemas.messages import CaptionMessage, DeliverMessage
-from schemas.names import QUEUE_GPU, QUEUE_IO, TASK_CAPTION, TASK_DELIVER, celery_priority
-from schemas.tables import Delivery, DeliveryStatus
-from worker import batch, callbacks
-from worker.app import app, engine, settings
+from schemas.names import (
+    PRIORITY_DEFAULT,
+    QUEUE_IO,
+    TASK_CAPTION,
+    TASK_DELIVER,
+    TASK_DISPATCH,
+    TASK_REAP,
+)
+from schemas.tables import Delivery, WebhookEndpoint
+from worker import batch, delivery, reaper
+from worker.app import app, engine, lease_keeper, settings
 
 log = logging.getLogger("captionq.worker")
 
@@ -32,17 +49,16 @@ def caption(requests: list[SimpleRequest]) -> None:
             job_ids.append(CaptionMessage.model_validate(request.args[0]).job_id)
         except (ValidationError, IndexError, TypeError) as exc:
             log.error("dropping malformed caption message %s: %s", request.id, exc)
-    report = batch.process(job_ids, settings=settings, engine=engine())
+    try:
+        report = batch.process(job_ids, settings=settings, engine=engine(), lease=lease_keeper)
+    except batch.ClaimError as exc:
+        # celery-batches acknowledges the messages whatever happens: publish them again.
+        log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
+        publish_captions([(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
+        return
     for delivery_id in report.deliveries:
         send_delivery(delivery_id)
-    for job_id, priority in report.retry:
-        app.send_task(
-            TASK_CAPTION,
-            args=[CaptionMessage(job_id=job_id).model_dump()],
-            queue=QUEUE_GPU,
-            priority=celery_priority(priority),
-            countdown=min(2.0 ** len(report.retry), 60.0),
-        )
+    publish_captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
         len(requests),
@@ -52,32 +68,76 @@ def caption(requests: list[SimpleRequest]) -> None:
     )
 
 
-def send_delivery(delivery_id: str, *, countdown: float = 0.0) -> None:
+def publish_captions(jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
+    send_captions(app, jobs, countdown=countdown)
+
+
+def send_delivery(delivery_id: str) -> None:
     app.send_task(
-        TASK_DELIVER,
-        args=[DeliverMessage(delivery_id=delivery_id).model_dump()],
-        queue=QUEUE_IO,
-        countdown=countdown or None,
+        TASK_DELIVER, args=[DeliverMessage(delivery_id=delivery_id).model_dump()], queue=QUEUE_IO
     )
 
 
-@app.task(name=TASK_DELIVER, bind=True, acks_late=True)
-def deliver(self: Task, message: dict[str, object]) -> None:
+@app.task(name=TASK_DELIVER, acks_late=True)
+def deliver(message: dict[str, object]) -> None:
     delivery_id = DeliverMessage.model_validate(message).delivery_id
     with session_scope(settings.database_url) as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.status != DeliveryStatus.pending:
-            return
-        secret = callbacks.tenant_secret(session, delivery)
-    result = callbacks.post(delivery=delivery, secret=secret, timeout_s=settings.callback_timeout_s)
-    with session_scope(settings.database_url) as session:
-        delivery = session.get(Delivery, delivery_id)
-        assert delivery is not None
-        delay = callbacks.record(
+        row = delivery.take(
             session=session,
-            delivery=delivery,
-            result=result,
-            max_attempts=settings.callback_max_attempts,
+            delivery_id=delivery_id,
+            window_s=settings.callback_timeout_s + 5.0,  # the POST's deadline, and a margin
+            lock_s=settings.delivery_lock_s,
         )
-    if delay is not None:
-        send_delivery(delivery_id, countdown=delay)
+        if row is None:
+            return
+        endpoint = delivery.endpoint_for(session=session, delivery=row, settings=settings)
+    result = delivery.send(row, endpoint, settings)
+    with session_scope(settings.database_url) as session:
+        row = session.get(Delivery, delivery_id)
+        assert row is not None
+        delivery.record(
+            session=session,
+            delivery=row,
+            endpoint=session.get(WebhookEndpoint, endpoint.id),
+            result=result,
+            schedule_s=settings.callback_schedule_s,
+        )
+
+
+@app.task(name=TASK_DISPATCH, ignore_result=True)
+def dispatch() -> int:
+    with session_scope(settings.database_url) as session:
+        due = delivery.dispatch_due(
+            session=session,
+            lock_s=settings.delivery_lock_s,
+            limit=settings.delivery_dispatch_limit,
+        )
+    for delivery_id in due:
+        send_delivery(delivery_id)
+    return len(due)
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+
+
+@app.task(name=TASK_REAP, ignore_result=True)
+def reap() -> None:
+    found = reaper.reap(settings=settings, client=_redis())
+    if not found:
+        return
+    publish_captions(found.publish)
+    reaper.mark_published(settings=settings, job_ids=[job_id for job_id, _ in found.publish])
+    for delivery_id in found.deliveries:
+        send_delivery(delivery_id)
+    log.warning(
+        "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "
+        "%d exhausted",
+        len(found.publish),
+        found.received,
+        found.broker_lost,
+        found.unacked,
+        found.expired,
+        found.exhausted,
+    )

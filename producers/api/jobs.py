@@ -25,7 +25,7 @@ from schemas.api import (
 from schemas.errors import ErrorCode, RequestError
 from schemas.lifecycle import delete_job
 from schemas.settings import ApiSettings
-from schemas.store import get_job, job_public, list_jobs
+from schemas.store import cancel_job, get_job, job_public, list_jobs
 from schemas.tables import JobStatus, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -93,6 +93,14 @@ def admit(settings: ApiSettings, session: Session, tenant: Tenant, count: int) -
         per_s=settings.rate_limit_jobs_per_s,
         burst=settings.rate_limit_burst,
     )
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel(job_id: str, tenant: SubmitTenant, session: SessionDep) -> JobPublic:
+    """Cancel a job that has not started (409 once it runs or has finished); a cancelled
+    job is never run nor called back as succeeded."""
+    job = cancel_job(session=session, tenant_id=tenant.id, job_id=job_id)
+    return job_public(session=session, job=job)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)

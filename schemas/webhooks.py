@@ -1,0 +1,229 @@
+"""Webhook endpoints: where a tenant receives callbacks, with secrets encrypted at rest.
+
+An endpoint is (tenant, URL, secret, event types). A job's ``callback_url`` is one of
+its tenant's endpoints, or becomes one on first use (signed with the tenant's secret,
+so receivers set up before endpoints existed keep verifying). Secrets rotate: the old
+one keeps signing, next to the new one, until its grace period ends.
+
+Secrets are stored as Fernet tokens under ``WEBHOOK_SECRETS_KEY``; without that
+setting a key file is created under the default home (one-host development only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from schemas.errors import ErrorCode, RequestError
+from schemas.settings import DEFAULT_HOME
+from schemas.tables import Delivery, DeliveryStatus, Tenant, WebhookEndpoint, utcnow
+from schemas.tenants import new_webhook_secret
+
+EVENT_TYPES = ("job.succeeded", "job.failed", "caption.approved", "caption.rejected")
+KEY_FILE = DEFAULT_HOME / "webhook-secrets.key"
+
+
+@lru_cache(maxsize=4)
+def _fernet(key: str | None) -> Fernet:
+    if key is None:
+        key = _dev_key(KEY_FILE)
+    return Fernet(key.encode())
+
+
+def _dev_key(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def encrypt(secret: str, *, key: str | None) -> str:
+    return _fernet(key).encrypt(secret.encode()).decode()
+
+
+def decrypt(token: str, *, key: str | None) -> str:
+    return _fernet(key).decrypt(token.encode()).decode()
+
+
+def signing_secrets(endpoint: WebhookEndpoint, *, key: str | None) -> list[str]:
+    """The secrets that sign a callback now: the current one, and the previous one
+    while its grace period lasts."""
+    secrets = [decrypt(endpoint.secret_encrypted, key=key)]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted and expires is not None and expires > utcnow():
+        secrets.append(decrypt(endpoint.previous_secret_encrypted, key=key))
+    return secrets
+
+
+def _check_events(event_types: Sequence[str]) -> list[str]:
+    unknown = sorted(set(event_types) - set(EVENT_TYPES))
+    if unknown:
+        raise RequestError(
+            f"unknown event type(s) {unknown}; known: {list(EVENT_TYPES)}",
+            code=ErrorCode.invalid_request,
+        )
+    return list(dict.fromkeys(event_types)) or list(EVENT_TYPES)
+
+
+def create_endpoint(
+    *,
+    session: Session,
+    tenant_id: str,
+    url: str,
+    key: str | None,
+    event_types: Sequence[str] = (),
+    secret: str | None = None,
+) -> tuple[WebhookEndpoint, str]:
+    """Register ``url`` for the tenant; returns the endpoint and its plaintext secret.
+
+    The caller checks the URL (``schemas.urlguard.check_url``) first."""
+    if find_endpoint(session=session, tenant_id=tenant_id, url=url) is not None:
+        raise RequestError(
+            "this URL is already an endpoint of the tenant",
+            code=ErrorCode.invalid_request,
+            status=409,
+        )
+    secret = secret or new_webhook_secret()
+    endpoint = WebhookEndpoint(
+        tenant_id=tenant_id,
+        url=url,
+        secret_encrypted=encrypt(secret, key=key),
+        event_types=_check_events(event_types),
+    )
+    session.add(endpoint)
+    session.flush()
+    return endpoint, secret
+
+
+def find_endpoint(*, session: Session, tenant_id: str, url: str) -> WebhookEndpoint | None:
+    query = select(WebhookEndpoint).where(
+        WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.url == url
+    )
+    return session.exec(query).first()
+
+
+def ensure_endpoint(
+    *, session: Session, tenant_id: str, url: str, key: str | None
+) -> WebhookEndpoint:
+    """The tenant's endpoint for ``url``, registered on first use with the tenant's secret."""
+    found = find_endpoint(session=session, tenant_id=tenant_id, url=url)
+    if found is not None:
+        return found
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None, f"no tenant {tenant_id}"
+    try:
+        with session.begin_nested():
+            endpoint, _ = create_endpoint(
+                session=session, tenant_id=tenant_id, url=url, key=key, secret=tenant.webhook_secret
+            )
+    except (IntegrityError, RequestError):  # registered concurrently by another sender
+        found = find_endpoint(session=session, tenant_id=tenant_id, url=url)
+        if found is None:
+            raise
+        return found
+    return endpoint
+
+
+def get_endpoint(*, session: Session, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None or endpoint.tenant_id != tenant_id:
+        raise RequestError(f"no endpoint {endpoint_id}", code=ErrorCode.not_found, status=404)
+    return endpoint
+
+
+def list_endpoints(*, session: Session, tenant_id: str) -> list[WebhookEndpoint]:
+    query = (
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.tenant_id == tenant_id)
+        .order_by(col(WebhookEndpoint.created_at))
+    )
+    return list(session.exec(query).all())
+
+
+def rotate_secret(
+    *, session: Session, endpoint: WebhookEndpoint, key: str | None, grace_s: float
+) -> str:
+    """A new secret; the old one keeps signing for ``grace_s``. Returns the new plaintext."""
+    secret = new_webhook_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_expires_at = utcnow() + timedelta(seconds=grace_s)
+    endpoint.secret_encrypted = encrypt(secret, key=key)
+    endpoint.updated_at = utcnow()
+    session.add(endpoint)
+    session.flush()
+    return secret
+
+
+def set_enabled(
+    *, session: Session, endpoint: WebhookEndpoint, enabled: bool, reason: str | None = None
+) -> None:
+    now: datetime | None = None if enabled else utcnow()
+    endpoint.disabled_at = now
+    endpoint.disabled_reason = None if enabled else (reason or "disabled by the tenant")
+    endpoint.updated_at = utcnow()
+    session.add(endpoint)
+    session.flush()
+
+
+def delete_endpoint(*, session: Session, endpoint: WebhookEndpoint) -> None:
+    session.delete(endpoint)
+    session.flush()
+
+
+def list_deliveries(
+    *, session: Session, tenant_id: str | None, status: DeliveryStatus | None, limit: int = 100
+) -> list[Delivery]:
+    """Newest first; ``tenant_id`` None lists every tenant's (operators, the CLI)."""
+    query = select(Delivery)
+    if tenant_id is not None:
+        query = query.where(Delivery.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    query = query.order_by(col(Delivery.created_at).desc()).limit(limit)
+    return list(session.exec(query).all())
+
+
+def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str) -> Delivery:
+    """Send a dead (or delivered) event again, same ``webhook-id`` and body, with a fresh
+    retry schedule; beat dispatches it on its next tick. The endpoint is re-enabled if
+    it was disabled (a replay is the tenant saying "it is back")."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or (tenant_id is not None and delivery.tenant_id != tenant_id):
+        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+    if delivery.status == DeliveryStatus.pending:
+        return delivery
+    delivery.status = DeliveryStatus.pending
+    delivery.attempts = 0
+    delivery.next_attempt_at = utcnow()
+    delivery.sending_until = None
+    session.add(delivery)
+    endpoint = find_endpoint(session=session, tenant_id=delivery.tenant_id, url=delivery.url)
+    if endpoint is not None and endpoint.disabled_at is not None:
+        set_enabled(session=session, endpoint=endpoint, enabled=True)
+    session.flush()
+    return delivery
+
+
+def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = None) -> int:
+    """Replay every dead delivery (of one endpoint URL if given); returns how many."""
+    dead = [
+        d
+        for d in list_deliveries(
+            session=session, tenant_id=tenant_id, status=DeliveryStatus.dead, limit=100_000
+        )
+        if url is None or d.url == url
+    ]
+    for delivery in dead:
+        replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery.id)
+    return len(dead)

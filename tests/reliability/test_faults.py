@@ -1,0 +1,161 @@
+"""Fault injection with real processes: every job terminal, results stored once, every
+event delivered at least once, and the unique webhook-ids exactly the expected set."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psycopg
+import pytest
+import redis
+from sqlmodel import select
+
+from schemas.db import session_scope
+from schemas.tables import Delivery, DeliveryStatus, Job, JobStatus
+from schemas.webhooks import replay_dead
+from tests.reliability.conftest import SLOTS, Stack
+from tests.reliability.harness import bodies_stable, events_per_job, tally, wait_for
+
+pytestmark = pytest.mark.reliability
+
+
+def _succeeded(stack: Stack, ids: list[str]) -> int:
+    with session_scope(stack.database_url) as session:
+        jobs = session.exec(select(Job.status).where(Job.id.in_(ids))).all()  # type: ignore[attr-defined]
+    return sum(1 for s in jobs if s == JobStatus.succeeded)
+
+
+def _check(stack: Stack, ids: list[str], scenario: str, *, timeout_s: float = 90) -> None:
+    """Wait for the end state, print the tally, assert the guarantees."""
+    def done() -> bool:
+        t = tally(stack.database_url, ids, stack.receiver, SLOTS)
+        return t.lost == 0 and t.delivered == t.expected_callbacks == len(ids)
+
+    try:
+        wait_for(done, timeout_s, f"{scenario}: all jobs terminal and all events delivered")
+    finally:
+        result = tally(stack.database_url, ids, stack.receiver, SLOTS)
+        print(result.line(scenario))  # noqa: T201  (the per-scenario report)
+    assert result.lost == 0, stack.logs()
+    assert result.duplicated == 0
+    assert set(events_per_job(stack.database_url, ids).values()) == {1}  # one event per job
+    assert result.delivered == result.expected_callbacks == len(ids)
+    assert all(h.verified for h in stack.receiver.hits)
+    assert bodies_stable(stack.receiver)
+
+
+def test_sigkill_worker_mid_batch_with_full_buffer(stack: Stack) -> None:
+    stack.start("io")
+    stack.start("beat")
+    gpu = stack.start("gpu")
+    ids = stack.submit(32)
+    wait_for(lambda: _succeeded(stack, ids) >= 4, 60, "a first batch")
+    gpu.signal(signal.SIGKILL)  # mid-batch, with a full celery-batches buffer
+    gpu.process.wait()
+    stack.start("gpu")
+    _check(stack, ids, "sigkill-worker")
+    assert _succeeded(stack, ids) == len(ids)
+    assert stack.logged("lease expired")  # the reaper, not a restart, brought them back
+
+
+def test_redis_loses_everything_mid_stream(stack: Stack) -> None:
+    stack.start("io")
+    stack.start("beat")
+    stack.start("gpu")
+    ids = stack.submit(32)
+    wait_for(lambda: _succeeded(stack, ids) >= 4, 60, "a first batch")
+    redis.Redis.from_url(stack.redis.url).flushall()  # the test's own redis-server
+    _check(stack, ids, "redis-flushall")
+    assert stack.logged("the broker lost its data")
+    assert _succeeded(stack, ids) == len(ids)
+
+
+def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: Stack) -> None:
+    stack.start("io")
+    stack.start("beat")
+    stack.start("gpu")
+    receiver = stack.receiver
+    receiver.mode = "fail"  # 500 for a while, then recovers
+    ids = stack.submit(12, slow=False)
+    wait_for(lambda: _succeeded(stack, ids) == len(ids), 60, "jobs done")
+    time.sleep(2)
+    receiver.mode = "ok"
+    _check(stack, ids, "receiver-500-then-ok")
+
+    receiver.mode = "hang"  # answers only after the sender's 1.5 s deadline
+    hung = stack.submit(6, slow=False)
+    wait_for(lambda: _succeeded(stack, hung) == len(hung), 60, "jobs done")
+    time.sleep(3)
+    receiver.mode = "ok"
+    _check(stack, hung, "receiver-hangs")
+
+    receiver.mode = "fail"  # gone for good: every attempt fails, the deliveries die
+    gone = stack.submit(6, slow=False)
+
+    def all_dead() -> bool:
+        with session_scope(stack.database_url) as session:
+            rows = session.exec(select(Delivery).where(Delivery.job_id.in_(gone))).all()  # type: ignore[attr-defined]
+        return len(rows) == len(gone) and all(r.status == DeliveryStatus.dead for r in rows)
+
+    wait_for(all_dead, 60, "deliveries dead after the last attempt")
+    receiver.mode = "ok"  # it is back: replay from the store (what the CLI and API call)
+    with session_scope(stack.database_url) as session:
+        assert replay_dead(session=session, tenant_id=stack.client.tenant_id) == len(gone)
+    _check(stack, gone, "receiver-gone-dead-replayed")
+
+
+def test_crash_after_2xx_before_marked_delivered(stack: Stack) -> None:
+    stack.start("beat")
+    stack.start("gpu")
+    io = stack.start("io")
+    crashed: list[str] = []
+
+    def crash_sender(msg_id: str) -> None:
+        if not crashed:
+            crashed.append(msg_id)
+            io.signal(signal.SIGKILL)  # the receiver has the event; the sender dies now
+
+    stack.receiver.on_first = crash_sender
+    ids = stack.submit(8, slow=False)
+    wait_for(lambda: bool(crashed), 60, "the first callback")
+    io.process.wait()
+    stack.start("io")
+
+    def redelivered() -> bool:
+        return sum(1 for h in stack.receiver.hits if h.webhook_id == crashed[0]) >= 2
+
+    wait_for(redelivered, 60, "the same event again")
+    _check(stack, ids, "crash-after-2xx")
+
+
+def test_sigterm_during_a_batch(stack: Stack) -> None:
+    stack.start("io")
+    stack.start("beat")
+    gpu = stack.start("gpu")
+    ids = stack.submit(24)
+    wait_for(lambda: _succeeded(stack, ids) >= 4, 60, "a first batch")
+    gpu.signal(signal.SIGTERM)
+    assert gpu.process.wait(timeout=40) in (0, 75)  # bounded by SHUTDOWN_GRACE_S
+    stack.start("gpu")
+    _check(stack, ids, "sigterm-worker")
+    assert _succeeded(stack, ids) == len(ids)
+
+
+def test_postgres_connections_killed_while_workers_write(stack: Stack) -> None:
+    stack.start("io")
+    stack.start("beat")
+    stack.start("gpu")
+    ids = stack.submit(32)
+    name = stack.database_url.rsplit("/", 1)[1]
+    admin = stack.database_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql")
+    for _ in range(3):
+        wait_for(lambda: _succeeded(stack, ids) >= 4, 60, "a first batch")
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        time.sleep(1)
+    _check(stack, ids, "postgres-terminated")

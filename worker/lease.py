@@ -1,0 +1,99 @@
+"""The lease keeper: one thread per worker process that watches the batch in hand.
+
+While a batch runs it renews the lease of its jobs every third of ``job_lease_s``
+(a killed worker stops renewing, and the reaper re-publishes its jobs within a
+lease). It also bounds the batch, because the solo pool has no task time limits:
+
+- past ``batch_time_limit_s`` the batch is abandoned;
+- after SIGTERM (``begin_shutdown``), past ``shutdown_grace_s`` likewise.
+
+Abandoning hands the jobs back (re-published, or failed ``attempts_exhausted``
+when they have had their attempts) and ends the process with ``EX_TEMPFAIL``, so
+that its supervisor starts a fresh one: a hung CUDA call cannot be interrupted
+from Python, only its process can be replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from schemas.db import session_scope
+from schemas.settings import WorkerSettings
+from schemas.store import renew_lease
+
+log = logging.getLogger("captionq.lease")
+
+EX_TEMPFAIL = 75
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        hand_back: Callable[[Sequence[str]], None],
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> None:
+        self._settings = settings
+        self._hand_back = hand_back
+        self._exit = exit_process
+        self._lock = threading.Lock()
+        self._jobs: tuple[str, ...] = ()
+        self._started = 0.0
+        self._shutdown_at: float | None = None
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="captionq-lease", daemon=True)
+            self._thread.start()
+
+    def hold(self, job_ids: Sequence[str]) -> None:
+        """The batch in hand is now ``job_ids`` (claimed, leases set by the claim)."""
+        with self._lock:
+            self._jobs = tuple(job_ids)
+            self._started = time.monotonic()
+        self.start()
+
+    def release(self) -> None:
+        with self._lock:
+            self._jobs = ()
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: the batch in hand gets ``shutdown_grace_s`` more, then is handed back."""
+        with self._lock:
+            self._shutdown_at = time.monotonic() + self._settings.shutdown_grace_s
+        self.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        period = max(0.2, min(self._settings.job_lease_s / 3, 10.0))
+        while True:
+            self._wake.wait(period)
+            self._wake.clear()
+            try:
+                self._tick()
+            except Exception:  # the database may be away; try again next period
+                log.exception("lease keeper tick failed")
+
+    def _tick(self) -> None:
+        with self._lock:
+            jobs, started, shutdown_at = self._jobs, self._started, self._shutdown_at
+        if not jobs:
+            return
+        now = time.monotonic()
+        overdue = now - started > self._settings.batch_time_limit_s
+        if overdue or (shutdown_at is not None and now > shutdown_at):
+            reason = "time limit" if overdue else "shutdown grace"
+            log.error("batch of %d jobs passed its %s: handing it back, exiting", len(jobs), reason)
+            self._hand_back(jobs)
+            logging.shutdown()
+            self._exit(EX_TEMPFAIL)
+            return
+        with session_scope(self._settings.database_url) as session:
+            renew_lease(session=session, job_ids=jobs, lease_s=self._settings.job_lease_s)

@@ -1,0 +1,195 @@
+"""The reaper: finds jobs that are truly lost and publishes them again (beat, one instance).
+
+Celery on Redis loses or delays work in ordinary faults; the database does not
+forget. Each tick looks for four kinds of lost job, each by a precise sign, so
+that a long healthy backlog is never re-published:
+
+1. ``received`` for longer than ``job_received_grace_s``: the submitter committed
+   the row and died (or Redis refused) before publishing.
+2. Broker data loss: the reaper keeps an *epoch* both in Redis and in the
+   database. If Redis no longer has it (FLUSHALL, restart without persistence,
+   failover to an empty replica) every ``queued`` job is published again, once.
+3. A ``queued`` job whose message a worker took but never claimed, unacknowledged
+   for longer than ``job_queued_stale_s`` (a worker killed with a full
+   celery-batches buffer: Redis would hand it back only after its visibility
+   timeout, an hour): its message is put back on the queue.
+4. ``running`` past its lease (the worker was killed, or hung and was recycled).
+
+A job handed back is published again unless it has had ``job_max_attempts``
+claims, in which case it fails with ``attempts_exhausted`` (and its callback).
+A second message for one job is harmless: only one claim can succeed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from sqlmodel import Session, col, select
+
+from schemas.db import session_scope
+from schemas.errors import ErrorCode
+from schemas.names import TASK_CAPTION
+from schemas.settings import WorkerSettings
+from schemas.store import complete_failed, mark_queued, requeue
+from schemas.tables import Job, JobStatus, Marker, utcnow
+
+log = logging.getLogger("captionq.reaper")
+
+EPOCH_KEY = "captionq:broker-epoch"
+EPOCH_MARKER = "broker_epoch"
+UNACKED_KEY = "unacked"  # kombu's Redis transport: delivery tag -> [message, exchange, key]
+UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> time it was delivered
+
+
+@dataclass
+class Reaped:
+    publish: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
+    deliveries: list[str] = field(default_factory=list)
+    received: int = 0
+    broker_lost: int = 0
+    unacked: int = 0
+    expired: int = 0
+    exhausted: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.publish or self.deliveries)
+
+
+def reap(*, settings: WorkerSettings, client: redis.Redis) -> Reaped:
+    """One tick. The caller publishes ``publish`` (then marks received ones queued)."""
+    found = Reaped()
+    with session_scope(settings.database_url) as session:
+        _received(session, settings, found)
+    with session_scope(settings.database_url) as session:
+        if _broker_lost(session, client):
+            _queued(session, found)
+    with session_scope(settings.database_url) as session:
+        _stale_unacked(session, client, settings, found)
+    with session_scope(settings.database_url) as session:
+        _expired(session, settings, found)
+    return found
+
+
+def _received(session: Session, settings: WorkerSettings, found: Reaped) -> None:
+    before = utcnow() - timedelta(seconds=settings.job_received_grace_s)
+    rows = session.exec(
+        select(Job.id, Job.priority).where(
+            Job.status == JobStatus.received, col(Job.created_at) < before
+        )
+    ).all()
+    found.publish += [(job_id, priority) for job_id, priority in rows]
+    found.received += len(rows)
+
+
+def _broker_lost(session: Session, client: redis.Redis) -> bool:
+    """True once when Redis lost the epoch the database remembers; keeps them in step."""
+    marker = session.get(Marker, EPOCH_MARKER)
+    in_redis = client.get(EPOCH_KEY)
+    current = in_redis.decode() if in_redis is not None else None
+    if marker is not None and current == marker.value:
+        return False
+    if marker is None and current is not None:  # a fresh database: adopt Redis's epoch
+        session.add(Marker(name=EPOCH_MARKER, value=current))
+        return False
+    epoch = uuid.uuid4().hex
+    lost = marker is not None  # no epoch anywhere: the first tick ever, nothing was lost
+    if marker is None:
+        marker = Marker(name=EPOCH_MARKER, value=epoch)
+    marker.value, marker.updated_at = epoch, utcnow()
+    session.add(marker)
+    session.flush()
+    client.set(EPOCH_KEY, epoch)
+    if lost:
+        log.error("the broker lost its data (epoch gone): re-publishing every queued job")
+    return lost
+
+
+def _queued(session: Session, found: Reaped) -> None:
+    rows = session.exec(select(Job.id, Job.priority).where(Job.status == JobStatus.queued)).all()
+    found.publish += [(job_id, priority) for job_id, priority in rows]
+    found.broker_lost += len(rows)
+
+
+def _stale_unacked(
+    session: Session, client: redis.Redis, settings: WorkerSettings, found: Reaped
+) -> None:
+    ceiling = utcnow().timestamp() - settings.job_queued_stale_s
+    tags = client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", ceiling, start=0, num=1000)
+    by_job: dict[str, bytes] = {}
+    for tag in tags:
+        job_id = _caption_job_id(client.hget(UNACKED_KEY, tag))
+        if job_id is not None:
+            by_job[job_id] = tag
+    if not by_job:
+        return
+    rows = session.exec(
+        select(Job.id, Job.priority).where(
+            col(Job.id).in_(list(by_job)),
+            col(Job.status).in_([JobStatus.received, JobStatus.queued]),
+        )
+    ).all()
+    for job_id, priority in rows:
+        # Forget the stranded copy (its worker is gone or never claimed it) and publish anew.
+        client.pipeline().zrem(UNACKED_INDEX_KEY, by_job[job_id]).hdel(
+            UNACKED_KEY, by_job[job_id]
+        ).execute()
+        found.publish.append((job_id, priority))
+        found.unacked += 1
+
+
+def _caption_job_id(raw: bytes | None) -> str | None:
+    """The job id of a caption message as kombu keeps it unacknowledged, else None."""
+    if raw is None:
+        return None
+    try:
+        message = json.loads(raw)[0]
+        if message.get("headers", {}).get("task") != TASK_CAPTION:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]["job_id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:
+    jobs = session.exec(
+        select(Job).where(Job.status == JobStatus.running, col(Job.lease_expires_at) < utcnow())
+    ).all()
+    if jobs:
+        log.warning("%d running jobs lost their lease", len(jobs))
+        hand_back(session=session, jobs=jobs, settings=settings, found=found)
+        found.expired += len(jobs)
+
+
+def hand_back(
+    *, session: Session, jobs: Sequence[Job], settings: WorkerSettings, found: Reaped
+) -> None:
+    """Running jobs whose worker is gone: publish again, or fail past their attempts."""
+    for job in jobs:
+        if job.attempts >= settings.job_max_attempts:
+            delivery = complete_failed(
+                session=session,
+                job_id=job.id,
+                code=ErrorCode.attempts_exhausted,
+                message=f"gave up after {job.attempts} attempts (worker lost or timed out)",
+            )
+            found.exhausted += 1
+            if delivery is not None:
+                found.deliveries.append(delivery.id)
+        elif requeue(session=session, job_id=job.id):
+            found.publish.append((job.id, job.priority))
+
+
+def mark_published(*, settings: WorkerSettings, job_ids: Sequence[str]) -> None:
+    with session_scope(settings.database_url) as session:
+        mark_queued(session=session, job_ids=job_ids)
