@@ -80,22 +80,9 @@ def noop() -> None:
 
 
 def api_app() -> Any:
-    """The API for ``uvicorn --factory``. With BENCH_SQLITE_IMMEDIATE=1, the submit
-    transaction takes SQLite's write lock first (the fix proposed in the README for
-    "database is locked" under a concurrent worker), patched in this process only."""
-    from producers import submit
+    """The API for ``uvicorn --factory``, configured from the environment."""
     from producers.api import create_app
 
-    if os.environ.get("BENCH_SQLITE_IMMEDIATE") == "1":
-        scope = submit.session_scope
-
-        @contextlib.contextmanager
-        def immediate(url: str) -> Iterator[Any]:
-            with scope(url) as session:
-                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-                yield session
-
-        submit.session_scope = immediate  # type: ignore[assignment]
     return create_app()
 
 
@@ -127,10 +114,10 @@ def wait_until(ready: Callable[[], bool], *, what: str, timeout_s: float = 90) -
 
 
 def celery_worker(
-    app: str, queues: str, *, env: dict[str, str], log: Path
+    app: str, queues: str, *, env: dict[str, str], log: Path, pool: tuple[str, ...] = ("solo",)
 ) -> subprocess.Popen[bytes]:
     process = spawn(
-        ["celery", "-A", app, "worker", "--pool", "solo", "-Q", queues, "-l", "INFO",
+        ["celery", "-A", app, "worker", "--pool", *pool, "-Q", queues, "-l", "INFO",
          "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-n", f"bench-{queues}-{os.getpid()}@%h"],
         env=env,
@@ -431,11 +418,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chunk", type=int, default=50, help="jobs per bulk request")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--redis-url", help="default: a redis-server started for the run")
-    parser.add_argument(
-        "--as-is",
-        action="store_true",
-        help="SQLite: do not patch the submit transaction to BEGIN IMMEDIATE (see README)",
-    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -461,7 +443,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "BATCH_INTERVAL_S": str(args.batch_interval_s), "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
             "BULK_MAX_JOBS": str(max(500, args.chunk)), "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
-            "BENCH_SQLITE_IMMEDIATE": "1" if args.database == "sqlite" and not args.as_is else "0",
         }  # fmt: skip
         port = free_port()
         api = spawn(
@@ -479,16 +460,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return api.poll() is None and False
 
         wait_until(answers, what=f"the API (log {workdir / 'api.log'})")
-        worker = celery_worker(
-            "worker.app", "captionq.gpu,captionq.io", env=env, log=workdir / "worker.log"
-        )
+        # As deployed: one GPU worker process (solo pool) for captions, and an IO worker
+        # (threads) for callbacks.
+        worker = celery_worker("worker.app", "captionq.gpu", env=env, log=workdir / "worker.log")
         stack.callback(stop, worker)
+        io_worker = celery_worker(
+            "worker.app", "captionq.io", env=env, log=workdir / "io.log",
+            pool=("threads", "-c", "4"),
+        )  # fmt: skip
+        stack.callback(stop, io_worker)
         bare = celery_worker(
             "benchmarks.spine_throughput:bare_app", BARE_QUEUE, env=env, log=workdir / "bare.log"
         )
         stack.callback(stop, bare)
         redis_pid = _redis_pid(redis_url)
-        pids = {"api server": api.pid, "worker": worker.pid}
+        pids = {"api server": api.pid, "gpu worker": worker.pid, "io worker": io_worker.pid}
         if redis_pid is not None:
             pids["redis-server"] = redis_pid
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from schemas.errors import ErrorCode, PermanentError
 from schemas.tables import Blob
 
 
@@ -39,21 +39,18 @@ def put_blob(*, session: Session, store: str, data: bytes) -> str:
     return digest
 
 
-def get_blob(*, session: Session, store: str, sha256: str) -> bytes:
+def get_blobs(*, session: Session, store: str, sha256s: Iterable[str]) -> dict[str, bytes]:
+    """The stored bytes of each digest that is present (one query for the 'db' store)."""
+    wanted = set(sha256s)
     if store == "db":
-        blob = session.get(Blob, sha256)
-        if blob is None:
-            raise PermanentError(
-                f"image {sha256} is not in the blob store", code=ErrorCode.image_missing
-            )
-        return blob.data
-    path = file_path(store, sha256)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise PermanentError(
-            f"image {sha256} is not in {path.parent}", code=ErrorCode.image_missing
-        ) from exc
+        rows = session.exec(select(Blob).where(col(Blob.sha256).in_(wanted))).all()
+        return {row.sha256: row.data for row in rows}
+    found = {}
+    for digest in wanted:
+        path = file_path(store, digest)
+        if path.exists():
+            found[digest] = path.read_bytes()
+    return found
 
 
 def file_path(store: str, digest: str) -> Path:

@@ -1,8 +1,9 @@
 """One batch of caption jobs: claim, load, run the pipeline, store, and say what to send.
 
 The claim commits on its own (short transaction: no lock is held while images are
-fetched or the model runs); each job's result then commits in its own transaction
-together with its outbox row; callbacks are published only after that commit.
+fetched or the model runs); the batch's results then commit in one transaction together
+with their outbox rows (job by job if that fails); callbacks are published only after
+that commit.
 While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' leases.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from schemas.db import session_scope
 from schemas.errors import CaptionError, ErrorCode, TransientError
@@ -23,7 +24,7 @@ from schemas.settings import WorkerSettings
 from schemas.store import VariantRow, claim, complete_failed, complete_succeeded, requeue
 from schemas.tables import Job, Tenant
 from worker import pipeline
-from worker.intake import decoder, load_bytes
+from worker.intake import decoder, load_all
 from worker.lease import LeaseKeeper
 from worker.models import Engine
 from worker.writing import JobSpec, Written
@@ -87,14 +88,12 @@ def process(
     try:
         with session_scope(settings.database_url) as session:
             thresholds = _thresholds(session, jobs)
-        items = []
-        for job in jobs:
-            with session_scope(settings.database_url) as session:
-                data = load_bytes(session=session, job=job, settings=settings)
-            items.append(pipeline.Item(spec=_spec(job, thresholds.get(job.tenant_id)), data=data))
+        items = [
+            pipeline.Item(spec=_spec(job, thresholds.get(job.tenant_id)), data=data)
+            for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
+        ]
         outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            with_db_retry(lambda j=job, o=outcome: _store(j, o, settings=settings, report=report))
+        _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
     finally:
         if lease is not None:
             lease.release()
@@ -121,36 +120,69 @@ def _spec(job: Job, threshold: float | None) -> JobSpec:
     )
 
 
+Stored = tuple[Job, Written | CaptionError]
+
+
+def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: BatchReport) -> None:
+    """Store a batch's results in one transaction (one commit, one fsync); if that fails
+    for a reason other than the database being away, store job by job, so one bad row
+    cannot hold back the others. Safe to repeat: every write is conditional."""
+
+    def store(chunk: list[Stored]) -> BatchReport:
+        part = BatchReport()
+        with session_scope(settings.database_url) as session:
+            for job, outcome in chunk:
+                _store(session, job, outcome, settings=settings, report=part)
+        return part
+
+    try:
+        parts = [with_db_retry(lambda: store(results))]
+    except DBAPIError:
+        if len(results) == 1:
+            raise
+        log.exception("storing a batch of %d failed; storing job by job", len(results))
+        parts = [with_db_retry(lambda r=result: store([r])) for result in results]
+    for part in parts:
+        report.deliveries += part.deliveries
+        report.retry += part.retry
+        report.succeeded += part.succeeded
+        report.failed += part.failed
+
+
 def _store(
-    job: Job, outcome: Written | CaptionError, *, settings: WorkerSettings, report: BatchReport
+    session: Session,
+    job: Job,
+    outcome: Written | CaptionError,
+    *,
+    settings: WorkerSettings,
+    report: BatchReport,
 ) -> None:
-    with session_scope(settings.database_url) as session:
-        if isinstance(outcome, Written):
-            delivery = complete_succeeded(
-                session=session,
-                job_id=job.id,
-                caption=outcome.caption,
-                model_id=outcome.model_id,
-                model_revision=outcome.model_revision,
-                variants=[
-                    VariantRow(**{**v.__dict__, "flags": list(v.flags)}) for v in outcome.variants
-                ],
+    if isinstance(outcome, Written):
+        delivery = complete_succeeded(
+            session=session,
+            job_id=job.id,
+            caption=outcome.caption,
+            model_id=outcome.model_id,
+            model_revision=outcome.model_revision,
+            variants=[
+                VariantRow(**{**v.__dict__, "flags": list(v.flags)}) for v in outcome.variants
+            ],
+        )
+        report.succeeded += 1
+    elif isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
+        log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
+        if requeue(session=session, job_id=job.id):
+            report.retry.append((job.id, job.priority))
+        return
+    else:
+        code = outcome.code
+        message = outcome.message
+        if isinstance(outcome, TransientError):
+            code, message = (
+                ErrorCode.attempts_exhausted,
+                f"gave up after {job.attempts} attempts: {message}",
             )
-            report.succeeded += 1
-        elif isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
-            log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
-            if requeue(session=session, job_id=job.id):
-                report.retry.append((job.id, job.priority))
-            return
-        else:
-            code = outcome.code
-            message = outcome.message
-            if isinstance(outcome, TransientError):
-                code, message = (
-                    ErrorCode.attempts_exhausted,
-                    f"gave up after {job.attempts} attempts: {message}",
-                )
-            delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
-            report.failed += 1
+        delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
+        report.failed += 1
     if delivery is not None:
         report.deliveries.append(delivery.id)

@@ -1,38 +1,57 @@
-"""Getting a job's image bytes: from the blob store, or fetched from its URL."""
+"""Getting a batch's image bytes: stored blobs in one read, URLs fetched safely.
+
+No database transaction is open while a URL is fetched.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from collections.abc import Callable, Sequence
 
-from schemas.blobs import get_blob
+from PIL import Image
+
+from schemas.blobs import get_blobs
+from schemas.db import session_scope
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.settings import WorkerSettings
 from schemas.tables import Job
+from worker.fetch import fetch_image
+from worker.images import decode_image
 
 
-def load_bytes(*, session: Session, job: Job, settings: WorkerSettings) -> bytes | CaptionError:
-    try:
-        if job.image_sha256 is not None:
-            return get_blob(session=session, store=settings.blob_store, sha256=job.image_sha256)
-        if job.image_url is not None:
-            from worker.fetch import fetch_image
+def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> list[bytes | CaptionError]:
+    """Each job's image bytes, or the error that stands in their place."""
+    digests = {job.image_sha256 for job in jobs if job.image_sha256 is not None}
+    stored: dict[str, bytes] = {}
+    if digests:
+        with session_scope(settings.database_url) as session:
+            stored = get_blobs(session=session, store=settings.blob_store, sha256s=digests)
+    return [_one(job, stored, settings) for job in jobs]
 
-            return fetch_image(
-                job.image_url,
-                max_bytes=settings.image_max_bytes,
-                timeout_s=settings.fetch_timeout_s,
-                allowed_ports=tuple(settings.url_allowed_ports),
-                allow_networks=tuple(settings.url_allow_cidrs),
+
+def _one(job: Job, stored: dict[str, bytes], settings: WorkerSettings) -> bytes | CaptionError:
+    if job.image_sha256 is not None:
+        data = stored.get(job.image_sha256)
+        if data is None:
+            return PermanentError(
+                f"image {job.image_sha256} is not in the blob store", code=ErrorCode.image_missing
             )
+        return data
+    if job.image_url is None:
         return PermanentError("job has no image", code=ErrorCode.image_missing)
+    try:
+        return fetch_image(
+            job.image_url,
+            max_bytes=settings.image_max_bytes,
+            timeout_s=settings.fetch_timeout_s,
+            allowed_ports=tuple(settings.url_allowed_ports),
+            allow_networks=tuple(settings.url_allow_cidrs),
+        )
     except CaptionError as exc:
         return exc
 
 
-def decoder(settings: WorkerSettings):  # type: ignore[no-untyped-def]
-    from worker.images import decode_image
-
-    def decode(data: bytes):  # type: ignore[no-untyped-def]
+def decoder(settings: WorkerSettings) -> Callable[[bytes], Image.Image]:
+    def decode(data: bytes) -> Image.Image:
         return decode_image(
             data, max_pixels=settings.image_max_pixels, max_bytes=settings.image_max_bytes
         )
