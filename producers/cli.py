@@ -258,6 +258,53 @@ def tenant_key(
         typer.echo(json.dumps({"key": plaintext, "prefix": key.prefix, "scopes": key.scopes}))
 
 
+@tenant_app.command("policy")
+def tenant_policy(
+    name: str,
+    ban: Annotated[list[str] | None, typer.Option(help="Banned term (repeatable)")] = None,
+    allow_domain: Annotated[list[str] | None, typer.Option(help="Domain copy may name")] = None,
+    allow_handle: Annotated[list[str] | None, typer.Option(help="@handle copy may name")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Auto-approve at or above this score")
+    ] = None,
+    never: Annotated[bool, typer.Option(help="Never auto-approve (the default)")] = False,
+) -> None:
+    """Set a tenant's copy policy (replacing the lists given) and auto-approve threshold.
+
+    The threshold is normally fitted by ``captionq eval calibrate``."""
+    from schemas.db import session_scope
+    from schemas.settings import core_settings
+    from schemas.tenants import tenant_by_name
+
+    with session_scope(core_settings().database_url) as session:
+        tenant = tenant_by_name(session=session, name=name)
+        if tenant is None:
+            console.print(f"[red]not_found[/red]: no tenant {name!r}")
+            raise typer.Exit(1)
+        if ban is not None:
+            tenant.banned_terms = sorted(set(ban))
+        if allow_domain is not None:
+            tenant.allow_domains = sorted(set(allow_domain))
+        if allow_handle is not None:
+            tenant.allow_handles = sorted(set(allow_handle))
+        if never:
+            tenant.auto_approve_threshold = None
+        elif threshold is not None:
+            tenant.auto_approve_threshold = threshold
+        session.add(tenant)
+        typer.echo(
+            json.dumps(
+                {
+                    "tenant": tenant.name,
+                    "banned_terms": tenant.banned_terms,
+                    "allow_domains": tenant.allow_domains,
+                    "allow_handles": tenant.allow_handles,
+                    "auto_approve_threshold": tenant.auto_approve_threshold,
+                }
+            )
+        )
+
+
 def _mount_eval() -> None:
     try:
         from evaluation.cli import app as eval_app

@@ -60,6 +60,10 @@ class Tenant(SQLModel, table=True):
     webhook_secret: str = Field(max_length=200)
     # None means "never auto-approve": everything goes to review until calibrated.
     auto_approve_threshold: float | None = None
+    # Copy policy, on top of the global one (schemas/policy.py).
+    banned_terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allow_domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allow_handles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from schemas.db import session_scope
 from schemas.errors import CaptionError, ErrorCode, TransientError
@@ -87,9 +87,9 @@ def process(
         lease.hold([job.id for job in jobs])
     try:
         with session_scope(settings.database_url) as session:
-            thresholds = _thresholds(session, jobs)
+            tenants = _tenants(session, jobs)
         items = [
-            pipeline.Item(spec=_spec(job, thresholds.get(job.tenant_id)), data=data)
+            pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
         ]
         outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
@@ -100,15 +100,13 @@ def process(
     return report
 
 
-def _thresholds(session, jobs: Sequence[Job]) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
+def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
     tenant_ids = {job.tenant_id for job in jobs}
-    if not tenant_ids:
-        return {}
-    rows = session.exec(select(Tenant).where(Tenant.id.in_(tenant_ids))).all()  # type: ignore[attr-defined]
-    return {t.id: t.auto_approve_threshold for t in rows}
+    rows = session.exec(select(Tenant).where(col(Tenant.id).in_(tenant_ids))).all()
+    return {tenant.id: tenant for tenant in rows}
 
 
-def _spec(job: Job, threshold: float | None) -> JobSpec:
+def _spec(job: Job, tenant: Tenant) -> JobSpec:
     return JobSpec(
         job_id=job.id,
         styles=tuple(job.styles),
@@ -116,7 +114,10 @@ def _spec(job: Job, threshold: float | None) -> JobSpec:
         variants=job.variants,
         brand_voice=job.brand_voice,
         seed=int(job.id[-8:], 16),
-        auto_approve_threshold=threshold,
+        auto_approve_threshold=tenant.auto_approve_threshold,
+        banned_terms=tuple(tenant.banned_terms),
+        allow_domains=tuple(tenant.allow_domains),
+        allow_handles=tuple(tenant.allow_handles),
     )
 
 
