@@ -189,20 +189,15 @@ def purge(
     """Delete every job (all tenants) created before the cut-off, with what it owns."""
     from datetime import timedelta
 
-    from schemas.db import session_scope
-    from schemas.lifecycle import purge as purge_jobs
+    from schemas.lifecycle import purge_all
     from schemas.settings import core_settings
     from schemas.tables import utcnow
 
     settings = core_settings()
     cutoff = utcnow() - timedelta(days=older_than_days)
-    total = 0
-    while True:
-        with session_scope(settings.database_url) as session:
-            deleted = purge_jobs(session=session, older_than=cutoff, store=settings.blob_store)
-        total += deleted
-        if deleted == 0:
-            break
+    total = purge_all(
+        database_url=settings.database_url, older_than=cutoff, store=settings.blob_store
+    )
     console.print(f"purged {total} jobs created before {cutoff.isoformat()}")
 
 

@@ -35,6 +35,19 @@ def purge(*, session: Session, older_than: datetime, store: str, limit: int = 10
     return len(ids)
 
 
+def purge_all(*, database_url: str, older_than: datetime, store: str) -> int:
+    """Purge in chunks, one transaction each, until nothing older is left."""
+    from schemas.db import session_scope
+
+    total = 0
+    while True:
+        with session_scope(database_url) as session:
+            deleted = purge(session=session, older_than=older_than, store=store)
+        total += deleted
+        if deleted == 0:
+            return total
+
+
 def _delete(session: Session, job_ids: Sequence[str], store: str) -> None:
     if not job_ids:
         return

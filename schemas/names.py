@@ -11,6 +11,7 @@ TASK_DELIVER: Final = "captionq.deliver"
 # Beat's periodic tasks (worker side only; producers never send them).
 TASK_REAP: Final = "captionq.reap"
 TASK_DISPATCH: Final = "captionq.dispatch"
+TASK_PURGE: Final = "captionq.purge"
 
 QUEUE_GPU: Final = "captionq.gpu"
 QUEUE_IO: Final = "captionq.io"

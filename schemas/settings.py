@@ -155,6 +155,12 @@ class WorkerSettings(CoreSettings):
     batch_interval_s: float = Field(
         default=0.05, gt=0, description="Longest wait to fill a batch before running it"
     )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Purge jobs (images, variants, deliveries) older than this, hourly; "
+        "unset keeps everything",
+    )
     job_max_attempts: int = Field(
         default=5, ge=1, description="Claims of one job; past it the job fails attempts_exhausted"
     )

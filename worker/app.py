@@ -25,6 +25,7 @@ from schemas.names import (
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
+    TASK_PURGE,
     TASK_REAP,
 )
 from schemas.settings import worker_settings
@@ -49,6 +50,7 @@ app.conf.update(
         TASK_DELIVER: {"queue": QUEUE_IO},
         TASK_REAP: {"queue": QUEUE_IO},
         TASK_DISPATCH: {"queue": QUEUE_IO},
+        TASK_PURGE: {"queue": QUEUE_IO},
     },
     worker_hijack_root_logger=False,
     # Run exactly one beat (``celery -A worker.app beat``): the reaper and the outbox
@@ -65,6 +67,17 @@ app.conf.update(
             "schedule": timedelta(seconds=settings.delivery_dispatch_interval_s),
             "options": {"queue": QUEUE_IO, "expires": settings.delivery_dispatch_interval_s},
         },
+        **(
+            {
+                "purge-expired-jobs": {
+                    "task": TASK_PURGE,
+                    "schedule": timedelta(hours=1),
+                    "options": {"queue": QUEUE_IO, "expires": 3600},
+                }
+            }
+            if settings.retention_days is not None
+            else {}
+        ),
     },
 )
 

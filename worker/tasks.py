@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import lru_cache
 
 import redis
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
+from schemas import lifecycle
 from schemas.broker import send_captions
 from schemas.db import session_scope
 from schemas.messages import CaptionMessage, DeliverMessage
@@ -26,9 +28,10 @@ from schemas.names import (
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
+    TASK_PURGE,
     TASK_REAP,
 )
-from schemas.tables import Delivery, WebhookEndpoint
+from schemas.tables import Delivery, WebhookEndpoint, utcnow
 from worker import batch, delivery, reaper
 from worker.app import app, engine, lease_keeper, settings
 
@@ -141,3 +144,16 @@ def reap() -> None:
         found.expired,
         found.exhausted,
     )
+
+
+@app.task(name=TASK_PURGE, ignore_result=True)
+def purge_expired() -> int:
+    """Retention: delete jobs older than ``RETENTION_DAYS`` with what they own."""
+    if settings.retention_days is None:
+        return 0
+    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    total = lifecycle.purge_all(
+        database_url=settings.database_url, older_than=cutoff, store=settings.blob_store
+    )
+    log.info("retention: purged %d jobs created before %s", total, cutoff.isoformat())
+    return total

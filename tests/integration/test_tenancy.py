@@ -174,3 +174,43 @@ def test_fair_priority_steps_down_with_the_backlog(
     priority: int, backlog: int, expected: int
 ) -> None:
     assert fair_priority(priority, backlog=backlog, steps=[32, 128, 512, 2048]) == expected
+
+
+def test_purge_all_empties_everything_older_in_chunks(database_url: str) -> None:
+    from schemas.lifecycle import purge_all
+
+    with session_scope(database_url) as session:
+        tenant = create_tenant(session=session, name="bulk-retention")
+        for n in range(3):
+            session.add(
+                Job(
+                    tenant_id=tenant.id,
+                    styles=["minimal"],
+                    platforms=["x"],
+                    variants=1,
+                    request_hash=f"r{n}",
+                    created_at=utcnow() - timedelta(days=400),
+                )
+            )
+    cutoff = utcnow() - timedelta(days=365)
+    assert purge_all(database_url=database_url, older_than=cutoff, store="db") >= 3
+    with session_scope(database_url) as session:
+        left = session.exec(select(Job).where(Job.created_at < cutoff)).all()
+    assert left == []
+
+
+def test_retention_is_scheduled_only_when_configured() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = "import json, worker.app as a; print(json.dumps(sorted(a.app.conf.beat_schedule)))"
+    for days, expected in (("", False), ("30", True)):
+        env = {k: v for k, v in os.environ.items() if k != "RETENTION_DAYS"}
+        if days:
+            env["RETENTION_DAYS"] = days
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert ("purge-expired-jobs" in json.loads(out)) is expected
