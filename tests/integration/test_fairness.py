@@ -72,3 +72,27 @@ def test_a_small_tenant_is_served_before_a_large_tenants_backlog(
         )
     assert fifo_rank >= FLOOD - 10  # without fair share the small job waits for the flood
     assert fair_rank <= 16 + 3 * 8  # served once the flood's first step is used up
+
+
+def test_an_urgent_job_overtakes_a_queued_backlog(
+    tmp_path_factory: pytest.TempPathFactory, redis_db: str
+) -> None:
+    folder = tmp_path_factory.mktemp("priority")
+    url = f"sqlite:///{folder / 'priority.db'}"
+    migrate(url)
+    settings = CoreSettings(database_url=url, redis_url=redis_db, fair_share_steps=[])
+    client = CaptionClient(tenant="one", settings=settings)
+    job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
+    backlog = client.submit_many([{**job, "priority": 1}] * 60)
+    urgent = client.submit(**job, priority=9)
+    worker = start_worker(
+        env={"DATABASE_URL": url, "REDIS_URL": redis_db, "CAPTIONER_MODEL": "captionq/noop",
+             "BATCH_SIZE": "4"},
+        log=folder / "worker.log",
+    )  # fmt: skip
+    try:
+        done = [client.wait(job_id, timeout_s=120) for job_id in [*backlog, urgent]]
+    finally:
+        worker.stop()
+    order = [j.id for j in sorted(done, key=lambda j: j.finished_at)]
+    assert order.index(urgent) < 12  # within the first prefetch window, not 61st
