@@ -401,12 +401,12 @@ def stages_alone(
 def credentials(database_url: str) -> tuple[str, str]:
     """An API key with the submit scope, and the tenant's webhook secret."""
     from schemas.db import session_scope
-    from schemas.tenants import create_api_key, ensure_tenant
+    from schemas.tenants import create_api_key, ensure_tenant, webhook_secret
 
     with session_scope(database_url) as session:
         tenant = ensure_tenant(session=session, name="bench")
         _, key = create_api_key(session=session, tenant=tenant, scopes=("submit", "read"))
-        return key, tenant.webhook_secret
+        return key, webhook_secret(tenant)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

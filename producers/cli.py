@@ -216,15 +216,13 @@ def tenant_create(name: str) -> None:
     """Create a tenant; prints its id and webhook secret."""
     from schemas.db import session_scope
     from schemas.settings import core_settings
-    from schemas.tenants import create_tenant
+    from schemas.tenants import create_tenant, webhook_secret
 
-    with session_scope(core_settings().database_url) as session:
-        tenant = create_tenant(session=session, name=name)
-        typer.echo(
-            json.dumps(
-                {"id": tenant.id, "name": tenant.name, "webhook_secret": tenant.webhook_secret}
-            )
-        )
+    settings = core_settings()
+    with session_scope(settings.database_url) as session:
+        tenant = create_tenant(session=session, name=name, key=settings.webhook_secrets_key)
+        secret = webhook_secret(tenant, key=settings.webhook_secrets_key)
+        typer.echo(json.dumps({"id": tenant.id, "name": tenant.name, "webhook_secret": secret}))
 
 
 @tenant_app.command("key")

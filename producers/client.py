@@ -37,7 +37,9 @@ class CaptionClient:
     def __init__(self, *, tenant: str = "default", settings: CoreSettings | None = None) -> None:
         self.settings = settings or core_settings()
         with session_scope(self.settings.database_url) as session:
-            self._tenant: Tenant = ensure_tenant(session=session, name=tenant)
+            self._tenant: Tenant = ensure_tenant(
+                session=session, name=tenant, key=self.settings.webhook_secrets_key
+            )
 
     @property
     def tenant_id(self) -> str:

@@ -134,11 +134,12 @@ def run_demo(*, model: str | None, n_images: int, console: Console) -> int:
 def _secret(client: CaptionClient, settings: CoreSettings) -> str:
     from schemas.db import session_scope
     from schemas.tables import Tenant
+    from schemas.tenants import webhook_secret
 
     with session_scope(settings.database_url) as session:
         tenant = session.get(Tenant, client.tenant_id)
         assert tenant is not None
-        return tenant.webhook_secret
+        return webhook_secret(tenant, key=settings.webhook_secrets_key)
 
 
 def _start_worker(settings: CoreSettings, model_id: str, workdir: Path) -> subprocess.Popen[bytes]:

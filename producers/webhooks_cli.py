@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from producers.publish import publish_delivery
 from schemas import webhooks
 from schemas.db import session_scope
 from schemas.errors import PermanentError
 from schemas.settings import core_settings
-from schemas.tables import DeliveryStatus
+from schemas.tables import Delivery, DeliveryStatus
 from schemas.tenants import tenant_by_name
 from schemas.urlguard import check_url, parse_networks
 
@@ -86,6 +88,42 @@ def rotate(endpoint_id: str, tenant: TenantOpt = "default") -> None:
             grace_s=settings.webhook_rotation_grace_s,
         )
     typer.echo(secret)
+
+
+@app.command()
+def ping(
+    endpoint_id: str,
+    tenant: TenantOpt = "default",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the outcome")] = 20.0,
+) -> None:
+    """Send a signed ``webhook.ping`` through the IO workers and report what came back."""
+    settings = core_settings()
+    with session_scope(settings.database_url) as session:
+        endpoint = webhooks.get_endpoint(
+            session=session, tenant_id=_tenant_id(session, tenant), endpoint_id=endpoint_id
+        )
+        delivery_id = webhooks.create_ping(session=session, endpoint=endpoint).id
+    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery_id)
+    deadline = time.monotonic() + wait
+    while True:
+        with session_scope(settings.database_url) as session:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            attempts, code, error, state = (
+                row.attempts,
+                row.last_status_code,
+                row.last_error,
+                row.status,
+            )
+        if attempts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not attempts:
+        console.print(f"{delivery_id}: not attempted yet (are IO workers running?)")
+        raise typer.Exit(1)
+    ok = state == DeliveryStatus.delivered
+    console.print(f"{delivery_id}: {state}, HTTP {code}" + ("" if ok else f", {error}"))
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()

@@ -57,7 +57,8 @@ class DeliveryStatus(StrEnum):
 class Tenant(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("ten"), primary_key=True, max_length=40)
     name: str = Field(unique=True, index=True, max_length=100)
-    webhook_secret: str = Field(max_length=200)
+    # The default signing secret for the tenant's endpoints, as a Fernet token.
+    webhook_secret_encrypted: str = Field(sa_type=Text)
     # None means "never auto-approve": everything goes to review until calibrated.
     auto_approve_threshold: float | None = None
     # Copy policy, on top of the global one (schemas/policy.py).
@@ -145,7 +146,7 @@ class Delivery(SQLModel, table=True):
 
     id: str = Field(default_factory=lambda: new_id("msg"), primary_key=True, max_length=40)
     tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=40)
-    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    job_id: str | None = Field(default=None, foreign_key="job.id", index=True, max_length=40)
     event_type: str = Field(max_length=40)
     url: str = Field(sa_type=Text)
     payload: str = Field(sa_type=Text)  # the exact body bytes, identical on every attempt

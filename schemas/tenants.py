@@ -7,7 +7,6 @@ enough) and compared in constant time.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -15,29 +14,33 @@ from collections.abc import Iterable
 
 from sqlmodel import Session, select
 
+from schemas.secrets import decrypt, encrypt, new_webhook_secret
 from schemas.tables import ApiKey, Tenant, utcnow
 
 SCOPES = ("submit", "read", "review", "admin")
 
 
-def new_webhook_secret() -> str:
-    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def create_tenant(*, session: Session, name: str) -> Tenant:
-    tenant = Tenant(name=name, webhook_secret=new_webhook_secret())
+def create_tenant(*, session: Session, name: str, key: str | None = None) -> Tenant:
+    """A tenant with a fresh webhook secret, stored encrypted under ``key``
+    (``WEBHOOK_SECRETS_KEY``); read it back with :func:`webhook_secret`."""
+    tenant = Tenant(name=name, webhook_secret_encrypted=encrypt(new_webhook_secret(), key=key))
     session.add(tenant)
     session.flush()
     return tenant
+
+
+def webhook_secret(tenant: Tenant, *, key: str | None = None) -> str:
+    """The tenant's default signing secret (``whsec_...``), decrypted."""
+    return decrypt(tenant.webhook_secret_encrypted, key=key)
 
 
 def tenant_by_name(*, session: Session, name: str) -> Tenant | None:
     return session.exec(select(Tenant).where(Tenant.name == name)).first()
 
 
-def ensure_tenant(*, session: Session, name: str) -> Tenant:
-    return tenant_by_name(session=session, name=name) or create_tenant(session=session, name=name)
+def ensure_tenant(*, session: Session, name: str, key: str | None = None) -> Tenant:
+    found = tenant_by_name(session=session, name=name)
+    return found or create_tenant(session=session, name=name, key=key)
 
 
 def _hash(key: str) -> str:

@@ -11,49 +11,19 @@ setting a key file is created under the default home (one-host development only)
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import lru_cache
-from pathlib import Path
 
-from cryptography.fernet import Fernet
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.errors import ErrorCode, RequestError
-from schemas.settings import DEFAULT_HOME
+from schemas.secrets import decrypt, encrypt, new_webhook_secret
 from schemas.tables import Delivery, DeliveryStatus, Tenant, WebhookEndpoint, utcnow
-from schemas.tenants import new_webhook_secret
 
 EVENT_TYPES = ("job.succeeded", "job.failed", "caption.approved", "caption.rejected")
-KEY_FILE = DEFAULT_HOME / "webhook-secrets.key"
-
-
-@lru_cache(maxsize=4)
-def _fernet(key: str | None) -> Fernet:
-    if key is None:
-        key = _dev_key(KEY_FILE)
-    return Fernet(key.encode())
-
-
-def _dev_key(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key().decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
-
-
-def encrypt(secret: str, *, key: str | None) -> str:
-    return _fernet(key).encrypt(secret.encode()).decode()
-
-
-def decrypt(token: str, *, key: str | None) -> str:
-    return _fernet(key).decrypt(token.encode()).decode()
+PING = "webhook.ping"  # sent on request to any endpoint, whatever it subscribes to
 
 
 def signing_secrets(endpoint: WebhookEndpoint, *, key: str | None) -> list[str]:
@@ -125,7 +95,11 @@ def ensure_endpoint(
     try:
         with session.begin_nested():
             endpoint, _ = create_endpoint(
-                session=session, tenant_id=tenant_id, url=url, key=key, secret=tenant.webhook_secret
+                session=session,
+                tenant_id=tenant_id,
+                url=url,
+                key=key,
+                secret=decrypt(tenant.webhook_secret_encrypted, key=key),
             )
     except (IntegrityError, RequestError):  # registered concurrently by another sender
         found = find_endpoint(session=session, tenant_id=tenant_id, url=url)
@@ -227,3 +201,31 @@ def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = No
     for delivery in dead:
         replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery.id)
     return len(dead)
+
+
+def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
+    """A signed test event for ``endpoint``, sent through the outbox like any other
+    (same signing, retries and attempt log); its delivery row tells how it went."""
+    now = utcnow()
+    body = {
+        "type": PING,
+        "timestamp": now.isoformat(),
+        "data": {"endpoint_id": endpoint.id, "url": endpoint.url},
+    }
+    delivery = Delivery(
+        tenant_id=endpoint.tenant_id,
+        job_id=None,
+        event_type=PING,
+        url=endpoint.url,
+        payload=json.dumps(body, separators=(",", ":")),
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.tenant_id != tenant_id:
+        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+    return delivery

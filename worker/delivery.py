@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 
 from schemas.settings import WorkerSettings
 from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint, utcnow
-from schemas.webhooks import ensure_endpoint, set_enabled, signing_secrets
+from schemas.webhooks import PING, ensure_endpoint, set_enabled, signing_secrets
 from worker import callbacks
 from worker.callbacks import AttemptResult
 
@@ -89,7 +89,8 @@ def take(*, session: Session, delivery_id: str, window_s: float, lock_s: float) 
 def send(delivery: Delivery, endpoint: WebhookEndpoint, settings: WorkerSettings) -> AttemptResult:
     if endpoint.disabled_at is not None:
         return AttemptResult(None, f"endpoint disabled: {endpoint.disabled_reason}", 0.0)
-    if endpoint.event_types and delivery.event_type not in endpoint.event_types:
+    subscribed = not endpoint.event_types or delivery.event_type in endpoint.event_types
+    if not subscribed and delivery.event_type != PING:
         return AttemptResult(None, f"endpoint does not subscribe to {delivery.event_type}", 0.0)
     return callbacks.post(
         url=delivery.url,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from producers.publish import publish_delivery
 from schemas import webhooks
 from schemas.errors import PermanentError, RequestError
 from schemas.tables import DeliveryStatus, WebhookEndpoint
@@ -39,7 +40,7 @@ class EndpointSecret(EndpointPublic):
 
 class DeliveryPublic(BaseModel):
     id: str
-    job_id: str
+    job_id: str | None
     event_type: str
     url: str
     status: str
@@ -123,6 +124,27 @@ def disable(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> Endp
 def delete(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> None:
     endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
     webhooks.delete_endpoint(session=session, endpoint=endpoint)
+
+
+@router.post(
+    "/{endpoint_id}/ping", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryPublic
+)
+def ping(
+    endpoint_id: str, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep
+) -> DeliveryPublic:
+    """Send a signed ``webhook.ping`` to the endpoint; follow it at
+    ``GET /v1/webhooks/deliveries/{id}``."""
+    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    delivery = webhooks.create_ping(session=session, endpoint=endpoint)
+    session.commit()
+    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery.id)
+    return DeliveryPublic.model_validate(delivery, from_attributes=True)
+
+
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryPublic)
+def read_delivery(delivery_id: str, tenant: ReadTenant, session: SessionDep) -> DeliveryPublic:
+    delivery = webhooks.get_delivery(session=session, tenant_id=tenant.id, delivery_id=delivery_id)
+    return DeliveryPublic.model_validate(delivery, from_attributes=True)
 
 
 @router.get("/deliveries", response_model=list[DeliveryPublic])

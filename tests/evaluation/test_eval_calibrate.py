@@ -57,7 +57,7 @@ def _db(tmp_path: Path) -> Session:
     SQLModel.metadata.create_all(engine)
     session = Session(engine)
     for tenant in ("ten_a", "ten_b"):
-        session.add(Tenant(id=tenant, name=tenant, webhook_secret="s"))
+        session.add(Tenant(id=tenant, name=tenant, webhook_secret_encrypted="s"))
     session.commit()
     for tenant, pairs in (("ten_a", PAIRS), ("ten_b", [(0.99, "rejected")] * 5)):
         job = Job(tenant_id=tenant, styles=["plain"], platforms=["x"], variants=len(pairs),

@@ -18,6 +18,7 @@ from PIL import Image
 from producers.client import CaptionClient
 from producers.services import CallbackReceiver
 from schemas.settings import CoreSettings
+from schemas.tenants import webhook_secret
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,7 +114,7 @@ def stack(
     with session_scope(database_url) as session:
         tenant = session.get(Tenant, client.tenant_id)
         assert tenant is not None
-        secret = tenant.webhook_secret
+        secret = webhook_secret(tenant)
     receiver = CallbackReceiver(secret=secret)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     worker = start_worker(

@@ -10,6 +10,7 @@ from standardwebhooks.webhooks import Webhook
 from schemas.db import session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.tables import Delivery, DeliveryStatus, Tenant, Variant
+from schemas.tenants import webhook_secret
 from tests.integration.conftest import Stack, png
 
 STYLES = ["playful", "luxury"]
@@ -78,7 +79,7 @@ def test_signature_verifies_with_standardwebhooks_and_fails_with_another_secret(
         delivery = session.exec(
             Delivery.__table__.select().where(Delivery.job_id == job_id)  # type: ignore[attr-defined]
         ).first()
-        secret = session.get(Tenant, stack.client.tenant_id).webhook_secret  # type: ignore[union-attr]
+        secret = webhook_secret(session.get(Tenant, stack.client.tenant_id))  # type: ignore[arg-type]
     assert delivery is not None
     from datetime import UTC, datetime
 

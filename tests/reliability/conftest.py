@@ -13,8 +13,17 @@ from producers.services import RedisServer
 from schemas.db import migrate, session_scope
 from schemas.settings import CoreSettings
 from schemas.tables import Tenant
+from schemas.tenants import webhook_secret
 from tests.conftest import _postgres_database, unavailable
-from tests.reliability.harness import Proc, Receiver, SlowImages, png, start, worker_env
+from tests.reliability.harness import (
+    SECRETS_KEY,
+    Proc,
+    Receiver,
+    SlowImages,
+    png,
+    start,
+    worker_env,
+)
 
 STYLES = ["playful"]
 PLATFORMS = ["instagram"]
@@ -84,12 +93,13 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
         blob_store="db",
         url_allow_cidrs=["127.0.0.0/8"],
         url_allowed_ports=[images.port],
+        webhook_secrets_key=SECRETS_KEY,  # the workers' key (harness.worker_env)
     )
     client = CaptionClient(tenant="acme", settings=settings)
     with session_scope(database_url) as session:
         tenant = session.get(Tenant, client.tenant_id)
         assert tenant is not None
-        secret = tenant.webhook_secret
+        secret = webhook_secret(tenant, key=SECRETS_KEY)
     receiver = Receiver(secret=secret)
     env = worker_env(
         DATABASE_URL=database_url,

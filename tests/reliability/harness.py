@@ -103,8 +103,19 @@ def start(kind: str, env: dict[str, str], logdir: Path) -> Proc:
         ready = "beat: Starting"
     else:
         pool = ["--pool", "solo"] if kind == "gpu" else ["--pool", "threads", "-c", "4"]
-        args = ["worker", *pool, "-Q", f"captionq.{kind}", "-l", "INFO", "--without-gossip",
-                "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"]
+        args = [
+            "worker",
+            *pool,
+            "-Q",
+            f"captionq.{kind}",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}@%h",
+        ]
         ready = "ready."
     log = logdir / f"{name}.log"
     with log.open("wb") as out:

@@ -28,6 +28,7 @@ def _succeeded(stack: Stack, ids: list[str]) -> int:
 
 def _check(stack: Stack, ids: list[str], scenario: str, *, timeout_s: float = 90) -> None:
     """Wait for the end state, print the tally, assert the guarantees."""
+
     def done() -> bool:
         t = tally(stack.database_url, ids, stack.receiver, SLOTS)
         return t.lost == 0 and t.delivered == t.expected_callbacks == len(ids)
