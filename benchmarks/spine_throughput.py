@@ -359,10 +359,10 @@ def stages_alone(
     settings = WorkerSettings()
     engine = load_engine(settings)
     parts: dict[str, float] = {}
-    saved = batch.claim, batch.load_bytes, batch._store, pipeline.run
+    saved = batch.claim, batch.load_all, batch._store_batch, pipeline.run
     batch.claim = timed(parts, "worker: claim (db)", batch.claim)
-    batch.load_bytes = timed(parts, "worker: load blob (db)", batch.load_bytes)
-    batch._store = timed(parts, "worker: store result + outbox (db)", batch._store)
+    batch.load_all = timed(parts, "worker: load blobs (db)", batch.load_all)
+    batch._store_batch = timed(parts, "worker: store results + outbox (db)", batch._store_batch)
     pipeline.run = timed(parts, "worker: pipeline (decode + noop model + copy)", pipeline.run)
     try:
         t = time.perf_counter()
@@ -373,7 +373,7 @@ def stages_alone(
             ).deliveries
         out["worker: batch.process total"] = time.perf_counter() - t
     finally:
-        batch.claim, batch.load_bytes, batch._store, pipeline.run = saved
+        batch.claim, batch.load_all, batch._store_batch, pipeline.run = saved
     out.update(parts)
 
     saved_post = callbacks.post

@@ -108,15 +108,18 @@ def _replay(session: Session, existing: Job, digest: str) -> Job:
 def _transition(
     session: Session, job_ids: Sequence[str], *, expected: Sequence[JobStatus], **values: object
 ) -> list[str]:
-    """Move jobs in one of ``expected`` states; returns the ids that moved."""
+    """Move jobs in one of ``expected`` states; returns the ids that moved.
+
+    A plain SQL UPDATE (no ORM synchronisation: it is the hot path); readers that
+    hold a ``Job`` object reload it (``populate_existing``, ``refresh``)."""
     if not job_ids:
         return []
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(col(Job.id).in_(job_ids), col(Job.status).in_([s.value for s in expected]))
-        .values(updated_at=now, **values)
-        .returning(col(Job.id))
+    table = Job.__table__  # type: ignore[attr-defined]
+    result = session.connection().execute(
+        update(table)
+        .where(table.c.id.in_(job_ids), table.c.status.in_([s.value for s in expected]))
+        .values(updated_at=utcnow(), **values)
+        .returning(table.c.id)
     )
     return [row[0] for row in result]
 
@@ -146,7 +149,8 @@ def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -
     )
     if not moved:
         return []
-    return list(session.exec(select(Job).where(col(Job.id).in_(moved))).all())
+    query = select(Job).where(col(Job.id).in_(moved)).execution_options(populate_existing=True)
+    return list(session.exec(query).all())
 
 
 def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> list[str]:
@@ -237,10 +241,9 @@ def complete_succeeded(
     )
     if not moved:
         return None
-    for row in variants:
-        session.add(Variant(job_id=job_id, **row.__dict__))
-    session.flush()
-    return _outbox(session, job_id, "job.succeeded")
+    rows = [Variant(job_id=job_id, **row.__dict__) for row in variants]
+    session.add_all(rows)
+    return _outbox(session, job_id, "job.succeeded", variants=rows)
 
 
 def complete_failed(
@@ -265,15 +268,21 @@ def complete_failed(
     return _outbox(session, job_id, "job.failed")
 
 
-def _outbox(session: Session, job_id: str, event_type: str) -> Delivery | None:
-    job = session.get(Job, job_id)
+def _outbox(
+    session: Session, job_id: str, event_type: str, *, variants: Sequence[Variant] | None = None
+) -> Delivery | None:
+    """The callback row for the job's new state (``variants``: the rows just added, so
+    the body needs no second read of them)."""
+    job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
-    session.refresh(job)
     if not job.callback_url:
+        session.flush()
         return None
     event = WebhookEvent(
-        type=event_type, timestamp=utcnow(), data=job_public(session=session, job=job)
-    )  # type: ignore[arg-type]
+        type=event_type,  # type: ignore[arg-type]
+        timestamp=utcnow(),
+        data=job_public(session=session, job=job, variants=variants),
+    )
     delivery = Delivery(
         tenant_id=job.tenant_id,
         job_id=job.id,
@@ -313,12 +322,13 @@ def list_jobs(
     return list(session.exec(query).all())
 
 
-def job_public(*, session: Session, job: Job) -> JobPublic:
-    variants = session.exec(
-        select(Variant)
-        .where(Variant.job_id == job.id)
-        .order_by(col(Variant.style), col(Variant.platform), col(Variant.index))
-    ).all()
+def job_public(
+    *, session: Session, job: Job, variants: Sequence[Variant] | None = None
+) -> JobPublic:
+    """The job as clients see it; ``variants`` saves reading rows the caller holds."""
+    if variants is None:
+        variants = session.exec(select(Variant).where(Variant.job_id == job.id)).all()
+    variants = sorted(variants, key=lambda v: (v.style, v.platform, v.index))
     return JobPublic(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
