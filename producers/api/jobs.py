@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from sqlmodel import Session
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
@@ -57,6 +59,40 @@ def submit_job(
     accepted = _accepted(settings, outcome)
     response.headers["location"] = accepted.status_url
     return accepted
+
+
+@router.post("/upload", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+def submit_upload(
+    image: Annotated[UploadFile, File(description="The image file (JPEG, PNG, WEBP, GIF)")],
+    job: Annotated[
+        str,
+        Form(
+            max_length=8192,
+            description='The job without its image, as JSON: {"styles": [...], '
+            '"platforms": [...], "variants": 3, ...}',
+        ),
+    ],
+    tenant: SubmitTenant,
+    settings: SettingsDep,
+    session: SessionDep,
+    response: Response,
+) -> JobAccepted:
+    """Accept one job whose image comes as a multipart file instead of base64 JSON."""
+    data = image.file.read(settings.image_max_bytes + 1)
+    if len(data) > settings.image_max_bytes:
+        raise RequestError(
+            f"image is over {settings.image_max_bytes} bytes",
+            code=ErrorCode.image_too_large,
+            status=413,
+        )
+    try:
+        fields = json.loads(job)
+        if not isinstance(fields, dict):
+            raise TypeError("job must be a JSON object")
+        request = JobRequest(**fields, image_base64=base64.b64encode(data).decode())
+    except (ValueError, TypeError) as exc:  # JSON, shape and pydantic validation errors
+        raise RequestError(f"job: {exc}", code=ErrorCode.invalid_request) from exc
+    return submit_job(request, tenant, settings, session, response)
 
 
 @router.post("/bulk", status_code=status.HTTP_202_ACCEPTED, response_model=BulkAccepted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -237,3 +238,61 @@ def test_importing_the_api_does_not_import_torch_or_the_worker() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_multipart_upload_submits_the_file(api: Api) -> None:
+    job = json.dumps({"styles": ["luxury"], "platforms": ["x"], "variants": 1})
+    sent = api.http.post(
+        "/v1/jobs/upload",
+        files={"image": ("shoe.png", png(), "image/png")},
+        data={"job": job},
+        headers=api.auth("alpha"),
+    )
+    assert sent.status_code == 202, sent.text
+    read = api.http.get(f"/v1/jobs/{sent.json()['id']}", headers=api.auth("alpha")).json()
+    assert read["styles"] == ["luxury"]
+
+
+@pytest.mark.parametrize(
+    ("image", "job", "status", "code"),
+    [
+        (tiff(), {"styles": ["luxury"], "platforms": ["x"]}, 422, "image_format_unsupported"),
+        (png(), {"styles": ["nope"], "platforms": ["x"]}, 422, "unknown_style"),
+        (
+            png(),
+            {"styles": ["luxury"], "platforms": ["x"], "image_url": "x"},
+            422,
+            "invalid_request",
+        ),
+        (png(), ["not", "an", "object"], 422, "invalid_request"),
+        (b"", {"styles": ["luxury"], "platforms": ["x"]}, 422, "image_empty"),
+    ],
+    ids=["tiff", "style", "two-images", "not-object", "empty"],
+)
+def test_multipart_upload_refuses_bad_parts(
+    api: Api, image: bytes, job: object, status: int, code: str
+) -> None:
+    sent = api.http.post(
+        "/v1/jobs/upload",
+        files={"image": ("x.png", image, "image/png")},
+        data={"job": json.dumps(job)},
+        headers=api.auth("alpha"),
+    )
+    assert sent.status_code == status, sent.text
+    assert sent.json()["error"]["code"] == code
+
+
+def test_multipart_image_over_the_cap_is_413(database_url: str, redis_db: str) -> None:
+    settings = ApiSettings(database_url=database_url, redis_url=redis_db, image_max_bytes=1000)
+    with session_scope(database_url) as session:
+        tenant = create_tenant(session=session, name="uploader")
+        key = create_api_key(session=session, tenant=tenant)[1]
+    with TestClient(create_app(settings)) as http:
+        sent = http.post(
+            "/v1/jobs/upload",
+            files={"image": ("big.png", png(size=(400, 400)) + b"\0" * 2000, "image/png")},
+            data={"job": json.dumps({"styles": ["luxury"], "platforms": ["x"]})},
+            headers={"authorization": f"Bearer {key}"},
+        )
+    assert sent.status_code == 413
+    assert sent.json()["error"]["code"] == "image_too_large"
