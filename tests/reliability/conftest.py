@@ -68,7 +68,7 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.output()[-2500:]}" for p in self.procs.values())
 
 
-@pytest.fixture(params=["postgresql"])
+@pytest.fixture(params=["postgresql", "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'captionq.db'}"

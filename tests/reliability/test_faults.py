@@ -143,6 +143,7 @@ def test_sigterm_during_a_batch(stack: Stack) -> None:
     assert _succeeded(stack, ids) == len(ids)
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # PostgreSQL's fault
 def test_postgres_connections_killed_while_workers_write(stack: Stack) -> None:
     stack.start("io")
     stack.start("beat")
