@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         marker = FOLDER_MARKERS.get(folder)
         if marker and not any(item.iter_markers(marker)):
             item.add_marker(marker)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault scenarios' tallies: jobs submitted / finished / lost / duplicated and
+    callbacks expected / delivered / duplicate deliveries."""
+    harness = sys.modules.get("tests.reliability.harness")
+    lines = getattr(harness, "SCENARIO_REPORT", [])
+    if lines:
+        terminalreporter.section("fault scenarios")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def unavailable(reason: str) -> None:

@@ -30,6 +30,8 @@ from schemas.tables import TERMINAL_STATUSES, Delivery, Job, JobStatus, Variant
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS_KEY = Fernet.generate_key().decode()
+# One line per fault scenario, printed at the end of the run (tests/conftest.py).
+SCENARIO_REPORT: list[str] = []
 
 
 def png(seed: int) -> bytes:

@@ -15,7 +15,13 @@ from schemas.db import session_scope
 from schemas.tables import Delivery, DeliveryStatus, Job, JobStatus
 from schemas.webhooks import replay_dead
 from tests.reliability.conftest import SLOTS, Stack
-from tests.reliability.harness import bodies_stable, events_per_job, tally, wait_for
+from tests.reliability.harness import (
+    SCENARIO_REPORT,
+    bodies_stable,
+    events_per_job,
+    tally,
+    wait_for,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -37,7 +43,8 @@ def _check(stack: Stack, ids: list[str], scenario: str, *, timeout_s: float = 90
         wait_for(done, timeout_s, f"{scenario}: all jobs terminal and all events delivered")
     finally:
         result = tally(stack.database_url, ids, stack.receiver, SLOTS)
-        print(result.line(scenario))  # noqa: T201  (the per-scenario report)
+        database = stack.database_url.split(":", 1)[0].split("+", 1)[0]
+        SCENARIO_REPORT.append(f"{database:<10} {result.line(scenario)}")
     assert result.lost == 0, stack.logs()
     assert result.duplicated == 0
     assert set(events_per_job(stack.database_url, ids).values()) == {1}  # one event per job
