@@ -32,6 +32,12 @@ def _succeeded(stack: Stack, ids: list[str]) -> int:
     return sum(1 for s in jobs if s == JobStatus.succeeded)
 
 
+def _running(stack: Stack, ids: list[str]) -> int:
+    with session_scope(stack.database_url) as session:
+        jobs = session.exec(select(Job.status).where(Job.id.in_(ids))).all()  # type: ignore[attr-defined]
+    return sum(1 for s in jobs if s == JobStatus.running)
+
+
 def _check(stack: Stack, ids: list[str], scenario: str, *, timeout_s: float = 90) -> None:
     """Wait for the end state, print the tally, assert the guarantees."""
 
@@ -58,7 +64,11 @@ def test_sigkill_worker_mid_batch_with_full_buffer(stack: Stack) -> None:
     stack.start("beat")
     gpu = stack.start("gpu")
     ids = stack.submit(32)
-    wait_for(lambda: _succeeded(stack, ids) >= 4, 60, "a first batch")
+    wait_for(
+        lambda: _succeeded(stack, ids) >= 4 and _running(stack, ids) > 0,
+        60,
+        "a first batch done and the next one running",
+    )
     gpu.signal(signal.SIGKILL)  # mid-batch, with a full celery-batches buffer
     gpu.process.wait()
     stack.start("gpu")
