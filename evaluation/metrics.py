@@ -25,9 +25,7 @@ import numpy as np
 from evaluation.meteor import meteor_from_stats
 
 BLEU_ORDER = 4
-BLEU_WIDTH = 2 + 2 * BLEU_ORDER
 COCO_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
-CLIP_METRICS = ("CLIP-S", "RefCLIP-S")
 # The pycocoevalcap guards against zero counts, reproduced exactly.
 _TINY, _SMALL = 1e-15, 1e-9
 

@@ -21,7 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from producers.client import CaptionClient
-from producers.services import CallbackReceiver, RedisServer, describe_url, redis_answers
+from producers.services import (
+    CallbackReceiver,
+    RedisServer,
+    describe_url,
+    redis_answers,
+    worker_command,
+)
 from schemas.db import migrate
 from schemas.settings import CoreSettings
 
@@ -151,29 +157,13 @@ def _start_worker(settings: CoreSettings, model_id: str, workdir: Path) -> subpr
         "CAPTIONER_MODEL": model_id,
         "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
     }
-    log = (workdir / "worker.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--pool",
-            "solo",
-            "-Q",
-            "captionq.gpu,captionq.io",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (workdir / "worker.log").open("wb") as log:
+        return subprocess.Popen(
+            worker_command("captionq.gpu,captionq.io"),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -15,6 +16,24 @@ from urllib.parse import urlparse
 
 import redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+
+def worker_command(queues: str, *, name: str | None = None) -> list[str]:
+    """The ``celery worker`` command line of a local GPU-shaped worker (solo pool), as the
+    demo and the tests start it; ``captionq worker`` is the production entry point."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
+            "-Q", queues, "-l", "INFO", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]  # fmt: skip
+    return [*argv, "-n", name] if name else argv
+
+
+def verified(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether a callback's Standard Webhooks signature verifies with ``secret``."""
+    try:
+        Webhook(secret).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -101,22 +120,18 @@ class CallbackReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                try:
-                    Webhook(receiver.secret).verify(body, dict(self.headers))
-                    verified = True
-                except WebhookVerificationError:
-                    verified = False
+                ok = verified(receiver.secret, body, dict(self.headers))
                 event = json.loads(body)
                 receiver.received.append(
                     Received(
                         webhook_id=self.headers.get("webhook-id", ""),
                         event_type=event.get("type", ""),
                         job_id=event.get("data", {}).get("id", ""),
-                        verified=verified,
+                        verified=ok,
                         body=event,
                     )
                 )
-                self.send_response(204 if verified else 401)
+                self.send_response(204 if ok else 401)
                 self.end_headers()
 
             def log_message(self, *_: object) -> None:

@@ -154,11 +154,6 @@ class _Folded:
         return (self.origin[start], self.origin[end - 1] + 1)
 
 
-def fold(text: str) -> str:
-    """The comparison form of ``text`` (see the module docstring)."""
-    return _fold(text).text
-
-
 def check_copy(
     text: str,
     *,

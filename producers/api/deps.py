@@ -11,7 +11,7 @@ from sqlmodel import Session
 from schemas.db import session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.tables import ApiKey, Tenant
+from schemas.tables import Tenant
 from schemas.tenants import authenticate, has_scope
 
 
@@ -54,7 +54,6 @@ def require(scope: str) -> Callable[..., Tenant]:
             raise RequestError(
                 f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden, status=403
             )
-        request.state.api_key = key
         return tenant
 
     return dependency
@@ -62,4 +61,3 @@ def require(scope: str) -> Callable[..., Tenant]:
 
 SubmitTenant = Annotated[Tenant, Depends(require("submit"))]
 ReadTenant = Annotated[Tenant, Depends(require("read"))]
-__all__ = ["ApiKey", "ReadTenant", "SessionDep", "SettingsDep", "SubmitTenant"]

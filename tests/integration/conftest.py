@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import redis
 from PIL import Image
 
 from producers.client import CaptionClient
-from producers.services import CallbackReceiver
+from producers.services import CallbackReceiver, worker_command
 from schemas.settings import CoreSettings
 from schemas.tenants import webhook_secret
 
@@ -51,25 +50,7 @@ def start_worker(
 ) -> Worker:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "--pool",
-                "solo",
-                "-Q",
-                queues,
-                "-l",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
-            ],
+            worker_command(queues, name=f"test-{os.getpid()}-{time.monotonic_ns()}@%h"),
             cwd=REPO,
             env={**os.environ, **env},
             stdout=out,
