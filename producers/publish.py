@@ -7,9 +7,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from schemas.broker import celery_config, send_captions
-from schemas.messages import DeliverMessage
-from schemas.names import QUEUE_IO, TASK_DELIVER
+from schemas.broker import celery_config, send_captions, send_deliveries
 
 
 @lru_cache(maxsize=4)
@@ -24,8 +22,6 @@ def publish_captions(*, redis_url: str, jobs: Sequence[tuple[str, int]]) -> None
     send_captions(producer_app(redis_url), jobs)
 
 
-def publish_delivery(*, redis_url: str, delivery_id: str) -> None:
+def publish_delivery(*, redis_url: str, delivery_id: str, url: str) -> None:
     """Ask the IO workers to send an outbox row now (beat would find it anyway)."""
-    producer_app(redis_url).send_task(
-        TASK_DELIVER, args=[DeliverMessage(delivery_id=delivery_id).model_dump()], queue=QUEUE_IO
-    )
+    send_deliveries(producer_app(redis_url), [(delivery_id, url)], batch_max=1)

@@ -118,6 +118,8 @@ class CallbackReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the sender's connection alive
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 ok = verified(receiver.secret, body, dict(self.headers))
@@ -132,6 +134,7 @@ class CallbackReceiver:
                     )
                 )
                 self.send_response(204 if ok else 401)
+                self.send_header("content-length", "0")
                 self.end_headers()
 
             def log_message(self, *_: object) -> None:

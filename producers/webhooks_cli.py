@@ -103,7 +103,7 @@ def ping(
             session=session, tenant_id=_tenant_id(session, tenant), endpoint_id=endpoint_id
         )
         delivery_id = webhooks.create_ping(session=session, endpoint=endpoint).id
-    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery_id)
+    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery_id, url=endpoint.url)
     deadline = time.monotonic() + wait
     while True:
         with session_scope(settings.database_url) as session:

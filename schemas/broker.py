@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.messages import CaptionMessage
-from schemas.names import PRIORITY_MAX, QUEUE_GPU, TASK_CAPTION, celery_priority
+from schemas.messages import CaptionMessage, DeliverMessage
+from schemas.names import (
+    PRIORITY_MAX,
+    QUEUE_GPU,
+    QUEUE_IO,
+    TASK_CAPTION,
+    TASK_DELIVER,
+    celery_priority,
+)
 
 
 def celery_config(redis_url: str) -> dict[str, Any]:
@@ -43,3 +50,21 @@ def send_captions(app: Any, jobs: Sequence[tuple[str, int]], *, countdown: float
                 countdown=countdown or None,
                 producer=producer,
             )
+
+
+def send_deliveries(app: Any, deliveries: Sequence[tuple[str, str]], *, batch_max: int) -> None:
+    """Publish deliver tasks for outbox rows, given as (delivery id, URL): one task per
+    URL (up to ``batch_max`` rows each), so that one slow receiver holds up only its
+    own callbacks, and each task sends over one connection."""
+    by_url: dict[str, list[str]] = {}
+    for delivery_id, url in deliveries:
+        by_url.setdefault(url, []).append(delivery_id)
+    if not by_url:
+        return
+    with app.producer_or_acquire() as producer:
+        for ids in by_url.values():
+            for at in range(0, len(ids), batch_max):
+                message = DeliverMessage(delivery_ids=ids[at : at + batch_max])
+                app.send_task(
+                    TASK_DELIVER, args=[message.model_dump()], queue=QUEUE_IO, producer=producer
+                )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+DELIVER_BATCH_MAX = 256  # outbox rows in one deliver message
 
 
 class CaptionMessage(BaseModel):
@@ -20,7 +22,13 @@ class CaptionMessage(BaseModel):
 
 
 class DeliverMessage(BaseModel):
+    """Outbox rows to send, one endpoint's as a rule (see ``schemas.broker``).
+
+    Version 1 carried one row. A version-1 message left in a queue across an upgrade
+    is dropped by the new worker; its row is still pending, and beat's dispatch sends
+    it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = 1
-    delivery_id: str
+    schema_version: Literal[2] = 2
+    delivery_ids: list[str] = Field(min_length=1, max_length=DELIVER_BATCH_MAX)

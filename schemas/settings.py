@@ -109,6 +109,12 @@ class WorkerSettings(CoreSettings):
     callback_max_attempts: int | None = Field(
         default=None, ge=1, description="Cut the schedule short (None: its whole length)"
     )
+    callback_batch_max: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Callbacks to one URL sent by one deliver task, over one connection",
+    )
     callback_allowed_ports: list[int] = Field(
         default_factory=list, description="Ports callback URLs may use (empty: any)"
     )

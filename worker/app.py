@@ -129,8 +129,7 @@ def _hand_back(job_ids: Sequence[str]) -> None:
         ).all()
         reaper.hand_back(session=session, jobs=jobs, settings=settings, found=found)
     tasks.publish_captions(found.publish)
-    for delivery_id in found.deliveries:
-        tasks.send_delivery(delivery_id)
+    tasks.send_deliveries(found.deliveries)
 
 
 lease_keeper = LeaseKeeper(settings, hand_back=_hand_back)

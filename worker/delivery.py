@@ -19,12 +19,15 @@ between the receiver's 2xx and the row being marked delivered.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
+from schemas.db import session_scope
 from schemas.settings import WorkerSettings
 from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint, utcnow
 from schemas.webhooks import PING, ensure_endpoint, set_enabled, signing_secrets
@@ -32,14 +35,15 @@ from worker import callbacks
 from worker.callbacks import AttemptResult
 
 log = logging.getLogger("captionq.delivery")
+LEASE_MARGIN_S = 5.0  # a taken delivery's lease: the POST deadline and this margin
 
 
 def _not_being_sent(now):  # type: ignore[no-untyped-def]
     return or_(col(Delivery.sending_until).is_(None), col(Delivery.sending_until) < now)
 
 
-def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[str]:
-    """Reserve the deliveries that are due (for ``lock_s``) and return their ids."""
+def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[tuple[str, str]]:
+    """Reserve the deliveries that are due (for ``lock_s``); returns (id, url) of each."""
     now = utcnow()
     due = session.exec(
         select(Delivery.id)
@@ -51,67 +55,172 @@ def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[str]:
         .order_by(col(Delivery.next_attempt_at))
         .limit(limit)
     ).all()
-    reserved = []
-    for delivery_id in due:
-        moved = session.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.id) == delivery_id,
-                col(Delivery.status) == DeliveryStatus.pending,
-                col(Delivery.next_attempt_at) <= now,
-            )
-            .values(next_attempt_at=now + timedelta(seconds=lock_s))
-        )
-        if moved.rowcount:  # type: ignore[attr-defined]
-            reserved.append(delivery_id)
-    return reserved
-
-
-def take(*, session: Session, delivery_id: str, window_s: float, lock_s: float) -> Delivery | None:
-    """Become the one sender of a pending delivery for ``window_s``, or None (delivered,
-    dead, being sent, or rescheduled beyond any dispatch reservation: a stale message)."""
-    now = utcnow()
-    moved = session.execute(
-        update(Delivery)
+    if not due:
+        return []
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    reserved = session.connection().execute(
+        update(table)
         .where(
-            col(Delivery.id) == delivery_id,
-            col(Delivery.status) == DeliveryStatus.pending,
-            col(Delivery.next_attempt_at) <= now + timedelta(seconds=lock_s),
-            _not_being_sent(now),
+            table.c.id.in_(due),
+            table.c.status == DeliveryStatus.pending,
+            table.c.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=now + timedelta(seconds=lock_s))
+        .returning(table.c.id, table.c.url)
+    )
+    return [(row[0], row[1]) for row in reserved]
+
+
+def take(
+    *, session: Session, delivery_ids: Sequence[str], window_s: float, lock_s: float
+) -> list[Delivery]:
+    """Become the one sender of these deliveries for ``window_s``; returns those taken.
+    Skipped: delivered, dead, being sent, or rescheduled beyond any dispatch reservation
+    (a stale message)."""
+    if not delivery_ids:
+        return []
+    now = utcnow()
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    taken = session.connection().execute(
+        update(table)
+        .where(
+            table.c.id.in_(list(delivery_ids)),
+            table.c.status == DeliveryStatus.pending,
+            table.c.next_attempt_at <= now + timedelta(seconds=lock_s),
+            or_(table.c.sending_until.is_(None), table.c.sending_until < now),
         )
         .values(sending_until=now + timedelta(seconds=window_s))
+        .returning(table.c.id)
     )
-    if not moved.rowcount:  # type: ignore[attr-defined]
-        return None
-    return session.get(Delivery, delivery_id)
+    ids = [row[0] for row in taken]
+    if not ids:
+        return []
+    query = select(Delivery).where(col(Delivery.id).in_(ids))
+    return list(session.exec(query.execution_options(populate_existing=True)).all())
 
 
-def send(delivery: Delivery, endpoint: WebhookEndpoint, settings: WorkerSettings) -> AttemptResult:
+@dataclass
+class Sent:
+    """What a batch did: each taken delivery's attempt (with its endpoint), or its
+    return untried."""
+
+    attempts: dict[str, tuple[str, AttemptResult]] = field(default_factory=dict)
+    untried: list[str] = field(default_factory=list)
+
+
+def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent:
+    """Take, send and record a batch of deliveries: one transaction to take them, one
+    connection per endpoint, one transaction to record every attempt.
+
+    Everything taken is sent before the lease (``callback_timeout_s`` + a margin) runs
+    out, or handed back untried for the next dispatch. After a POST that times out,
+    that endpoint's other callbacks in the batch are not sent: each is recorded as a
+    failed attempt (so a hanging receiver costs one deadline per batch, not one per
+    callback) and retried on the schedule.
+    """
+    window_s = settings.callback_timeout_s + LEASE_MARGIN_S
+    with session_scope(settings.database_url) as session:
+        rows = take(
+            session=session,
+            delivery_ids=delivery_ids,
+            window_s=window_s,
+            lock_s=settings.delivery_lock_s,
+        )
+        groups: dict[tuple[str, str], list[Delivery]] = {}
+        for row in rows:
+            groups.setdefault((row.tenant_id, row.url), []).append(row)
+        endpoints = {
+            key: endpoint_for(session=session, tenant_id=key[0], url=key[1], settings=settings)
+            for key in groups
+        }
+    sent = Sent()
+    lease_ends = time.monotonic() + window_s
+    for key, group in groups.items():
+        _send_group(group, endpoints[key], settings=settings, lease_ends=lease_ends, sent=sent)
+    if rows:
+        with session_scope(settings.database_url) as session:
+            _record_all(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
+    return sent
+
+
+def _send_group(
+    group: Sequence[Delivery],
+    endpoint: WebhookEndpoint,
+    *,
+    settings: WorkerSettings,
+    lease_ends: float,
+    sent: Sent,
+) -> None:
     if endpoint.disabled_at is not None:
-        return AttemptResult(None, f"endpoint disabled: {endpoint.disabled_reason}", 0.0)
-    subscribed = not endpoint.event_types or delivery.event_type in endpoint.event_types
-    if not subscribed and delivery.event_type != PING:
-        return AttemptResult(None, f"endpoint does not subscribe to {delivery.event_type}", 0.0)
-    return callbacks.post(
-        url=delivery.url,
-        msg_id=delivery.id,
-        body=delivery.payload,
+        disabled = f"endpoint disabled: {endpoint.disabled_reason}"
+        for row in group:
+            sent.attempts[row.id] = (endpoint.id, AttemptResult(None, disabled, 0.0, refused=True))
+        return
+    with callbacks.Sender(
+        endpoint.url,
         secrets=signing_secrets(endpoint, key=settings.webhook_secrets_key),
         timeout_s=settings.callback_timeout_s,
         allowed_ports=settings.callback_allowed_ports,
         allow_networks=settings.url_allow_cidrs,
-    )
+    ) as sender:
+        stopped: AttemptResult | None = None
+        for row in group:
+            if stopped is not None:
+                result = stopped
+            elif time.monotonic() + settings.callback_timeout_s > lease_ends:
+                sent.untried.append(row.id)
+                continue
+            elif not _subscribed(endpoint, row.event_type):
+                unsubscribed = f"endpoint does not subscribe to {row.event_type}"
+                result = AttemptResult(None, unsubscribed, 0.0, refused=True)
+            else:
+                result = sender.post(msg_id=row.id, body=row.payload)
+                if result.timed_out:
+                    stopped = AttemptResult(None, f"not sent: {row.id} timed out before it", 0.0)
+                elif result.status_code == 410:
+                    stopped = AttemptResult(None, "endpoint answered 410 Gone", 0.0, refused=True)
+            sent.attempts[row.id] = (endpoint.id, result)
+
+
+def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
+    return event_type == PING or not endpoint.event_types or event_type in endpoint.event_types
 
 
 def endpoint_for(
-    *, session: Session, delivery: Delivery, settings: WorkerSettings
+    *, session: Session, tenant_id: str, url: str, settings: WorkerSettings
 ) -> WebhookEndpoint:
     return ensure_endpoint(
-        session=session,
-        tenant_id=delivery.tenant_id,
-        url=delivery.url,
-        key=settings.webhook_secrets_key,
+        session=session, tenant_id=tenant_id, url=url, key=settings.webhook_secrets_key
     )
+
+
+def _record_all(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:
+    """Record a batch's attempts; rows deleted meanwhile (their job was) are skipped."""
+    ids = [*sent.attempts, *sent.untried]
+    rows = {
+        row.id: row
+        for row in session.exec(select(Delivery).where(col(Delivery.id).in_(ids))).all()
+    }
+    endpoint_ids = {endpoint_id for endpoint_id, _ in sent.attempts.values()}
+    endpoints = {
+        e.id: e
+        for e in session.exec(
+            select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(endpoint_ids))
+        ).all()
+    }
+    for delivery_id, (endpoint_id, result) in sent.attempts.items():
+        if delivery_id in rows:
+            record(
+                session=session,
+                delivery=rows[delivery_id],
+                endpoint=endpoints.get(endpoint_id),
+                result=result,
+                schedule_s=schedule_s,
+            )
+    for delivery_id in sent.untried:
+        if delivery_id in rows:
+            rows[delivery_id].sending_until = None
+            session.add(rows[delivery_id])
 
 
 def record(
@@ -145,7 +254,7 @@ def record(
         if endpoint is not None and endpoint.disabled_at is None:
             log.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
             set_enabled(session=session, endpoint=endpoint, enabled=False, reason="410 Gone")
-    elif result.status_code is None and result.duration_ms == 0.0:  # refused before sending
+    elif result.refused:
         delivery.status = DeliveryStatus.dead
     elif delivery.attempts >= len(schedule_s):
         delivery.status = DeliveryStatus.dead

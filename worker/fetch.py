@@ -101,9 +101,9 @@ class _Redirect:
     location: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Deadline:
-    end: float
+    end: float  # time.monotonic(); a sender that reuses a connection moves it per request
 
     def clamp(self, timeout: float | None, expired: type[Exception]) -> float:
         """The smaller of ``timeout`` and the time left; raise ``expired`` if none is."""

@@ -51,7 +51,7 @@ UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> time it was delivered
 @dataclass
 class Reaped:
     publish: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
-    deliveries: list[str] = field(default_factory=list)
+    deliveries: list[tuple[str, str]] = field(default_factory=list)  # (outbox row id, URL)
     received: int = 0
     broker_lost: int = 0
     unacked: int = 0
@@ -185,7 +185,7 @@ def hand_back(
             )
             found.exhausted += 1
             if delivery is not None:
-                found.deliveries.append(delivery.id)
+                found.deliveries.append((delivery.id, delivery.url))
         elif requeue(session=session, job_id=job.id):
             found.publish.append((job.id, job.priority))
 

@@ -2,7 +2,7 @@
 what follows.
 
 - ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs.
-- ``captionq.deliver`` (io queue): one attempt of one callback.
+- ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
 - ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.
 - ``captionq.reap`` (io queue, beat): re-publish jobs that are truly lost.
 """
@@ -18,20 +18,18 @@ import redis
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
-from schemas import lifecycle
-from schemas.broker import send_captions
+from schemas import broker, lifecycle
 from schemas.db import session_scope
 from schemas.messages import CaptionMessage, DeliverMessage
 from schemas.names import (
     PRIORITY_DEFAULT,
-    QUEUE_IO,
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
     TASK_PURGE,
     TASK_REAP,
 )
-from schemas.tables import Delivery, WebhookEndpoint, utcnow
+from schemas.tables import utcnow
 from worker import batch, delivery, reaper
 from worker.app import app, engine, lease_keeper, settings
 
@@ -59,8 +57,7 @@ def caption(requests: list[SimpleRequest]) -> None:
         log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
         publish_captions([(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
         return
-    for delivery_id in report.deliveries:
-        send_delivery(delivery_id)
+    send_deliveries(report.deliveries)
     publish_captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
@@ -72,39 +69,22 @@ def caption(requests: list[SimpleRequest]) -> None:
 
 
 def publish_captions(jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
-    send_captions(app, jobs, countdown=countdown)
+    broker.send_captions(app, jobs, countdown=countdown)
 
 
-def send_delivery(delivery_id: str) -> None:
-    app.send_task(
-        TASK_DELIVER, args=[DeliverMessage(delivery_id=delivery_id).model_dump()], queue=QUEUE_IO
-    )
+def send_deliveries(deliveries: Sequence[tuple[str, str]]) -> None:
+    """Ask the IO workers to send these outbox rows, given as (id, URL), now."""
+    broker.send_deliveries(app, deliveries, batch_max=settings.callback_batch_max)
 
 
 @app.task(name=TASK_DELIVER, acks_late=True)
 def deliver(message: dict[str, object]) -> None:
-    delivery_id = DeliverMessage.model_validate(message).delivery_id
-    with session_scope(settings.database_url) as session:
-        row = delivery.take(
-            session=session,
-            delivery_id=delivery_id,
-            window_s=settings.callback_timeout_s + 5.0,  # the POST's deadline, and a margin
-            lock_s=settings.delivery_lock_s,
-        )
-        if row is None:
-            return
-        endpoint = delivery.endpoint_for(session=session, delivery=row, settings=settings)
-    result = delivery.send(row, endpoint, settings)
-    with session_scope(settings.database_url) as session:
-        row = session.get(Delivery, delivery_id)
-        assert row is not None
-        delivery.record(
-            session=session,
-            delivery=row,
-            endpoint=session.get(WebhookEndpoint, endpoint.id),
-            result=result,
-            schedule_s=settings.callback_schedule_s,
-        )
+    try:
+        delivery_ids = DeliverMessage.model_validate(message).delivery_ids
+    except ValidationError as exc:
+        log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
+        return
+    delivery.send_batch(delivery_ids, settings=settings)
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)
@@ -115,8 +95,7 @@ def dispatch() -> int:
             lock_s=settings.delivery_lock_s,
             limit=settings.delivery_dispatch_limit,
         )
-    for delivery_id in due:
-        send_delivery(delivery_id)
+    send_deliveries(due)
     return len(due)
 
 
@@ -132,8 +111,7 @@ def reap() -> None:
         return
     publish_captions(found.publish)
     reaper.mark_published(settings=settings, job_ids=[job_id for job_id, _ in found.publish])
-    for delivery_id in found.deliveries:
-        send_delivery(delivery_id)
+    send_deliveries(found.deliveries)
     log.warning(
         "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "
         "%d exhausted",

@@ -137,7 +137,7 @@ def ping(
     endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
     delivery = webhooks.create_ping(session=session, endpoint=endpoint)
     session.commit()
-    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery.id)
+    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery.id, url=delivery.url)
     return DeliveryPublic.model_validate(delivery, from_attributes=True)
 
 
