@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -216,34 +216,68 @@ class VariantRow:
     provenance: dict[str, object]
 
 
-def complete_succeeded(
-    *,
-    session: Session,
-    job_id: str,
-    caption: str,
-    model_id: str,
-    model_revision: str | None,
-    variants: Sequence[VariantRow],
-) -> Delivery | None:
-    """Store results and queue the ``job.succeeded`` callback, or do nothing if the job
-    is no longer running (a duplicate or late attempt). Returns the outbox row."""
-    moved = _transition(
-        session,
-        [job_id],
-        expected=[JobStatus.running],
-        status=JobStatus.succeeded,
-        caption=caption,
-        model_id=model_id,
-        model_revision=model_revision,
-        finished_at=utcnow(),
-        error_code=None,
-        error_message=None,
+@dataclass(frozen=True)
+class Completed:
+    """A job's results, as a worker hands them to :func:`complete_succeeded`."""
+
+    job_id: str
+    caption: str
+    model_id: str
+    model_revision: str | None
+    variants: Sequence[VariantRow]
+
+
+def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[Delivery]:
+    """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
+    longer running (a duplicate or late attempt) is left as it is. Returns the outbox
+    rows. A few statements for the whole batch, whatever its size."""
+    moved = set(
+        _transition(
+            session,
+            [result.job_id for result in results],
+            expected=[JobStatus.running],
+            status=JobStatus.succeeded,
+            finished_at=utcnow(),
+            error_code=None,
+            error_message=None,
+        )
     )
-    if not moved:
-        return None
-    rows = [Variant(job_id=job_id, **row.__dict__) for row in variants]
-    session.add_all(rows)
-    return _outbox(session, job_id, "job.succeeded", variants=rows)
+    done = [result for result in results if result.job_id in moved]
+    if not done:
+        return []
+    table = Job.__table__  # type: ignore[attr-defined]
+    session.connection().execute(
+        update(table)
+        .where(table.c.id == bindparam("job_id"))
+        .values(
+            caption=bindparam("caption"),
+            model_id=bindparam("model_id"),
+            model_revision=bindparam("model_revision"),
+        ),
+        [
+            {
+                "job_id": r.job_id,
+                "caption": r.caption,
+                "model_id": r.model_id,
+                "model_revision": r.model_revision,
+            }
+            for r in done
+        ],
+    )
+    variants = {
+        r.job_id: [Variant(job_id=r.job_id, **row.__dict__) for row in r.variants] for r in done
+    }
+    session.add_all([row for rows in variants.values() for row in rows])
+    query = select(Job).where(col(Job.id).in_(list(variants)))
+    jobs = session.exec(query.execution_options(populate_existing=True)).all()
+    outbox = [
+        _callback(session, job, "job.succeeded", variants=variants[job.id])
+        for job in jobs
+        if job.callback_url
+    ]
+    session.add_all(outbox)
+    session.flush()
+    return outbox
 
 
 def complete_failed(
@@ -268,31 +302,37 @@ def complete_failed(
     return _outbox(session, job_id, "job.failed")
 
 
-def _outbox(
-    session: Session, job_id: str, event_type: str, *, variants: Sequence[Variant] | None = None
-) -> Delivery | None:
-    """The callback row for the job's new state (``variants``: the rows just added, so
-    the body needs no second read of them)."""
+def _outbox(session: Session, job_id: str, event_type: str) -> Delivery | None:
+    """The callback row for the job's new state, added to the session."""
     job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
     if not job.callback_url:
         session.flush()
         return None
+    delivery = _callback(session, job, event_type)
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def _callback(
+    session: Session, job: Job, event_type: str, *, variants: Sequence[Variant] | None = None
+) -> Delivery:
+    """An outbox row whose body is the job as it now is (``variants``: the rows just
+    added, so the body needs no second read of them)."""
+    assert job.callback_url is not None
     event = WebhookEvent(
         type=event_type,  # type: ignore[arg-type]
         timestamp=utcnow(),
         data=job_public(session=session, job=job, variants=variants),
     )
-    delivery = Delivery(
+    return Delivery(
         tenant_id=job.tenant_id,
         job_id=job.id,
         event_type=event_type,
         url=job.callback_url,
         payload=event.model_dump_json(),
     )
-    session.add(delivery)
-    session.flush()
-    return delivery
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:

@@ -21,7 +21,14 @@ from sqlmodel import Session, col, select
 from schemas.db import session_scope
 from schemas.errors import CaptionError, ErrorCode, TransientError
 from schemas.settings import WorkerSettings
-from schemas.store import VariantRow, claim, complete_failed, complete_succeeded, requeue
+from schemas.store import (
+    Completed,
+    VariantRow,
+    claim,
+    complete_failed,
+    complete_succeeded,
+    requeue,
+)
 from schemas.tables import Job, Tenant
 from worker import pipeline
 from worker.intake import decoder, load_all
@@ -56,7 +63,7 @@ def with_db_retry(operation: Callable[[], T]) -> T:
 
 @dataclass
 class BatchReport:
-    deliveries: list[str] = field(default_factory=list)  # outbox rows to send now
+    deliveries: list[tuple[str, str]] = field(default_factory=list)  # outbox (id, URL) to send
     retry: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
     succeeded: int = 0
     failed: int = 0
@@ -132,8 +139,7 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
     def store(chunk: list[Stored]) -> BatchReport:
         part = BatchReport()
         with session_scope(settings.database_url) as session:
-            for job, outcome in chunk:
-                _store(session, job, outcome, settings=settings, report=part)
+            _store(session, chunk, settings=settings, report=part)
         return part
 
     try:
@@ -151,16 +157,10 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
 
 
 def _store(
-    session: Session,
-    job: Job,
-    outcome: Written | CaptionError,
-    *,
-    settings: WorkerSettings,
-    report: BatchReport,
+    session: Session, chunk: list[Stored], *, settings: WorkerSettings, report: BatchReport
 ) -> None:
-    if isinstance(outcome, Written):
-        delivery = complete_succeeded(
-            session=session,
+    completed = [
+        Completed(
             job_id=job.id,
             caption=outcome.caption,
             model_id=outcome.model_id,
@@ -169,15 +169,20 @@ def _store(
                 VariantRow(**{**v.__dict__, "flags": list(v.flags)}) for v in outcome.variants
             ],
         )
-        report.succeeded += 1
-    elif isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
-        log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
-        if requeue(session=session, job_id=job.id):
-            report.retry.append((job.id, job.priority))
-        return
-    else:
-        code = outcome.code
-        message = outcome.message
+        for job, outcome in chunk
+        if isinstance(outcome, Written)
+    ]
+    outbox = complete_succeeded(session=session, results=completed)
+    report.succeeded += len(completed)
+    for job, outcome in chunk:
+        if isinstance(outcome, Written):
+            continue
+        if isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
+            log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
+            if requeue(session=session, job_id=job.id):
+                report.retry.append((job.id, job.priority))
+            continue
+        code, message = outcome.code, outcome.message
         if isinstance(outcome, TransientError):
             code, message = (
                 ErrorCode.attempts_exhausted,
@@ -185,5 +190,6 @@ def _store(
             )
         delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
         report.failed += 1
-    if delivery is not None:
-        report.deliveries.append(delivery.id)
+        if delivery is not None:
+            outbox.append(delivery)
+    report.deliveries += [(delivery.id, delivery.url) for delivery in outbox]
