@@ -30,6 +30,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from schemas.errors import ErrorCode, PermanentError
@@ -206,23 +207,30 @@ def _fold(text: str) -> _Folded:
     chars: list[str] = []
     origin: list[int] = []
     for index, ch in enumerate(text):
-        if ch.isspace():
-            chars.append(" ")
-            origin.append(index)
-            continue
-        for part in unicodedata.normalize("NFKD", ch):
-            if unicodedata.category(part) in _DROPPED_CATEGORIES:
-                continue
-            for out in part.translate(_CONFUSABLES).casefold():
-                chars.append(out)
-                origin.append(index)
+        folded = _fold_char(ch)
+        chars.append(folded)
+        origin.extend([index] * len(folded))
     return _Folded("".join(chars), tuple(origin))
+
+
+@lru_cache(maxsize=65536)
+def _fold_char(ch: str) -> str:
+    """One character folded: white space to a space; decomposed, without marks and
+    invisible characters, look-alikes mapped, case folded."""
+    if ch.isspace():
+        return " "
+    return "".join(
+        part.translate(_CONFUSABLES).casefold()
+        for part in unicodedata.normalize("NFKD", ch)
+        if unicodedata.category(part) not in _DROPPED_CATEGORIES
+    )
 
 
 def _spaced(text: str) -> str:
     return " ".join(text.split())
 
 
+@lru_cache(maxsize=4096)
 def _term_pattern(term: str) -> re.Pattern[str] | None:
     words = _fold(term).text.split()
     if not words:

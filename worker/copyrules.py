@@ -72,6 +72,8 @@ def _twitter_weight(text: str) -> int:
     for url in urls(text):
         text = text.replace(url, " ", 1)
         total += _TWITTER_URL_WEIGHT - 1  # the placeholder space below counts 1
+    if text.isascii():  # no emoji, every character in the first light range
+        return total + len(text)
     for cluster in _CLUSTER.findall(text):
         if is_emoji(cluster):
             total += _TWITTER_EMOJI_WEIGHT
@@ -150,6 +152,8 @@ def clean_generated(text: str) -> str:
 
 
 def strip_emoji(text: str) -> str:
+    if text.isascii():  # no emoji to strip
+        return _tidy(text)
     return _tidy("".join(c for c in _CLUSTER.findall(text) if not is_emoji(c)))
 
 
