@@ -7,23 +7,28 @@ submit through here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from producers.limits import in_flight
 from producers.publish import publish_captions
 from schemas.api import JobRequest, catalogue_problem
-from schemas.blobs import put_blob
+from schemas.blobs import put_blob, put_blobs
 from schemas.errors import ErrorCode, ImageError, PermanentError, RequestError
 from schemas.imagebytes import decode_base64_image, probe_image
 from schemas.names import PRIORITY_MIN
 from schemas.policy import clean_brand_voice
 from schemas.settings import CoreSettings
-from schemas.store import create_job, mark_queued
+from schemas.store import create_job, create_jobs, mark_queued
 from schemas.tables import Job, JobStatus, Tenant
 from schemas.urlguard import check_url
+
+log = logging.getLogger("captionq.submit")
+Checked = tuple[JobRequest, bytes | None]  # a request that passed its checks, its image bytes
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,32 @@ def validate(request: JobRequest, settings: CoreSettings) -> None:
             raise RequestError(f"image_url: {exc.message}", code=exc.code) from exc
 
 
-def _stage(
-    session: Session, tenant: Tenant, request: JobRequest, settings: CoreSettings
-) -> tuple[Job, bool]:
-    validate(request, settings)
-    data = inline_image(request, settings=settings)
-    digest = None
-    if data is not None:
-        digest = put_blob(session=session, store=settings.blob_store, data=data)
-    return create_job(session=session, tenant=tenant, request=request, image_sha256=digest)
+def _create(
+    session: Session, tenant: Tenant, settings: CoreSettings, checked: Sequence[Checked]
+) -> list[tuple[Job, bool] | RequestError]:
+    """Store the images and insert the jobs, all at once; job by job, each in its own
+    savepoint, if a concurrent request took one of the idempotency keys meanwhile."""
+    try:
+        with session.begin_nested():
+            inline = [data for _, data in checked if data is not None]
+            digests = iter(put_blobs(session=session, store=settings.blob_store, items=inline))
+            pairs = [(request, next(digests) if data else None) for request, data in checked]
+            return create_jobs(session=session, tenant=tenant, requests=pairs)
+    except IntegrityError:
+        log.info("an idempotency key was taken concurrently; creating job by job")
+    outcomes: list[tuple[Job, bool] | RequestError] = []
+    for request, data in checked:
+        try:
+            with session.begin_nested():
+                digest = None
+                if data is not None:
+                    digest = put_blob(session=session, store=settings.blob_store, data=data)
+                outcomes.append(
+                    create_job(session=session, tenant=tenant, request=request, image_sha256=digest)
+                )
+        except RequestError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def fair_priority(priority: int, *, backlog: int, steps: Sequence[int]) -> int:
@@ -97,21 +119,31 @@ def submit_many(
     Commits ``session`` twice: the rows before anything is published, then their
     ``queued`` state.
     """
+    checked: list[Checked] = []
+    refused: dict[int, RequestError] = {}
+    for at, request in enumerate(requests):
+        try:
+            validate(request, settings)
+            checked.append((request, inline_image(request, settings=settings)))
+        except RequestError as exc:
+            refused[at] = exc
+    created = iter(_create(session, tenant, settings, checked))
     outcomes: list[Submitted | RequestError] = []
     to_publish: list[tuple[str, int]] = []
+    publishing: set[str] = set()
     backlog = in_flight(session=session, tenant_id=tenant.id)
-    for request in requests:
-        try:
-            with session.begin_nested():
-                job, created = _stage(session, tenant, request, settings)
-        except RequestError as exc:
-            outcomes.append(exc)
+    for at in range(len(requests)):
+        outcome = refused.get(at) or next(created)
+        if isinstance(outcome, RequestError):
+            outcomes.append(outcome)
             continue
-        outcomes.append(Submitted(job.id, JobStatus(job.status), created))
+        job, was_created = outcome
+        outcomes.append(Submitted(job.id, JobStatus(job.status), was_created))
         # A replayed key whose job never reached the broker is published again.
-        if job.status == JobStatus.received:
+        if job.status == JobStatus.received and job.id not in publishing:
             priority = fair_priority(job.priority, backlog=backlog, steps=settings.fair_share_steps)
             to_publish.append((job.id, priority))
+            publishing.add(job.id)
             backlog += 1
     session.commit()
     if to_publish:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from schemas.tables import Blob
+from schemas.tables import Blob, utcnow
 
 
 def sha256_hex(data: bytes) -> str:
@@ -24,19 +25,41 @@ def sha256_hex(data: bytes) -> str:
 
 def put_blob(*, session: Session, store: str, data: bytes) -> str:
     """Store ``data`` (idempotent) and return its SHA-256."""
-    digest = sha256_hex(data)
-    if store == "db":
-        if session.get(Blob, digest) is None:
-            session.add(Blob(sha256=digest, size=len(data), data=data))
-            session.flush()
-        return digest
-    path = file_path(store, digest)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, path)
-    return digest
+    return put_blobs(session=session, store=store, items=[data])[0]
+
+
+def put_blobs(*, session: Session, store: str, items: Sequence[bytes]) -> list[str]:
+    """Store each of ``items`` (idempotent; one query for the 'db' store) and return the
+    SHA-256 of each."""
+    digests = [sha256_hex(item) for item in items]
+    new = dict(zip(digests, items, strict=True))
+    if store != "db":
+        for digest, item in new.items():
+            _put_file(file_path(store, digest), item)
+        return digests
+    present = session.exec(select(Blob.sha256).where(col(Blob.sha256).in_(list(new)))).all()
+    for digest in present:
+        del new[digest]
+    if new:
+        # ON CONFLICT DO NOTHING: another request may be storing the same image now.
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        now = utcnow()
+        rows = [
+            {"sha256": digest, "size": len(item), "data": item, "created_at": now}
+            for digest, item in new.items()
+        ]
+        session.execute(insert(Blob).on_conflict_do_nothing(), rows)
+    return digests
+
+
+def _put_file(path: Path, data: bytes) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
 
 
 def get_blobs(*, session: Session, store: str, sha256s: Iterable[str]) -> dict[str, bytes]:

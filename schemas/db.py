@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import event
@@ -47,10 +47,24 @@ def _sqlite_begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-@lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
     """One engine per URL per process (create after fork: call this lazily)."""
-    return make_engine(url)
+    engine = _engines.get(url)
+    if engine is None:
+        with _engines_lock:
+            engine = _engines.get(url) or _engines.setdefault(url, make_engine(url))
+    return engine
+
+
+def dispose_engine(url: str) -> None:
+    """Close the pooled connections of ``url``'s engine and forget it (a dropped database)."""
+    engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
 
 
 @contextmanager

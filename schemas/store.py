@@ -35,13 +35,65 @@ def request_hash(request: JobRequest) -> str:
 def create_job(
     *, session: Session, tenant: Tenant, request: JobRequest, image_sha256: str | None
 ) -> tuple[Job, bool]:
-    """Insert a job in ``received``; returns (job, created). Idempotent on the key."""
+    """Insert a job in ``received``; returns (job, created). Idempotent on the key, also
+    against a concurrent request with the same key."""
     digest = request_hash(request)
     if request.idempotency_key is not None:
         existing = _by_key(session, tenant.id, request.idempotency_key)
         if existing is not None:
             return _replay(session, existing, digest), False
-    job = Job(
+    job = _new_job(tenant, request, digest, image_sha256)
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the insert.
+        existing = _by_key(session, tenant.id, request.idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(session, existing, digest), False
+    session.info.setdefault(_CREATED_HERE, set()).add(job.id)
+    return job, True
+
+
+def create_jobs(
+    *, session: Session, tenant: Tenant, requests: Sequence[tuple[JobRequest, str | None]]
+) -> list[tuple[Job, bool] | RequestError]:
+    """:func:`create_job` for many (request, image digest) pairs in one flush: one read
+    of the keys already used, one multi-row insert. A key used twice in ``requests``
+    gives the same job twice. Raises ``IntegrityError`` if a concurrent request took a
+    key meanwhile: the caller rolls back to a savepoint and creates job by job."""
+    keys = {request.idempotency_key for request, _ in requests} - {None}
+    known: dict[str, Job] = {}
+    if keys:
+        query = select(Job).where(Job.tenant_id == tenant.id, col(Job.idempotency_key).in_(keys))
+        known = {job.idempotency_key: job for job in session.exec(query).all()}  # type: ignore[misc]
+    outcomes: list[tuple[Job, bool] | RequestError] = []
+    created: list[Job] = []
+    here = session.info.setdefault(_CREATED_HERE, set())
+    for request, image_sha256 in requests:
+        digest = request_hash(request)
+        key = request.idempotency_key
+        if key is not None and key in known:
+            try:
+                outcomes.append((_replay(session, known[key], digest), False))
+            except RequestError as exc:
+                outcomes.append(exc)
+            continue
+        job = _new_job(tenant, request, digest, image_sha256)
+        created.append(job)
+        here.add(job.id)
+        if key is not None:
+            known[key] = job
+        outcomes.append((job, True))
+    session.add_all(created)
+    session.flush()
+    return outcomes
+
+
+def _new_job(tenant: Tenant, request: JobRequest, digest: str, image_sha256: str | None) -> Job:
+    return Job(
         tenant_id=tenant.id,
         image_sha256=image_sha256,
         image_url=request.image_url,
@@ -55,18 +107,6 @@ def create_job(
         priority=request.priority,
         meta=dict(request.metadata),
     )
-    try:
-        with session.begin_nested():
-            session.add(job)
-            session.flush()
-    except IntegrityError:
-        # A concurrent request with the same key won the insert.
-        existing = _by_key(session, tenant.id, request.idempotency_key or "")
-        if existing is None:
-            raise
-        return _replay(session, existing, digest), False
-    session.info.setdefault(_CREATED_HERE, set()).add(job.id)
-    return job, True
 
 
 _CREATED_HERE = "captionq.jobs_created"

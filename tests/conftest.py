@@ -96,12 +96,21 @@ def _postgres_database() -> Iterator[str]:
     try:
         yield url
     finally:
-        from schemas.db import engine_for
+        from schemas.db import dispose_engine
 
-        engine_for(url).dispose()
-        engine_for.cache_clear()
+        dispose_engine(url)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A migrated, empty PostgreSQL database, for what only PostgreSQL can show."""
+    from schemas.db import migrate
+
+    for url in _postgres_database():
+        migrate(url)
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -7,17 +7,24 @@ import io
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlmodel import Session, col, select
 
 from producers.api import create_app
-from schemas.db import session_scope
+from producers.submit import Submitted, submit_many
+from schemas.api import JobRequest
+from schemas.db import engine_for, session_scope
+from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.tables import ApiKey, utcnow
+from schemas.store import request_hash
+from schemas.tables import ApiKey, Job, JobStatus, Tenant, utcnow
 from schemas.tenants import create_api_key, create_tenant
 from tests.integration.conftest import png
 
@@ -202,6 +209,82 @@ def test_bulk_accepts_good_items_and_reports_bad_ones(api: Api) -> None:
     )
     assert too_many.status_code == 413
     assert too_many.json()["error"]["code"] == "payload_too_large"
+
+
+def test_bulk_idempotency_keys_within_and_across_requests(api: Api) -> None:
+    jobs = [
+        body(idempotency_key="bulk-1"),
+        body(idempotency_key="bulk-1"),  # the same key and body again: the same job
+        body(idempotency_key="bulk-1", variants=3),  # the same key, another body
+        body(idempotency_key="bulk-2"),
+        body(),
+    ]
+    response = api.http.post("/v1/jobs/bulk", json={"jobs": jobs}, headers=api.auth("alpha"))
+    assert response.status_code == 202, response.text
+    items = response.json()["jobs"]
+    assert items[0]["job"]["created"] is True
+    assert items[1]["job"]["id"] == items[0]["job"]["id"]
+    assert items[1]["job"]["created"] is False
+    assert items[2]["error"]["code"] == "idempotency_conflict"
+    assert items[3]["job"]["created"] is True
+    assert {items[0]["job"]["status"], items[3]["job"]["status"]} == {"queued"}
+    again = api.http.post(
+        "/v1/jobs/bulk",
+        json={"jobs": [body(idempotency_key="bulk-2"), body(idempotency_key="bulk-3")]},
+        headers=api.auth("alpha"),
+    ).json()["jobs"]
+    assert again[0]["job"]["id"] == items[3]["job"]["id"]
+    assert again[0]["job"]["created"] is False
+    assert again[1]["job"]["created"] is True
+    with session_scope(api.settings.database_url) as session:
+        stored = session.exec(select(Job).where(col(Job.idempotency_key).like("bulk-%"))).all()
+        assert sorted(j.idempotency_key for j in stored) == ["bulk-1", "bulk-2", "bulk-3"]
+
+
+def test_a_key_taken_concurrently_falls_back_to_job_by_job(
+    postgres_url: str, redis_db: str
+) -> None:
+    """A bulk request whose key another transaction inserts after the bulk read the keys
+    (PostgreSQL: SQLite writers never interleave): its insert fails, and it creates job
+    by job, the other transaction's job answering for that key."""
+    settings = ApiSettings(database_url=postgres_url, redis_url=redis_db)
+    with session_scope(postgres_url) as session:
+        tenant = create_tenant(session=session, name="racer")
+    request = JobRequest.model_validate(body(idempotency_key="raced"))
+    other = JobRequest.model_validate(body())
+    holder = Session(engine_for(postgres_url))
+    holder.add(_job_row(tenant, request))
+    holder.flush()  # the unique key is taken, not yet committed
+
+    def commit_soon() -> None:
+        time.sleep(0.5)
+        holder.commit()
+
+    committer = threading.Thread(target=commit_soon)
+    committer.start()
+    with Session(engine_for(postgres_url)) as session:
+        outcomes = submit_many(
+            session=session, settings=settings, tenant=tenant, requests=[request, other]
+        )
+    committer.join()
+    holder.close()
+    assert isinstance(outcomes[0], RequestError)  # the other request's job, not yet published
+    assert outcomes[0].code == ErrorCode.idempotency_in_progress
+    assert isinstance(outcomes[1], Submitted)
+    assert outcomes[1].status == JobStatus.queued
+
+
+def _job_row(tenant: Tenant, request: JobRequest) -> Job:
+    return Job(
+        tenant_id=tenant.id,
+        image_url=None,
+        styles=list(request.styles),
+        platforms=list(request.platforms),
+        variants=request.variants,
+        idempotency_key=request.idempotency_key,
+        request_hash=request_hash(request),
+        meta={},
+    )
 
 
 def test_listing_paginates_newest_first_and_filters_by_status(api: Api) -> None:
