@@ -36,11 +36,12 @@ def celery_config(redis_url: str) -> dict[str, Any]:
 
 
 def send_captions(app: Any, jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
-    """Publish one caption task per (job id, job priority) over one broker connection,
-    by task name, with ``app`` (a Celery application)."""
+    """Publish one caption task per (job id, job priority) over one broker connection
+    and in one Redis pipeline, by task name, with ``app`` (a Celery application)."""
     if not jobs:
         return
-    with app.producer_or_acquire() as producer:
+    # One Redis pipeline for the lot (kombu's publish batch), not a round trip each.
+    with app.producer_or_acquire() as producer, producer.batch():
         for job_id, priority in jobs:
             app.send_task(
                 TASK_CAPTION,
@@ -61,7 +62,7 @@ def send_deliveries(app: Any, deliveries: Sequence[tuple[str, str]], *, batch_ma
         by_url.setdefault(url, []).append(delivery_id)
     if not by_url:
         return
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, producer.batch():
         for ids in by_url.values():
             for at in range(0, len(ids), batch_max):
                 message = DeliverMessage(delivery_ids=ids[at : at + batch_max])
