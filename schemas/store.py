@@ -16,14 +16,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode, RequestError
-from schemas.tables import Delivery, Job, JobStatus, Tenant, Variant, utcnow
+from schemas.tables import (
+    Delivery,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    Tenant,
+    Variant,
+    new_id,
+    utcnow,
+)
 
 
 def request_hash(request: JobRequest) -> str:
@@ -267,17 +277,21 @@ class Completed:
     variants: Sequence[VariantRow]
 
 
-def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[Delivery]:
+def complete_succeeded(
+    *, session: Session, results: Sequence[Completed]
+) -> list[tuple[str, str]]:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
     longer running (a duplicate or late attempt) is left as it is. Returns the outbox
-    rows. A few statements for the whole batch, whatever its size."""
+    rows as (id, URL). A few statements for the whole batch, whatever its size: the
+    rows are inserted as column values, without building ORM objects."""
+    now = utcnow()
     moved = set(
         _transition(
             session,
             [result.job_id for result in results],
             expected=[JobStatus.running],
             status=JobStatus.succeeded,
-            finished_at=utcnow(),
+            finished_at=now,
             error_code=None,
             error_message=None,
         )
@@ -285,10 +299,11 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> lis
     done = [result for result in results if result.job_id in moved]
     if not done:
         return []
-    table = Job.__table__  # type: ignore[attr-defined]
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == bindparam("job_id"))
+    connection = session.connection()
+    jobs_table = Job.__table__  # type: ignore[attr-defined]
+    connection.execute(
+        update(jobs_table)
+        .where(jobs_table.c.id == bindparam("job_id"))
         .values(
             caption=bindparam("caption"),
             model_id=bindparam("model_id"),
@@ -305,19 +320,30 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> lis
         ],
     )
     variants = {
-        r.job_id: [Variant(job_id=r.job_id, **row.__dict__) for row in r.variants] for r in done
+        r.job_id: [
+            {"id": new_id("var"), "job_id": r.job_id, **row.__dict__, "created_at": now}
+            for row in r.variants
+        ]
+        for r in done
     }
-    session.add_all([row for rows in variants.values() for row in rows])
+    rows = [row for job_rows in variants.values() for row in job_rows]
+    if rows:
+        connection.execute(insert(Variant.__table__), rows)  # type: ignore[attr-defined]
     query = select(Job).where(col(Job.id).in_(list(variants)))
-    jobs = session.exec(query.execution_options(populate_existing=True)).all()
     outbox = [
-        _callback(session, job, "job.succeeded", variants=variants[job.id])
-        for job in jobs
+        _outbox_values(
+            session,
+            job,
+            "job.succeeded",
+            variants=[VariantPublic.model_validate(row) for row in variants[job.id]],
+            now=now,
+        )
+        for job in session.exec(query.execution_options(populate_existing=True)).all()
         if job.callback_url
     ]
-    session.add_all(outbox)
-    session.flush()
-    return outbox
+    if outbox:
+        connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
+    return [(row["id"], row["url"]) for row in outbox]
 
 
 def complete_failed(
@@ -349,30 +375,40 @@ def _outbox(session: Session, job_id: str, event_type: str) -> Delivery | None:
     if not job.callback_url:
         session.flush()
         return None
-    delivery = _callback(session, job, event_type)
+    delivery = Delivery(**_outbox_values(session, job, event_type, now=utcnow()))
     session.add(delivery)
     session.flush()
     return delivery
 
 
-def _callback(
-    session: Session, job: Job, event_type: str, *, variants: Sequence[Variant] | None = None
-) -> Delivery:
-    """An outbox row whose body is the job as it now is (``variants``: the rows just
-    added, so the body needs no second read of them)."""
-    assert job.callback_url is not None
-    event = WebhookEvent(
+def _outbox_values(
+    session: Session,
+    job: Job,
+    event_type: str,
+    *,
+    now: datetime,
+    variants: Sequence[VariantPublic] | None = None,
+) -> dict[str, Any]:
+    """A ``Delivery`` row as column values, every default given (a multi-row insert does
+    not apply the model's defaults). The body is the job as it now is; ``variants``:
+    the rows just added, so the body needs no second read of them."""
+    body = WebhookEvent(
         type=event_type,  # type: ignore[arg-type]
-        timestamp=utcnow(),
+        timestamp=now,
         data=job_public(session=session, job=job, variants=variants),
     )
-    return Delivery(
-        tenant_id=job.tenant_id,
-        job_id=job.id,
-        event_type=event_type,
-        url=job.callback_url,
-        payload=event.model_dump_json(),
-    )
+    return {
+        "id": new_id("msg"),
+        "tenant_id": job.tenant_id,
+        "job_id": job.id,
+        "event_type": event_type,
+        "url": job.callback_url,
+        "payload": body.model_dump_json(),
+        "status": DeliveryStatus.pending.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:
@@ -403,10 +439,15 @@ def list_jobs(
 
 
 def job_public(
-    *, session: Session, job: Job, variants: Sequence[Variant] | None = None
+    *,
+    job: Job,
+    session: Session | None = None,
+    variants: Sequence[Variant | VariantPublic] | None = None,
 ) -> JobPublic:
-    """The job as clients see it; ``variants`` saves reading rows the caller holds."""
+    """The job as clients see it: its variants are read with ``session``, unless the
+    caller holds them (``variants``)."""
     if variants is None:
+        assert session is not None, "job_public needs a session or the variants"
         variants = session.exec(select(Variant).where(Variant.job_id == job.id)).all()
     variants = sorted(variants, key=lambda v: (v.style, v.platform, v.index))
     return JobPublic(

@@ -191,5 +191,5 @@ def _store(
         delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
         report.failed += 1
         if delivery is not None:
-            outbox.append(delivery)
-    report.deliveries += [(delivery.id, delivery.url) for delivery in outbox]
+            outbox.append((delivery.id, delivery.url))
+    report.deliveries += outbox
