@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from producers.submit import submit_many
 from schemas.api import JobPublic, JobRequest
-from schemas.db import session_scope
+from schemas.db import read_scope, session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.names import PRIORITY_DEFAULT
 from schemas.settings import CoreSettings, core_settings
@@ -95,7 +95,7 @@ class CaptionClient:
         return [o.job_id for o in outcomes]  # type: ignore[union-attr]
 
     def get(self, job_id: str) -> JobPublic:
-        with session_scope(self.settings.database_url) as session:
+        with read_scope(self.settings.database_url) as session:
             job = get_job(session=session, tenant_id=self._tenant.id, job_id=job_id)
             if job is None:
                 raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)

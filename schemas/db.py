@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_READ_ONLY = "captionq_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -43,8 +44,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 def _sqlite_begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
     """Take SQLite's write lock at BEGIN. A deferred transaction that reads, then writes
     after another process committed, fails at once with "database is locked" instead of
-    waiting; taking the lock up front makes every writer wait its turn (busy_timeout)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    waiting; taking the lock up front makes every writer wait its turn (busy_timeout).
+    A read-only session (:func:`read_scope`) begins deferred: it reads a snapshot and
+    neither waits for writers nor holds them up."""
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 _engines: dict[str, Engine] = {}
@@ -77,6 +81,18 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A session that only reads (its transaction is rolled back at the end). On SQLite
+    it does not take the write lock."""
+    engine = engine_for(url).execution_options(**{_READ_ONLY: True})
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def migrate(url: str, revision: str = "head") -> None:

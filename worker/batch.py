@@ -78,14 +78,15 @@ def process(
 ) -> BatchReport:
     report = BatchReport()
 
-    def claim_batch() -> list[Job]:
+    def claim_batch() -> tuple[list[Job], dict[str, Tenant]]:
         with session_scope(settings.database_url) as session:
-            return claim(
+            jobs = claim(
                 session=session, job_ids=list(dict.fromkeys(job_ids)), lease_s=settings.job_lease_s
             )
+            return jobs, _tenants(session, jobs)
 
     try:
-        jobs = with_db_retry(claim_batch)
+        jobs, tenants = with_db_retry(claim_batch)
     except DBAPIError as exc:
         raise ClaimError(f"claim failed: {type(exc).__name__}") from exc
     if not jobs:
@@ -93,8 +94,6 @@ def process(
     if lease is not None:
         lease.hold([job.id for job in jobs])
     try:
-        with session_scope(settings.database_url) as session:
-            tenants = _tenants(session, jobs)
         items = [
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
@@ -108,6 +107,8 @@ def process(
 
 
 def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
+    if not jobs:
+        return {}
     tenant_ids = {job.tenant_id for job in jobs}
     rows = session.exec(select(Tenant).where(col(Tenant.id).in_(tenant_ids))).all()
     return {tenant.id: tenant for tenant in rows}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from PIL import Image
 
 from schemas.blobs import get_blobs
-from schemas.db import session_scope
+from schemas.db import read_scope
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.settings import WorkerSettings
 from schemas.tables import Job
@@ -23,7 +23,7 @@ def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> list[bytes | C
     digests = {job.image_sha256 for job in jobs if job.image_sha256 is not None}
     stored: dict[str, bytes] = {}
     if digests:
-        with session_scope(settings.database_url) as session:
+        with read_scope(settings.database_url) as session:
             stored = get_blobs(session=session, store=settings.blob_store, sha256s=digests)
     return [_one(job, stored, settings) for job in jobs]
 
