@@ -22,9 +22,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from schemas.db import session_scope
@@ -139,7 +139,7 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
         _send_group(group, endpoints[key], settings=settings, lease_ends=lease_ends, sent=sent)
     if rows:
         with session_scope(settings.database_url) as session:
-            _record_all(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
+            record(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
     return sent
 
 
@@ -194,13 +194,16 @@ def endpoint_for(
     )
 
 
-def _record_all(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:
-    """Record a batch's attempts; rows deleted meanwhile (their job was) are skipped."""
+def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:
+    """Log each attempt and move its row (delivered, rescheduled or dead), and hand
+    back the untried rows: a few statements for the whole batch. Rows deleted
+    meanwhile (with their job) are skipped."""
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
     ids = [*sent.attempts, *sent.untried]
-    rows = {
-        row.id: row
-        for row in session.exec(select(Delivery).where(col(Delivery.id).in_(ids))).all()
-    }
+    attempts = dict(
+        connection.execute(select(table.c.id, table.c.attempts).where(table.c.id.in_(ids))).all()
+    )
     endpoint_ids = {endpoint_id for endpoint_id, _ in sent.attempts.values()}
     endpoints = {
         e.id: e
@@ -208,60 +211,94 @@ def _record_all(*, session: Session, sent: Sent, schedule_s: Sequence[float]) ->
             select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(endpoint_ids))
         ).all()
     }
-    for delivery_id, (endpoint_id, result) in sent.attempts.items():
-        if delivery_id in rows:
-            record(
-                session=session,
-                delivery=rows[delivery_id],
-                endpoint=endpoints.get(endpoint_id),
-                result=result,
-                schedule_s=schedule_s,
-            )
-    for delivery_id in sent.untried:
-        if delivery_id in rows:
-            rows[delivery_id].sending_until = None
-            session.add(rows[delivery_id])
-
-
-def record(
-    *,
-    session: Session,
-    delivery: Delivery,
-    endpoint: WebhookEndpoint | None,
-    result: AttemptResult,
-    schedule_s: Sequence[float],
-) -> None:
-    """Log the attempt and move the row: delivered, rescheduled, or dead."""
-    delivery.attempts += 1
-    session.add(
-        DeliveryAttempt(
-            delivery_id=delivery.id,
-            attempt=delivery.attempts,
-            status_code=result.status_code,
-            duration_ms=result.duration_ms,
-            error=result.error,
-        )
-    )
-    delivery.last_status_code = result.status_code
-    delivery.last_error = result.error
-    delivery.sending_until = None
     now = utcnow()
-    if result.ok:
-        delivery.status = DeliveryStatus.delivered
-        delivery.delivered_at = now
-    elif result.status_code == 410 or (endpoint is not None and endpoint.disabled_at is not None):
-        delivery.status = DeliveryStatus.dead
-        if endpoint is not None and endpoint.disabled_at is None:
+    moves: list[dict[str, object]] = []
+    log_rows: list[dict[str, object]] = []
+    for delivery_id, (endpoint_id, result) in sent.attempts.items():
+        if delivery_id not in attempts:
+            continue
+        attempt = attempts[delivery_id] + 1
+        endpoint = endpoints.get(endpoint_id)
+        if result.status_code == 410 and endpoint is not None and endpoint.disabled_at is None:
             log.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
             set_enabled(session=session, endpoint=endpoint, enabled=False, reason="410 Gone")
-    elif result.refused:
-        delivery.status = DeliveryStatus.dead
-    elif delivery.attempts >= len(schedule_s):
-        delivery.status = DeliveryStatus.dead
-        log.warning("delivery %s is dead after %d attempts", delivery.id, delivery.attempts)
+        move = after_attempt(
+            attempt=attempt,
+            result=result,
+            endpoint_disabled=endpoint is not None and endpoint.disabled_at is not None,
+            schedule_s=schedule_s,
+            now=now,
+        )
+        if move["status"] == DeliveryStatus.dead and not result.refused:
+            log.warning("delivery %s is dead after %d attempts", delivery_id, attempt)
+        moves.append({"delivery_id": delivery_id, **move})
+        log_rows.append(
+            {
+                "delivery_id": delivery_id,
+                "attempt": attempt,
+                "status_code": result.status_code,
+                "duration_ms": result.duration_ms,
+                "error": result.error,
+                "at": now,
+            }
+        )
+    if moves:
+        connection.execute(
+            update(table)
+            .where(table.c.id == bindparam("delivery_id"))
+            .values(
+                status=bindparam("status"),
+                attempts=bindparam("attempts"),
+                last_status_code=bindparam("last_status_code"),
+                last_error=bindparam("last_error"),
+                sending_until=None,
+                delivered_at=func.coalesce(bindparam("delivered_at"), table.c.delivered_at),
+                next_attempt_at=func.coalesce(
+                    bindparam("next_attempt_at"), table.c.next_attempt_at
+                ),
+            ),
+            moves,
+        )
+        connection.execute(insert(DeliveryAttempt.__table__), log_rows)  # type: ignore[attr-defined]
+    untried = [delivery_id for delivery_id in sent.untried if delivery_id in attempts]
+    if untried:
+        connection.execute(
+            update(table).where(table.c.id.in_(untried)).values(sending_until=None)
+        )
+
+
+def after_attempt(
+    *,
+    attempt: int,
+    result: AttemptResult,
+    endpoint_disabled: bool,
+    schedule_s: Sequence[float],
+    now: datetime,
+) -> dict[str, object]:
+    """A delivery's new columns after its ``attempt``-th attempt (1 is the first):
+    delivered; dead (410, a disabled endpoint, refused, or the schedule's last
+    attempt); or pending again, at the schedule's next delay (longer if a 429 asked,
+    up to the schedule's longest). ``None`` leaves a column as it is."""
+    move: dict[str, object] = {
+        "status": DeliveryStatus.pending.value,
+        "attempts": attempt,
+        "last_status_code": result.status_code,
+        "last_error": result.error,
+        "delivered_at": None,
+        "next_attempt_at": None,
+    }
+    if result.ok:
+        move.update(status=DeliveryStatus.delivered.value, delivered_at=now)
+    elif (
+        result.status_code == 410
+        or endpoint_disabled
+        or result.refused
+        or attempt >= len(schedule_s)
+    ):
+        move.update(status=DeliveryStatus.dead.value)
     else:
-        delay = schedule_s[delivery.attempts]
+        delay = schedule_s[attempt]
         if result.status_code == 429 and result.retry_after_s is not None:
             delay = max(delay, min(result.retry_after_s, max(schedule_s)))
-        delivery.next_attempt_at = now + timedelta(seconds=delay)
-    session.add(delivery)
+        move.update(next_attempt_at=now + timedelta(seconds=delay))
+    return move

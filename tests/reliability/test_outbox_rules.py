@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlmodel import select
 from standardwebhooks.webhooks import Webhook
 
 from schemas.api import JobRequest
@@ -15,12 +16,20 @@ from schemas.db import migrate, session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
 from schemas.store import cancel_job, claim, create_job
-from schemas.tables import Delivery, DeliveryStatus, Job, JobStatus, utcnow
+from schemas.tables import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    WebhookEndpoint,
+    utcnow,
+)
 from schemas.tenants import create_api_key, ensure_tenant
 from schemas.webhooks import create_endpoint, rotate_secret, signing_secrets
 from tests.reliability.harness import SECRETS_KEY
 from worker.callbacks import AttemptResult, signed_headers
-from worker.delivery import record
+from worker.delivery import Sent, record
 
 pytestmark = pytest.mark.reliability
 SCHEDULE = [0.0, 5.0, 300.0]
@@ -82,6 +91,20 @@ def test_cancelled_job_is_never_claimed(url: str) -> None:
         assert session.get(Job, job_id).status == JobStatus.cancelled  # type: ignore[union-attr]
 
 
+def _attempt(url: str, delivery_id: str, endpoint_id: str, result: AttemptResult) -> Delivery:
+    with session_scope(url) as session:
+        sent = Sent({delivery_id: (endpoint_id, result)})
+        record(session=session, sent=sent, schedule_s=SCHEDULE)
+    with session_scope(url) as session:
+        row = session.get(Delivery, delivery_id)
+        assert row is not None
+        attempts = session.exec(
+            select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
+        ).all()
+        assert [a.attempt for a in attempts] == list(range(1, row.attempts + 1))
+        return row
+
+
 def test_schedule_429_410_and_dead(url: str) -> None:
     tenant_id, job_id = _job(url, "k2")
     delivery_id = _delivery(url, tenant_id, job_id)
@@ -90,44 +113,52 @@ def test_schedule_429_410_and_dead(url: str) -> None:
         endpoint, _ = create_endpoint(
             session=session, tenant_id=tenant_id, url="https://example.com/hook", key=SECRETS_KEY
         )
-        row = session.get(Delivery, delivery_id)
-        assert row is not None
-        record(
-            session=session,
-            delivery=row,
-            endpoint=endpoint,
-            result=AttemptResult(500, "boom", 3.0),
-            schedule_s=SCHEDULE,
+    row = _attempt(url, delivery_id, endpoint.id, AttemptResult(500, "boom", 3.0))
+    assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.pending, 1, 500)
+    assert 4 < (_aware(row.next_attempt_at) - utcnow()).total_seconds() <= 5
+    row = _attempt(
+        url, delivery_id, endpoint.id, AttemptResult(429, "slow down", 3.0, retry_after_s=1000.0)
+    )
+    assert 299 < (_aware(row.next_attempt_at) - utcnow()).total_seconds() <= 300  # capped
+    row = _attempt(url, delivery_id, endpoint.id, AttemptResult(503, "x", 3.0))
+    assert row.status == DeliveryStatus.dead  # after the last attempt
+    assert row.delivered_at is None
+    gone = _attempt(url, gone_id, endpoint.id, AttemptResult(410, "gone", 3.0))
+    assert gone.status == DeliveryStatus.dead
+    with session_scope(url) as session:
+        assert session.get(WebhookEndpoint, endpoint.id).disabled_at is not None  # type: ignore[union-attr]
+
+
+def test_delivered_refused_and_untried(url: str) -> None:
+    tenant_id, job_id = _job(url, "k4")
+    ok_id, refused_id, untried_id = (_delivery(url, tenant_id, job_id) for _ in range(3))
+    with session_scope(url) as session:
+        endpoint, _ = create_endpoint(
+            session=session, tenant_id=tenant_id, url="https://example.com/hook", key=SECRETS_KEY
         )
-        assert row.status == DeliveryStatus.pending
-        assert 4 < (row.next_attempt_at - utcnow()).total_seconds() <= 5
-        record(
-            session=session,
-            delivery=row,
-            endpoint=endpoint,
-            result=AttemptResult(429, "slow down", 3.0, retry_after_s=1000.0),
-            schedule_s=SCHEDULE,
-        )
-        assert 299 < (row.next_attempt_at - utcnow()).total_seconds() <= 300  # capped by schedule
-        record(
-            session=session,
-            delivery=row,
-            endpoint=endpoint,
-            result=AttemptResult(503, "x", 3.0),
-            schedule_s=SCHEDULE,
-        )
-        assert row.status == DeliveryStatus.dead  # after the last attempt
-        gone = session.get(Delivery, gone_id)
-        assert gone is not None
-        record(
-            session=session,
-            delivery=gone,
-            endpoint=endpoint,
-            result=AttemptResult(410, "gone", 3.0),
-            schedule_s=SCHEDULE,
-        )
-        assert gone.status == DeliveryStatus.dead
-        assert endpoint.disabled_at is not None
+        session.get(Delivery, untried_id).sending_until = utcnow()  # type: ignore[union-attr]
+    sent = Sent(
+        {
+            ok_id: (endpoint.id, AttemptResult(204, None, 2.0)),
+            refused_id: (endpoint.id, AttemptResult(None, "no", 0.0, refused=True)),
+        },
+        untried=[untried_id, "msg_deleted_meanwhile"],
+    )
+    with session_scope(url) as session:
+        record(session=session, sent=sent, schedule_s=SCHEDULE)
+    with session_scope(url) as session:
+        ok, refused, untried = (session.get(Delivery, i) for i in (ok_id, refused_id, untried_id))
+        assert ok is not None
+        assert refused is not None
+        assert untried is not None
+        assert (ok.status, ok.attempts, ok.last_status_code) == (DeliveryStatus.delivered, 1, 204)
+        assert ok.delivered_at is not None
+        assert (refused.status, refused.attempts) == (DeliveryStatus.dead, 1)
+        assert (untried.status, untried.attempts, untried.sending_until) == ("pending", 0, None)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def test_rotation_signs_with_both_secrets(url: str) -> None:
