@@ -29,7 +29,7 @@ from schemas.urlguard import check_url, parse_networks
 from worker.fetch import _Deadline, _PinnedBackend, _resolve
 
 USER_AGENT = "captionq-webhooks/1"
-ANY_PORT = tuple(range(1, 65536))
+ANY_PORT = range(1, 65536)  # a range: `in` is a comparison, not a scan
 _ERROR_BODY_BYTES = 500
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, col, select
@@ -71,9 +72,19 @@ def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[tuple[s
     return [(row[0], row[1]) for row in reserved]
 
 
+class Taken(NamedTuple):
+    """A delivery this worker now sends: what sending needs, read as it was taken."""
+
+    id: str
+    tenant_id: str
+    url: str
+    event_type: str
+    payload: str
+
+
 def take(
     *, session: Session, delivery_ids: Sequence[str], window_s: float, lock_s: float
-) -> list[Delivery]:
+) -> list[Taken]:
     """Become the one sender of these deliveries for ``window_s``; returns those taken.
     Skipped: delivered, dead, being sent, or rescheduled beyond any dispatch reservation
     (a stale message)."""
@@ -90,13 +101,9 @@ def take(
             or_(table.c.sending_until.is_(None), table.c.sending_until < now),
         )
         .values(sending_until=now + timedelta(seconds=window_s))
-        .returning(table.c.id)
+        .returning(table.c.id, table.c.tenant_id, table.c.url, table.c.event_type, table.c.payload)
     )
-    ids = [row[0] for row in taken]
-    if not ids:
-        return []
-    query = select(Delivery).where(col(Delivery.id).in_(ids))
-    return list(session.exec(query.execution_options(populate_existing=True)).all())
+    return [Taken(*row) for row in taken]
 
 
 @dataclass
@@ -126,7 +133,7 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
             window_s=window_s,
             lock_s=settings.delivery_lock_s,
         )
-        groups: dict[tuple[str, str], list[Delivery]] = {}
+        groups: dict[tuple[str, str], list[Taken]] = {}
         for row in rows:
             groups.setdefault((row.tenant_id, row.url), []).append(row)
         endpoints = {
@@ -144,7 +151,7 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
 
 
 def _send_group(
-    group: Sequence[Delivery],
+    group: Sequence[Taken],
     endpoint: WebhookEndpoint,
     *,
     settings: WorkerSettings,
