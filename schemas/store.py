@@ -187,20 +187,26 @@ def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -
     A duplicate message for a job that already runs, finished or was cancelled
     claims nothing.
     """
-    now = utcnow()
-    moved = _transition(
-        session,
-        job_ids,
-        expected=[JobStatus.received, JobStatus.queued],
-        status=JobStatus.running,
-        started_at=now,
-        lease_expires_at=now + timedelta(seconds=lease_s),
-        attempts=Job.attempts + 1,
-    )
-    if not moved:
+    if not job_ids:
         return []
-    query = select(Job).where(col(Job.id).in_(moved)).execution_options(populate_existing=True)
-    return list(session.exec(query).all())
+    now = utcnow()
+    claimed = (
+        update(Job)
+        .where(
+            col(Job.id).in_(job_ids),
+            col(Job.status).in_([JobStatus.received.value, JobStatus.queued.value]),
+        )
+        .values(
+            status=JobStatus.running,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=Job.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Job)  # one statement: the rows come back as they now are
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return list(session.scalars(claimed).all())
 
 
 def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> list[str]:
