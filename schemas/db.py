@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import case, event, literal
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
@@ -81,6 +82,14 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def per_row(key: Any, column: Any, values: Mapping[Any, object]) -> Any:
+    """``column``'s new value for each row, by its ``key``, as one SQL expression
+    (``CASE key WHEN ... THEN ... ELSE column END``): an UPDATE of many rows with
+    values of their own is then one statement, on SQLite and PostgreSQL alike."""
+    whens = {k: literal(v, column.type) for k, v in values.items()}
+    return case(whens, value=key, else_=column)
 
 
 @contextmanager

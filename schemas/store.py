@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
+from schemas.db import per_row
 from schemas.errors import ErrorCode, RequestError
 from schemas.tables import (
     Delivery,
@@ -288,54 +289,48 @@ def complete_succeeded(
 ) -> list[tuple[str, str]]:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
     longer running (a duplicate or late attempt) is left as it is. Returns the outbox
-    rows as (id, URL). A few statements for the whole batch, whatever its size: the
-    rows are inserted as column values, without building ORM objects."""
+    rows as (id, URL). Three statements for the whole batch, whatever its size: one
+    conditional UPDATE that returns the jobs as stored, one insert of the variants, one
+    of the outbox rows (column values: no ORM objects are built for them)."""
+    if not results:
+        return []
     now = utcnow()
-    moved = set(
-        _transition(
-            session,
-            [result.job_id for result in results],
-            expected=[JobStatus.running],
+    by_id = {result.job_id: result for result in results}
+    table = Job.__table__  # type: ignore[attr-defined]
+
+    def each(column: Any, value: Callable[[Completed], object]) -> Any:
+        return per_row(table.c.id, column, {i: value(r) for i, r in by_id.items()})
+
+    stored = (
+        update(Job)
+        .where(col(Job.id).in_(list(by_id)), col(Job.status) == JobStatus.running.value)
+        .values(
             status=JobStatus.succeeded,
             finished_at=now,
+            updated_at=now,
             error_code=None,
             error_message=None,
+            caption=each(table.c.caption, lambda r: r.caption),
+            model_id=each(table.c.model_id, lambda r: r.model_id),
+            model_revision=each(table.c.model_revision, lambda r: r.model_revision),
         )
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    done = [result for result in results if result.job_id in moved]
-    if not done:
+    jobs = list(session.scalars(stored).all())
+    if not jobs:
         return []
-    connection = session.connection()
-    jobs_table = Job.__table__  # type: ignore[attr-defined]
-    connection.execute(
-        update(jobs_table)
-        .where(jobs_table.c.id == bindparam("job_id"))
-        .values(
-            caption=bindparam("caption"),
-            model_id=bindparam("model_id"),
-            model_revision=bindparam("model_revision"),
-        ),
-        [
-            {
-                "job_id": r.job_id,
-                "caption": r.caption,
-                "model_id": r.model_id,
-                "model_revision": r.model_revision,
-            }
-            for r in done
-        ],
-    )
     variants = {
-        r.job_id: [
-            {"id": new_id("var"), "job_id": r.job_id, **row.__dict__, "created_at": now}
-            for row in r.variants
+        job.id: [
+            {"id": new_id("var"), "job_id": job.id, **row.__dict__, "created_at": now}
+            for row in by_id[job.id].variants
         ]
-        for r in done
+        for job in jobs
     }
+    connection = session.connection()
     rows = [row for job_rows in variants.values() for row in job_rows]
     if rows:
         connection.execute(insert(Variant.__table__), rows)  # type: ignore[attr-defined]
-    query = select(Job).where(col(Job.id).in_(list(variants)))
     outbox = [
         _outbox_values(
             session,
@@ -344,7 +339,7 @@ def complete_succeeded(
             variants=[VariantPublic.model_validate(row) for row in variants[job.id]],
             now=now,
         )
-        for job in session.exec(query.execution_options(populate_existing=True)).all()
+        for job in jobs
         if job.callback_url
     ]
     if outbox:

@@ -23,12 +23,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, or_, update
+from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
-from schemas.db import session_scope
+from schemas.db import per_row, session_scope
 from schemas.settings import WorkerSettings
 from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint, utcnow
 from schemas.webhooks import PING, ensure_endpoint, set_enabled, signing_secrets
@@ -203,7 +203,7 @@ def endpoint_for(
 
 def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:
     """Log each attempt and move its row (delivered, rescheduled or dead), and hand
-    back the untried rows: a few statements for the whole batch. Rows deleted
+    back the untried rows: three statements for the whole batch. Rows deleted
     meanwhile (with their job) are skipped."""
     table = Delivery.__table__  # type: ignore[attr-defined]
     connection = session.connection()
@@ -211,34 +211,20 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
     attempts = dict(
         connection.execute(select(table.c.id, table.c.attempts).where(table.c.id.in_(ids))).all()
     )
-    endpoint_ids = {endpoint_id for endpoint_id, _ in sent.attempts.values()}
-    endpoints = {
-        e.id: e
-        for e in session.exec(
-            select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(endpoint_ids))
-        ).all()
-    }
     now = utcnow()
-    moves: list[dict[str, object]] = []
+    moves: dict[str, dict[str, object]] = {}
     log_rows: list[dict[str, object]] = []
     for delivery_id, (endpoint_id, result) in sent.attempts.items():
         if delivery_id not in attempts:
             continue
         attempt = attempts[delivery_id] + 1
-        endpoint = endpoints.get(endpoint_id)
-        if result.status_code == 410 and endpoint is not None and endpoint.disabled_at is None:
-            log.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
-            set_enabled(session=session, endpoint=endpoint, enabled=False, reason="410 Gone")
-        move = after_attempt(
-            attempt=attempt,
-            result=result,
-            endpoint_disabled=endpoint is not None and endpoint.disabled_at is not None,
-            schedule_s=schedule_s,
-            now=now,
+        if result.status_code == 410:
+            _disable(session, endpoint_id)
+        moves[delivery_id] = after_attempt(
+            attempt=attempt, result=result, schedule_s=schedule_s, now=now
         )
-        if move["status"] == DeliveryStatus.dead and not result.refused:
+        if moves[delivery_id]["status"] == DeliveryStatus.dead and not result.refused:
             log.warning("delivery %s is dead after %d attempts", delivery_id, attempt)
-        moves.append({"delivery_id": delivery_id, **move})
         log_rows.append(
             {
                 "delivery_id": delivery_id,
@@ -249,63 +235,66 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
                 "at": now,
             }
         )
-    if moves:
-        connection.execute(
-            update(table)
-            .where(table.c.id == bindparam("delivery_id"))
-            .values(
-                status=bindparam("status"),
-                attempts=bindparam("attempts"),
-                last_status_code=bindparam("last_status_code"),
-                last_error=bindparam("last_error"),
-                sending_until=None,
-                delivered_at=func.coalesce(bindparam("delivered_at"), table.c.delivered_at),
-                next_attempt_at=func.coalesce(
-                    bindparam("next_attempt_at"), table.c.next_attempt_at
-                ),
-            ),
-            moves,
+    for delivery_id in sent.untried:
+        if delivery_id in attempts:  # back to pending, as it was taken
+            moves[delivery_id] = {"status": DeliveryStatus.pending.value}
+    if not moves:
+        return
+
+    def each(column: str) -> Any:
+        new = {i: move[column] for i, move in moves.items() if column in move}
+        return per_row(table.c.id, table.c[column], new) if new else table.c[column]
+
+    connection.execute(
+        update(table)
+        .where(table.c.id.in_(list(moves)))
+        .values(
+            sending_until=None,
+            **{
+                column: each(column)
+                for column in (
+                    "status",
+                    "attempts",
+                    "last_status_code",
+                    "last_error",
+                    "delivered_at",
+                    "next_attempt_at",
+                )
+            },
         )
+    )
+    if log_rows:
         connection.execute(insert(DeliveryAttempt.__table__), log_rows)  # type: ignore[attr-defined]
-    untried = [delivery_id for delivery_id in sent.untried if delivery_id in attempts]
-    if untried:
-        connection.execute(
-            update(table).where(table.c.id.in_(untried)).values(sending_until=None)
-        )
+
+
+def _disable(session: Session, endpoint_id: str) -> None:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is not None and endpoint.disabled_at is None:
+        log.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
+        set_enabled(session=session, endpoint=endpoint, enabled=False, reason="410 Gone")
 
 
 def after_attempt(
-    *,
-    attempt: int,
-    result: AttemptResult,
-    endpoint_disabled: bool,
-    schedule_s: Sequence[float],
-    now: datetime,
+    *, attempt: int, result: AttemptResult, schedule_s: Sequence[float], now: datetime
 ) -> dict[str, object]:
     """A delivery's new columns after its ``attempt``-th attempt (1 is the first):
-    delivered; dead (410, a disabled endpoint, refused, or the schedule's last
-    attempt); or pending again, at the schedule's next delay (longer if a 429 asked,
-    up to the schedule's longest). ``None`` leaves a column as it is."""
+    delivered; dead (410, refused, or the schedule's last attempt); or pending again,
+    at the schedule's next delay (longer if a 429 asked, up to the schedule's
+    longest). A column left out keeps its value."""
     move: dict[str, object] = {
-        "status": DeliveryStatus.pending.value,
         "attempts": attempt,
         "last_status_code": result.status_code,
         "last_error": result.error,
-        "delivered_at": None,
-        "next_attempt_at": None,
     }
     if result.ok:
         move.update(status=DeliveryStatus.delivered.value, delivered_at=now)
-    elif (
-        result.status_code == 410
-        or endpoint_disabled
-        or result.refused
-        or attempt >= len(schedule_s)
-    ):
+    elif result.status_code == 410 or result.refused or attempt >= len(schedule_s):
         move.update(status=DeliveryStatus.dead.value)
     else:
         delay = schedule_s[attempt]
         if result.status_code == 429 and result.retry_after_s is not None:
             delay = max(delay, min(result.retry_after_s, max(schedule_s)))
-        move.update(next_attempt_at=now + timedelta(seconds=delay))
+        move.update(
+            status=DeliveryStatus.pending.value, next_attempt_at=now + timedelta(seconds=delay)
+        )
     return move
