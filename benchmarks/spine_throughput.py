@@ -95,6 +95,17 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_s(name: str) -> dict[int, float]:
+    """CPU seconds so far of every process called ``name`` (PostgreSQL's server runs one
+    per connection)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            if (stat.parent / "comm").read_text().strip() == name:
+                found[int(stat.parent.name)] = cpu_s(int(stat.parent.name))
+    return found
+
+
 def spawn(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", *args],
@@ -153,10 +164,9 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from schemas.db import engine_for
+        from schemas.db import dispose_engine
 
-        for url in (f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",):
-            engine_for(url).dispose()
+        dispose_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -216,6 +226,7 @@ def run_spine(
     stamped: Stamped = receiver.received  # type: ignore[assignment]
     first = len(stamped)
     cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+    postgres0 = server_cpu_s("postgres")
     self0 = time.process_time()
     post_s: list[float] = []
     ids: list[str] = []
@@ -246,6 +257,10 @@ def run_spine(
     elapsed = time.perf_counter() - started
     cpu = {name: (cpu_s(pid) - cpu0[name]) * 1000 / n for name, pid in pids.items()}
     cpu["bench (client + receiver)"] = (time.process_time() - self0) * 1000 / n
+    if database_url.startswith("postgresql"):
+        postgres = server_cpu_s("postgres")
+        spent = sum(t - postgres0.get(pid, 0.0) for pid, t in postgres.items())
+        cpu["postgresql (all server processes)"] = spent * 1000 / n
     received = stamped[first:]
     arrived = {r.job_id: t for r, t in zip(received, stamped.times[first:], strict=True)}
     return {
@@ -307,16 +322,14 @@ def timed(totals: dict[str, float], name: str, fn: Callable[..., Any]) -> Callab
 
 
 def stages_alone(
-    n: int, *, batch_size: int, database_url: str, redis_url: str, receiver_url: str
+    n: int, *, batch_size: int, chunk: int, database_url: str, redis_url: str, receiver_url: str
 ) -> dict[str, float]:
     """Each stage on its own, ms per job. Publishing goes to an unconsumed Redis database."""
     from sqlmodel import col, select
 
     from schemas.api import JobRequest
-    from schemas.blobs import put_blob
     from schemas.db import session_scope
-    from schemas.settings import WorkerSettings
-    from schemas.store import create_job, mark_queued
+    from schemas.settings import ApiSettings, WorkerSettings
     from schemas.tables import Delivery
     from schemas.tenants import ensure_tenant
 
@@ -324,7 +337,7 @@ def stages_alone(
         DATABASE_URL=database_url, REDIS_URL=redis_url, CAPTIONER_MODEL="captionq/noop",
         BATCH_SIZE=str(batch_size), URL_ALLOW_CIDRS='["127.0.0.0/8"]', BLOB_STORE="db",
     )  # fmt: skip
-    from producers.publish import publish_captions
+    from producers import submit
     from schemas.messages import DeliverMessage
     from worker import batch, callbacks, pipeline
     from worker.models import load_engine
@@ -333,32 +346,34 @@ def stages_alone(
     out: dict[str, float] = {}
     request = JobRequest(image_base64=png(), styles=["playful"], platforms=["x"], variants=1,
                          callback_url=receiver_url)  # fmt: skip
-    data = base64.b64decode(request.image_base64 or "")
-    t = time.perf_counter()
-    with session_scope(database_url) as session:
-        tenant = ensure_tenant(session=session, name="bench")  # the receiver knows its secret
-        ids = []
-        for _ in range(n):
-            with session.begin_nested():
-                digest = put_blob(session=session, store="db", data=data)
-                job, _ = create_job(
-                    session=session, tenant=tenant, request=request, image_sha256=digest
-                )
-                ids.append(job.id)
-    out["db: insert blob + job (one tx)"] = time.perf_counter() - t
     spare = redis_url.rsplit("/", 1)[0] + "/15"
-    t = time.perf_counter()
-    publish_captions(redis_url=spare, jobs=[(i, 5) for i in ids])
-    out["publish (one connection)"] = time.perf_counter() - t
+    api_settings = ApiSettings(redis_url=spare)
+    parts: dict[str, float] = {}
+    saved_submit = submit._create, submit.publish_captions, submit.mark_queued
+    submit._create = timed(parts, "submit: blob + job rows (db)", submit._create)
+    submit.publish_captions = timed(parts, "submit: publish", submit.publish_captions)
+    submit.mark_queued = timed(parts, "submit: mark queued (db)", submit.mark_queued)
+    job_ids: list[str] = []
+    try:
+        t = time.perf_counter()
+        for at in range(0, n, chunk):
+            with session_scope(database_url) as session:
+                tenant = ensure_tenant(session=session, name="bench")  # the receiver's secret
+                outcomes = submit.submit_many(
+                    session=session, settings=api_settings, tenant=tenant,
+                    requests=[request] * min(chunk, n - at),
+                )  # fmt: skip
+            job_ids += [o.job_id for o in outcomes if isinstance(o, submit.Submitted)]
+        out[f"submit_many total ({chunk} per call, no HTTP)"] = time.perf_counter() - t
+    finally:
+        submit._create, submit.publish_captions, submit.mark_queued = saved_submit
     redis.Redis.from_url(spare).flushdb()
-    t = time.perf_counter()
-    with session_scope(database_url) as session:
-        mark_queued(session=session, job_ids=ids)
-    out["db: mark_queued"] = time.perf_counter() - t
+    out.update(parts)
+    assert len(job_ids) == n, f"submitted {len(job_ids)} of {n}"
 
     settings = WorkerSettings()
     engine = load_engine(settings)
-    parts: dict[str, float] = {}
+    parts = {}
     saved = batch.claim, batch.load_all, batch._store_batch, pipeline.run
     batch.claim = timed(parts, "worker: claim (db)", batch.claim)
     batch.load_all = timed(parts, "worker: load blobs (db)", batch.load_all)
@@ -366,28 +381,30 @@ def stages_alone(
     pipeline.run = timed(parts, "worker: pipeline (decode + noop model + copy)", pipeline.run)
     try:
         t = time.perf_counter()
-        deliveries: list[str] = []
+        deliveries: list[tuple[str, str]] = []
         for at in range(0, n, batch_size):
             deliveries += batch.process(
-                ids[at : at + batch_size], settings=settings, engine=engine
+                job_ids[at : at + batch_size], settings=settings, engine=engine
             ).deliveries
         out["worker: batch.process total"] = time.perf_counter() - t
     finally:
         batch.claim, batch.load_all, batch._store_batch, pipeline.run = saved
     out.update(parts)
 
-    saved_post = callbacks.post
-    callbacks.post = timed(parts, "callback: sign + POST", callbacks.post)
+    saved_post = callbacks.Sender.post
+    callbacks.Sender.post = timed(parts, "callback: sign + POST", callbacks.Sender.post)  # type: ignore[method-assign]
     try:
         t = time.perf_counter()
-        for delivery_id in deliveries:
-            deliver(DeliverMessage(delivery_id=delivery_id).model_dump())
+        for at in range(0, len(deliveries), batch_size):
+            delivery_ids = [delivery_id for delivery_id, _ in deliveries[at : at + batch_size]]
+            deliver(DeliverMessage(delivery_ids=delivery_ids).model_dump())
         out["callback: deliver task total"] = time.perf_counter() - t
     finally:
-        callbacks.post = saved_post
+        callbacks.Sender.post = saved_post  # type: ignore[method-assign]
     out["callback: sign + POST"] = parts["callback: sign + POST"]
     with session_scope(database_url) as session:
-        left = session.exec(select(Delivery).where(col(Delivery.job_id).in_(ids))).all()
+        left = session.exec(select(Delivery).where(col(Delivery.job_id).in_(job_ids))).all()
+        assert len(left) == n, f"{len(left)} outbox rows for {n} jobs"
         bad = [
             (d.status, d.last_status_code, d.last_error) for d in left if d.status != "delivered"
         ]
@@ -442,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "CAPTIONER_MODEL": "captionq/noop", "BATCH_SIZE": str(args.batch_size),
             "BATCH_INTERVAL_S": str(args.batch_interval_s), "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
             "BULK_MAX_JOBS": str(max(500, args.chunk)), "HF_HUB_OFFLINE": "1",
+            # Admission is checked on every request, with limits this run never reaches.
+            "RATE_LIMIT_BURST": str(10 * args.jobs), "RATE_LIMIT_JOBS_PER_S": "100000",
             "PYTHONUNBUFFERED": "1",
         }  # fmt: skip
         port = free_port()
@@ -491,8 +510,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs.append({"bare": b, "spine": s, "ratio": s["jobs_s"] / b["jobs_s"]})
             progress = f"rep {rep + 1}: bare {b['jobs_s']:.0f} jobs/s, spine {s['jobs_s']:.1f}"
             print(f"{progress} jobs/s, ratio {runs[-1]['ratio']:.3f}", file=sys.stderr)  # noqa: T201
-        alone = stages_alone(args.jobs, batch_size=args.batch_size, database_url=database_url,
-                             redis_url=redis_url, receiver_url=receiver.url)  # fmt: skip
+        alone = stages_alone(args.jobs, batch_size=args.batch_size, chunk=args.chunk,
+                             database_url=database_url, redis_url=redis_url,
+                             receiver_url=receiver.url)  # fmt: skip
 
     result = {
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}",
