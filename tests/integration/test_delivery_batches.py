@@ -1,0 +1,236 @@
+"""A batch of callbacks, sent by ``worker.delivery.send_batch`` against real receivers on
+loopback and a real database: one connection per endpoint, every attempt recorded, and
+what a slow, hanging or gone receiver does to the rest of its batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlmodel import col, select
+
+from producers.services import verified
+from schemas.db import session_scope
+from schemas.settings import WorkerSettings
+from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from schemas.tenants import create_tenant, webhook_secret
+from schemas.webhooks import PING, create_endpoint
+from worker import delivery
+
+SECRETS_KEY = Fernet.generate_key().decode()
+TIMEOUT_S = 0.5
+
+
+@dataclass
+class Receiver:
+    """HTTP/1.1 (keep-alive) receiver: answers ``status`` after ``delay_s``; counts the
+    connections it was opened and the signed requests it got."""
+
+    secret: str
+    status: int = 204
+    delay_s: float = 0.0
+    connections: int = 0
+    ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                receiver.connections += 1
+                super().setup()
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                assert verified(receiver.secret, body, dict(self.headers))
+                receiver.ids.append(self.headers["webhook-id"])
+                time.sleep(receiver.delay_s)
+                self.send_response(receiver.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "hooks") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class World:
+    settings: WorkerSettings
+    tenant_id: str
+    secret: str
+
+    def outbox(self, url: str, count: int, event_type: str = "job.succeeded") -> list[str]:
+        with session_scope(self.settings.database_url) as session:
+            rows = [
+                Delivery(tenant_id=self.tenant_id, event_type=event_type, url=url, payload="{}")
+                for _ in range(count)
+            ]
+            session.add_all(rows)
+            return [row.id for row in rows]
+
+    def rows(self, ids: list[str]) -> list[Delivery]:
+        with session_scope(self.settings.database_url) as session:
+            found = {
+                row.id: row
+                for row in session.exec(select(Delivery).where(col(Delivery.id).in_(ids)))
+            }
+            return [found[i] for i in ids]
+
+    def attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
+        with session_scope(self.settings.database_url) as session:
+            query = select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
+            return list(session.exec(query.order_by(col(DeliveryAttempt.attempt))).all())
+
+
+@pytest.fixture
+def world(database_url: str) -> World:
+    settings = WorkerSettings(
+        database_url=database_url,
+        callback_timeout_s=TIMEOUT_S,
+        callback_retry_schedule_s=[0, 5, 60],
+        url_allow_cidrs=["127.0.0.0/8"],
+        webhook_secrets_key=SECRETS_KEY,
+    )
+    with session_scope(database_url) as session:
+        tenant = create_tenant(
+            session=session, name=f"batches-{time.monotonic_ns()}", key=SECRETS_KEY
+        )
+        return World(settings, tenant.id, webhook_secret(tenant, key=SECRETS_KEY))
+
+
+@pytest.fixture
+def receiver(world: World) -> Iterator[Receiver]:
+    receiver = Receiver(world.secret)
+    yield receiver
+    receiver.stop()
+
+
+def test_a_batch_goes_over_one_connection_and_every_attempt_is_logged(
+    world: World, receiver: Receiver
+) -> None:
+    ids = world.outbox(receiver.url(), 6)
+    sent = delivery.send_batch(ids, settings=world.settings)
+    assert receiver.ids == ids
+    assert receiver.connections == 1
+    assert [result.status_code for _, result in sent.attempts.values()] == [204] * 6
+    for row in world.rows(ids):
+        assert (row.status, row.attempts, row.last_status_code) == ("delivered", 1, 204)
+        assert row.delivered_at is not None
+        assert row.sending_until is None
+        assert [a.status_code for a in world.attempts(row.id)] == [204]
+    again = delivery.send_batch(ids, settings=world.settings)  # a duplicate message
+    assert again.attempts == {}
+    assert len(receiver.ids) == 6
+
+
+def test_a_timeout_stops_the_rest_of_the_endpoints_batch(world: World, receiver: Receiver) -> None:
+    receiver.delay_s = TIMEOUT_S * 3
+    ids = world.outbox(receiver.url(), 4)
+    started = time.monotonic()
+    delivery.send_batch(ids, settings=world.settings)
+    assert time.monotonic() - started < TIMEOUT_S * 2.5  # one deadline, not four
+    assert receiver.ids == ids[:1]
+    first, *rest = world.rows(ids)
+    assert first.last_error is not None
+    assert "Timeout" in first.last_error
+    for row in [first, *rest]:
+        assert (row.status, row.attempts, row.sending_until) == ("pending", 1, None)
+    for row in rest:
+        assert row.last_error == f"not sent: {ids[0]} timed out before it"
+        assert world.attempts(row.id)[0].status_code is None
+
+
+def test_410_disables_the_endpoint_and_ends_its_batch(world: World, receiver: Receiver) -> None:
+    receiver.status = 410
+    ids = world.outbox(receiver.url(), 3)
+    delivery.send_batch(ids, settings=world.settings)
+    assert receiver.ids == ids[:1]
+    assert [row.status for row in world.rows(ids)] == ["dead"] * 3
+    with session_scope(world.settings.database_url) as session:
+        endpoint = session.exec(
+            select(WebhookEndpoint).where(WebhookEndpoint.url == receiver.url())
+        ).one()
+        assert endpoint.disabled_reason == "410 Gone"
+    later = world.outbox(receiver.url(), 1)
+    delivery.send_batch(later, settings=world.settings)
+    assert world.rows(later)[0].status == DeliveryStatus.dead  # refused, never sent
+    assert len(receiver.ids) == 1
+
+
+def test_what_the_lease_cannot_cover_is_handed_back_untried(
+    world: World, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lease is the POST deadline and a margin; a POST starts only if it can end
+    # inside it. With answers taking 0.2 s and a 0.3 s margin: three go, three wait.
+    monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 0.3)
+    receiver.delay_s = 0.2
+    ids = world.outbox(receiver.url(), 6)
+    sent = delivery.send_batch(ids, settings=world.settings)
+    assert 1 <= len(sent.attempts) < 6
+    assert sent.untried == ids[len(sent.attempts) :]
+    rows = world.rows(ids)
+    for row in rows[: len(sent.attempts)]:
+        assert row.status == "delivered"
+    for row in rows[len(sent.attempts) :]:
+        assert (row.status, row.attempts, row.sending_until) == ("pending", 0, None)
+        assert world.attempts(row.id) == []
+    monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 5.0)
+    delivery.send_batch(sent.untried, settings=world.settings)  # the next dispatch
+    assert [row.status for row in world.rows(ids)] == ["delivered"] * 6
+    assert receiver.ids == ids
+
+
+def test_endpoints_in_one_batch_each_get_their_own_connection(world: World) -> None:
+    slow, fast = Receiver(world.secret, status=500), Receiver(world.secret)
+    try:
+        failing = world.outbox(slow.url(), 2)
+        good = world.outbox(fast.url(), 2)
+        delivery.send_batch([*failing, *good], settings=world.settings)
+        assert (slow.connections, fast.connections) == (1, 1)
+        assert [row.status for row in world.rows(good)] == ["delivered"] * 2
+        for row in world.rows(failing):
+            assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 500)
+            assert row.next_attempt_at is not None
+    finally:
+        slow.stop()
+        fast.stop()
+
+
+def test_an_endpoint_gets_only_the_events_it_subscribes_to_and_pings(
+    world: World, receiver: Receiver
+) -> None:
+    with session_scope(world.settings.database_url) as session:
+        create_endpoint(
+            session=session,
+            tenant_id=world.tenant_id,
+            url=receiver.url("failed-only"),
+            key=SECRETS_KEY,
+            event_types=["job.failed"],
+            secret=world.secret,
+        )
+    url = receiver.url("failed-only")
+    succeeded, failed, ping = (
+        world.outbox(url, 1, event)[0] for event in ("job.succeeded", "job.failed", PING)
+    )
+    delivery.send_batch([succeeded, failed, ping], settings=world.settings)
+    assert receiver.ids == [failed, ping]
+    statuses = [row.status for row in world.rows([succeeded, failed, ping])]
+    assert statuses == ["dead", "delivered", "delivered"]
