@@ -14,6 +14,10 @@ countdown ever outlives the broker's visibility timeout, and a message lost with
 Redis is sent again once its reservation passes. ``webhook-id`` is the row id and
 the body is stored bytes: identical on every attempt, including after a crash
 between the receiver's 2xx and the row being marked delivered.
+
+A deliver task carries a batch of rows, one URL's as a rule (``schemas.broker``):
+one transaction takes them all, one kept-alive connection per endpoint sends them,
+one transaction records every attempt (:func:`send_batch`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from worker import callbacks
 from worker.callbacks import AttemptResult
 
 log = logging.getLogger("captionq.delivery")
-LEASE_MARGIN_S = 5.0  # a taken delivery's lease: the POST deadline and this margin
+# A taken delivery's lease is the POST deadline and this margin. A POST starts only if
+# its deadline leaves a fifth of the margin, to record it, before the lease ends.
+LEASE_MARGIN_S = 5.0
 
 
 def _not_being_sent(now):  # type: ignore[no-untyped-def]
@@ -98,7 +104,7 @@ def take(
             table.c.id.in_(list(delivery_ids)),
             table.c.status == DeliveryStatus.pending,
             table.c.next_attempt_at <= now + timedelta(seconds=lock_s),
-            or_(table.c.sending_until.is_(None), table.c.sending_until < now),
+            _not_being_sent(now),
         )
         .values(sending_until=now + timedelta(seconds=window_s))
         .returning(table.c.id, table.c.tenant_id, table.c.url, table.c.event_type, table.c.payload)
@@ -119,13 +125,15 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
     """Take, send and record a batch of deliveries: one transaction to take them, one
     connection per endpoint, one transaction to record every attempt.
 
-    Everything taken is sent before the lease (``callback_timeout_s`` + a margin) runs
-    out, or handed back untried for the next dispatch. After a POST that times out,
+    A POST starts only if its deadline falls inside the lease (``callback_timeout_s``
+    and a margin) with time left to record it; what cannot is handed back untried, for
+    the next dispatch. After a POST that times out,
     that endpoint's other callbacks in the batch are not sent: each is recorded as a
     failed attempt (so a hanging receiver costs one deadline per batch, not one per
     callback) and retried on the schedule.
     """
     window_s = settings.callback_timeout_s + LEASE_MARGIN_S
+    last_end = time.monotonic() + window_s - LEASE_MARGIN_S / 5  # before the lease's start
     with session_scope(settings.database_url) as session:
         rows = take(
             session=session,
@@ -141,9 +149,8 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
             for key in groups
         }
     sent = Sent()
-    lease_ends = time.monotonic() + window_s
     for key, group in groups.items():
-        _send_group(group, endpoints[key], settings=settings, lease_ends=lease_ends, sent=sent)
+        _send_group(group, endpoints[key], settings=settings, last_end=last_end, sent=sent)
     if rows:
         with session_scope(settings.database_url) as session:
             record(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
@@ -155,7 +162,7 @@ def _send_group(
     endpoint: WebhookEndpoint,
     *,
     settings: WorkerSettings,
-    lease_ends: float,
+    last_end: float,
     sent: Sent,
 ) -> None:
     if endpoint.disabled_at is not None:
@@ -174,7 +181,7 @@ def _send_group(
         for row in group:
             if stopped is not None:
                 result = stopped
-            elif time.monotonic() + settings.callback_timeout_s > lease_ends:
+            elif time.monotonic() + settings.callback_timeout_s > last_end:
                 sent.untried.append(row.id)
                 continue
             elif not _subscribed(endpoint, row.event_type):
@@ -220,7 +227,7 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
         attempt = attempts[delivery_id] + 1
         if result.status_code == 410:
             _disable(session, endpoint_id)
-        moves[delivery_id] = after_attempt(
+        moves[delivery_id] = _after_attempt(
             attempt=attempt, result=result, schedule_s=schedule_s, now=now
         )
         if moves[delivery_id]["status"] == DeliveryStatus.dead and not result.refused:
@@ -274,7 +281,7 @@ def _disable(session: Session, endpoint_id: str) -> None:
         set_enabled(session=session, endpoint=endpoint, enabled=False, reason="410 Gone")
 
 
-def after_attempt(
+def _after_attempt(
     *, attempt: int, result: AttemptResult, schedule_s: Sequence[float], now: datetime
 ) -> dict[str, object]:
     """A delivery's new columns after its ``attempt``-th attempt (1 is the first):

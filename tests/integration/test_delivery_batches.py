@@ -179,7 +179,8 @@ def test_what_the_lease_cannot_cover_is_handed_back_untried(
     world: World, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The lease is the POST deadline and a margin; a POST starts only if it can end
-    # inside it. With answers taking 0.2 s and a 0.3 s margin: three go, three wait.
+    # inside it with time to record it. With answers taking 0.2 s and a 0.3 s margin,
+    # the first one or two go and the rest wait for the next dispatch.
     monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 0.3)
     receiver.delay_s = 0.2
     ids = world.outbox(receiver.url(), 6)
