@@ -81,14 +81,18 @@ def _create(
 ) -> list[tuple[Job, bool] | RequestError]:
     """Store the images and insert the jobs, all at once; job by job, each in its own
     savepoint, if a concurrent request took one of the idempotency keys meanwhile."""
+    if not checked:
+        return []
     try:
         with session.begin_nested():
             inline = [data for _, data in checked if data is not None]
             digests = iter(put_blobs(session=session, store=settings.blob_store, items=inline))
-            pairs = [(request, next(digests) if data else None) for request, data in checked]
+            pairs = [
+                (request, next(digests) if data is not None else None) for request, data in checked
+            ]
             return create_jobs(session=session, tenant=tenant, requests=pairs)
-    except IntegrityError:
-        log.info("an idempotency key was taken concurrently; creating job by job")
+    except IntegrityError as exc:
+        log.info("a concurrent insert conflicted (%s); creating job by job", exc.orig)
     outcomes: list[tuple[Job, bool] | RequestError] = []
     for request, data in checked:
         try:

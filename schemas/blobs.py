@@ -33,6 +33,8 @@ def put_blobs(*, session: Session, store: str, items: Sequence[bytes]) -> list[s
     SHA-256 of each."""
     digests = [sha256_hex(item) for item in items]
     new = dict(zip(digests, items, strict=True))
+    if not new:
+        return digests
     if store != "db":
         for digest, item in new.items():
             _put_file(file_path(store, digest), item)
