@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.messages import DELIVER_BATCH_MAX
+
 DEFAULT_HOME = Path.home() / ".local" / "share" / "captionq"
 
 
@@ -112,7 +114,7 @@ class WorkerSettings(CoreSettings):
     callback_batch_max: int = Field(
         default=32,
         ge=1,
-        le=256,
+        le=DELIVER_BATCH_MAX,
         description="Callbacks to one URL sent by one deliver task, over one connection",
     )
     callback_allowed_ports: list[int] = Field(

@@ -48,24 +48,20 @@ def create_job(
 ) -> tuple[Job, bool]:
     """Insert a job in ``received``; returns (job, created). Idempotent on the key, also
     against a concurrent request with the same key."""
-    digest = request_hash(request)
-    if request.idempotency_key is not None:
-        existing = _by_key(session, tenant.id, request.idempotency_key)
-        if existing is not None:
-            return _replay(session, existing, digest), False
-    job = _new_job(tenant, request, digest, image_sha256)
     try:
         with session.begin_nested():
-            session.add(job)
-            session.flush()
+            (outcome,) = create_jobs(
+                session=session, tenant=tenant, requests=[(request, image_sha256)]
+            )
     except IntegrityError:
         # A concurrent request with the same key won the insert.
         existing = _by_key(session, tenant.id, request.idempotency_key or "")
         if existing is None:
             raise
-        return _replay(session, existing, digest), False
-    session.info.setdefault(_CREATED_HERE, set()).add(job.id)
-    return job, True
+        return _replay(session, existing, request_hash(request)), False
+    if isinstance(outcome, RequestError):
+        raise outcome
+    return outcome
 
 
 def create_jobs(
