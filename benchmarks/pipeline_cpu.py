@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from schemas.checks import rules
 from schemas.platforms import PLATFORMS
 from schemas.settings import WorkerSettings
 from schemas.styles import STYLES
-from worker import copyrules
 from worker.models import Engine, load_engine
 from worker.models.captioner import HFCaptioner
 from worker.models.tiny import build_blip_from_config
@@ -77,7 +77,7 @@ def raw_batch(engine: Engine) -> Callable[[Sequence[Image.Image], int], None]:
     model = engine.captioner
     if isinstance(model, HFChatVLM):
         instruction = STYLES[STYLE].instruction(
-            platform=PLATFORMS[PLATFORM].label, rules=copyrules.rules_text(PLATFORMS[PLATFORM]))
+            platform=PLATFORMS[PLATFORM].label, rules=rules.rules_text(PLATFORMS[PLATFORM]))
 
         def prompt(text: str) -> str:
             content = [{"type": "image"}, {"type": "text", "text": text}]

@@ -48,7 +48,7 @@ import redis
 from celery import Celery
 from PIL import Image
 
-from producers.services import CallbackReceiver, RedisServer, free_port
+from producers.demo import CallbackReceiver, RedisServer, free_port
 from schemas.broker import celery_config
 from schemas.settings import CoreSettings
 
@@ -164,7 +164,7 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from schemas.db import dispose_engine
+        from schemas.store.sessions import dispose_engine
 
         dispose_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -282,7 +282,7 @@ def latencies(
     """Median per-job time between the job's timestamps (queueing included)."""
     from sqlmodel import col, select
 
-    from schemas.db import session_scope
+    from schemas.store.sessions import session_scope
     from schemas.tables import Job
 
     def epoch(at: datetime) -> float:
@@ -328,10 +328,10 @@ def stages_alone(
     from sqlmodel import col, select
 
     from schemas.api import JobRequest
-    from schemas.db import session_scope
     from schemas.settings import ApiSettings, WorkerSettings
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import ensure_tenant
     from schemas.tables import Delivery
-    from schemas.tenants import ensure_tenant
 
     os.environ.update(
         DATABASE_URL=database_url, REDIS_URL=redis_url, CAPTIONER_MODEL="captionq/noop",
@@ -339,7 +339,7 @@ def stages_alone(
     )  # fmt: skip
     from producers import submit
     from schemas.messages import DeliverMessage
-    from worker import batch, callbacks, pipeline
+    from worker import batch, pipeline, sender
     from worker.models import load_engine
     from worker.tasks import deliver
 
@@ -391,8 +391,8 @@ def stages_alone(
         batch.claim, batch.load_all, batch._store_batch, pipeline.run = saved
     out.update(parts)
 
-    saved_post = callbacks.Sender.post
-    callbacks.Sender.post = timed(parts, "callback: sign + POST", callbacks.Sender.post)  # type: ignore[method-assign]
+    saved_post = sender.Sender.post
+    sender.Sender.post = timed(parts, "callback: sign + POST", sender.Sender.post)  # type: ignore[method-assign]
     try:
         t = time.perf_counter()
         for at in range(0, len(deliveries), batch_size):
@@ -400,7 +400,7 @@ def stages_alone(
             deliver(DeliverMessage(delivery_ids=delivery_ids).model_dump())
         out["callback: deliver task total"] = time.perf_counter() - t
     finally:
-        callbacks.Sender.post = saved_post  # type: ignore[method-assign]
+        sender.Sender.post = saved_post  # type: ignore[method-assign]
     out["callback: sign + POST"] = parts["callback: sign + POST"]
     with session_scope(database_url) as session:
         left = session.exec(select(Delivery).where(col(Delivery.job_id).in_(job_ids))).all()
@@ -417,8 +417,8 @@ def stages_alone(
 
 def credentials(database_url: str) -> tuple[str, str]:
     """An API key with the submit scope, and the tenant's webhook secret."""
-    from schemas.db import session_scope
-    from schemas.tenants import create_api_key, ensure_tenant, webhook_secret
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import create_api_key, ensure_tenant, webhook_secret
 
     with session_scope(database_url) as session:
         tenant = ensure_tenant(session=session, name="bench")
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    from schemas.db import migrate
+    from schemas.store.sessions import migrate
 
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="captionq-bench-")))

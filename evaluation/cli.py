@@ -338,7 +338,7 @@ def _engine(url: str | None):  # noqa: ANN202
 
     url = url or core_settings().database_url
     try:
-        from schemas.db import make_engine  # the shared store, when present
+        from schemas.store.sessions import make_engine  # the shared store, when present
     except ImportError:
         from sqlmodel import create_engine as make_engine
     return make_engine(url)

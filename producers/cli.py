@@ -143,11 +143,11 @@ def cancel(
     job_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")] = "default"
 ) -> None:
     """Cancel a job that has not started; it is then never run nor called back as succeeded."""
-    from schemas.db import session_scope
     from schemas.errors import RequestError
     from schemas.settings import core_settings
-    from schemas.store import cancel_job
-    from schemas.tenants import tenant_by_name
+    from schemas.store.jobs import cancel_job
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import tenant_by_name
 
     with session_scope(core_settings().database_url) as session:
         owner = tenant_by_name(session=session, name=tenant)
@@ -166,10 +166,10 @@ def delete(
     job_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")] = "default"
 ) -> None:
     """Delete a job with its image, variants and deliveries."""
-    from schemas.db import session_scope
-    from schemas.lifecycle import delete_job
     from schemas.settings import core_settings
-    from schemas.tenants import tenant_by_name
+    from schemas.store.lifecycle import delete_job
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import tenant_by_name
 
     settings = core_settings()
     with session_scope(settings.database_url) as session:
@@ -189,8 +189,8 @@ def purge(
     """Delete every job (all tenants) created before the cut-off, with what it owns."""
     from datetime import timedelta
 
-    from schemas.lifecycle import purge_all
     from schemas.settings import core_settings
+    from schemas.store.lifecycle import purge_all
     from schemas.tables import utcnow
 
     settings = core_settings()
@@ -204,8 +204,8 @@ def purge(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations to DATABASE_URL."""
-    from schemas.db import migrate
     from schemas.settings import core_settings
+    from schemas.store.sessions import migrate
 
     migrate(core_settings().database_url, revision)
     console.print(f"database at {revision}")
@@ -214,9 +214,9 @@ def db_upgrade(revision: str = "head") -> None:
 @tenant_app.command("create")
 def tenant_create(name: str) -> None:
     """Create a tenant; prints its id and webhook secret."""
-    from schemas.db import session_scope
     from schemas.settings import core_settings
-    from schemas.tenants import create_tenant, webhook_secret
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import create_tenant, webhook_secret
 
     settings = core_settings()
     with session_scope(settings.database_url) as session:
@@ -233,9 +233,9 @@ def tenant_key(
     ] = None,
 ) -> None:
     """Create an API key for a tenant; the key is printed once and stored hashed."""
-    from schemas.db import session_scope
     from schemas.settings import core_settings
-    from schemas.tenants import create_api_key, tenant_by_name
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import create_api_key, tenant_by_name
 
     with session_scope(core_settings().database_url) as session:
         tenant = tenant_by_name(session=session, name=name)
@@ -265,9 +265,9 @@ def tenant_policy(
     """Set a tenant's copy policy (replacing the lists given) and auto-approve threshold.
 
     The threshold is normally fitted by ``captionq eval calibrate``."""
-    from schemas.db import session_scope
     from schemas.settings import core_settings
-    from schemas.tenants import tenant_by_name
+    from schemas.store.sessions import session_scope
+    from schemas.store.tenants import tenant_by_name
 
     with session_scope(core_settings().database_url) as session:
         tenant = tenant_by_name(session=session, name=name)

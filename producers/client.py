@@ -22,13 +22,13 @@ from pydantic import ValidationError
 
 from producers.submit import submit_many
 from schemas.api import JobPublic, JobRequest
-from schemas.db import read_scope, session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.names import PRIORITY_DEFAULT
 from schemas.settings import CoreSettings, core_settings
-from schemas.store import get_job, job_public
+from schemas.store.jobs import get_job, job_public
+from schemas.store.sessions import read_scope, session_scope
+from schemas.store.tenants import ensure_tenant
 from schemas.tables import Tenant
-from schemas.tenants import ensure_tenant
 
 ImageInput = str | Path | bytes
 

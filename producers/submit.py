@@ -17,15 +17,15 @@ from sqlmodel import Session
 from producers.limits import in_flight
 from producers.publish import publish_captions
 from schemas.api import JobRequest, catalogue_problem
-from schemas.blobs import put_blob, put_blobs
+from schemas.checks.images import decode_base64_image, probe_image
+from schemas.checks.policy import clean_brand_voice
+from schemas.checks.urls import check_url
 from schemas.errors import ErrorCode, ImageError, PermanentError, RequestError
-from schemas.imagebytes import decode_base64_image, probe_image
 from schemas.names import PRIORITY_MIN
-from schemas.policy import clean_brand_voice
 from schemas.settings import CoreSettings
-from schemas.store import create_job, create_jobs, mark_queued
+from schemas.store.blobs import put_blob, put_blobs
+from schemas.store.jobs import create_job, create_jobs, mark_queued
 from schemas.tables import Job, JobStatus, Tenant
-from schemas.urlguard import check_url
 
 log = logging.getLogger("captionq.submit")
 Checked = tuple[JobRequest, bytes | None]  # a request that passed its checks, its image bytes

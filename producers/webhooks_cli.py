@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from producers.publish import publish_delivery
-from schemas import webhooks
-from schemas.db import session_scope
+from schemas.checks.urls import check_url, parse_networks
 from schemas.errors import PermanentError
 from schemas.settings import core_settings
+from schemas.store import endpoints, outbox
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import tenant_by_name
 from schemas.tables import Delivery, DeliveryStatus
-from schemas.tenants import tenant_by_name
-from schemas.urlguard import check_url, parse_networks
 
 app = typer.Typer(help="Webhook endpoints and callback deliveries.", no_args_is_help=True)
 console = Console()
@@ -48,7 +48,7 @@ def add(
             allow_networks=parse_networks(settings.url_allow_cidrs),
         )
         with session_scope(settings.database_url) as session:
-            endpoint, secret = webhooks.create_endpoint(
+            endpoint, secret = endpoints.create_endpoint(
                 session=session,
                 tenant_id=_tenant_id(session, tenant),
                 url=target.url,
@@ -67,7 +67,7 @@ def list_(tenant: TenantOpt = "default") -> None:
     settings = core_settings()
     table = Table("id", "url", "events", "state")
     with session_scope(settings.database_url) as session:
-        for e in webhooks.list_endpoints(session=session, tenant_id=_tenant_id(session, tenant)):
+        for e in endpoints.list_endpoints(session=session, tenant_id=_tenant_id(session, tenant)):
             state = f"disabled: {e.disabled_reason}" if e.disabled_at else "enabled"
             table.add_row(e.id, e.url, ",".join(e.event_types), state)
     console.print(table)
@@ -78,10 +78,10 @@ def rotate(endpoint_id: str, tenant: TenantOpt = "default") -> None:
     """A new secret; the old one keeps signing for WEBHOOK_ROTATION_GRACE_S."""
     settings = core_settings()
     with session_scope(settings.database_url) as session:
-        endpoint = webhooks.get_endpoint(
+        endpoint = endpoints.get_endpoint(
             session=session, tenant_id=_tenant_id(session, tenant), endpoint_id=endpoint_id
         )
-        secret = webhooks.rotate_secret(
+        secret = endpoints.rotate_secret(
             session=session,
             endpoint=endpoint,
             key=settings.webhook_secrets_key,
@@ -99,10 +99,10 @@ def ping(
     """Send a signed ``webhook.ping`` through the IO workers and report what came back."""
     settings = core_settings()
     with session_scope(settings.database_url) as session:
-        endpoint = webhooks.get_endpoint(
+        endpoint = endpoints.get_endpoint(
             session=session, tenant_id=_tenant_id(session, tenant), endpoint_id=endpoint_id
         )
-        delivery_id = webhooks.create_ping(session=session, endpoint=endpoint).id
+        delivery_id = outbox.create_ping(session=session, endpoint=endpoint).id
     publish_delivery(redis_url=settings.redis_url, delivery_id=delivery_id, url=endpoint.url)
     deadline = time.monotonic() + wait
     while True:
@@ -131,10 +131,10 @@ def enable(endpoint_id: str, tenant: TenantOpt = "default", off: bool = False) -
     """Enable an endpoint (``--off`` disables it)."""
     settings = core_settings()
     with session_scope(settings.database_url) as session:
-        endpoint = webhooks.get_endpoint(
+        endpoint = endpoints.get_endpoint(
             session=session, tenant_id=_tenant_id(session, tenant), endpoint_id=endpoint_id
         )
-        webhooks.set_enabled(session=session, endpoint=endpoint, enabled=not off)
+        endpoints.set_enabled(session=session, endpoint=endpoint, enabled=not off)
 
 
 @app.command()
@@ -147,7 +147,7 @@ def deliveries(
     settings = core_settings()
     table = Table("webhook-id", "job", "event", "status", "attempts", "last")
     with session_scope(settings.database_url) as session:
-        rows = webhooks.list_deliveries(
+        rows = outbox.list_deliveries(
             session=session,
             tenant_id=_tenant_id(session, tenant),
             status=DeliveryStatus.dead if dead else None,
@@ -172,13 +172,13 @@ def replay(
     with session_scope(settings.database_url) as session:
         tenant_id = _tenant_id(session, tenant)
         if all_dead:
-            count = webhooks.replay_dead(session=session, tenant_id=tenant_id)
+            count = outbox.replay_dead(session=session, tenant_id=tenant_id)
             typer.echo(f"replayed {count}")
             return
         if delivery_id is None:
             raise typer.BadParameter("give a delivery id or --all-dead")
         try:
-            webhooks.replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery_id)
+            outbox.replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery_id)
         except PermanentError as exc:
             console.print(f"[red]{exc.code.value}[/red]: {exc.message}")
             raise typer.Exit(1) from exc

@@ -170,3 +170,35 @@ class WebhookEvent(BaseModel):
     type: Literal["job.succeeded", "job.failed", "caption.approved", "caption.rejected"]
     timestamp: datetime
     data: JobPublic
+
+
+class EndpointCreate(BaseModel):
+    url: Annotated[str, Field(max_length=2048)]
+    event_types: list[str] = Field(default_factory=list)
+
+
+class EndpointPublic(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    disabled: bool
+    disabled_reason: str | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+
+
+class EndpointSecret(EndpointPublic):
+    secret: str  # shown once, on creation and on rotation
+
+
+class DeliveryPublic(BaseModel):
+    id: str
+    job_id: str | None
+    event_type: str
+    url: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None

@@ -5,7 +5,7 @@ captioner (BLIP-style conditional captioning) its text ``prefix``. Change a
 template's words and bump its ``version``: the version is recorded in every
 variant's provenance.
 
-A brand voice is tenant text. It is cleaned (``schemas.policy.clean_brand_voice``)
+A brand voice is tenant text. It is cleaned (``schemas.checks.policy.clean_brand_voice``)
 and placed in the prompt as a JSON-quoted string labelled as data, never
 spliced in as instructions.
 """

@@ -61,7 +61,7 @@ class Tenant(SQLModel, table=True):
     webhook_secret_encrypted: str = Field(sa_type=Text)
     # None means "never auto-approve": everything goes to review until calibrated.
     auto_approve_threshold: float | None = None
-    # Copy policy, on top of the global one (schemas/policy.py).
+    # Copy policy, on top of the global one (schemas/checks/policy.py).
     banned_terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     allow_domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     allow_handles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

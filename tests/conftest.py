@@ -61,7 +61,7 @@ def unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    from producers.services import RedisServer
+    from producers.demo import RedisServer
 
     override = os.environ.get("CAPTIONQ_TEST_REDIS_URL")
     if override:
@@ -96,7 +96,7 @@ def _postgres_database() -> Iterator[str]:
     try:
         yield url
     finally:
-        from schemas.db import dispose_engine
+        from schemas.store.sessions import dispose_engine
 
         dispose_engine(url)
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -106,7 +106,7 @@ def _postgres_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A migrated, empty PostgreSQL database, for what only PostgreSQL can show."""
-    from schemas.db import migrate
+    from schemas.store.sessions import migrate
 
     for url in _postgres_database():
         migrate(url)
@@ -118,7 +118,7 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A migrated, empty database of each kind (module-scoped: one per test module)."""
-    from schemas.db import migrate
+    from schemas.store.sessions import migrate
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'captionq.db'}"

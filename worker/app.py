@@ -109,7 +109,7 @@ def _load_models(**_: object) -> None:
 @signals.worker_init.connect
 def _init_sentry(**_: object) -> None:
     if settings.sentry_dsn:
-        from schemas.scrub import init_sentry
+        from schemas.sentry import init_sentry
 
         init_sentry(settings.sentry_dsn)
 
@@ -118,7 +118,7 @@ def _hand_back(job_ids: Sequence[str]) -> None:
     """The lease keeper gives up on the batch in hand: publish its jobs again."""
     from sqlmodel import col, select
 
-    from schemas.db import session_scope
+    from schemas.store.sessions import session_scope
     from schemas.tables import Job, JobStatus
     from worker import reaper, tasks
 

@@ -18,10 +18,9 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from schemas.db import session_scope
 from schemas.errors import CaptionError, ErrorCode, TransientError
 from schemas.settings import WorkerSettings
-from schemas.store import (
+from schemas.store.jobs import (
     Completed,
     VariantRow,
     claim,
@@ -29,6 +28,7 @@ from schemas.store import (
     complete_succeeded,
     requeue,
 )
+from schemas.store.sessions import session_scope
 from schemas.tables import Job, Tenant
 from worker import pipeline
 from worker.intake import decoder, load_all

@@ -2,12 +2,13 @@
 
 One hop, in order::
 
-    check_url        scheme, user info, port, literal addresses (schemes.urlguard)
+    check_url        scheme, user info, port, literal addresses (schemas.checks.urls)
     resolve once     getaddrinfo in a thread bounded by the deadline
     check_address    on EVERY resolved address: one bad address refuses the URL
     connect          to the checked address itself (no second lookup, so DNS
                      rebinding cannot swap it), while the Host header, TLS SNI
                      and certificate check keep the original host name
+                     (these three: ``worker.connection``, shared with the sender)
     read             status, Content-Type, Content-Length, then the body,
                      counted (after decompression) against ``max_bytes``
 
@@ -15,9 +16,7 @@ Redirects are not followed by the HTTP library: each ``Location`` goes
 through the same hop again, at most ``max_redirects`` times, never from
 https down to http. One deadline covers the whole fetch, every redirect and
 every read included, so a server that drips a byte a second is cut off.
-No proxy or other environment setting is read: the connection is made by a
-private :class:`httpcore.ConnectionPool` whose network backend only knows the
-checked addresses.
+No proxy or other environment setting is read.
 
 Errors, by code: ``url_invalid`` / ``url_blocked`` (permanent);
 ``fetch_timeout`` (transient); ``fetch_failed`` (transient for network errors,
@@ -27,31 +26,26 @@ failures); ``image_too_large`` and ``image_format_unsupported`` (permanent).
 
 from __future__ import annotations
 
-import socket
 import ssl
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urljoin
 
 import httpcore
 
-from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
-from schemas.urlguard import (
+from schemas.checks.urls import (
     DEFAULT_PORTS,
     CheckedURL,
     IPAddress,
     IPNetwork,
-    check_address,
     check_url,
     parse_networks,
 )
-
-Resolver = Callable[[str, int], Sequence[str]]
-"""``(host, port) -> addresses``; the default asks the system resolver."""
+from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
+from worker.connection import Deadline, PinnedBackend, Resolver, resolve
 
 USER_AGENT: Final = b"captionq-fetch/1"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -76,11 +70,11 @@ def fetch_image(
     ``resolver`` and ``ssl_context`` exist for tests and private deployments
     (a private CA); production leaves them to the system and to certifi.
     """
-    deadline = _Deadline(time.monotonic() + timeout_s)
+    deadline = Deadline(time.monotonic() + timeout_s)
     networks = parse_networks(allow_networks)
     target = check_url(url, allowed_ports=allowed_ports, allow_networks=networks)
     for _hop in range(max_redirects + 1):
-        addresses = _resolve(target, deadline=deadline, networks=networks, resolver=resolver)
+        addresses = resolve(target, deadline=deadline, networks=networks, resolver=resolver)
         result = _get(
             target,
             addresses=addresses,
@@ -101,150 +95,15 @@ class _Redirect:
     location: str
 
 
-@dataclass(slots=True)
-class _Deadline:
-    end: float  # time.monotonic(); a sender that reuses a connection moves it per request
-
-    def clamp(self, timeout: float | None, expired: type[Exception]) -> float:
-        """The smaller of ``timeout`` and the time left; raise ``expired`` if none is."""
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise expired("the fetch deadline has passed")
-        return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every read and write ends by the fetch deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._deadline.clamp(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._deadline.clamp(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        budget = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline
-        )
-
-    def get_extra_info(self, info: str) -> object:
-        return self._inner.get_extra_info(info)
-
-
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects only to addresses already checked for ``host``; never resolves."""
-
-    def __init__(self, *, host: str, addresses: Sequence[IPAddress], deadline: _Deadline) -> None:
-        self._host = host
-        self._addresses = addresses
-        self._deadline = deadline
-        self._system = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        if host != self._host:
-            raise httpcore.ConnectError(f"refusing to connect to unchecked host {host!r}")
-        failure: httpcore.ConnectError | None = None
-        for address in self._addresses:
-            budget = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
-            try:
-                stream = self._system.connect_tcp(
-                    str(address), port, budget, local_address, socket_options
-                )
-            except httpcore.ConnectError as exc:
-                failure = exc
-                continue
-            return _DeadlineStream(stream, self._deadline)
-        raise failure or httpcore.ConnectError(f"no address for {host!r}")
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("unix sockets are not allowed")
-
-
-def _resolve(
-    target: CheckedURL,
-    *,
-    deadline: _Deadline,
-    networks: Sequence[IPNetwork],
-    resolver: Resolver | None,
-) -> tuple[IPAddress, ...]:
-    if target.address is not None:  # a literal, checked by check_url
-        return (target.address,)
-    try:
-        budget = deadline.clamp(None, TimeoutError)
-        found = _lookup_within(resolver or _system_resolve, target, budget)
-    except TimeoutError as exc:
-        raise TransientError(
-            f"resolving {target.host} timed out", code=ErrorCode.fetch_timeout
-        ) from exc
-    except OSError as exc:
-        raise TransientError(
-            f"cannot resolve {target.host}: {exc}", code=ErrorCode.fetch_failed
-        ) from exc
-    addresses = tuple(dict.fromkeys(check_address(a, allow_networks=networks) for a in found))
-    if not addresses:
-        raise TransientError(f"{target.host} has no address", code=ErrorCode.fetch_failed)
-    return addresses
-
-
-def _lookup_within(resolver: Resolver, target: CheckedURL, budget: float) -> Sequence[str]:
-    """Run ``resolver`` in a daemon thread: getaddrinfo has no timeout of its own."""
-    outcome: list[Sequence[str] | BaseException] = []
-
-    def lookup() -> None:
-        try:
-            outcome.append(resolver(target.host, target.port))
-        except BaseException as exc:  # handed to the caller below
-            outcome.append(exc)
-
-    thread = threading.Thread(target=lookup, name="captionq-resolve", daemon=True)
-    thread.start()
-    thread.join(budget)
-    if not outcome:
-        raise TimeoutError(f"no answer for {target.host} within {budget:.1f}s")
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]
-
-
-def _system_resolve(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    return [str(info[4][0]) for info in infos]
-
-
 def _get(
     target: CheckedURL,
     *,
     addresses: Sequence[IPAddress],
-    deadline: _Deadline,
+    deadline: Deadline,
     max_bytes: int,
     ssl_context: ssl.SSLContext | None,
 ) -> bytes | _Redirect:
-    backend = _PinnedBackend(host=target.host, addresses=addresses, deadline=deadline)
+    backend = PinnedBackend(host=target.host, addresses=addresses, deadline=deadline)
     url = httpcore.URL(
         scheme=target.scheme.encode(),
         host=target.host.encode(),

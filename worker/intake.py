@@ -9,13 +9,13 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image
 
-from schemas.blobs import get_blobs
-from schemas.db import read_scope
+from schemas.checks.images import decode_image
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.settings import WorkerSettings
+from schemas.store.blobs import get_blobs
+from schemas.store.sessions import read_scope
 from schemas.tables import Job
 from worker.fetch import fetch_image
-from worker.images import decode_image
 
 
 def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> list[bytes | CaptionError]:

@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from schemas.db import session_scope
 from schemas.settings import WorkerSettings
-from schemas.store import renew_lease
+from schemas.store.jobs import renew_lease
+from schemas.store.sessions import session_scope
 
 log = logging.getLogger("captionq.lease")
 

@@ -5,7 +5,7 @@ Parts (each in [0, 1]):
 ``compliance``  1.0 when the text met its platform's rules as written (first try or
                 the one regeneration), 0.5 when it had to be repaired, 0.0 when it
                 is still in breach (empty).
-``policy``      1.0 with no copy-policy flag (``schemas.policy.check_copy``), else 0.0.
+``policy``      1.0 with no copy-policy flag (``schemas.checks.policy.check_copy``), else 0.0.
 ``repetition``  distinct word uni- and bigram ratio: 1.0 for no repeated words.
 ``image_text``  CLIP-S = 2.5 * max(cos, 0), capped at 1, when a CLIP model is configured.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from schemas.policy import check_copy
+from schemas.checks.policy import check_copy
 
 WEIGHTS = {"compliance": 0.35, "policy": 0.25, "repetition": 0.2, "image_text": 0.2}
 REPETITIVE_BELOW = 0.5

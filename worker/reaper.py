@@ -33,11 +33,11 @@ from datetime import timedelta
 import redis
 from sqlmodel import Session, col, select
 
-from schemas.db import session_scope
 from schemas.errors import ErrorCode
 from schemas.names import TASK_CAPTION
 from schemas.settings import WorkerSettings
-from schemas.store import complete_failed, mark_queued, requeue
+from schemas.store.jobs import complete_failed, mark_queued, requeue
+from schemas.store.sessions import session_scope
 from schemas.tables import Job, JobStatus, Marker, utcnow
 
 log = logging.getLogger("captionq.reaper")

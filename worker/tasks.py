@@ -18,8 +18,7 @@ import redis
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
-from schemas import broker, lifecycle
-from schemas.db import session_scope
+from schemas import broker
 from schemas.messages import CaptionMessage, DeliverMessage
 from schemas.names import (
     PRIORITY_DEFAULT,
@@ -29,8 +28,10 @@ from schemas.names import (
     TASK_PURGE,
     TASK_REAP,
 )
+from schemas.store import lifecycle, outbox
+from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, delivery, reaper
+from worker import batch, reaper, sender
 from worker.app import app, engine, lease_keeper, settings
 
 log = logging.getLogger("captionq.worker")
@@ -84,13 +85,13 @@ def deliver(message: dict[str, object]) -> None:
     except ValidationError as exc:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return
-    delivery.send_batch(delivery_ids, settings=settings)
+    sender.send_batch(delivery_ids, settings=settings)
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)
 def dispatch() -> int:
     with session_scope(settings.database_url) as session:
-        due = delivery.dispatch_due(
+        due = outbox.dispatch_due(
             session=session,
             lock_s=settings.delivery_lock_s,
             limit=settings.delivery_dispatch_limit,

@@ -22,12 +22,13 @@ from typing import Any
 from PIL import Image
 
 from schemas.api import MAX_VARIANTS
+from schemas.checks import rules
+from schemas.checks.policy import clean_brand_voice
 from schemas.errors import ErrorCode, ImageError, PermanentError
 from schemas.platforms import PLATFORMS, RULES_VERSION, Platform
-from schemas.policy import clean_brand_voice
 from schemas.styles import STYLES, Style
 from schemas.tables import ReviewState
-from worker import copyrules, quality
+from worker import quality
 from worker.models import Engine, WriteRequest
 from worker.models.base import check_batch
 
@@ -44,7 +45,7 @@ class JobSpec:
     brand_voice: str | None = None
     seed: int = 0
     auto_approve_threshold: float | None = None
-    # The tenant's copy policy (schemas.policy.check_copy).
+    # The tenant's copy policy (schemas.checks.policy.check_copy).
     banned_terms: tuple[str, ...] = ()
     allow_domains: tuple[str, ...] = ()
     allow_handles: tuple[str, ...] = ()
@@ -89,7 +90,7 @@ class _Slot:
     index: int
     seed: int
     text: str = ""
-    breaches: list[copyrules.Breach] = field(default_factory=list)
+    breaches: list[rules.Breach] = field(default_factory=list)
     duplicate: bool = False
     attempts: list[dict[str, Any]] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
@@ -129,7 +130,7 @@ def _slots(job: _Job) -> list[_Slot]:
 def _request(slot: _Slot, engine: Engine, hint: str | None) -> WriteRequest:
     instruction = slot.style.instruction(
         platform=slot.platform.label,
-        rules=copyrules.rules_text(slot.platform),
+        rules=rules.rules_text(slot.platform),
         caption=None if engine.writer.sees_image else slot.job.caption,
         brand_voice=slot.job.brand_voice,
         hint=hint,
@@ -144,8 +145,8 @@ def _write(slots: Sequence[_Slot], engine: Engine, hints: Sequence[str | None]) 
     texts = engine.writer.write(requests)
     check_batch(f"{engine.writer.info.model_id} write", len(texts), len(slots))
     for slot, text in zip(slots, texts, strict=True):
-        slot.text = copyrules.clean_generated(text)
-        slot.breaches = copyrules.check(text, slot.platform)
+        slot.text = rules.clean_generated(text)
+        slot.breaches = rules.check(text, slot.platform)
 
 
 def _mark_duplicates(slots: Sequence[_Slot]) -> None:
@@ -153,10 +154,10 @@ def _mark_duplicates(slots: Sequence[_Slot]) -> None:
     earlier kept variant is a near-duplicate."""
     kept: dict[int, list[str]] = {}
     for slot in slots:
-        normal = copyrules.normalise(slot.text)
+        normal = rules.normalise(slot.text)
         earlier = kept.setdefault(slot.job.position, [])
         slot.duplicate = any(
-            copyrules.similarity(normal, other) >= copyrules.SIMILAR_THRESHOLD
+            rules.similarity(normal, other) >= rules.SIMILAR_THRESHOLD
             for other in earlier
         )
         if not slot.duplicate:
@@ -189,8 +190,8 @@ def _regenerate(slots: Sequence[_Slot], engine: Engine) -> None:
 
 def _repair(slot: _Slot) -> None:
     if slot.breaches and slot.text.strip():
-        slot.text, slot.repairs = copyrules.repair(slot.text, slot.platform)
-        slot.breaches = copyrules.check(slot.text, slot.platform)
+        slot.text, slot.repairs = rules.repair(slot.text, slot.platform)
+        slot.breaches = rules.check(slot.text, slot.platform)
 
 
 def write_batch(
@@ -218,7 +219,7 @@ def write_batch(
         captions = engine.captioner.caption([job.image for job in jobs])
         check_batch(engine.captioner.info.model_id, len(captions), len(jobs))
         for job, caption in zip(jobs, captions, strict=True):
-            job.caption = copyrules.clean_generated(caption)
+            job.caption = rules.clean_generated(caption)
         slots = [slot for job in jobs for slot in _slots(job)]
         _write(slots, engine, [None] * len(slots))
         _mark_duplicates(slots)
@@ -280,7 +281,7 @@ def _draft(slot: _Slot, engine: Engine, image_text: float | None) -> VariantDraf
         "style_version": slot.style.version,
         "rules_version": RULES_VERSION,
         "counting": slot.platform.counting,
-        "length": copyrules.measure(slot.text, slot.platform),
+        "length": rules.measure(slot.text, slot.platform),
         "limit": slot.platform.max_chars,
         "generation": writer.generation,
         "seed": slot.seed,

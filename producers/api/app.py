@@ -18,7 +18,7 @@ from schemas.settings import ApiSettings, api_settings
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or api_settings()
     if settings.sentry_dsn:
-        from schemas.scrub import init_sentry
+        from schemas.sentry import init_sentry
 
         init_sentry(settings.sentry_dsn)
     app = FastAPI(

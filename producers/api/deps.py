@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from schemas.db import session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import authenticate, has_scope
 from schemas.tables import Tenant
-from schemas.tenants import authenticate, has_scope
 
 
 def get_settings(request: Request) -> ApiSettings:

@@ -25,9 +25,9 @@ from schemas.api import (
     JobRequest,
 )
 from schemas.errors import ErrorCode, RequestError
-from schemas.lifecycle import delete_job
 from schemas.settings import ApiSettings
-from schemas.store import cancel_job, get_job, job_public, list_jobs
+from schemas.store.jobs import cancel_job, get_job, job_public, list_jobs
+from schemas.store.lifecycle import delete_job
 from schemas.tables import JobStatus, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -3,52 +3,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from producers.publish import publish_delivery
-from schemas import webhooks
+from schemas.api import DeliveryPublic, EndpointCreate, EndpointPublic, EndpointSecret
+from schemas.checks.urls import check_url, parse_networks
 from schemas.errors import PermanentError, RequestError
+from schemas.store import endpoints, outbox
 from schemas.tables import DeliveryStatus, WebhookEndpoint
-from schemas.urlguard import check_url, parse_networks
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-
-
-class EndpointCreate(BaseModel):
-    url: Annotated[str, Field(max_length=2048)]
-    event_types: list[str] = Field(default_factory=list)
-
-
-class EndpointPublic(BaseModel):
-    id: str
-    url: str
-    event_types: list[str]
-    disabled: bool
-    disabled_reason: str | None
-    previous_secret_expires_at: datetime | None
-    created_at: datetime
-
-
-class EndpointSecret(EndpointPublic):
-    secret: str  # shown once, on creation and on rotation
-
-
-class DeliveryPublic(BaseModel):
-    id: str
-    job_id: str | None
-    event_type: str
-    url: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime
-    last_status_code: int | None
-    last_error: str | None
-    delivered_at: datetime | None
 
 
 def _public(endpoint: WebhookEndpoint) -> EndpointPublic:
@@ -76,7 +43,7 @@ def create_endpoint(
         )
     except PermanentError as exc:
         raise RequestError(exc.message, code=exc.code, status=422) from exc
-    endpoint, secret = webhooks.create_endpoint(
+    endpoint, secret = endpoints.create_endpoint(
         session=session,
         tenant_id=tenant.id,
         url=target.url,
@@ -88,7 +55,7 @@ def create_endpoint(
 
 @router.get("", response_model=list[EndpointPublic])
 def list_endpoints(tenant: ReadTenant, session: SessionDep) -> list[EndpointPublic]:
-    return [_public(e) for e in webhooks.list_endpoints(session=session, tenant_id=tenant.id)]
+    return [_public(e) for e in endpoints.list_endpoints(session=session, tenant_id=tenant.id)]
 
 
 @router.post("/{endpoint_id}/rotate", response_model=EndpointSecret)
@@ -96,8 +63,8 @@ def rotate(
     endpoint_id: str, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep
 ) -> EndpointSecret:
     """A new secret; for a grace period callbacks carry both signatures."""
-    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
-    secret = webhooks.rotate_secret(
+    endpoint = endpoints.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    secret = endpoints.rotate_secret(
         session=session,
         endpoint=endpoint,
         key=settings.webhook_secrets_key,
@@ -108,22 +75,22 @@ def rotate(
 
 @router.post("/{endpoint_id}/enable", response_model=EndpointPublic)
 def enable(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> EndpointPublic:
-    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
-    webhooks.set_enabled(session=session, endpoint=endpoint, enabled=True)
+    endpoint = endpoints.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    endpoints.set_enabled(session=session, endpoint=endpoint, enabled=True)
     return _public(endpoint)
 
 
 @router.post("/{endpoint_id}/disable", response_model=EndpointPublic)
 def disable(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> EndpointPublic:
-    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
-    webhooks.set_enabled(session=session, endpoint=endpoint, enabled=False)
+    endpoint = endpoints.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    endpoints.set_enabled(session=session, endpoint=endpoint, enabled=False)
     return _public(endpoint)
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete(endpoint_id: str, tenant: SubmitTenant, session: SessionDep) -> None:
-    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
-    webhooks.delete_endpoint(session=session, endpoint=endpoint)
+    endpoint = endpoints.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    endpoints.delete_endpoint(session=session, endpoint=endpoint)
 
 
 @router.post(
@@ -134,8 +101,8 @@ def ping(
 ) -> DeliveryPublic:
     """Send a signed ``webhook.ping`` to the endpoint; follow it at
     ``GET /v1/webhooks/deliveries/{id}``."""
-    endpoint = webhooks.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
-    delivery = webhooks.create_ping(session=session, endpoint=endpoint)
+    endpoint = endpoints.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
+    delivery = outbox.create_ping(session=session, endpoint=endpoint)
     session.commit()
     publish_delivery(redis_url=settings.redis_url, delivery_id=delivery.id, url=delivery.url)
     return DeliveryPublic.model_validate(delivery, from_attributes=True)
@@ -143,7 +110,7 @@ def ping(
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryPublic)
 def read_delivery(delivery_id: str, tenant: ReadTenant, session: SessionDep) -> DeliveryPublic:
-    delivery = webhooks.get_delivery(session=session, tenant_id=tenant.id, delivery_id=delivery_id)
+    delivery = outbox.get_delivery(session=session, tenant_id=tenant.id, delivery_id=delivery_id)
     return DeliveryPublic.model_validate(delivery, from_attributes=True)
 
 
@@ -154,7 +121,7 @@ def list_deliveries(
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryPublic]:
-    rows = webhooks.list_deliveries(
+    rows = outbox.list_deliveries(
         session=session, tenant_id=tenant.id, status=status_, limit=limit
     )
     return [DeliveryPublic.model_validate(d, from_attributes=True) for d in rows]
@@ -163,7 +130,7 @@ def list_deliveries(
 @router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryPublic)
 def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> DeliveryPublic:
     """Send an event again: same ``webhook-id``, same body, fresh retry schedule."""
-    delivery = webhooks.replay_delivery(
+    delivery = outbox.replay_delivery(
         session=session, tenant_id=tenant.id, delivery_id=delivery_id
     )
     return DeliveryPublic.model_validate(delivery, from_attributes=True)
@@ -171,4 +138,4 @@ def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> Deliv
 
 @router.post("/deliveries/replay-dead")
 def replay_dead(tenant: SubmitTenant, session: SessionDep) -> dict[str, int]:
-    return {"replayed": webhooks.replay_dead(session=session, tenant_id=tenant.id)}
+    return {"replayed": outbox.replay_dead(session=session, tenant_id=tenant.id)}

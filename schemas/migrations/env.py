@@ -6,7 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import schemas.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from schemas.db import make_engine
+from schemas.store.sessions import make_engine
 
 target_metadata = SQLModel.metadata
 

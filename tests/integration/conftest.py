@@ -15,9 +15,9 @@ import redis
 from PIL import Image
 
 from producers.client import CaptionClient
-from producers.services import CallbackReceiver, worker_command
+from producers.demo import CallbackReceiver, worker_command
 from schemas.settings import CoreSettings
-from schemas.tenants import webhook_secret
+from schemas.store.tenants import webhook_secret
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def stack(
 ) -> Iterator[Stack]:
     settings = CoreSettings(database_url=database_url, redis_url=redis_db, blob_store="db")
     client = CaptionClient(tenant="acme", settings=settings)
-    from schemas.db import session_scope
+    from schemas.store.sessions import session_scope
     from schemas.tables import Tenant
 
     with session_scope(database_url) as session:

@@ -20,12 +20,12 @@ from sqlmodel import Session, col, select
 from producers.api import create_app
 from producers.submit import Submitted, submit_many
 from schemas.api import JobRequest
-from schemas.db import engine_for, session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.store import request_hash
+from schemas.store.jobs import request_hash
+from schemas.store.sessions import engine_for, session_scope
+from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import ApiKey, Job, JobStatus, Tenant, utcnow
-from schemas.tenants import create_api_key, create_tenant
 from tests.integration.conftest import png
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from producers.client import CaptionClient
-from schemas.db import migrate, session_scope
 from schemas.settings import CoreSettings
-from schemas.tenants import ensure_tenant
+from schemas.store.sessions import migrate, session_scope
+from schemas.store.tenants import ensure_tenant
 from tests.integration.conftest import png, start_worker
 from worker.models import tiny
 

@@ -106,7 +106,7 @@ class Hostile:
 def hostile(
     redis_db: str, tiny_blip: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
-    from schemas.db import migrate
+    from schemas.store.sessions import migrate
 
     folder = tmp_path_factory.mktemp("hostile")
     url = f"sqlite:///{folder / 'hostile.db'}"

@@ -1,4 +1,4 @@
-"""A batch of callbacks, sent by ``worker.delivery.send_batch`` against real receivers on
+"""A batch of callbacks, sent by ``schemas.store.outbox.send_batch`` against real receivers on
 loopback and a real database: one connection per endpoint, every attempt recorded, and
 what a slow, hanging or gone receiver does to the rest of its batch."""
 
@@ -14,13 +14,14 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlmodel import col, select
 
-from producers.services import verified
-from schemas.db import session_scope
+from producers.demo import verified
 from schemas.settings import WorkerSettings
+from schemas.store.endpoints import create_endpoint
+from schemas.store.outbox import PING
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import create_tenant, webhook_secret
 from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
-from schemas.tenants import create_tenant, webhook_secret
-from schemas.webhooks import PING, create_endpoint
-from worker import delivery
+from worker import sender
 
 SECRETS_KEY = Fernet.generate_key().decode()
 TIMEOUT_S = 0.5
@@ -127,7 +128,7 @@ def test_a_batch_goes_over_one_connection_and_every_attempt_is_logged(
     world: World, receiver: Receiver
 ) -> None:
     ids = world.outbox(receiver.url(), 6)
-    sent = delivery.send_batch(ids, settings=world.settings)
+    sent = sender.send_batch(ids, settings=world.settings)
     assert receiver.ids == ids
     assert receiver.connections == 1
     assert [result.status_code for _, result in sent.attempts.values()] == [204] * 6
@@ -136,7 +137,7 @@ def test_a_batch_goes_over_one_connection_and_every_attempt_is_logged(
         assert row.delivered_at is not None
         assert row.sending_until is None
         assert [a.status_code for a in world.attempts(row.id)] == [204]
-    again = delivery.send_batch(ids, settings=world.settings)  # a duplicate message
+    again = sender.send_batch(ids, settings=world.settings)  # a duplicate message
     assert again.attempts == {}
     assert len(receiver.ids) == 6
 
@@ -145,7 +146,7 @@ def test_a_timeout_stops_the_rest_of_the_endpoints_batch(world: World, receiver:
     receiver.delay_s = TIMEOUT_S * 3
     ids = world.outbox(receiver.url(), 4)
     started = time.monotonic()
-    delivery.send_batch(ids, settings=world.settings)
+    sender.send_batch(ids, settings=world.settings)
     assert time.monotonic() - started < TIMEOUT_S * 2.5  # one deadline, not four
     assert receiver.ids == ids[:1]
     first, *rest = world.rows(ids)
@@ -161,7 +162,7 @@ def test_a_timeout_stops_the_rest_of_the_endpoints_batch(world: World, receiver:
 def test_410_disables_the_endpoint_and_ends_its_batch(world: World, receiver: Receiver) -> None:
     receiver.status = 410
     ids = world.outbox(receiver.url(), 3)
-    delivery.send_batch(ids, settings=world.settings)
+    sender.send_batch(ids, settings=world.settings)
     assert receiver.ids == ids[:1]
     assert [row.status for row in world.rows(ids)] == ["dead"] * 3
     with session_scope(world.settings.database_url) as session:
@@ -170,7 +171,7 @@ def test_410_disables_the_endpoint_and_ends_its_batch(world: World, receiver: Re
         ).one()
         assert endpoint.disabled_reason == "410 Gone"
     later = world.outbox(receiver.url(), 1)
-    delivery.send_batch(later, settings=world.settings)
+    sender.send_batch(later, settings=world.settings)
     assert world.rows(later)[0].status == DeliveryStatus.dead  # refused, never sent
     assert len(receiver.ids) == 1
 
@@ -181,10 +182,10 @@ def test_what_the_lease_cannot_cover_is_handed_back_untried(
     # The lease is the POST deadline and a margin; a POST starts only if it can end
     # inside it with time to record it. With answers taking 0.2 s and a 0.3 s margin,
     # the first one or two go and the rest wait for the next dispatch.
-    monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 0.3)
+    monkeypatch.setattr(sender, "LEASE_MARGIN_S", 0.3)
     receiver.delay_s = 0.2
     ids = world.outbox(receiver.url(), 6)
-    sent = delivery.send_batch(ids, settings=world.settings)
+    sent = sender.send_batch(ids, settings=world.settings)
     assert 1 <= len(sent.attempts) < 6
     assert sent.untried == ids[len(sent.attempts) :]
     rows = world.rows(ids)
@@ -193,8 +194,8 @@ def test_what_the_lease_cannot_cover_is_handed_back_untried(
     for row in rows[len(sent.attempts) :]:
         assert (row.status, row.attempts, row.sending_until) == ("pending", 0, None)
         assert world.attempts(row.id) == []
-    monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 5.0)
-    delivery.send_batch(sent.untried, settings=world.settings)  # the next dispatch
+    monkeypatch.setattr(sender, "LEASE_MARGIN_S", 5.0)
+    sender.send_batch(sent.untried, settings=world.settings)  # the next dispatch
     assert [row.status for row in world.rows(ids)] == ["delivered"] * 6
     assert receiver.ids == ids
 
@@ -204,7 +205,7 @@ def test_endpoints_in_one_batch_each_get_their_own_connection(world: World) -> N
     try:
         failing = world.outbox(slow.url(), 2)
         good = world.outbox(fast.url(), 2)
-        delivery.send_batch([*failing, *good], settings=world.settings)
+        sender.send_batch([*failing, *good], settings=world.settings)
         assert (slow.connections, fast.connections) == (1, 1)
         assert [row.status for row in world.rows(good)] == ["delivered"] * 2
         for row in world.rows(failing):
@@ -231,7 +232,7 @@ def test_an_endpoint_gets_only_the_events_it_subscribes_to_and_pings(
     succeeded, failed, ping = (
         world.outbox(url, 1, event)[0] for event in ("job.succeeded", "job.failed", PING)
     )
-    delivery.send_batch([succeeded, failed, ping], settings=world.settings)
+    sender.send_batch([succeeded, failed, ping], settings=world.settings)
     assert receiver.ids == [failed, ping]
     statuses = [row.status for row in world.rows([succeeded, failed, ping])]
     assert statuses == ["dead", "delivered", "delivered"]

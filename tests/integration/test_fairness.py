@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from producers.client import CaptionClient
-from schemas.db import migrate
 from schemas.settings import CoreSettings
+from schemas.store.sessions import migrate
 from tests.integration.conftest import png, start_worker
 
 FLOOD = 120

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from producers.api import create_app
-from schemas.db import migrate, session_scope
 from schemas.settings import ApiSettings
-from schemas.tenants import create_api_key, create_tenant
+from schemas.store.sessions import migrate, session_scope
+from schemas.store.tenants import create_api_key, create_tenant
 
 # The schema is read at import; the app's settings (database, Redis) are swapped in
 # by the fixture below before any request is made.

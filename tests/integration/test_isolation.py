@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from producers.api import create_app
-from schemas.db import session_scope
 from schemas.settings import ApiSettings
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import SCOPES, create_api_key, create_tenant
 from schemas.tables import Delivery, DeliveryStatus, Job
-from schemas.tenants import SCOPES, create_api_key, create_tenant
 from tests.integration.conftest import png
 
 PARAMETERS = {"job_id": "job", "endpoint_id": "endpoint", "delivery_id": "delivery"}

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import schemas.tables  # noqa: F401
-from schemas.db import engine_for, migrate
+from schemas.store.sessions import engine_for, migrate
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:

@@ -10,11 +10,11 @@ import time
 from fastapi.testclient import TestClient
 
 from producers.api import create_app
-from producers.services import CallbackReceiver
-from schemas.db import session_scope
+from producers.demo import CallbackReceiver
 from schemas.settings import ApiSettings
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import create_api_key
 from schemas.tables import Tenant
-from schemas.tenants import create_api_key
 from tests.integration.conftest import Stack
 
 

@@ -7,10 +7,10 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from schemas.db import session_scope
 from schemas.errors import ErrorCode, RequestError
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import webhook_secret
 from schemas.tables import Delivery, DeliveryStatus, Tenant, Variant
-from schemas.tenants import webhook_secret
 from tests.integration.conftest import Stack, png
 
 STYLES = ["playful", "luxury"]
@@ -83,7 +83,7 @@ def test_signature_verifies_with_standardwebhooks_and_fails_with_another_secret(
     assert delivery is not None
     from datetime import UTC, datetime
 
-    from worker.callbacks import signed_headers
+    from worker.sender import signed_headers
 
     headers = signed_headers(
         secret=secret, msg_id=delivery.id, body=delivery.payload, now=datetime.now(UTC)

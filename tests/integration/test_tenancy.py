@@ -12,12 +12,12 @@ from sqlmodel import select
 
 from producers.api import create_app
 from producers.submit import fair_priority
-from schemas.blobs import put_blob
-from schemas.db import session_scope
-from schemas.lifecycle import purge
 from schemas.settings import ApiSettings
+from schemas.store.blobs import put_blob
+from schemas.store.lifecycle import purge
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import Blob, Delivery, Job, Variant, utcnow
-from schemas.tenants import create_api_key, create_tenant
 from tests.integration.conftest import png
 
 
@@ -177,7 +177,7 @@ def test_fair_priority_steps_down_with_the_backlog(
 
 
 def test_purge_all_empties_everything_older_in_chunks(database_url: str) -> None:
-    from schemas.lifecycle import purge_all
+    from schemas.store.lifecycle import purge_all
 
     with session_scope(database_url) as session:
         tenant = create_tenant(session=session, name="bulk-retention")

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from schemas.checks import rules
 from schemas.errors import ErrorCode, PermanentError, TransientError
 from schemas.platforms import PLATFORMS
 from schemas.settings import WorkerSettings
-from worker import copyrules
 from worker.errors import OutOfMemoryError
 from worker.models import Engine, load_engine
 from worker.models.captioner import HFCaptioner
@@ -44,7 +44,7 @@ def _assert_valid(results: list[Written | PermanentError], engine: Engine) -> No
         assert len(result.variants) == len(spec.styles) * len(spec.platforms) * spec.variants
         for v in result.variants:
             # Compliant, or empty (random weights may write nothing) and flagged.
-            assert not copyrules.check(v.text, PLATFORMS[v.platform]) or "empty" in v.flags
+            assert not rules.check(v.text, PLATFORMS[v.platform]) or "empty" in v.flags
             assert 0.0 <= v.quality_score <= 1.0
             assert v.review_state == "pending_review"  # no threshold: never auto-approved
             p = v.provenance

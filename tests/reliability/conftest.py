@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from producers.client import CaptionClient
-from producers.services import RedisServer
-from schemas.db import migrate, session_scope
+from producers.demo import RedisServer
 from schemas.settings import CoreSettings
+from schemas.store.sessions import migrate, session_scope
+from schemas.store.tenants import webhook_secret
 from schemas.tables import Tenant
-from schemas.tenants import webhook_secret
 from tests.conftest import _postgres_database, unavailable
 from tests.reliability.harness import (
     SECRETS_KEY,

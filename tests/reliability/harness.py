@@ -24,8 +24,8 @@ from cryptography.fernet import Fernet
 from PIL import Image
 from sqlmodel import col, func, select
 
-from producers.services import verified
-from schemas.db import session_scope
+from producers.demo import verified
+from schemas.store.sessions import session_scope
 from schemas.tables import TERMINAL_STATUSES, Delivery, Job, JobStatus, Variant
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ import pytest
 import redis
 from sqlmodel import select
 
-from schemas.db import session_scope
+from schemas.store.outbox import replay_dead
+from schemas.store.sessions import session_scope
 from schemas.tables import Delivery, DeliveryStatus, Job, JobStatus
-from schemas.webhooks import replay_dead
 from tests.reliability.conftest import SLOTS, Stack
 from tests.reliability.harness import (
     SCENARIO_REPORT,

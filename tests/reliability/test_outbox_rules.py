@@ -12,10 +12,13 @@ from sqlmodel import select
 from standardwebhooks.webhooks import Webhook
 
 from schemas.api import JobRequest
-from schemas.db import migrate, session_scope
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.store import cancel_job, claim, create_job
+from schemas.store.endpoints import create_endpoint, rotate_secret, signing_secrets
+from schemas.store.jobs import cancel_job, claim, create_job
+from schemas.store.outbox import AttemptResult, Sent, record
+from schemas.store.sessions import migrate, session_scope
+from schemas.store.tenants import create_api_key, ensure_tenant
 from schemas.tables import (
     Delivery,
     DeliveryAttempt,
@@ -25,11 +28,8 @@ from schemas.tables import (
     WebhookEndpoint,
     utcnow,
 )
-from schemas.tenants import create_api_key, ensure_tenant
-from schemas.webhooks import create_endpoint, rotate_secret, signing_secrets
 from tests.reliability.harness import SECRETS_KEY
-from worker.callbacks import AttemptResult, signed_headers
-from worker.delivery import Sent, record
+from worker.sender import signed_headers
 
 pytestmark = pytest.mark.reliability
 SCHEDULE = [0.0, 5.0, 300.0]

@@ -10,8 +10,8 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
+from schemas.checks.images import decode_base64_image, decode_image, thumbnail_jpeg
 from schemas.errors import ErrorCode, ImageError
-from worker.images import decode_base64_image, decode_image, thumbnail_jpeg
 
 pytestmark = pytest.mark.unit
 

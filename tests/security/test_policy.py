@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.checks.policy import GLOBAL_BANNED_TERMS, PolicyFlag, check_copy, clean_brand_voice
 from schemas.errors import ErrorCode, PermanentError
-from schemas.policy import GLOBAL_BANNED_TERMS, PolicyFlag, check_copy, clean_brand_voice
 
 pytestmark = pytest.mark.unit
 

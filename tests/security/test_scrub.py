@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from schemas.scrub import FILTERED, before_breadcrumb, before_send, scrub
+from schemas.sentry import FILTERED, before_breadcrumb, before_send, scrub
 
 from .conftest import LoopbackServer
 
@@ -94,7 +94,7 @@ SENDER = textwrap.dedent(
     """
     import base64, sys
     import sentry_sdk
-    from schemas.scrub import init_sentry
+    from schemas.sentry import init_sentry
 
     IMAGE = b"\\x89PNG\\r\\n\\x1a\\n" + bytes(range(256)) * 40
     API_KEY = "cq_live_" + "k3y" * 8

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
+from schemas.checks.urls import check_address, check_url, parse_ipv4_host
 from schemas.errors import ErrorCode, PermanentError
-from schemas.urlguard import check_address, check_url, parse_ipv4_host
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from schemas.db import dispose_engine, migrate, read_scope, session_scope
+from schemas.store.sessions import dispose_engine, migrate, read_scope, session_scope
+from schemas.store.tenants import ensure_tenant
 from schemas.tables import Tenant
-from schemas.tenants import ensure_tenant
 
 
 @pytest.fixture

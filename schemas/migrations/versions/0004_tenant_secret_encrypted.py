@@ -18,8 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from schemas.secrets import encrypt
     from schemas.settings import CoreSettings
+    from schemas.store.secrets import encrypt
 
     with op.batch_alter_table("tenant", schema=None) as batch_op:
         batch_op.add_column(sa.Column("webhook_secret_encrypted", sa.Text(), nullable=True))

@@ -12,7 +12,7 @@ from sqlalchemy import case, event, literal
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _READ_ONLY = "captionq_read_only"
 
 

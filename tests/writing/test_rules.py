@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.platforms import PLATFORMS, RULES_VERSION
-from worker import copyrules
-from worker.copyrules import check, measure, repair
+from schemas.checks import rules
+from schemas.checks.rules import check, measure, repair
+from schemas.platforms import PLATFORMS, RULES_VERSION, Platform
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +17,7 @@ THUMB_SKIN = "\U0001F44D\U0001F3FD"
 KEYCAP = "1\ufe0f\u20e3"
 
 
-def rules(text: str, platform: copyrules.Platform) -> list[str]:  # type: ignore[name-defined]
+def breaches(text: str, platform: Platform) -> list[str]:
     return [b.rule for b in check(text, platform)]
 
 
@@ -58,47 +58,47 @@ def test_x_weighted_length(text: str, weight: int) -> None:
 
 
 def test_x_exact_limit_and_one_over() -> None:
-    assert rules("a" * 280, X) == []
-    assert rules("a" * 281, X) == ["too_long"]
-    assert rules("漢" * 140, X) == []
-    assert rules("漢" * 140 + "a", X) == ["too_long"]
+    assert breaches("a" * 280, X) == []
+    assert breaches("a" * 281, X) == ["too_long"]
+    assert breaches("漢" * 140, X) == []
+    assert breaches("漢" * 140 + "a", X) == ["too_long"]
     url = "https://example.com/" + "x" * 100
-    assert rules("a" * 256 + " " + url, X) == []  # 256 + 1 + 23 = 280
-    assert rules("a" * 257 + " " + url, X) == ["too_long"]
-    assert rules(FAMILY * 140, X) == []
-    assert rules(FAMILY * 141, X) == ["too_long"]
+    assert breaches("a" * 256 + " " + url, X) == []  # 256 + 1 + 23 = 280
+    assert breaches("a" * 257 + " " + url, X) == ["too_long"]
+    assert breaches(FAMILY * 140, X) == []
+    assert breaches(FAMILY * 141, X) == ["too_long"]
 
 
 def test_utf16_counting_for_meta_and_linkedin() -> None:
     assert measure("\U0001F600", IG) == 2
     assert measure(FAMILY, IG) == 8
     assert measure("漢", IG) == 1
-    assert rules("a" * 2200, IG) == []
-    assert rules("a" * 2199 + "\U0001F600", IG) == ["too_long"]
+    assert breaches("a" * 2200, IG) == []
+    assert breaches("a" * 2199 + "\U0001F600", IG) == ["too_long"]
 
 
 def test_wide_grapheme_counting_for_google_and_tiktok() -> None:
     assert measure("e\u0301" * 30, GH) == 30
-    assert rules("漢" * 15, GH) == []
-    assert rules("漢" * 15 + "a", GH) == ["too_long"]
+    assert breaches("漢" * 15, GH) == []
+    assert breaches("漢" * 15 + "a", GH) == ["too_long"]
     assert measure("ｱ", GH) == 1  # halfwidth katakana is narrow
     assert measure("Ａ", GH) == 2  # fullwidth Latin is wide
 
 
 def test_hashtag_limit() -> None:
     five = " ".join(f"#tag{i}" for i in range(5))
-    assert rules(f"Sunny day {five}", IG) == []
-    assert rules(f"Sunny day {five} #six", IG) == ["too_many_hashtags"]
-    assert copyrules.hashtags("we are #1 at a#b and #été #x_y") == ["#été", "#x_y"]
+    assert breaches(f"Sunny day {five}", IG) == []
+    assert breaches(f"Sunny day {five} #six", IG) == ["too_many_hashtags"]
+    assert rules.hashtags("we are #1 at a#b and #été #x_y") == ["#été", "#x_y"]
 
 
 def test_tiktok_forbids_emoji_and_hash() -> None:
-    assert rules("Fresh drop \U0001F525 #sale", TT) == ["emoji_not_allowed", "hash_not_allowed"]
+    assert breaches("Fresh drop \U0001F525 #sale", TT) == ["emoji_not_allowed", "hash_not_allowed"]
     text, done = repair("Fresh drop \U0001F525 #sale today " + FAMILY, TT)
     assert text == "Fresh drop sale today"
     assert done == ["strip_emoji", "strip_hash"]
-    assert rules(text, TT) == []
-    assert rules("©2026 brand", TT) == []  # text-presentation © is not an emoji
+    assert breaches(text, TT) == []
+    assert breaches("©2026 brand", TT) == []  # text-presentation © is not an emoji
 
 
 def test_repair_drops_surplus_hashtags_keeping_the_first() -> None:
@@ -128,16 +128,16 @@ def test_cut_never_splits_a_grapheme_or_a_url() -> None:
 
 def test_clean_generated_drops_controls_and_bidi_keeps_emoji_sequences() -> None:
     raw = "Hi\u202e there\u200b\x07 " + FAMILY + "\n\n\n\nBye\u2066"
-    assert copyrules.clean_generated(raw) == "Hi there " + FAMILY + "\n\nBye"
+    assert rules.clean_generated(raw) == "Hi there " + FAMILY + "\n\nBye"
 
 
 def test_near_duplicate_similarity() -> None:
-    a = copyrules.normalise("Sunny beach, cold drinks! \U0001F60E")
-    b = copyrules.normalise("sunny beach cold drinks")
-    c = copyrules.normalise("A quiet street at night")
-    assert copyrules.similarity(a, b) == 1.0
-    assert copyrules.similarity(a, c) < copyrules.SIMILAR_THRESHOLD
-    near = copyrules.normalise("Sunny beach, cold drinks today")
-    far = copyrules.normalise("Sunny beach, cold drinks and warm sand all day")
-    assert copyrules.similarity(a, near) >= copyrules.SIMILAR_THRESHOLD
-    assert copyrules.similarity(a, far) < copyrules.SIMILAR_THRESHOLD
+    a = rules.normalise("Sunny beach, cold drinks! \U0001F60E")
+    b = rules.normalise("sunny beach cold drinks")
+    c = rules.normalise("A quiet street at night")
+    assert rules.similarity(a, b) == 1.0
+    assert rules.similarity(a, c) < rules.SIMILAR_THRESHOLD
+    near = rules.normalise("Sunny beach, cold drinks today")
+    far = rules.normalise("Sunny beach, cold drinks and warm sand all day")
+    assert rules.similarity(a, near) >= rules.SIMILAR_THRESHOLD
+    assert rules.similarity(a, far) < rules.SIMILAR_THRESHOLD

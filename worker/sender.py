@@ -1,7 +1,7 @@
 """Signed callbacks (Standard Webhooks): sign, and POST to a checked address.
 
 A :class:`Sender` POSTs to one URL the way ``worker.fetch`` makes a GET: the URL is
-checked (``schemas.urlguard``) and its host resolved once, every address checked, and
+checked (``schemas.checks.urls``) and its host resolved once, every address checked, and
 the connection made to the checked address itself; it is then kept alive for the
 sender's next POST to the same URL (a batch of one endpoint's callbacks). Each POST
 has one deadline (``timeout_s``) covering connect, send and the whole answer;
@@ -9,42 +9,33 @@ redirects are not followed (a 3xx is a failed attempt); no proxy or environment
 setting is read.
 
 A callback never fails a caption: results are committed before the outbox row is
-sent, and delivery problems only ever change the delivery row (``worker.delivery``).
+sent, and delivery problems only ever change the delivery row (``schemas.store.outbox``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 
 import httpcore
+from sqlmodel import Session
 from standardwebhooks.webhooks import Webhook
 
+from schemas.checks.urls import check_url, parse_networks
 from schemas.errors import CaptionError
-from schemas.urlguard import check_url, parse_networks
-from worker.fetch import _Deadline, _PinnedBackend, _resolve
+from schemas.settings import WorkerSettings
+from schemas.store.endpoints import ensure_endpoint, signing_secrets
+from schemas.store.outbox import AttemptResult, Sent, Taken, record, subscribed, take
+from schemas.store.sessions import session_scope
+from schemas.tables import WebhookEndpoint
+from worker.connection import Deadline, PinnedBackend, resolve
 
 USER_AGENT = "captionq-webhooks/1"
 ANY_PORT = range(1, 65536)  # a range: `in` is a comparison, not a scan
 _ERROR_BODY_BYTES = 500
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    status_code: int | None
-    error: str | None
-    duration_ms: float
-    retry_after_s: float | None = None
-    refused: bool = False  # never sent, and never will be: the delivery is dead
-    timed_out: bool = False  # no answer within the deadline
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 def signed_headers(
@@ -85,18 +76,18 @@ class Sender:
     ) -> None:
         self._secrets = list(secrets)
         self._timeout_s = timeout_s
-        self._deadline = _Deadline(time.monotonic() + timeout_s)
+        self._deadline = Deadline(time.monotonic() + timeout_s)
         self._pool: httpcore.ConnectionPool | None = None
         self._unusable: str | None = None
         networks = parse_networks(allow_networks)
         try:
             ports = allowed_ports or ANY_PORT
             target = check_url(url, allowed_ports=ports, allow_networks=networks)
-            addresses = _resolve(target, deadline=self._deadline, networks=networks, resolver=None)
+            addresses = resolve(target, deadline=self._deadline, networks=networks, resolver=None)
         except CaptionError as exc:
             self._unusable = f"{exc.code.value}: {exc.message}"
             return
-        backend = _PinnedBackend(host=target.host, addresses=addresses, deadline=self._deadline)
+        backend = PinnedBackend(host=target.host, addresses=addresses, deadline=self._deadline)
         self._pool = httpcore.ConnectionPool(network_backend=backend, max_connections=1)
         self._url = httpcore.URL(
             scheme=target.scheme.encode(),
@@ -175,3 +166,91 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+# A taken delivery's lease is the POST deadline and this margin. A POST starts only if
+# its deadline leaves a fifth of the margin, to record it, before the lease ends.
+LEASE_MARGIN_S = 5.0
+
+
+def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent:
+    """Take, send and record a batch of deliveries: one transaction to take them, one
+    connection per endpoint, one transaction to record every attempt.
+
+    A POST starts only if its deadline falls inside the lease (``callback_timeout_s``
+    and a margin) with time left to record it; what cannot is handed back untried, for
+    the next dispatch. After a POST that times out,
+    that endpoint's other callbacks in the batch are not sent: each is recorded as a
+    failed attempt (so a hanging receiver costs one deadline per batch, not one per
+    callback) and retried on the schedule.
+    """
+    window_s = settings.callback_timeout_s + LEASE_MARGIN_S
+    last_end = time.monotonic() + window_s - LEASE_MARGIN_S / 5  # before the lease's start
+    with session_scope(settings.database_url) as session:
+        rows = take(
+            session=session,
+            delivery_ids=delivery_ids,
+            window_s=window_s,
+            lock_s=settings.delivery_lock_s,
+        )
+        groups: dict[tuple[str, str], list[Taken]] = {}
+        for row in rows:
+            groups.setdefault((row.tenant_id, row.url), []).append(row)
+        endpoints = {
+            key: endpoint_for(session=session, tenant_id=key[0], url=key[1], settings=settings)
+            for key in groups
+        }
+    sent = Sent()
+    for key, group in groups.items():
+        _send_group(group, endpoints[key], settings=settings, last_end=last_end, sent=sent)
+    if rows:
+        with session_scope(settings.database_url) as session:
+            record(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
+    return sent
+
+
+def _send_group(
+    group: Sequence[Taken],
+    endpoint: WebhookEndpoint,
+    *,
+    settings: WorkerSettings,
+    last_end: float,
+    sent: Sent,
+) -> None:
+    if endpoint.disabled_at is not None:
+        disabled = f"endpoint disabled: {endpoint.disabled_reason}"
+        for row in group:
+            sent.attempts[row.id] = (endpoint.id, AttemptResult(None, disabled, 0.0, refused=True))
+        return
+    with Sender(
+        endpoint.url,
+        secrets=signing_secrets(endpoint, key=settings.webhook_secrets_key),
+        timeout_s=settings.callback_timeout_s,
+        allowed_ports=settings.callback_allowed_ports,
+        allow_networks=settings.url_allow_cidrs,
+    ) as sender:
+        stopped: AttemptResult | None = None
+        for row in group:
+            if stopped is not None:
+                result = stopped
+            elif time.monotonic() + settings.callback_timeout_s > last_end:
+                sent.untried.append(row.id)
+                continue
+            elif not subscribed(endpoint, row.event_type):
+                unsubscribed = f"endpoint does not subscribe to {row.event_type}"
+                result = AttemptResult(None, unsubscribed, 0.0, refused=True)
+            else:
+                result = sender.post(msg_id=row.id, body=row.payload)
+                if result.timed_out:
+                    stopped = AttemptResult(None, f"not sent: {row.id} timed out before it", 0.0)
+                elif result.status_code == 410:
+                    stopped = AttemptResult(None, "endpoint answered 410 Gone", 0.0, refused=True)
+            sent.attempts[row.id] = (endpoint.id, result)
+
+
+def endpoint_for(
+    *, session: Session, tenant_id: str, url: str, settings: WorkerSettings
+) -> WebhookEndpoint:
+    return ensure_endpoint(
+        session=session, tenant_id=tenant_id, url=url, key=settings.webhook_secrets_key
+    )

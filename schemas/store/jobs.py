@@ -23,11 +23,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
-from schemas.db import per_row
 from schemas.errors import ErrorCode, RequestError
+from schemas.store.outbox import event_row
+from schemas.store.sessions import per_row
 from schemas.tables import (
     Delivery,
-    DeliveryStatus,
     Job,
     JobStatus,
     Tenant,
@@ -328,7 +328,7 @@ def complete_succeeded(
     if rows:
         connection.execute(insert(Variant.__table__), rows)  # type: ignore[attr-defined]
     outbox = [
-        _outbox_values(
+        _job_event(
             session,
             job,
             "job.succeeded",
@@ -362,23 +362,23 @@ def complete_failed(
     )
     if not moved:
         return None
-    return _outbox(session, job_id, "job.failed")
+    return _add_job_event(session, job_id, "job.failed")
 
 
-def _outbox(session: Session, job_id: str, event_type: str) -> Delivery | None:
+def _add_job_event(session: Session, job_id: str, event_type: str) -> Delivery | None:
     """The callback row for the job's new state, added to the session."""
     job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
     if not job.callback_url:
         session.flush()
         return None
-    delivery = Delivery(**_outbox_values(session, job, event_type, now=utcnow()))
+    delivery = Delivery(**_job_event(session, job, event_type, now=utcnow()))
     session.add(delivery)
     session.flush()
     return delivery
 
 
-def _outbox_values(
+def _job_event(
     session: Session,
     job: Job,
     event_type: str,
@@ -386,26 +386,22 @@ def _outbox_values(
     now: datetime,
     variants: Sequence[VariantPublic] | None = None,
 ) -> dict[str, Any]:
-    """A ``Delivery`` row as column values, every default given (a multi-row insert does
-    not apply the model's defaults). The body is the job as it now is; ``variants``:
+    """The outbox row of a job event; the body is the job as it now is. ``variants``:
     the rows just added, so the body needs no second read of them."""
     body = WebhookEvent(
         type=event_type,  # type: ignore[arg-type]
         timestamp=now,
         data=job_public(session=session, job=job, variants=variants),
     )
-    return {
-        "id": new_id("msg"),
-        "tenant_id": job.tenant_id,
-        "job_id": job.id,
-        "event_type": event_type,
-        "url": job.callback_url,
-        "payload": body.model_dump_json(),
-        "status": DeliveryStatus.pending.value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
+    assert job.callback_url is not None
+    return event_row(
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        event_type=event_type,
+        url=job.callback_url,
+        payload=body.model_dump_json(),
+        now=now,
+    )
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:

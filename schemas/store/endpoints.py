@@ -11,7 +11,6 @@ setting a key file is created under the default home (one-host development only)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -19,11 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.errors import ErrorCode, RequestError
-from schemas.secrets import decrypt, encrypt, new_webhook_secret
-from schemas.tables import Delivery, DeliveryStatus, Tenant, WebhookEndpoint, utcnow
+from schemas.store.secrets import decrypt, encrypt, new_webhook_secret
+from schemas.tables import Tenant, WebhookEndpoint, utcnow
 
 EVENT_TYPES = ("job.succeeded", "job.failed", "caption.approved", "caption.rejected")
-PING = "webhook.ping"  # sent on request to any endpoint, whatever it subscribes to
 
 
 def signing_secrets(endpoint: WebhookEndpoint, *, key: str | None) -> list[str]:
@@ -57,7 +55,7 @@ def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     """Register ``url`` for the tenant; returns the endpoint and its plaintext secret.
 
-    The caller checks the URL (``schemas.urlguard.check_url``) first."""
+    The caller checks the URL (``schemas.checks.urls.check_url``) first."""
     if find_endpoint(session=session, tenant_id=tenant_id, url=url) is not None:
         raise RequestError(
             "this URL is already an endpoint of the tenant",
@@ -155,77 +153,3 @@ def delete_endpoint(*, session: Session, endpoint: WebhookEndpoint) -> None:
     session.flush()
 
 
-def list_deliveries(
-    *, session: Session, tenant_id: str | None, status: DeliveryStatus | None, limit: int = 100
-) -> list[Delivery]:
-    """Newest first; ``tenant_id`` None lists every tenant's (operators, the CLI)."""
-    query = select(Delivery)
-    if tenant_id is not None:
-        query = query.where(Delivery.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(Delivery.status == status)
-    query = query.order_by(col(Delivery.created_at).desc()).limit(limit)
-    return list(session.exec(query).all())
-
-
-def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str) -> Delivery:
-    """Send a dead (or delivered) event again, same ``webhook-id`` and body, with a fresh
-    retry schedule; beat dispatches it on its next tick. The endpoint is re-enabled if
-    it was disabled (a replay is the tenant saying "it is back")."""
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or (tenant_id is not None and delivery.tenant_id != tenant_id):
-        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
-    if delivery.status == DeliveryStatus.pending:
-        return delivery
-    delivery.status = DeliveryStatus.pending
-    delivery.attempts = 0
-    delivery.next_attempt_at = utcnow()
-    delivery.sending_until = None
-    session.add(delivery)
-    endpoint = find_endpoint(session=session, tenant_id=delivery.tenant_id, url=delivery.url)
-    if endpoint is not None and endpoint.disabled_at is not None:
-        set_enabled(session=session, endpoint=endpoint, enabled=True)
-    session.flush()
-    return delivery
-
-
-def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = None) -> int:
-    """Replay every dead delivery (of one endpoint URL if given); returns how many."""
-    dead = [
-        d
-        for d in list_deliveries(
-            session=session, tenant_id=tenant_id, status=DeliveryStatus.dead, limit=100_000
-        )
-        if url is None or d.url == url
-    ]
-    for delivery in dead:
-        replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery.id)
-    return len(dead)
-
-
-def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
-    """A signed test event for ``endpoint``, sent through the outbox like any other
-    (same signing, retries and attempt log); its delivery row tells how it went."""
-    now = utcnow()
-    body = {
-        "type": PING,
-        "timestamp": now.isoformat(),
-        "data": {"endpoint_id": endpoint.id, "url": endpoint.url},
-    }
-    delivery = Delivery(
-        tenant_id=endpoint.tenant_id,
-        job_id=None,
-        event_type=PING,
-        url=endpoint.url,
-        payload=json.dumps(body, separators=(",", ":")),
-    )
-    session.add(delivery)
-    session.flush()
-    return delivery
-
-
-def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or delivery.tenant_id != tenant_id:
-        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
-    return delivery

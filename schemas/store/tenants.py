@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from sqlmodel import Session, select
 
-from schemas.secrets import decrypt, encrypt, new_webhook_secret
+from schemas.store.secrets import decrypt, encrypt, new_webhook_secret
 from schemas.tables import ApiKey, Tenant, utcnow
 
 SCOPES = ("submit", "read", "review", "admin")

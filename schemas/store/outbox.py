@@ -1,7 +1,7 @@
-"""The callback outbox: which deliveries are due, who sends them, what an attempt means.
+"""The callback outbox: its rows, which are due, who sends them, what an attempt means.
 
 A delivery row (``Delivery``) is written in the same transaction as the result it
-announces. From there the database alone decides::
+announces (:func:`event_row`). From there the database alone decides::
 
     pending ──(beat: due, not being sent)──► dispatched (reserved delivery_lock_s)
        ▲                                            │ deliver task takes it
@@ -16,14 +16,15 @@ the body is stored bytes: identical on every attempt, including after a crash
 between the receiver's 2xx and the row being marked delivered.
 
 A deliver task carries a batch of rows, one URL's as a rule (``schemas.broker``):
-one transaction takes them all, one kept-alive connection per endpoint sends them,
-one transaction records every attempt (:func:`send_batch`).
+one transaction takes them all (:func:`take`), one kept-alive connection per
+endpoint sends them (``worker.sender``), one transaction records every attempt
+(:func:`record`). Dead rows are listed and replayed from here too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,17 +33,53 @@ from typing import Any, NamedTuple
 from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
-from schemas.db import per_row, session_scope
-from schemas.settings import WorkerSettings
-from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint, utcnow
-from schemas.webhooks import PING, ensure_endpoint, set_enabled, signing_secrets
-from worker import callbacks
-from worker.callbacks import AttemptResult
+from schemas.errors import ErrorCode, RequestError
+from schemas.store.endpoints import find_endpoint, set_enabled
+from schemas.store.sessions import per_row
+from schemas.tables import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    WebhookEndpoint,
+    new_id,
+    utcnow,
+)
 
-log = logging.getLogger("captionq.delivery")
-# A taken delivery's lease is the POST deadline and this margin. A POST starts only if
-# its deadline leaves a fifth of the margin, to record it, before the lease ends.
-LEASE_MARGIN_S = 5.0
+log = logging.getLogger("captionq.outbox")
+PING = "webhook.ping"  # sent on request to any endpoint, whatever it subscribes to
+
+
+def event_row(
+    *, tenant_id: str, job_id: str | None, event_type: str, url: str, payload: str, now: datetime
+) -> dict[str, Any]:
+    """A ``Delivery`` row as column values, every default given (a multi-row insert does
+    not apply the model's defaults)."""
+    return {
+        "id": new_id("msg"),
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "event_type": event_type,
+        "url": url,
+        "payload": payload,
+        "status": DeliveryStatus.pending.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    retry_after_s: float | None = None
+    refused: bool = False  # never sent, and never will be: the delivery is dead
+    timed_out: bool = False  # no answer within the deadline
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 def _not_being_sent(now):  # type: ignore[no-untyped-def]
@@ -121,91 +158,8 @@ class Sent:
     untried: list[str] = field(default_factory=list)
 
 
-def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent:
-    """Take, send and record a batch of deliveries: one transaction to take them, one
-    connection per endpoint, one transaction to record every attempt.
-
-    A POST starts only if its deadline falls inside the lease (``callback_timeout_s``
-    and a margin) with time left to record it; what cannot is handed back untried, for
-    the next dispatch. After a POST that times out,
-    that endpoint's other callbacks in the batch are not sent: each is recorded as a
-    failed attempt (so a hanging receiver costs one deadline per batch, not one per
-    callback) and retried on the schedule.
-    """
-    window_s = settings.callback_timeout_s + LEASE_MARGIN_S
-    last_end = time.monotonic() + window_s - LEASE_MARGIN_S / 5  # before the lease's start
-    with session_scope(settings.database_url) as session:
-        rows = take(
-            session=session,
-            delivery_ids=delivery_ids,
-            window_s=window_s,
-            lock_s=settings.delivery_lock_s,
-        )
-        groups: dict[tuple[str, str], list[Taken]] = {}
-        for row in rows:
-            groups.setdefault((row.tenant_id, row.url), []).append(row)
-        endpoints = {
-            key: endpoint_for(session=session, tenant_id=key[0], url=key[1], settings=settings)
-            for key in groups
-        }
-    sent = Sent()
-    for key, group in groups.items():
-        _send_group(group, endpoints[key], settings=settings, last_end=last_end, sent=sent)
-    if rows:
-        with session_scope(settings.database_url) as session:
-            record(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
-    return sent
-
-
-def _send_group(
-    group: Sequence[Taken],
-    endpoint: WebhookEndpoint,
-    *,
-    settings: WorkerSettings,
-    last_end: float,
-    sent: Sent,
-) -> None:
-    if endpoint.disabled_at is not None:
-        disabled = f"endpoint disabled: {endpoint.disabled_reason}"
-        for row in group:
-            sent.attempts[row.id] = (endpoint.id, AttemptResult(None, disabled, 0.0, refused=True))
-        return
-    with callbacks.Sender(
-        endpoint.url,
-        secrets=signing_secrets(endpoint, key=settings.webhook_secrets_key),
-        timeout_s=settings.callback_timeout_s,
-        allowed_ports=settings.callback_allowed_ports,
-        allow_networks=settings.url_allow_cidrs,
-    ) as sender:
-        stopped: AttemptResult | None = None
-        for row in group:
-            if stopped is not None:
-                result = stopped
-            elif time.monotonic() + settings.callback_timeout_s > last_end:
-                sent.untried.append(row.id)
-                continue
-            elif not _subscribed(endpoint, row.event_type):
-                unsubscribed = f"endpoint does not subscribe to {row.event_type}"
-                result = AttemptResult(None, unsubscribed, 0.0, refused=True)
-            else:
-                result = sender.post(msg_id=row.id, body=row.payload)
-                if result.timed_out:
-                    stopped = AttemptResult(None, f"not sent: {row.id} timed out before it", 0.0)
-                elif result.status_code == 410:
-                    stopped = AttemptResult(None, "endpoint answered 410 Gone", 0.0, refused=True)
-            sent.attempts[row.id] = (endpoint.id, result)
-
-
-def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
+def subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
     return event_type == PING or not endpoint.event_types or event_type in endpoint.event_types
-
-
-def endpoint_for(
-    *, session: Session, tenant_id: str, url: str, settings: WorkerSettings
-) -> WebhookEndpoint:
-    return ensure_endpoint(
-        session=session, tenant_id=tenant_id, url=url, key=settings.webhook_secrets_key
-    )
 
 
 def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:
@@ -305,3 +259,83 @@ def _after_attempt(
             status=DeliveryStatus.pending.value, next_attempt_at=now + timedelta(seconds=delay)
         )
     return move
+
+
+
+
+
+
+def list_deliveries(
+    *, session: Session, tenant_id: str | None, status: DeliveryStatus | None, limit: int = 100
+) -> list[Delivery]:
+    """Newest first; ``tenant_id`` None lists every tenant's (operators, the CLI)."""
+    query = select(Delivery)
+    if tenant_id is not None:
+        query = query.where(Delivery.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    query = query.order_by(col(Delivery.created_at).desc()).limit(limit)
+    return list(session.exec(query).all())
+
+
+def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str) -> Delivery:
+    """Send a dead (or delivered) event again, same ``webhook-id`` and body, with a fresh
+    retry schedule; beat dispatches it on its next tick. The endpoint is re-enabled if
+    it was disabled (a replay is the tenant saying "it is back")."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or (tenant_id is not None and delivery.tenant_id != tenant_id):
+        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+    if delivery.status == DeliveryStatus.pending:
+        return delivery
+    delivery.status = DeliveryStatus.pending
+    delivery.attempts = 0
+    delivery.next_attempt_at = utcnow()
+    delivery.sending_until = None
+    session.add(delivery)
+    endpoint = find_endpoint(session=session, tenant_id=delivery.tenant_id, url=delivery.url)
+    if endpoint is not None and endpoint.disabled_at is not None:
+        set_enabled(session=session, endpoint=endpoint, enabled=True)
+    session.flush()
+    return delivery
+
+
+def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = None) -> int:
+    """Replay every dead delivery (of one endpoint URL if given); returns how many."""
+    dead = [
+        d
+        for d in list_deliveries(
+            session=session, tenant_id=tenant_id, status=DeliveryStatus.dead, limit=100_000
+        )
+        if url is None or d.url == url
+    ]
+    for delivery in dead:
+        replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery.id)
+    return len(dead)
+
+
+def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
+    """A signed test event for ``endpoint``, sent through the outbox like any other
+    (same signing, retries and attempt log); its delivery row tells how it went."""
+    now = utcnow()
+    body = {
+        "type": PING,
+        "timestamp": now.isoformat(),
+        "data": {"endpoint_id": endpoint.id, "url": endpoint.url},
+    }
+    delivery = Delivery(
+        tenant_id=endpoint.tenant_id,
+        job_id=None,
+        event_type=PING,
+        url=endpoint.url,
+        payload=json.dumps(body, separators=(",", ":")),
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.tenant_id != tenant_id:
+        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+    return delivery

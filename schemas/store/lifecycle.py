@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from schemas.blobs import file_path
+from schemas.store.blobs import file_path
 from schemas.tables import Blob, Delivery, DeliveryAttempt, Job, Variant
 
 
@@ -37,7 +37,7 @@ def purge(*, session: Session, older_than: datetime, store: str, limit: int = 10
 
 def purge_all(*, database_url: str, older_than: datetime, store: str) -> int:
     """Purge in chunks, one transaction each, until nothing older is left."""
-    from schemas.db import session_scope
+    from schemas.store.sessions import session_scope
 
     total = 0
     while True:
