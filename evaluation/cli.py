@@ -16,6 +16,7 @@ import typer
 from evaluation.errors import ErrorCode, EvaluationError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="eval",
     help="Offline evaluation: caption a data set with a served model, score it (BLEU, METEOR, "
     "ROUGE-L, CIDEr-D, SPICE, CLIP-S) with bootstrap intervals, compare runs, correlate "

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from producers.submit import submit_many
+from producers.submit import Submitted, submit_many
 from schemas.api import JobPublic, JobRequest
 from schemas.errors import ErrorCode, RequestError
 from schemas.names import PRIORITY_DEFAULT
@@ -76,6 +76,26 @@ class CaptionClient:
         )
         return job_id
 
+    def submit_each(self, jobs: Sequence[Mapping[str, Any]]) -> list[Submitted | RequestError]:
+        """Submit several jobs in one call, each accepted or refused on its own: a
+        ``Submitted`` (id and status) or the ``RequestError`` that refused it, in order."""
+        outcomes: list[Submitted | RequestError | None] = [None] * len(jobs)
+        requests: list[JobRequest] = []
+        positions: list[int] = []
+        for index, job in enumerate(jobs):
+            try:
+                requests.append(self._request(job))
+                positions.append(index)
+            except (RequestError, OSError) as exc:
+                outcomes[index] = _refusal(exc)
+        with session_scope(self.settings.database_url) as session:
+            submitted = submit_many(
+                session=session, settings=self.settings, tenant=self._tenant, requests=requests
+            )
+        for index, outcome in zip(positions, submitted, strict=True):
+            outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+
     def submit_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[str]:
         """Submit several jobs in one call (one transaction, one broker connection).
 
@@ -128,3 +148,9 @@ class CaptionClient:
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             raise RequestError(problems, code=ErrorCode.invalid_request) from exc
+
+
+def _refusal(exc: RequestError | OSError) -> RequestError:
+    if isinstance(exc, RequestError):
+        return exc
+    return RequestError(f"cannot read {exc.filename}: {exc.strerror}", code=ErrorCode.image_missing)

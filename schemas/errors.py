@@ -49,6 +49,11 @@ class ErrorCode(StrEnum):
     attempts_exhausted = "attempts_exhausted"
     cancelled = "cancelled"
     internal_error = "internal_error"
+    # Operations (what the command line reports; the API answers 503 for these).
+    tenant_exists = "tenant_exists"
+    database_unavailable = "database_unavailable"
+    broker_unavailable = "broker_unavailable"
+    wait_timeout = "wait_timeout"
 
 
 class CaptionError(Exception):
@@ -68,6 +73,15 @@ class CaptionError(Exception):
 
 class TransientError(CaptionError):
     """Worth retrying: the same input may succeed later."""
+
+
+class UnavailableError(TransientError):
+    """A service captionq depends on (the database, the broker) cannot be reached now;
+    ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, *, code: ErrorCode, retry_after_s: float = 5.0) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentError(CaptionError):

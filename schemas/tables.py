@@ -77,6 +77,7 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 class Blob(SQLModel, table=True):
@@ -152,6 +153,8 @@ class Delivery(SQLModel, table=True):
     payload: str = Field(sa_type=Text)  # the exact body bytes, identical on every attempt
     status: str = Field(default=DeliveryStatus.pending, index=True, sa_type=String(16))
     attempts: int = 0
+    # The attempt count when the current retry schedule began (a replay starts a new one).
+    schedule_from: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, sa_type=Text)

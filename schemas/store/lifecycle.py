@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import delete
+from sqlalchemy import delete, distinct, func
 from sqlmodel import Session, col, select
 
 from schemas.store.blobs import file_path
@@ -33,6 +34,30 @@ def purge(*, session: Session, older_than: datetime, store: str, limit: int = 10
     )
     _delete(session, ids, store)
     return len(ids)
+
+
+def purge_preview(*, session: Session, older_than: datetime) -> dict[str, Any]:
+    """What :func:`purge_all` would delete: jobs, their tenants, variants and deliveries,
+    and the oldest job's creation time."""
+    old = select(Job.id).where(col(Job.created_at) < older_than)
+    jobs, tenants, oldest = session.exec(
+        select(func.count(), func.count(distinct(Job.tenant_id)), func.min(Job.created_at)).where(
+            col(Job.created_at) < older_than
+        )
+    ).one()
+    variants = session.exec(
+        select(func.count()).select_from(Variant).where(col(Variant.job_id).in_(old))
+    ).one()
+    deliveries = session.exec(
+        select(func.count()).select_from(Delivery).where(col(Delivery.job_id).in_(old))
+    ).one()
+    return {
+        "jobs": jobs,
+        "tenants": tenants,
+        "oldest": oldest,
+        "variants": variants,
+        "deliveries": deliveries,
+    }
 
 
 def purge_all(*, database_url: str, older_than: datetime, store: str) -> int:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from pydantic import TypeAdapter
 from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
@@ -46,6 +47,7 @@ from schemas.tables import (
 )
 
 log = logging.getLogger("captionq.outbox")
+_JSON_TIME = TypeAdapter(datetime)
 PING = "webhook.ping"  # sent on request to any endpoint, whatever it subscribes to
 
 
@@ -63,6 +65,7 @@ def event_row(
         "payload": payload,
         "status": DeliveryStatus.pending.value,
         "attempts": 0,
+        "schedule_from": 0,
         "next_attempt_at": now,
         "created_at": now,
     }
@@ -169,9 +172,11 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
     table = Delivery.__table__  # type: ignore[attr-defined]
     connection = session.connection()
     ids = [*sent.attempts, *sent.untried]
-    attempts = dict(
-        connection.execute(select(table.c.id, table.c.attempts).where(table.c.id.in_(ids))).all()
-    )
+    known = connection.execute(
+        select(table.c.id, table.c.attempts, table.c.schedule_from).where(table.c.id.in_(ids))
+    ).all()
+    attempts = {row[0]: row[1] for row in known}
+    schedule_from = {row[0]: row[2] for row in known}
     now = utcnow()
     moves: dict[str, dict[str, object]] = {}
     log_rows: list[dict[str, object]] = []
@@ -182,7 +187,11 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
         if result.status_code == 410:
             _disable(session, endpoint_id)
         moves[delivery_id] = _after_attempt(
-            attempt=attempt, result=result, schedule_s=schedule_s, now=now
+            attempt=attempt,
+            in_schedule=attempt - schedule_from[delivery_id],
+            result=result,
+            schedule_s=schedule_s,
+            now=now,
         )
         if moves[delivery_id]["status"] == DeliveryStatus.dead and not result.refused:
             log.warning("delivery %s is dead after %d attempts", delivery_id, attempt)
@@ -236,9 +245,15 @@ def _disable(session: Session, endpoint_id: str) -> None:
 
 
 def _after_attempt(
-    *, attempt: int, result: AttemptResult, schedule_s: Sequence[float], now: datetime
+    *,
+    attempt: int,
+    in_schedule: int,
+    result: AttemptResult,
+    schedule_s: Sequence[float],
+    now: datetime,
 ) -> dict[str, object]:
-    """A delivery's new columns after its ``attempt``-th attempt (1 is the first):
+    """A delivery's new columns after its ``attempt``-th attempt (1 is the first), the
+    ``in_schedule``-th of its current schedule (a replay starts a new one):
     delivered; dead (410, refused, or the schedule's last attempt); or pending again,
     at the schedule's next delay (longer if a 429 asked, up to the schedule's
     longest). A column left out keeps its value."""
@@ -249,10 +264,10 @@ def _after_attempt(
     }
     if result.ok:
         move.update(status=DeliveryStatus.delivered.value, delivered_at=now)
-    elif result.status_code == 410 or result.refused or attempt >= len(schedule_s):
+    elif result.status_code == 410 or result.refused or in_schedule >= len(schedule_s):
         move.update(status=DeliveryStatus.dead.value)
     else:
-        delay = schedule_s[attempt]
+        delay = schedule_s[in_schedule]
         if result.status_code == 429 and result.retry_after_s is not None:
             delay = max(delay, min(result.retry_after_s, max(schedule_s)))
         move.update(
@@ -288,7 +303,7 @@ def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str
     if delivery.status == DeliveryStatus.pending:
         return delivery
     delivery.status = DeliveryStatus.pending
-    delivery.attempts = 0
+    delivery.schedule_from = delivery.attempts  # the count goes on; the schedule restarts
     delivery.next_attempt_at = utcnow()
     delivery.sending_until = None
     session.add(delivery)
@@ -319,7 +334,7 @@ def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
     now = utcnow()
     body = {
         "type": PING,
-        "timestamp": now.isoformat(),
+        "timestamp": _JSON_TIME.dump_python(now, mode="json"),  # as job events write it
         "data": {"endpoint_id": endpoint.id, "url": endpoint.url},
     }
     delivery = Delivery(
@@ -339,3 +354,13 @@ def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Deliv
     if delivery is None or delivery.tenant_id != tenant_id:
         raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
     return delivery
+
+
+def list_attempts(*, session: Session, delivery_id: str) -> list[DeliveryAttempt]:
+    """Every attempt made to send a delivery, in order."""
+    query = (
+        select(DeliveryAttempt)
+        .where(DeliveryAttempt.delivery_id == delivery_id)
+        .order_by(col(DeliveryAttempt.attempt), col(DeliveryAttempt.id))
+    )
+    return list(session.exec(query).all())

@@ -11,18 +11,25 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
+from schemas.errors import ErrorCode, RequestError
 from schemas.store.secrets import decrypt, encrypt, new_webhook_secret
 from schemas.tables import ApiKey, Tenant, utcnow
 
 SCOPES = ("submit", "read", "review", "admin")
+# How stale a key's "last used" may be: authentication writes it at most this often.
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 def create_tenant(*, session: Session, name: str, key: str | None = None) -> Tenant:
     """A tenant with a fresh webhook secret, stored encrypted under ``key``
-    (``WEBHOOK_SECRETS_KEY``); read it back with :func:`webhook_secret`."""
+    (``WEBHOOK_SECRETS_KEY``); read it back with :func:`webhook_secret`. A name that is
+    taken is refused (``tenant_exists``)."""
+    if tenant_by_name(session=session, name=name) is not None:
+        raise RequestError(f"a tenant named {name!r} exists", code=ErrorCode.tenant_exists)
     tenant = Tenant(name=name, webhook_secret_encrypted=encrypt(new_webhook_secret(), key=key))
     session.add(tenant)
     session.flush()
@@ -77,9 +84,55 @@ def authenticate(*, session: Session, presented: str) -> tuple[Tenant, ApiKey] |
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         return None
     tenant = session.get(Tenant, key.tenant_id)
-    return (tenant, key) if tenant is not None else None
+    if tenant is None:
+        return None
+    if key.last_used_at is None or key.last_used_at < now - LAST_USED_PRECISION:
+        key.last_used_at = now  # at most one write per key per LAST_USED_PRECISION
+        session.add(key)
+    return tenant, key
 
 
 def has_scope(key: ApiKey, scope: str) -> bool:
     granted = set(key.scopes.split(","))
     return scope in granted or "admin" in granted
+
+
+def list_api_keys(*, session: Session, tenant_id: str) -> list[ApiKey]:
+    """The tenant's keys, oldest first (revoked and expired ones included)."""
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(col(ApiKey.created_at))
+    return list(session.exec(query).all())
+
+
+def get_api_key(*, session: Session, tenant_id: str, prefix: str) -> ApiKey:
+    """One of the tenant's keys by its visible prefix (``cq_<prefix>_...``)."""
+    key = session.exec(
+        select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.prefix == prefix)
+    ).first()
+    if key is None:
+        raise RequestError(f"no key with prefix {prefix!r}", code=ErrorCode.not_found)
+    return key
+
+
+def revoke_api_key(*, session: Session, key: ApiKey) -> ApiKey:
+    """Revoke ``key`` now; revoking a revoked key changes nothing."""
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.add(key)
+        session.flush()
+    return key
+
+
+def set_key_expiry(*, session: Session, key: ApiKey, expires_at: datetime | None) -> ApiKey:
+    """Set (or, with None, remove) when ``key`` stops working."""
+    key.expires_at = expires_at
+    session.add(key)
+    session.flush()
+    return key
+
+
+def key_state(key: ApiKey, *, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
