@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from schemas.errors import ErrorCode, RequestError
+from schemas.errors import ErrorCode, RequestError, UnavailableError
 from schemas.tables import Job, JobStatus
 
 IN_FLIGHT = (JobStatus.received, JobStatus.queued, JobStatus.running)
@@ -46,16 +46,23 @@ def _client(redis_url: str) -> redis.Redis:
 
 
 def take(*, redis_url: str, tenant_id: str, cost: int, per_s: float, burst: int) -> None:
-    """Spend ``cost`` submissions from the tenant's bucket, or raise ``RateLimitedError``."""
+    """Spend ``cost`` submissions from the tenant's bucket, or raise ``RateLimitedError``
+    (``UnavailableError`` when Redis, where the buckets live, cannot be reached)."""
     if cost > burst:
         raise RequestError(
             f"{cost} jobs in one request exceed the burst of {burst}",
             code=ErrorCode.payload_too_large,
             status=413,
         )
-    allowed, wait = _client(redis_url).eval(
-        _GCRA, 1, f"captionq:ratelimit:{tenant_id}", 1.0 / per_s, burst, cost
-    )
+    try:
+        allowed, wait = _client(redis_url).eval(
+            _GCRA, 1, f"captionq:ratelimit:{tenant_id}", 1.0 / per_s, burst, cost
+        )
+    except redis.RedisError as exc:  # admission cannot run: nothing is written
+        raise UnavailableError(
+            f"the rate limit cannot be checked (Redis: {type(exc).__name__}); retry shortly",
+            code=ErrorCode.broker_unavailable,
+        ) from exc
     if not int(allowed):
         retry = max(1, math.ceil(float(wait)))
         raise RateLimitedError(

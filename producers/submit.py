@@ -11,6 +11,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -19,11 +21,13 @@ from producers.publish import publish_captions
 from schemas.api import JobRequest, catalogue_problem
 from schemas.checks.images import decode_base64_image, probe_image
 from schemas.checks.policy import clean_brand_voice
-from schemas.checks.urls import check_url
+from schemas.checks.urls import CheckedURL, check_url, parse_networks
+from schemas.checks.values import check_storable
 from schemas.errors import ErrorCode, ImageError, PermanentError, RequestError
 from schemas.names import PRIORITY_MIN
 from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
+from schemas.store.endpoints import ensure_endpoint
 from schemas.store.jobs import create_job, create_jobs, mark_queued
 from schemas.tables import Job, JobStatus, Tenant
 
@@ -53,11 +57,19 @@ def inline_image(request: JobRequest, *, settings: CoreSettings) -> bytes | None
     return data
 
 
-def validate(request: JobRequest, settings: CoreSettings) -> None:
+def validate(request: JobRequest, settings: CoreSettings) -> JobRequest:
+    """``request`` if it may be stored as asked (with its callback URL in canonical
+    form), else the ``RequestError`` that refuses it: the same checks on every
+    database, for every way in."""
     problem = catalogue_problem(request)
     if problem is not None:
         code, message = problem
         raise RequestError(message, code=code)
+    try:
+        check_storable(request.brand_voice, field="brand_voice")
+        check_storable(request.metadata, field="metadata")
+    except PermanentError as exc:
+        raise RequestError(exc.message, code=exc.code) from exc
     if request.brand_voice is not None:
         try:
             clean_brand_voice(request.brand_voice)
@@ -74,6 +86,23 @@ def validate(request: JobRequest, settings: CoreSettings) -> None:
             )
         except PermanentError as exc:
             raise RequestError(f"image_url: {exc.message}", code=exc.code) from exc
+    if request.callback_url is None:
+        return request
+    target = callback_target(request.callback_url, settings=settings)
+    return request.model_copy(update={"callback_url": target.url})
+
+
+def callback_target(url: str, *, settings: CoreSettings, field: str = "callback_url") -> CheckedURL:
+    """A callback URL as every way in checks it (job submission and endpoint creation
+    alike); the sender checks it again, address by address, when it sends."""
+    try:
+        return check_url(
+            url,
+            allowed_ports=range(1, 65536),
+            allow_networks=parse_networks(settings.url_allow_cidrs),
+        )
+    except PermanentError as exc:
+        raise RequestError(f"{field}: {exc.message}", code=exc.code) from exc
 
 
 def _create(
@@ -127,10 +156,11 @@ def submit_many(
     refused: dict[int, RequestError] = {}
     for at, request in enumerate(requests):
         try:
-            validate(request, settings)
+            request = validate(request, settings)
             checked.append((request, inline_image(request, settings=settings)))
         except RequestError as exc:
             refused[at] = exc
+    _register_endpoints(session, tenant, settings, checked)
     created = iter(_create(session, tenant, settings, checked))
     outcomes: list[Submitted | RequestError] = []
     to_publish: list[tuple[str, int]] = []
@@ -150,16 +180,38 @@ def submit_many(
             publishing.add(job.id)
             backlog += 1
     session.commit()
-    if to_publish:
-        # Rows are committed: if publishing fails here, the jobs stay ``received``
-        # and the reaper publishes them later. Nothing is lost.
-        publish_captions(redis_url=settings.redis_url, jobs=to_publish)
+    queued: set[str] = set()
+    if to_publish and _published(settings, to_publish):
         mark_queued(session=session, job_ids=[job_id for job_id, _ in to_publish])
         session.commit()
-    queued = {job_id for job_id, _ in to_publish}
+        queued = {job_id for job_id, _ in to_publish}
     return [
         Submitted(o.job_id, JobStatus.queued, o.created)
         if isinstance(o, Submitted) and o.job_id in queued
         else o
         for o in outcomes
     ]
+
+
+def _register_endpoints(
+    session: Session, tenant: Tenant, settings: CoreSettings, checked: Sequence[Checked]
+) -> None:
+    """Each callback URL becomes one of the tenant's endpoints (signed with the tenant's
+    secret) when first used: tenant configuration is written here, never by a worker."""
+    for url in dict.fromkeys(r.callback_url for r, _ in checked if r.callback_url is not None):
+        ensure_endpoint(
+            session=session, tenant_id=tenant.id, url=url, key=settings.webhook_secrets_key
+        )
+
+
+def _published(settings: CoreSettings, jobs: Sequence[tuple[str, int]]) -> bool:
+    """Publish; False if the broker cannot be reached. The rows are committed, so the
+    jobs stay ``received`` and are accepted all the same: the reaper publishes them
+    when the broker is back. Nothing is lost, and a retry with the same idempotency
+    key finds the same jobs."""
+    try:
+        publish_captions(redis_url=settings.redis_url, jobs=jobs)
+    except (BrokerError, RedisError, OSError) as exc:
+        log.warning("broker unreachable (%s): %d jobs stay received", type(exc).__name__, len(jobs))
+        return False
+    return True

@@ -25,7 +25,7 @@ from sqlmodel import Session
 from standardwebhooks.webhooks import Webhook
 
 from schemas.checks.urls import check_url, parse_networks
-from schemas.errors import CaptionError
+from schemas.errors import CaptionError, PermanentError
 from schemas.settings import WorkerSettings
 from schemas.store.endpoints import ensure_endpoint, signing_secrets
 from schemas.store.outbox import AttemptResult, Sent, Taken, record, subscribed, take
@@ -79,13 +79,17 @@ class Sender:
         self._deadline = Deadline(time.monotonic() + timeout_s)
         self._pool: httpcore.ConnectionPool | None = None
         self._unusable: str | None = None
+        self._refused = False
         networks = parse_networks(allow_networks)
         try:
             ports = allowed_ports or ANY_PORT
             target = check_url(url, allowed_ports=ports, allow_networks=networks)
             addresses = resolve(target, deadline=self._deadline, networks=networks, resolver=None)
         except CaptionError as exc:
+            # A URL the guard refuses is refused for good (the delivery is dead now,
+            # with its code); a name that does not resolve now may resolve later.
             self._unusable = f"{exc.code.value}: {exc.message}"
+            self._refused = isinstance(exc, PermanentError)
             return
         backend = PinnedBackend(host=target.host, addresses=addresses, deadline=self._deadline)
         self._pool = httpcore.ConnectionPool(network_backend=backend, max_connections=1)
@@ -101,7 +105,7 @@ class Sender:
         """POST ``body`` once, signed, as ``webhook-id: msg_id``."""
         started = time.perf_counter()
         if self._pool is None:
-            return AttemptResult(None, self._unusable, _ms(started))
+            return AttemptResult(None, self._unusable, _ms(started), refused=self._refused)
         headers = signed_headers(
             secrets=self._secrets, msg_id=msg_id, body=body, now=datetime.now(UTC)
         )

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.api import jobs, webhooks
 from schemas.api import ErrorResponse
-from schemas.errors import ErrorCode, RequestError
+from schemas.errors import ErrorCode, RequestError, UnavailableError
 from schemas.settings import ApiSettings, api_settings
+
+log = logging.getLogger("captionq.api")
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -36,6 +41,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(UnavailableError, _unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
 
     @app.get("/healthz", include_in_schema=False)
@@ -54,6 +62,7 @@ _DOCUMENTED_ERRORS = {
     413: "Body or image too large",
     422: "Refused request, with a stable error code",
     429: "Rate limited; see Retry-After",
+    503: "A service captionq needs is unreachable; nothing was written. See Retry-After",
 }
 
 
@@ -80,6 +89,26 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return _error(422, ErrorCode.invalid_request.value, "request does not match the schema", errors)
 
 
+async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:
+    """A dependency is away (admission needs Redis): 503, nothing was written."""
+    response = _error(503, exc.code.value, exc.message)
+    response.headers["retry-after"] = str(max(1, int(exc.retry_after_s)))
+    return response
+
+
+async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
+    unavailable = UnavailableError(
+        "the database cannot be reached; retry shortly", code=ErrorCode.database_unavailable
+    )
+    return await _unavailable(request, unavailable)
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """A bug: the client still gets the error envelope (the traceback goes to the log)."""
+    return _error(500, ErrorCode.internal_error.value, "internal error; it has been logged")
+
+
 _HTTP_CODES = {404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed}
 
 
@@ -100,7 +129,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before reading them whole."""
+    """Refuse request bodies over ``max_bytes`` with 413, before the app reads them.
+
+    A declared ``Content-Length`` over the cap is refused at once. A body without one
+    (chunked) is read here, up to the cap, and handed on whole: past the cap the
+    request is refused with 413, not half-parsed into a 400."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -111,22 +144,37 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server holds the body to its length
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> dict[str, object]:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b"") or b"")
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"") or b""
+            seen += len(chunk)
             if seen > self.max_bytes:
-                raise RequestError(
-                    "request body too large", code=ErrorCode.payload_too_large, status=413
-                )
-            return message  # type: ignore[return-value]
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: wait for a disconnect
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = _error(

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query, status
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from producers.publish import publish_delivery
+from producers.submit import callback_target
 from schemas.api import DeliveryPublic, EndpointCreate, EndpointPublic, EndpointSecret
-from schemas.checks.urls import check_url, parse_networks
-from schemas.errors import PermanentError, RequestError
 from schemas.store import endpoints, outbox
 from schemas.tables import DeliveryStatus, WebhookEndpoint
 
@@ -35,14 +34,7 @@ def create_endpoint(
     body: EndpointCreate, tenant: SubmitTenant, session: SessionDep, settings: SettingsDep
 ) -> EndpointSecret:
     """Register a callback URL (checked like every outgoing URL); returns its secret once."""
-    try:
-        target = check_url(
-            body.url,
-            allowed_ports=range(1, 65536),
-            allow_networks=parse_networks(settings.url_allow_cidrs),
-        )
-    except PermanentError as exc:
-        raise RequestError(exc.message, code=exc.code, status=422) from exc
+    target = callback_target(body.url, settings=settings, field="url")
     endpoint, secret = endpoints.create_endpoint(
         session=session,
         tenant_id=tenant.id,

@@ -55,6 +55,7 @@ _FOREIGN_SIGNATURES: Final = (
 _SVG = re.compile(rb"^\s*(<\?xml|<!doctype svg|<svg)", re.IGNORECASE)
 _ISO_BMFF = re.compile(rb"^....ftyp(heic|heix|mif1|msf1|avif|avis)", re.DOTALL)
 _ASCII_WHITESPACE: Final = str.maketrans("", "", " \t\r\n\f\v")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 _DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),", re.IGNORECASE)
 
 
@@ -165,7 +166,16 @@ def check_dimensions(size: tuple[int, int], *, max_pixels: int, max_aspect_ratio
 def unreadable(exc: BaseException, data: bytes) -> ImageError:
     if "truncated" in str(exc).lower() or _riff_is_short(data):
         return ImageError("the image file is truncated", code=ErrorCode.image_truncated)
-    return ImageError(f"not a readable image: {exc}", code=ErrorCode.image_unreadable)
+    return ImageError(
+        f"not a readable image: {_without_reprs(exc)}", code=ErrorCode.image_unreadable
+    )
+
+
+def _without_reprs(exc: BaseException) -> str:
+    """Pillow's message without the object reprs it names (``<_io.BytesIO object at
+    0x7f...>``): an address means nothing to a client and differs on every call."""
+    text = _OBJECT_REPR.sub("the data", str(exc)).strip()
+    return text or type(exc).__name__
 
 
 def _png_size_is_zero(data: bytes) -> bool:

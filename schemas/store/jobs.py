@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import case, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -243,7 +243,10 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
         expected=[JobStatus.received, JobStatus.queued],
         status=JobStatus.cancelled,
         error_code=ErrorCode.cancelled.value,
-        error_message="cancelled before it ran",
+        error_message=case(
+            (Job.attempts > 0, "cancelled while waiting to be tried again"),
+            else_="cancelled before it ran",
+        ),
         finished_at=utcnow(),
     )
     session.refresh(job)

@@ -1,0 +1,253 @@
+"""Intake defects found by hostile testing, on SQLite and PostgreSQL alike.
+
+Each test names the defect it pins: values PostgreSQL cannot store, callback URLs
+checked at submission, oversized chunked bodies, Redis away at submission, and the
+messages a client reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import col, func, select
+
+from producers.api import create_app
+from producers.client import CaptionClient
+from schemas.settings import ApiSettings, CoreSettings
+from schemas.store.sessions import read_scope, session_scope
+from schemas.store.tenants import create_api_key, create_tenant
+from schemas.tables import Job, JobStatus, WebhookEndpoint
+from tests.integration.conftest import png
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+@dataclass
+class Api:
+    http: TestClient
+    settings: ApiSettings
+    auth: dict[str, str]
+    tenant_id: str
+
+    def jobs(self) -> int:
+        with read_scope(self.settings.database_url) as session:
+            query = select(func.count()).select_from(Job).where(Job.tenant_id == self.tenant_id)
+            return int(session.exec(query).one())
+
+
+def _api(database_url: str, redis_url: str, name: str) -> Iterator[Api]:
+    settings = ApiSettings(database_url=database_url, redis_url=redis_url, request_max_bytes=100_000)
+    with session_scope(database_url) as session:
+        tenant = create_tenant(session=session, name=name)
+        key = create_api_key(session=session, tenant=tenant)[1]
+        tenant_id = tenant.id
+    with TestClient(create_app(settings), raise_server_exceptions=False) as http:
+        yield Api(http, settings, {"authorization": f"Bearer {key}"}, tenant_id)
+
+
+@pytest.fixture(scope="module")
+def api(database_url: str, redis_db: str) -> Iterator[Api]:
+    yield from _api(database_url, redis_db, "intake")
+
+
+def job(**overrides: object) -> dict[str, object]:
+    return {
+        "image_base64": base64.b64encode(png()).decode(),
+        "styles": ["playful"],
+        "platforms": ["instagram"],
+        "variants": 1,
+        **overrides,
+    }
+
+
+def post_raw(api: Api, path: str, text: str):  # type: ignore[no-untyped-def]
+    headers = {**api.auth, "content-type": "application/json"}
+    return api.http.post(path, content=text.encode(), headers=headers)
+
+
+# 1. Values PostgreSQL refuses are refused at the edge, on both databases alike.
+@pytest.mark.parametrize(
+    ("raw", "code", "where"),
+    [
+        ('"metadata": {"n": NaN}', "invalid_request", "metadata.n"),
+        ('"metadata": {"n": Infinity}', "invalid_request", "metadata.n"),
+        ('"metadata": {"a\\u0000b": 1}', "invalid_request", "metadata key"),
+        ('"metadata": {"n": "a\\u0000b"}', "invalid_request", "metadata.n"),
+        ('"brand_voice": "a\\u0000b"', "invalid_request", "brand_voice"),
+        ('"callback_url": "http://a/\\u0000"', "url_invalid", "callback_url"),
+    ],
+)
+def test_unstorable_values_are_refused_with_a_code(api: Api, raw: str, code: str, where: str) -> None:
+    before = api.jobs()
+    text = json.dumps(job())[:-1] + ", " + raw + "}"
+    response = post_raw(api, "/v1/jobs", text)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], where in error["message"]) == (code, True), error
+    assert api.jobs() == before
+
+
+def test_bulk_judges_an_unstorable_item_on_its_own(api: Api) -> None:
+    good = json.dumps(job())
+    nan = json.dumps(job())[:-1] + ', "metadata": {"n": NaN}}'
+    nul = json.dumps(job(brand_voice="a\u0000b"))
+    response = post_raw(api, "/v1/jobs/bulk", f'{{"jobs": [{good}, {nan}, {nul}, {good}]}}')
+    assert response.status_code == 202, response.text
+    items = response.json()["jobs"]
+    assert [bool(item["job"]) for item in items] == [True, False, False, True]
+    assert [item["error"]["code"] for item in items[1:3]] == ["invalid_request"] * 2
+
+
+# 2. Callback URLs are checked at submission, with the endpoints' guard, and become
+#    the tenant's endpoints there (never in a worker).
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "url_blocked"),
+        ("http://10.0.0.1/hook", "url_blocked"),
+        ("ftp://example/x", "url_invalid"),
+        ("AAA", "url_invalid"),
+    ],
+)
+def test_a_callback_url_the_guard_refuses_is_refused_at_submission(
+    api: Api, url: str, code: str
+) -> None:
+    response = api.http.post("/v1/jobs", json=job(callback_url=url), headers=api.auth)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == code
+    endpoints = api.http.post("/v1/webhooks", json={"url": url}, headers=api.auth)
+    assert endpoints.json()["error"]["code"] == code
+
+
+def test_a_callback_url_becomes_an_endpoint_at_submission(api: Api) -> None:
+    url = "https://hooks.example.com/captionq?x=1"
+    response = api.http.post("/v1/jobs", json=job(callback_url=url), headers=api.auth)
+    assert response.status_code == 202, response.text
+    listed = api.http.get("/v1/webhooks", headers=api.auth).json()
+    assert [e["url"] for e in listed].count(url) == 1
+    again = api.http.post("/v1/jobs", json=job(callback_url=url), headers=api.auth)
+    assert again.status_code == 202
+    with read_scope(api.settings.database_url) as session:
+        count = session.exec(
+            select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.url == url)
+        ).one()
+    assert count == 1
+
+
+# 4. A body over the cap is 413 whether or not it declares its length.
+def test_an_oversized_chunked_body_is_413(api: Api) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"jobs": ['
+        for _ in range(20):
+            yield b"x" * 10_000
+
+    response = api.http.post(
+        "/v1/jobs/bulk", content=chunks(), headers={**api.auth, "content-type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_chunked_body_under_the_cap_is_read_whole(api: Api) -> None:
+    text = json.dumps(job()).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for at in range(0, len(text), 100):
+            yield text[at : at + 100]
+
+    response = api.http.post(
+        "/v1/jobs", content=chunks(), headers={**api.auth, "content-type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+
+
+# 5. Redis away at submission.
+@pytest.fixture(scope="module")
+def api_without_redis(database_url: str) -> Iterator[Api]:
+    yield from _api(database_url, DEAD_REDIS, "intake-no-redis")
+
+
+def test_admission_without_redis_is_503_with_the_envelope_and_writes_nothing(
+    api_without_redis: Api,
+) -> None:
+    api = api_without_redis
+    response = api.http.post("/v1/jobs", json=job(idempotency_key="k-503"), headers=api.auth)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "broker_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+    assert api.jobs() == 0
+
+
+def test_a_committed_job_is_accepted_while_the_broker_is_away(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client writes without admission: once the row is committed the job is
+    accepted as ``received`` (the reaper publishes it later), and a retry with the same
+    idempotency key finds it rather than making a second (past the short window in
+    which a replay answers ``idempotency_in_progress``)."""
+    from schemas.store import jobs
+
+    monkeypatch.setattr(jobs, "IDEMPOTENCY_IN_PROGRESS_S", 0.0)
+    settings = CoreSettings(database_url=database_url, redis_url=DEAD_REDIS)
+    with session_scope(database_url) as session:
+        create_tenant(session=session, name="broker-away")
+    client = CaptionClient(tenant="broker-away", settings=settings)
+    first = client.submit(
+        image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1"
+    )
+    assert client.get(first).status == JobStatus.received
+    again = client.submit(
+        image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1"
+    )
+    assert again == first
+
+
+# 6. What a client reads.
+def test_an_unreadable_image_says_so_without_object_reprs(api: Api) -> None:
+    garbage = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
+    response = api.http.post("/v1/jobs", json=job(image_base64=garbage), headers=api.auth)
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert " at 0x" not in message and "<" not in message, message
+
+
+def test_a_job_cancelled_between_attempts_does_not_say_it_never_ran(database_url: str) -> None:
+    from schemas.store.jobs import cancel_job, claim, requeue
+
+    settings = CoreSettings(database_url=database_url, redis_url=DEAD_REDIS)
+    with session_scope(database_url) as session:
+        create_tenant(session=session, name="cancel-between")
+    client = CaptionClient(tenant="cancel-between", settings=settings)
+    job_id = client.submit(image=png(), styles=["playful"], platforms=["x"])
+    with session_scope(database_url) as session:
+        assert claim(session=session, job_ids=[job_id])
+        assert requeue(session=session, job_id=job_id)
+        cancelled = cancel_job(session=session, tenant_id=client.tenant_id, job_id=job_id)
+        assert cancelled.error_message == "cancelled while waiting to be tried again"
+    never = client.submit(image=png(), styles=["playful"], platforms=["x"])
+    with session_scope(database_url) as session:
+        cancelled = cancel_job(session=session, tenant_id=client.tenant_id, job_id=never)
+        assert cancelled.error_message == "cancelled before it ran"
+
+
+def test_ping_timestamps_end_in_z_like_job_events(api: Api) -> None:
+    from schemas.store.outbox import create_ping
+    from schemas.tables import Delivery
+
+    created = api.http.post(
+        "/v1/webhooks", json={"url": "https://ping.example.com/hook"}, headers=api.auth
+    ).json()
+    with session_scope(api.settings.database_url) as session:
+        endpoint = session.get(WebhookEndpoint, created["id"])
+        assert endpoint is not None
+        ping = create_ping(session=session, endpoint=endpoint)
+        row = session.get(Delivery, ping.id)
+        assert row is not None
+        assert json.loads(row.payload)["timestamp"].endswith("Z")
+    with read_scope(api.settings.database_url) as session:
+        assert session.exec(select(Job).where(col(Job.id) == "none")).first() is None
