@@ -126,7 +126,9 @@ def _submit_bulk(
     from rich.progress import Progress
 
     results: list[dict[str, object]] = []
-    with Progress(console=stderr, transient=True, disable=json_out) as progress:
+    with Progress(
+        console=stderr, transient=True, disable=json_out or not stderr.is_terminal
+    ) as progress:
         task = progress.add_task("submitting", total=len(sources))
         for start in range(0, len(sources), CHUNK):
             chunk = sources[start : start + CHUNK]
@@ -143,10 +145,14 @@ def _submit_bulk(
         for r in results:
             if "error" in r:
                 error: dict[str, str] = r["error"]  # type: ignore[assignment]
-                stderr.print(f"{r['source']} error[{error['code']}]: {error['message']}")
+                stderr.print(
+                    f"{r['source']} error[{error['code']}]: {error['message']}", markup=False
+                )
             else:
                 typer.echo(f"{r['id']} {r['status']}  {r['source']}")
-        stderr.print(f"submitted {len(results) - len(refused)}, refused {len(refused)}")
+        stderr.print(
+            f"submitted {len(results) - len(refused)}, refused {len(refused)}", markup=False
+        )
     return EXIT_BAD_INPUT if refused else 0
 
 

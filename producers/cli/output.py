@@ -1,7 +1,7 @@
 """What the command line prints: tables for people, JSON for scripts (``--json``).
 
-Nothing in a table is cut: every column keeps its values whole (ids can be copied into
-the next command), except the free-text columns named ``fold``, which wrap.
+Nothing in a table is cut: a table is printed at its natural width however narrow the
+terminal, so every id in it can be copied into the next command.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False)
+# Tables render at their natural width (no table of ours is this wide): nothing is cut.
+_tables = Console(highlight=False, width=10_000)
 
 
 def group(help: str) -> typer.Typer:
@@ -43,14 +45,10 @@ def emit(
     rows: Sequence[Mapping[str, object]],
     *,
     columns: Sequence[str],
-    fold: Sequence[str] = (),
     json_out: bool,
     empty: str = "nothing to show",
 ) -> None:
-    """``rows`` as a table (``columns`` in order) or, with ``json_out``, as a JSON list.
-
-    A table wider than the terminal is still printed whole (it scrolls or wraps in the
-    terminal rather than losing characters)."""
+    """``rows`` as a table (``columns`` in order) or, with ``json_out``, as a JSON list."""
     if json_out:
         typer.echo(as_json([dict(row) for row in rows]))
         return
@@ -59,14 +57,10 @@ def emit(
         return
     table = Table(*[], box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        if column in fold:
-            table.add_column(column, overflow="fold")
-        else:
-            width = max(len(column), *(len(_cell(row.get(column))) for row in rows))
-            table.add_column(column, no_wrap=True, min_width=width)
+        table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
-    console.print(table, crop=False, width=max(console.width, _width(table, rows, columns)))
+    _tables.print(table)
 
 
 def _cell(value: object) -> str:
@@ -75,9 +69,3 @@ def _cell(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value)) or "-"
     return str(_plain(value))
-
-
-def _width(table: Table, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> int:
-    """The width that shows every unfolded column whole."""
-    widths = [max(len(c), *(len(_cell(row.get(c))) for row in rows)) for c in columns]
-    return sum(widths) + 2 * (len(columns) - 1)

@@ -63,7 +63,6 @@ def list_(tenant: TenantOpt = "default", json_out: JsonOpt = False) -> None:
     emit(
         rows,
         columns=["id", "url", "events", "state"],
-        fold=("events", "state"),
         json_out=json_out,
         empty=f"no endpoints for tenant {tenant!r}",
     )
@@ -201,7 +200,7 @@ def deliveries(
         )
         rows = [_delivery_row(d) for d in found]
     columns = ["id", "job_id", "event_type", "status", "attempts", "last"]
-    emit(rows, columns=columns, fold=("last",), json_out=json_out, empty="no deliveries")
+    emit(rows, columns=columns, json_out=json_out, empty="no deliveries")
 
 
 def _delivery_row(d) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -245,7 +244,6 @@ def delivery(delivery_id: str, tenant: TenantOpt = "default", json_out: JsonOpt 
     emit(
         attempts,
         columns=["attempt", "at", "status_code", "duration_ms", "error"],
-        fold=("error",),
         json_out=False,
         empty="no attempt yet",
     )

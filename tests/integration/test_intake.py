@@ -41,7 +41,9 @@ class Api:
 
 
 def _api(database_url: str, redis_url: str, name: str) -> Iterator[Api]:
-    settings = ApiSettings(database_url=database_url, redis_url=redis_url, request_max_bytes=100_000)
+    settings = ApiSettings(
+        database_url=database_url, redis_url=redis_url, request_max_bytes=100_000
+    )
     with session_scope(database_url) as session:
         tenant = create_tenant(session=session, name=name)
         key = create_api_key(session=session, tenant=tenant)[1]
@@ -82,7 +84,9 @@ def post_raw(api: Api, path: str, text: str):  # type: ignore[no-untyped-def]
         ('"callback_url": "http://a/\\u0000"', "url_invalid", "callback_url"),
     ],
 )
-def test_unstorable_values_are_refused_with_a_code(api: Api, raw: str, code: str, where: str) -> None:
+def test_unstorable_values_are_refused_with_a_code(
+    api: Api, raw: str, code: str, where: str
+) -> None:
     before = api.jobs()
     text = json.dumps(job())[:-1] + ", " + raw + "}"
     response = post_raw(api, "/v1/jobs", text)
@@ -213,7 +217,8 @@ def test_an_unreadable_image_says_so_without_object_reprs(api: Api) -> None:
     response = api.http.post("/v1/jobs", json=job(image_base64=garbage), headers=api.auth)
     assert response.status_code == 422, response.text
     message = response.json()["error"]["message"]
-    assert " at 0x" not in message and "<" not in message, message
+    assert " at 0x" not in message, message
+    assert "<" not in message, message
 
 
 def test_a_job_cancelled_between_attempts_does_not_say_it_never_ran(database_url: str) -> None:

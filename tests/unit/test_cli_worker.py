@@ -1,0 +1,44 @@
+"""``captionq worker``'s command line: node names, pools, and a quiet solo GPU worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from producers.cli.errors import CliError
+from producers.cli.ops import QUIET_WORKER, worker_argv
+
+pytestmark = pytest.mark.unit
+
+
+def _after_worker(argv: list[str]) -> list[str]:
+    return argv[argv.index("worker") + 1 :]
+
+
+def test_nodes_are_named_for_their_queues_on_this_host() -> None:
+    gpu = _after_worker(worker_argv("gpu", 1, []))
+    io = _after_worker(worker_argv("io", 8, []))
+    assert gpu[gpu.index("-n") + 1] == "gpu@%h"
+    assert io[io.index("-n") + 1] == "io@%h"
+    assert _after_worker(worker_argv("gpu,io", 1, []))[-1] == "gpu-io@%h"
+
+
+def test_a_name_given_is_kept() -> None:
+    argv = _after_worker(worker_argv("io", 2, ["-n", "io-7@%h"]))
+    assert argv.count("-n") == 1
+    assert argv[-1] == "io-7@%h"
+    assert "-n" not in _after_worker(worker_argv("io", 2, ["--hostname=x@%h"]))
+
+
+def test_the_solo_gpu_worker_runs_without_heartbeat_mingle_and_gossip() -> None:
+    gpu = worker_argv("gpu", 1, [])
+    assert gpu[gpu.index("--pool") + 1] == "solo"
+    assert set(QUIET_WORKER) <= set(gpu)
+    io = worker_argv("io", 8, [])
+    assert (io[io.index("--pool") + 1], io[io.index("-c") + 1]) == ("threads", "8")
+    assert not set(QUIET_WORKER) & set(io)
+
+
+def test_an_unknown_queue_is_refused_with_a_code() -> None:
+    with pytest.raises(CliError) as refused:
+        worker_argv("gpu,cpu", 1, [])
+    assert refused.value.code == "invalid_request"
