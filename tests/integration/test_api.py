@@ -26,7 +26,7 @@ from schemas.store.jobs import request_hash
 from schemas.store.sessions import engine_for, session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import ApiKey, Job, JobStatus, Tenant, utcnow
-from tests.integration.conftest import png
+from tests.support.images import png
 
 
 @dataclass
