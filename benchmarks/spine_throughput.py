@@ -4,7 +4,7 @@ Spine: N jobs submitted in bulk to the API (a real uvicorn server on loopback)
 → job rows and blobs in the database → caption tasks published to Redis → one
 real Celery worker (solo pool, ``captionq/noop`` model, the GPU worker's shape)
 → results and outbox rows → ``captionq.deliver`` POSTs a Standard-Webhooks
-signed callback → received and verified by a ``CallbackReceiver``. Timed from
+signed callback → received and verified by the tests' callback ``Receiver``. Timed from
 the first submit to the last callback received.
 
 Baseline: bare Celery on the same Redis: ``bare_app`` below (the broker
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import io
 import json
 import os
 import statistics
@@ -46,11 +45,12 @@ from typing import Any
 import httpx
 import redis
 from celery import Celery
-from PIL import Image
 
-from producers.demo import CallbackReceiver, RedisServer, free_port
+from producers.demo import RedisServer, free_port
 from schemas.broker import celery_config
 from schemas.settings import CoreSettings
+from tests.support.images import png
+from tests.support.receivers import Receiver
 
 REPO = Path(__file__).resolve().parents[1]
 BARE_QUEUE = "bench.noop"
@@ -183,10 +183,8 @@ class Stamped(list):  # type: ignore[type-arg]
         super().append(item)
 
 
-def png() -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+def png_base64() -> str:
+    return base64.b64encode(png()).decode()
 
 
 # --- one run of each ---------------------------------------------------------------------
@@ -214,10 +212,10 @@ def run_bare(n: int, *, redis_url: str, worker_pid: int) -> dict[str, float]:
 
 
 def run_spine(
-    n: int, *, chunk: int, api_url: str, key: str, receiver: CallbackReceiver,
+    n: int, *, chunk: int, api_url: str, key: str, receiver: Receiver,
     pids: dict[str, int], database_url: str,
 ) -> dict[str, Any]:  # fmt: skip
-    image = png()
+    image = png_base64()
     jobs = [
         {"image_base64": image, "styles": ["playful"], "platforms": ["x"], "variants": 1,
          "callback_url": receiver.url, "metadata": {"i": i}}
@@ -344,7 +342,7 @@ def stages_alone(
     from worker.tasks import deliver
 
     out: dict[str, float] = {}
-    request = JobRequest(image_base64=png(), styles=["playful"], platforms=["x"], variants=1,
+    request = JobRequest(image_base64=png_base64(), styles=["playful"], platforms=["x"], variants=1,
                          callback_url=receiver_url)  # fmt: skip
     spare = redis_url.rsplit("/", 1)[0] + "/15"
     api_settings = ApiSettings(redis_url=spare)
@@ -450,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         database_url = stack.enter_context(database(args.database, workdir))
         migrate(database_url)
         key, secret = credentials(database_url)
-        receiver = CallbackReceiver(secret=secret)
+        receiver = Receiver(secret=secret)
         receiver.received = Stamped()
         stack.callback(receiver.stop)
 

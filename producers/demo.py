@@ -203,12 +203,13 @@ def _print(console: Console, jobs, receiver: CallbackReceiver) -> None:  # type:
             console.print("callback: [red]not received[/red]")
 
 
-# Local services the demo runs on: Redis (found or started) and a callback receiver.
+# Local services the demo runs on: Redis (found or started; the tests and benchmarks
+# start theirs with the same RedisServer) and a receiver that verifies the callbacks.
 
 
 def worker_command(queues: str, *, name: str | None = None) -> list[str]:
-    """The ``celery worker`` command line of a local GPU-shaped worker (solo pool), as the
-    demo and the tests start it; ``captionq worker`` is the production entry point."""
+    """The ``celery worker`` command line of the demo's worker: one solo process (a GPU
+    worker's shape) on ``queues``; ``captionq worker`` is the production entry point."""
     argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo",
             "-Q", queues, "-l", "INFO", "--without-gossip", "--without-mingle",
             "--without-heartbeat"]  # fmt: skip

@@ -1,25 +1,25 @@
-"""Shared fixtures: real services, owned by the test session.
+"""Shared fixtures, over the support code in ``tests/support`` (services, processes,
+stack, receivers, servers, images): real services, owned by the test that made them.
 
-- Redis: a ``redis-server`` the session starts on a free loopback port (never a
-  database the tests did not create); without the binary, Redis at
-  127.0.0.1:6379 is used only if ``CAPTIONQ_TEST_REDIS_URL`` names a database.
-- Databases: a SQLite file, and a PostgreSQL database created and dropped per
-  session on 127.0.0.1:5432 (``CAPTIONQ_TEST_PG_URL`` overrides the server).
-- A missing service skips locally and fails in CI (``CI=true``).
+Markers come from folders, so ``-m unit`` or ``-m integration`` select whole suites.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-IN_CI = os.environ.get("CI") == "true"
-PG_SERVER = os.environ.get("CAPTIONQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+from tests.support.receivers import Receiver
+from tests.support.servers import CertAuthority, LoopbackServer, make_cert_authority
+from tests.support.services import migrated_database, start_redis
+
+if TYPE_CHECKING:
+    from tests.support.stack import Stack
 
 FOLDER_MARKERS = {
     "integration": "integration",
@@ -34,7 +34,6 @@ FOLDER_MARKERS = {
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Markers by folder, so ``-m unit`` or ``-m integration`` select whole suites."""
     for item in items:
         folder = Path(str(item.fspath)).parent.name
         marker = FOLDER_MARKERS.get(folder)
@@ -45,34 +44,52 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault scenarios' tallies: jobs submitted / finished / lost / duplicated and
     callbacks expected / delivered / duplicate deliveries."""
-    harness = sys.modules.get("tests.reliability.harness")
-    lines = getattr(harness, "SCENARIO_REPORT", [])
+    scenarios = sys.modules.get("tests.reliability.scenarios")
+    lines = getattr(scenarios, "SCENARIO_REPORT", [])
     if lines:
         terminalreporter.section("fault scenarios")
         for line in lines:
             terminalreporter.write_line(line)
 
 
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (required in CI)")
-    pytest.skip(reason)
+# --- services -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    from producers.demo import RedisServer
-
+    """The session's own redis-server (or ``CAPTIONQ_TEST_REDIS_URL``)."""
     override = os.environ.get("CAPTIONQ_TEST_REDIS_URL")
     if override:
         yield override
         return
-    try:
-        server = RedisServer.start()
-    except RuntimeError as exc:
-        unavailable(str(exc))
+    server = start_redis()
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_db(redis_url: str, request: pytest.FixtureRequest) -> str:
+    """A Redis database of the session's own server, flushed for this module."""
+    import redis
+
+    index = abs(hash(request.module.__name__)) % 15 + 1
+    url = redis_url.rsplit("/", 1)[0] + f"/{index}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty PostgreSQL database, for what only PostgreSQL can show."""
+    yield from migrated_database("postgresql", tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated, empty database of each kind (module-scoped: one per test module)."""
+    yield from migrated_database(request.param, tmp_path_factory.mktemp("db"))
 
 
 @pytest.fixture(scope="session")
@@ -82,49 +99,75 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_blip(tmp_path_factory.mktemp("models") / "tiny-blip")
 
 
-def _postgres_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"captionq_test_{uuid.uuid4().hex[:12]}"
-    admin = PG_SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {PG_SERVER} unavailable: {exc}")
-    url = f"{PG_SERVER}/{name}"
-    try:
-        yield url
-    finally:
-        from schemas.store.sessions import dispose_engine
-
-        dispose_engine(url)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+# --- the whole path -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A migrated, empty PostgreSQL database, for what only PostgreSQL can show."""
-    from schemas.store.sessions import migrate
+def stack(
+    database_url: str, redis_db: str, tiny_blip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Tenant ``acme`` with its client and receiver, and one worker (tiny BLIP) on both
+    queues, per database kind."""
+    from schemas.settings import CoreSettings
+    from tests.support.stack import Stack
 
-    for url in _postgres_database():
-        migrate(url)
-        yield url
+    settings = CoreSettings(database_url=database_url, redis_url=redis_db, blob_store="db")
+    env = {
+        "CAPTIONER_MODEL": str(tiny_blip),
+        "MAX_NEW_TOKENS": "8",
+        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+        "HF_HUB_OFFLINE": "1",
+    }
+    built = Stack.open(settings, env=env, logdir=tmp_path_factory.mktemp("worker"))
+    try:
+        built.start("gpu+io")
+        yield built
+    finally:
+        built.stop()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A migrated, empty database of each kind (module-scoped: one per test module)."""
-    from schemas.store.sessions import migrate
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    """Makes callback receivers (``receivers(secret, status=500)``), stopped after the test."""
+    made: list[Receiver] = []
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'captionq.db'}"
-        migrate(url)
-        yield url
-        return
-    for url in _postgres_database():
-        migrate(url)
-        yield url
+    def make(secret: str, **behaviour: Any) -> Receiver:
+        made.append(Receiver(secret, **behaviour))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.stop()
+
+
+# --- loopback image servers ---------------------------------------------------------------
+
+
+@pytest.fixture
+def http_server() -> Iterator[LoopbackServer]:
+    server = LoopbackServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def second_server() -> Iterator[LoopbackServer]:
+    server = LoopbackServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cert_authority(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    """A CA and a server certificate for ``images.test``, made with openssl."""
+    made = make_cert_authority(tmp_path_factory.mktemp("ca"))
+    if made is None:
+        pytest.skip("openssl is not installed: TLS tests need it to make certificates")
+    return made
+
+
+@pytest.fixture
+def https_server(cert_authority: CertAuthority) -> Iterator[LoopbackServer]:
+    server = LoopbackServer("https", cert_authority.server_context())
+    yield server
+    server.stop()

@@ -12,7 +12,8 @@ from producers.client import CaptionClient
 from schemas.settings import CoreSettings
 from schemas.store.sessions import migrate, session_scope
 from schemas.store.tenants import ensure_tenant
-from tests.integration.conftest import png, start_worker
+from tests.support.images import png
+from tests.support.processes import start
 from worker.models import tiny
 
 JOB = {"styles": ["playful", "luxury"], "platforms": ["instagram"], "variants": 1}
@@ -31,10 +32,11 @@ def run_jobs(
         prepare(url)
     settings = CoreSettings(database_url=url, redis_url=redis_db)
     client = CaptionClient(tenant="brand", settings=settings)
-    worker = start_worker(
+    worker = start(
+        "gpu+io",
         env={"DATABASE_URL": url, "REDIS_URL": redis_db, "MAX_NEW_TOKENS": "6",
              "COPY_MAX_NEW_TOKENS": "12", "HF_HUB_OFFLINE": "1", **env},
-        log=folder / "worker.log",
+        logdir=folder,
     )  # fmt: skip
     try:
         ids = client.submit_many([{"image": png((40 * i, 90, 160)), **JOB} for i in range(n)])

@@ -22,9 +22,9 @@ from PIL import Image
 from producers.client import CaptionClient
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import CoreSettings
-from tests.integration.conftest import Worker, png, start_worker
-from tests.security.conftest import LoopbackServer, _serve, redirect, send
-from tests.security.test_images import png_with_header
+from tests.support.images import png, png_with_header
+from tests.support.processes import Proc, start
+from tests.support.servers import LoopbackServer, redirect, send
 
 
 def encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (40, 30), **save: object) -> bytes:
@@ -96,7 +96,7 @@ ROUTES: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {
 class Hostile:
     server: LoopbackServer
     client: CaptionClient
-    worker: Worker
+    worker: Proc
 
     def url(self, path: str) -> str:
         return self.server.url(path)
@@ -111,32 +111,34 @@ def hostile(
     folder = tmp_path_factory.mktemp("hostile")
     url = f"sqlite:///{folder / 'hostile.db'}"
     migrate(url)
-    for server in _serve("http", None):
-        for path, handler in ROUTES.items():
-            server.route(path, handler)
-        allow = {"URL_ALLOW_CIDRS": '["127.0.0.1/32"]', "URL_ALLOWED_PORTS": f"[{server.port}]"}
-        settings = CoreSettings(
-            database_url=url,
-            redis_url=redis_db,
-            image_max_bytes=2 * 1024 * 1024,
-            url_allow_cidrs=["127.0.0.1/32"],
-            url_allowed_ports=[server.port],
-        )
-        worker = start_worker(
-            env={
-                "DATABASE_URL": url,
-                "REDIS_URL": redis_db,
-                "CAPTIONER_MODEL": str(tiny_blip),
-                "MAX_NEW_TOKENS": "4",
-                "IMAGE_MAX_BYTES": str(2 * 1024 * 1024),
-                "FETCH_TIMEOUT_S": "1.5",
-                "JOB_MAX_ATTEMPTS": "2",
-                **allow,
-            },
-            log=folder / "worker.log",
-        )
-        yield Hostile(server, CaptionClient(tenant="hostile", settings=settings), worker)
-        worker.stop()
+    server = LoopbackServer()
+    for path, handler in ROUTES.items():
+        server.route(path, handler)
+    allow = {"URL_ALLOW_CIDRS": '["127.0.0.1/32"]', "URL_ALLOWED_PORTS": f"[{server.port}]"}
+    settings = CoreSettings(
+        database_url=url,
+        redis_url=redis_db,
+        image_max_bytes=2 * 1024 * 1024,
+        url_allow_cidrs=["127.0.0.1/32"],
+        url_allowed_ports=[server.port],
+    )
+    worker = start(
+        "gpu+io",
+        env={
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_db,
+            "CAPTIONER_MODEL": str(tiny_blip),
+            "MAX_NEW_TOKENS": "4",
+            "IMAGE_MAX_BYTES": str(2 * 1024 * 1024),
+            "FETCH_TIMEOUT_S": "1.5",
+            "JOB_MAX_ATTEMPTS": "2",
+            **allow,
+        },
+        logdir=folder,
+    )
+    yield Hostile(server, CaptionClient(tenant="hostile", settings=settings), worker)
+    worker.stop()
+    server.stop()
 
 
 JOB = {"styles": ["playful"], "platforms": ["x"], "variants": 1}

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.conftest import Stack, png
+from tests.support.images import png
+from tests.support.stack import Stack
 
 
 def captionq(

@@ -4,72 +4,24 @@ what a slow, hanging or gone receiver does to the rest of its batch."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlmodel import col, select
 
-from producers.demo import verified
 from schemas.settings import WorkerSettings
 from schemas.store.endpoints import create_endpoint
 from schemas.store.outbox import PING
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_tenant, webhook_secret
 from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from tests.support.receivers import Receiver
+from tests.support.services import SECRETS_KEY
 from worker import sender
 
-SECRETS_KEY = Fernet.generate_key().decode()
 TIMEOUT_S = 0.5
-
-
-@dataclass
-class Receiver:
-    """HTTP/1.1 (keep-alive) receiver: answers ``status`` after ``delay_s``; counts the
-    connections it was opened and the signed requests it got."""
-
-    secret: str
-    status: int = 204
-    delay_s: float = 0.0
-    connections: int = 0
-    ids: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                receiver.connections += 1
-                super().setup()
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                assert verified(receiver.secret, body, dict(self.headers))
-                receiver.ids.append(self.headers["webhook-id"])
-                time.sleep(receiver.delay_s)
-                self.send_response(receiver.status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str = "hooks") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{path}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
@@ -118,16 +70,17 @@ def world(database_url: str) -> World:
 
 
 @pytest.fixture
-def receiver(world: World) -> Iterator[Receiver]:
-    receiver = Receiver(world.secret)
+def receiver(world: World, receivers: Callable[..., Receiver]) -> Iterator[Receiver]:
+    """An HTTP/1.1 (keep-alive) receiver that counts its connections and signed requests."""
+    receiver = receivers(world.secret)
     yield receiver
-    receiver.stop()
+    assert all(request.verified for request in receiver.requests)
 
 
 def test_a_batch_goes_over_one_connection_and_every_attempt_is_logged(
     world: World, receiver: Receiver
 ) -> None:
-    ids = world.outbox(receiver.url(), 6)
+    ids = world.outbox(receiver.url, 6)
     sent = sender.send_batch(ids, settings=world.settings)
     assert receiver.ids == ids
     assert receiver.connections == 1
@@ -144,7 +97,7 @@ def test_a_batch_goes_over_one_connection_and_every_attempt_is_logged(
 
 def test_a_timeout_stops_the_rest_of_the_endpoints_batch(world: World, receiver: Receiver) -> None:
     receiver.delay_s = TIMEOUT_S * 3
-    ids = world.outbox(receiver.url(), 4)
+    ids = world.outbox(receiver.url, 4)
     started = time.monotonic()
     sender.send_batch(ids, settings=world.settings)
     assert time.monotonic() - started < TIMEOUT_S * 2.5  # one deadline, not four
@@ -161,16 +114,16 @@ def test_a_timeout_stops_the_rest_of_the_endpoints_batch(world: World, receiver:
 
 def test_410_disables_the_endpoint_and_ends_its_batch(world: World, receiver: Receiver) -> None:
     receiver.status = 410
-    ids = world.outbox(receiver.url(), 3)
+    ids = world.outbox(receiver.url, 3)
     sender.send_batch(ids, settings=world.settings)
     assert receiver.ids == ids[:1]
     assert [row.status for row in world.rows(ids)] == ["dead"] * 3
     with session_scope(world.settings.database_url) as session:
         endpoint = session.exec(
-            select(WebhookEndpoint).where(WebhookEndpoint.url == receiver.url())
+            select(WebhookEndpoint).where(WebhookEndpoint.url == receiver.url)
         ).one()
         assert endpoint.disabled_reason == "410 Gone"
-    later = world.outbox(receiver.url(), 1)
+    later = world.outbox(receiver.url, 1)
     sender.send_batch(later, settings=world.settings)
     assert world.rows(later)[0].status == DeliveryStatus.dead  # refused, never sent
     assert len(receiver.ids) == 1
@@ -184,7 +137,7 @@ def test_what_the_lease_cannot_cover_is_handed_back_untried(
     # the first one or two go and the rest wait for the next dispatch.
     monkeypatch.setattr(sender, "LEASE_MARGIN_S", 0.3)
     receiver.delay_s = 0.2
-    ids = world.outbox(receiver.url(), 6)
+    ids = world.outbox(receiver.url, 6)
     sent = sender.send_batch(ids, settings=world.settings)
     assert 1 <= len(sent.attempts) < 6
     assert sent.untried == ids[len(sent.attempts) :]
@@ -200,20 +153,18 @@ def test_what_the_lease_cannot_cover_is_handed_back_untried(
     assert receiver.ids == ids
 
 
-def test_endpoints_in_one_batch_each_get_their_own_connection(world: World) -> None:
-    slow, fast = Receiver(world.secret, status=500), Receiver(world.secret)
-    try:
-        failing = world.outbox(slow.url(), 2)
-        good = world.outbox(fast.url(), 2)
-        sender.send_batch([*failing, *good], settings=world.settings)
-        assert (slow.connections, fast.connections) == (1, 1)
-        assert [row.status for row in world.rows(good)] == ["delivered"] * 2
-        for row in world.rows(failing):
-            assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 500)
-            assert row.next_attempt_at is not None
-    finally:
-        slow.stop()
-        fast.stop()
+def test_endpoints_in_one_batch_each_get_their_own_connection(
+    world: World, receivers: Callable[..., Receiver]
+) -> None:
+    slow, fast = receivers(world.secret, status=500), receivers(world.secret)
+    failing = world.outbox(slow.url, 2)
+    good = world.outbox(fast.url, 2)
+    sender.send_batch([*failing, *good], settings=world.settings)
+    assert (slow.connections, fast.connections) == (1, 1)
+    assert [row.status for row in world.rows(good)] == ["delivered"] * 2
+    for row in world.rows(failing):
+        assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 500)
+        assert row.next_attempt_at is not None
 
 
 def test_an_endpoint_gets_only_the_events_it_subscribes_to_and_pings(
@@ -223,12 +174,12 @@ def test_an_endpoint_gets_only_the_events_it_subscribes_to_and_pings(
         create_endpoint(
             session=session,
             tenant_id=world.tenant_id,
-            url=receiver.url("failed-only"),
+            url=receiver.url_for("failed-only"),
             key=SECRETS_KEY,
             event_types=["job.failed"],
             secret=world.secret,
         )
-    url = receiver.url("failed-only")
+    url = receiver.url_for("failed-only")
     succeeded, failed, ping = (
         world.outbox(url, 1, event)[0] for event in ("job.succeeded", "job.failed", PING)
     )

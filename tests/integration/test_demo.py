@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.integration.conftest import REPO
+from tests.support.processes import REPO
 
 
 def test_the_demo_runs_end_to_end_and_says_what_it_used(redis_db: str) -> None:

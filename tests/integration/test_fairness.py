@@ -13,7 +13,8 @@ import pytest
 from producers.client import CaptionClient
 from schemas.settings import CoreSettings
 from schemas.store.sessions import migrate
-from tests.integration.conftest import png, start_worker
+from tests.support.images import png
+from tests.support.processes import start
 
 FLOOD = 120
 
@@ -31,14 +32,15 @@ def rank_of_small_tenant(
     job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
     flood_ids = big.submit_many([job] * FLOOD)
     small_id = small.submit(**job)
-    worker = start_worker(
+    worker = start(
+        "gpu+io",
         env={
             "DATABASE_URL": url,
             "REDIS_URL": redis_db,
             "CAPTIONER_MODEL": "captionq/noop",
             "BATCH_SIZE": "4",
         },
-        log=tmp_path / "worker.log",
+        logdir=tmp_path,
     )
     try:
         finished = {job_id: big.wait(job_id, timeout_s=120) for job_id in flood_ids}
@@ -85,10 +87,11 @@ def test_an_urgent_job_overtakes_a_queued_backlog(
     job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
     backlog = client.submit_many([{**job, "priority": 1}] * 60)
     urgent = client.submit(**job, priority=9)
-    worker = start_worker(
+    worker = start(
+        "gpu+io",
         env={"DATABASE_URL": url, "REDIS_URL": redis_db, "CAPTIONER_MODEL": "captionq/noop",
              "BATCH_SIZE": "4"},
-        log=folder / "worker.log",
+        logdir=folder,
     )  # fmt: skip
     try:
         done = [client.wait(job_id, timeout_s=120) for job_id in [*backlog, urgent]]

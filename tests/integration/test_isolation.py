@@ -19,7 +19,7 @@ from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import SCOPES, create_api_key, create_tenant
 from schemas.tables import Delivery, DeliveryStatus, Job
-from tests.integration.conftest import png
+from tests.support.images import png
 
 PARAMETERS = {"job_id": "job", "endpoint_id": "endpoint", "delivery_id": "delivery"}
 

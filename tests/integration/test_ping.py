@@ -5,20 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
 from producers.api import create_app
-from producers.demo import CallbackReceiver
 from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key
 from schemas.tables import Tenant
-from tests.integration.conftest import Stack
+from tests.support.receivers import Receiver
+from tests.support.stack import Stack
+from tests.support.waiting import wait_for
 
 
-def test_ping_reaches_the_endpoint_signed_with_its_own_secret(stack: Stack) -> None:
+def test_ping_reaches_the_endpoint_signed_with_its_own_secret(
+    stack: Stack, receivers: Callable[..., Receiver]
+) -> None:
     settings = ApiSettings(
         database_url=stack.settings.database_url,
         redis_url=stack.settings.redis_url,
@@ -30,25 +33,24 @@ def test_ping_reaches_the_endpoint_signed_with_its_own_secret(stack: Stack) -> N
         key = create_api_key(session=session, tenant=tenant, scopes=["submit", "read"])[1]
     auth = {"authorization": f"Bearer {key}"}
     with TestClient(create_app(settings)) as http:
-        receiver = CallbackReceiver(secret="")
+        receiver = receivers("")
         endpoint = http.post("/v1/webhooks", json={"url": receiver.url}, headers=auth).json()
         receiver.secret = endpoint["secret"]  # the endpoint's own, shown once
         sent = http.post(f"/v1/webhooks/{endpoint['id']}/ping", headers=auth)
         assert sent.status_code == 202, sent.text
         delivery_id = sent.json()["id"]
-        deadline = time.monotonic() + 60
-        while not receiver.received and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: bool(receiver.received), 60, "the ping")
         (got,) = receiver.received
         assert got.verified
         assert got.event_type == "webhook.ping"
         assert got.webhook_id == delivery_id
         assert got.body["data"]["endpoint_id"] == endpoint["id"]
-        while time.monotonic() < deadline:
-            row = http.get(f"/v1/webhooks/deliveries/{delivery_id}", headers=auth).json()
-            if row["status"] == "delivered":
-                break
-            time.sleep(0.1)
+
+        def delivery() -> dict[str, object]:
+            return http.get(f"/v1/webhooks/deliveries/{delivery_id}", headers=auth).json()
+
+        wait_for(lambda: delivery()["status"] == "delivered", 60, "the delivery marked")
+        row = delivery()
         assert row["status"] == "delivered"
         assert row["job_id"] is None
         assert row["last_status_code"] == 204
@@ -62,4 +64,3 @@ def test_ping_reaches_the_endpoint_signed_with_its_own_secret(stack: Stack) -> N
         assert cli.returncode == 0, cli.stdout + cli.stderr
         assert "delivered, HTTP 204" in cli.stdout
         assert len(receiver.received) == 2
-        receiver.stop()

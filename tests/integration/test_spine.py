@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -11,18 +9,12 @@ from schemas.errors import ErrorCode, RequestError
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import webhook_secret
 from schemas.tables import Delivery, DeliveryStatus, Tenant, Variant
-from tests.integration.conftest import Stack, png
+from tests.support.images import png
+from tests.support.stack import Stack
+from tests.support.waiting import wait_for
 
 STYLES = ["playful", "luxury"]
 PLATFORMS = ["instagram", "x"]
-
-
-def wait_for(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def test_jobs_succeed_with_variants_and_verified_callbacks(stack: Stack) -> None:
@@ -41,7 +33,7 @@ def test_jobs_succeed_with_variants_and_verified_callbacks(stack: Stack) -> None
     )
     jobs = [stack.client.wait(job_id, timeout_s=120) for job_id in ids]
     for job in jobs:
-        assert job.status == "succeeded", (job.error, stack.worker.output()[-2000:])
+        assert job.status == "succeeded", (job.error, stack.logs())
         assert job.caption
         assert job.model_id is not None
         assert job.model_id.endswith("tiny-blip")

@@ -18,7 +18,7 @@ from schemas.store.lifecycle import purge
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import Blob, Delivery, Job, Variant, utcnow
-from tests.integration.conftest import png
+from tests.support.images import png
 
 
 def make_api(database_url: str, redis_db: str, **limits: object) -> TestClient:

@@ -14,31 +14,32 @@ from sqlmodel import select
 from schemas.store.outbox import replay_dead
 from schemas.store.sessions import session_scope
 from schemas.tables import Delivery, DeliveryStatus, Job, JobStatus
-from tests.reliability.conftest import SLOTS, Stack
-from tests.reliability.harness import (
+from tests.reliability.scenarios import (
     SCENARIO_REPORT,
+    SLOTS,
+    FaultStack,
     bodies_stable,
     events_per_job,
     tally,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.reliability
 
 
-def _succeeded(stack: Stack, ids: list[str]) -> int:
+def _succeeded(stack: FaultStack, ids: list[str]) -> int:
     with session_scope(stack.database_url) as session:
         jobs = session.exec(select(Job.status).where(Job.id.in_(ids))).all()  # type: ignore[attr-defined]
     return sum(1 for s in jobs if s == JobStatus.succeeded)
 
 
-def _running(stack: Stack, ids: list[str]) -> int:
+def _running(stack: FaultStack, ids: list[str]) -> int:
     with session_scope(stack.database_url) as session:
         jobs = session.exec(select(Job.status).where(Job.id.in_(ids))).all()  # type: ignore[attr-defined]
     return sum(1 for s in jobs if s == JobStatus.running)
 
 
-def _check(stack: Stack, ids: list[str], scenario: str, *, timeout_s: float = 90) -> None:
+def _check(stack: FaultStack, ids: list[str], scenario: str, *, timeout_s: float = 90) -> None:
     """Wait for the end state, print the tally, assert the guarantees."""
 
     def done() -> bool:
@@ -55,11 +56,11 @@ def _check(stack: Stack, ids: list[str], scenario: str, *, timeout_s: float = 90
     assert result.duplicated == 0
     assert set(events_per_job(stack.database_url, ids).values()) == {1}  # one event per job
     assert result.delivered == result.expected_callbacks == len(ids)
-    assert all(h.verified for h in stack.receiver.hits)
+    assert all(h.verified for h in stack.receiver.received)
     assert bodies_stable(stack.receiver)
 
 
-def test_sigkill_worker_mid_batch_with_full_buffer(stack: Stack) -> None:
+def test_sigkill_worker_mid_batch_with_full_buffer(stack: FaultStack) -> None:
     stack.start("io")
     stack.start("beat")
     gpu = stack.start("gpu")
@@ -77,7 +78,7 @@ def test_sigkill_worker_mid_batch_with_full_buffer(stack: Stack) -> None:
     assert stack.logged("lease expired")  # the reaper, not a restart, brought them back
 
 
-def test_redis_loses_everything_mid_stream(stack: Stack) -> None:
+def test_redis_loses_everything_mid_stream(stack: FaultStack) -> None:
     stack.start("io")
     stack.start("beat")
     stack.start("gpu")
@@ -89,7 +90,7 @@ def test_redis_loses_everything_mid_stream(stack: Stack) -> None:
     assert _succeeded(stack, ids) == len(ids)
 
 
-def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: Stack) -> None:
+def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: FaultStack) -> None:
     stack.start("io")
     stack.start("beat")
     stack.start("gpu")
@@ -123,7 +124,7 @@ def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: Stack) -> None:
     _check(stack, gone, "receiver-gone-dead-replayed")
 
 
-def test_crash_after_2xx_before_marked_delivered(stack: Stack) -> None:
+def test_crash_after_2xx_before_marked_delivered(stack: FaultStack) -> None:
     stack.start("beat")
     stack.start("gpu")
     io = stack.start("io")
@@ -141,13 +142,13 @@ def test_crash_after_2xx_before_marked_delivered(stack: Stack) -> None:
     stack.start("io")
 
     def redelivered() -> bool:
-        return sum(1 for h in stack.receiver.hits if h.webhook_id == crashed[0]) >= 2
+        return sum(1 for h in stack.receiver.received if h.webhook_id == crashed[0]) >= 2
 
     wait_for(redelivered, 60, "the same event again")
     _check(stack, ids, "crash-after-2xx")
 
 
-def test_sigterm_during_a_batch(stack: Stack) -> None:
+def test_sigterm_during_a_batch(stack: FaultStack) -> None:
     stack.start("io")
     stack.start("beat")
     gpu = stack.start("gpu")
@@ -161,7 +162,7 @@ def test_sigterm_during_a_batch(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # PostgreSQL's fault
-def test_postgres_connections_killed_while_workers_write(stack: Stack) -> None:
+def test_postgres_connections_killed_while_workers_write(stack: FaultStack) -> None:
     stack.start("io")
     stack.start("beat")
     stack.start("gpu")

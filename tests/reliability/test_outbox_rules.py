@@ -28,7 +28,7 @@ from schemas.tables import (
     WebhookEndpoint,
     utcnow,
 )
-from tests.reliability.harness import SECRETS_KEY
+from tests.support.services import SECRETS_KEY
 from worker.sender import signed_headers
 
 pytestmark = pytest.mark.reliability

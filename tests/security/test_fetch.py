@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from schemas.errors import CaptionError, ErrorCode, PermanentError, TransientError
+from tests.support.servers import CertAuthority, Handler, LoopbackServer, redirect, send
 from worker.fetch import fetch_image
-
-from .conftest import CertAuthority, Handler, LoopbackServer, redirect, send
 
 pytestmark = pytest.mark.integration
 

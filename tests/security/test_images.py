@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import struct
-import zlib
 from io import BytesIO
 
 import pytest
@@ -12,6 +10,7 @@ from PIL import Image
 
 from schemas.checks.images import decode_base64_image, decode_image, thumbnail_jpeg
 from schemas.errors import ErrorCode, ImageError
+from tests.support.images import png_with_header
 
 pytestmark = pytest.mark.unit
 
@@ -22,21 +21,6 @@ def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     out = BytesIO()
     image.save(out, format=fmt, **params)
     return out.getvalue()
-
-
-def png_with_header(width: int, height: int) -> bytes:
-    """A tiny PNG whose IHDR claims ``width`` x ``height``: a bomb for free."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 def decode_error(data: bytes, **limits: int) -> ErrorCode:

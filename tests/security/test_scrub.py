@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from schemas.sentry import FILTERED, before_breadcrumb, before_send, scrub
-
-from .conftest import LoopbackServer
+from tests.support.servers import LoopbackServer
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 IMAGE_B64 = base64.b64encode(IMAGE).decode()

@@ -1,8 +1,8 @@
-"""Loopback HTTP(S) servers and a throwaway CA for the security tests.
+"""Loopback HTTP(S) servers that a test owns, and a throwaway certificate authority.
 
-A test registers what each path answers (``server.route("/x", handler)``);
-the server records every request it saw (path and headers) so a test can
-assert what the fetcher sent, or that it never arrived.
+A test registers what each path answers (``server.route("/x", handler)``, or a
+``fallback`` for every other path); the server records every request it saw (path,
+headers, body) so a test can assert what the fetcher sent, or that it never arrived.
 """
 
 from __future__ import annotations
@@ -13,15 +13,44 @@ import shutil
 import ssl
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypedDict
 
-import pytest
-
 Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # handshakes the client refused, clients that hung up
+
+
+class Loopback:
+    """A threaded HTTP server on 127.0.0.1, serving ``handler`` until ``stop()``."""
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
 
 
 @dataclass
@@ -36,13 +65,22 @@ class AllowOnly(TypedDict):
     allow_networks: tuple[str, ...]
 
 
-@dataclass
-class LoopbackServer:
-    scheme: str
-    host: str
-    port: int
-    routes: dict[str, Handler] = field(default_factory=dict)
-    seen: list[Seen] = field(default_factory=list)
+class LoopbackServer(Loopback):
+    """Answers GETs from its routes (404 for a path it does not know, unless a
+    ``fallback`` answers those) and every POST with ``{}``."""
+
+    def __init__(
+        self,
+        scheme: str = "http",
+        tls: ssl.SSLContext | None = None,
+        fallback: Handler | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.host = "127.0.0.1"
+        self.routes: dict[str, Handler] = {}
+        self.fallback = fallback
+        self.seen: list[Seen] = []
+        super().__init__(_handler_class(self), tls)
 
     @property
     def allow(self) -> AllowOnly:
@@ -84,16 +122,18 @@ def redirect(location: str, status: int = 302) -> Handler:
     return handler
 
 
+def _not_found(request: BaseHTTPRequestHandler) -> None:
+    send(request, b"not found", status=404, content_type="text/plain")
+
+
 def _handler_class(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             server.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}))
-            handler = server.routes.get(self.path.split("?")[0])
-            if handler is None:
-                send(self, b"not found", status=404, content_type="text/plain")
-                return
+            path = self.path.split("?")[0]
+            handler = server.routes.get(path) or server.fallback or _not_found
             # The fetcher hanging up mid-answer is what several tests expect.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 handler(self)
@@ -114,40 +154,6 @@ def _handler_class(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     return RequestHandler
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        return  # handshakes the client refused, clients that hung up
-
-
-def _serve(scheme: str, tls: ssl.SSLContext | None) -> Iterator[LoopbackServer]:
-    state = LoopbackServer(scheme=scheme, host="127.0.0.1", port=0)
-    httpd = _QuietServer(("127.0.0.1", 0), _handler_class(state))
-    if tls is not None:
-        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
-@pytest.fixture
-def http_server() -> Iterator[LoopbackServer]:
-    yield from _serve("http", None)
-
-
-@pytest.fixture
-def second_server() -> Iterator[LoopbackServer]:
-    yield from _serve("http", None)
-
-
 @dataclass(frozen=True)
 class CertAuthority:
     ca_file: Path
@@ -158,14 +164,18 @@ class CertAuthority:
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
+    def server_context(self) -> ssl.SSLContext:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(self.cert_file, self.key_file)
+        return tls
 
-@pytest.fixture(scope="session")
-def cert_authority(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    """A CA and a server certificate for ``images.test``, made with openssl."""
+
+def make_cert_authority(folder: Path) -> CertAuthority | None:
+    """A CA and a server certificate for ``images.test``, made with openssl in ``folder``
+    (None without openssl)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is not installed: TLS tests need it to make certificates")
-    folder = tmp_path_factory.mktemp("ca")
+        return None
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def run(*args: str) -> None:
@@ -184,10 +194,3 @@ def cert_authority(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
     run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext")  # fmt: skip
     return CertAuthority(folder / "ca.pem", folder / "leaf.pem", folder / "leaf.key", "images.test")
-
-
-@pytest.fixture
-def https_server(cert_authority: CertAuthority) -> Iterator[LoopbackServer]:
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert_authority.cert_file, cert_authority.key_file)
-    yield from _serve("https", tls)

@@ -1,0 +1,86 @@
+"""Celery workers and beat as real processes, each logging to its own file.
+
+``start(kind, env=..., logdir=...)`` runs one and returns once it says it is ready:
+
+- ``gpu``: the GPU worker's shape, the solo pool on the gpu queue;
+- ``io``: the IO worker, four threads on the io queue (fetches, callbacks);
+- ``gpu+io``: one solo process on both queues, as ``captionq demo`` runs it;
+- ``beat``: the scheduler (reaper, outbox dispatch).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+READY_S = 90
+SOLO = ("--pool", "solo")
+POOLS = {
+    "gpu": (SOLO, "captionq.gpu"),
+    "io": (("--pool", "threads", "-c", "4"), "captionq.io"),
+    "gpu+io": (SOLO, "captionq.gpu,captionq.io"),
+}
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def celery_args(kind: str, name: str, logdir: Path) -> tuple[list[str], str]:
+    """The ``celery -A worker.app`` arguments of a ``kind``, and the line that says ready."""
+    if kind == "beat":
+        return ["beat", "-s", str(logdir / f"{name}.schedule"), "-l", "INFO"], "beat: Starting"
+    pool, queues = POOLS[kind]
+    return [
+        "worker", *pool, "-Q", queues, "-l", "INFO", "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-n", f"{name}@%h",
+    ], "ready."  # fmt: skip
+
+
+def start(kind: str, *, env: dict[str, str], logdir: Path) -> Proc:
+    """Start a ``gpu``, ``io``, ``gpu+io`` worker or ``beat`` with ``env`` over this
+    process's environment; wait until it is ready (or fail with its log)."""
+    name = f"{kind.replace('+', '-')}-{uuid.uuid4().hex[:6]}"
+    args, ready = celery_args(kind, name, logdir)
+    log = logdir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", *args],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    proc = Proc(name, process, log)
+    deadline = time.monotonic() + READY_S
+    while ready not in proc.output():
+        if process.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"{name} did not start:\n{proc.output()[-3000:]}")
+        time.sleep(0.1)
+    return proc
