@@ -325,41 +325,5 @@ def test_purge_says_what_it_deletes_and_asks(stack: Stack, tmp_path: Path) -> No
     assert done["deleted"] == 1
 
 
-HELP_COMMANDS = [
-    (),
-    ("submit",),
-    ("job",),
-    ("cancel",),
-    ("delete",),
-    ("purge",),
-    ("worker",),
-    ("api",),
-    ("demo",),
-    ("db", "upgrade"),
-    ("tenant",),
-    ("tenant", "create"),
-    ("tenant", "key"),
-    ("tenant", "keys", "list"),
-    ("tenant", "keys", "revoke"),
-    ("tenant", "keys", "expire"),
-    ("tenant", "policy"),
-    ("webhooks",),
-    ("webhooks", "add"),
-    ("webhooks", "list"),
-    ("webhooks", "rotate"),
-    ("webhooks", "enable"),
-    ("webhooks", "delete"),
-    ("webhooks", "ping"),
-    ("webhooks", "deliveries"),
-    ("webhooks", "delivery"),
-    ("webhooks", "replay"),
-    ("eval",),
-]
-
-
-def test_help_renders_without_markup_markers(stack: Stack) -> None:
-    for command in HELP_COMMANDS:
-        shown = captionq(*command, "--help", stack=stack).stdout
-        for marker in ("``", "<bool>", "[bold]", "[/", ":func:", ":class:"):
-            assert marker not in shown, (command, marker, shown)
+def test_help_shows_defaults(stack: Stack) -> None:
     assert "[default: 3]" in captionq("submit", "--help", stack=stack).stdout

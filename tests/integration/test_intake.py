@@ -22,7 +22,7 @@ from schemas.settings import ApiSettings, CoreSettings
 from schemas.store.sessions import read_scope, session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import Job, JobStatus, WebhookEndpoint
-from tests.integration.conftest import png
+from tests.support.images import png
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 

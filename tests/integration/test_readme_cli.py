@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from producers.demo import free_port
-from tests.integration.conftest import REPO, png
+from tests.support.images import png
+from tests.support.processes import REPO
 
 SERVICES = {  # a line that starts a service, and what it prints (or answers) once up
     "captionq worker": "ready.",
