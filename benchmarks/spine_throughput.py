@@ -334,6 +334,7 @@ def stages_alone(
     os.environ.update(
         DATABASE_URL=database_url, REDIS_URL=redis_url, CAPTIONER_MODEL="captionq/noop",
         BATCH_SIZE=str(batch_size), URL_ALLOW_CIDRS='["127.0.0.0/8"]', BLOB_STORE="db",
+        URL_ALLOWED_PORTS='["1024-65535"]',
     )  # fmt: skip
     from producers import submit
     from schemas.messages import DeliverMessage
@@ -456,6 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BLOB_STORE": "db",
             "CAPTIONER_MODEL": "captionq/noop", "BATCH_SIZE": str(args.batch_size),
             "BATCH_INTERVAL_S": str(args.batch_interval_s), "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+            "URL_ALLOWED_PORTS": '["1024-65535"]',
             "BULK_MAX_JOBS": str(max(500, args.chunk)), "HF_HUB_OFFLINE": "1",
             # Admission is checked on every request, with limits this run never reaches.
             "RATE_LIMIT_BURST": str(10 * args.jobs), "RATE_LIMIT_JOBS_PER_S": "100000",

@@ -101,10 +101,12 @@ def run_demo(*, model: str | None, n_images: int, console: Console) -> int:
         settings = CoreSettings(database_url=database_url, redis_url=redis_url, blob_store="db")
         model_id = _model(model, workdir, console)
 
-        client = CaptionClient(tenant="demo", settings=settings)
-        receiver = CallbackReceiver(secret=_secret(client, settings))
+        receiver = CallbackReceiver(secret=_secret(settings))
         stack.callback(receiver.stop)
         console.print(f"Callback receiver: {describe_url(receiver.url)}")
+        # Callbacks may reach exactly that receiver, and nothing else on this machine.
+        settings = settings.model_copy(update=_reach(receiver))
+        client = CaptionClient(tenant="demo", settings=settings)
 
         worker = _start_worker(settings, model_id, workdir)
         stack.callback(_stop, worker)
@@ -139,15 +141,20 @@ def run_demo(*, model: str | None, n_images: int, console: Console) -> int:
         return 0 if ok and len(receiver.received) >= len(job_ids) else 1
 
 
-def _secret(client: CaptionClient, settings: CoreSettings) -> str:
+def _secret(settings: CoreSettings) -> str:
+    """The demo tenant's webhook secret (the tenant is created on first use)."""
     from schemas.store.sessions import session_scope
-    from schemas.store.tenants import webhook_secret
-    from schemas.tables import Tenant
+    from schemas.store.tenants import ensure_tenant, webhook_secret
 
     with session_scope(settings.database_url) as session:
-        tenant = session.get(Tenant, client.tenant_id)
-        assert tenant is not None
+        tenant = ensure_tenant(session=session, name="demo", key=settings.webhook_secrets_key)
         return webhook_secret(tenant, key=settings.webhook_secrets_key)
+
+
+def _reach(receiver: CallbackReceiver) -> dict[str, list[int | str]]:
+    port = urlparse(receiver.url).port
+    assert port is not None
+    return {"url_allow_cidrs": ["127.0.0.1/32"], "url_allowed_ports": [port]}
 
 
 def _start_worker(settings: CoreSettings, model_id: str, workdir: Path) -> subprocess.Popen[bytes]:
@@ -157,7 +164,8 @@ def _start_worker(settings: CoreSettings, model_id: str, workdir: Path) -> subpr
         "REDIS_URL": settings.redis_url,
         "BLOB_STORE": settings.blob_store,
         "CAPTIONER_MODEL": model_id,
-        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+        "URL_ALLOW_CIDRS": json.dumps(settings.url_allow_cidrs),
+        "URL_ALLOWED_PORTS": json.dumps(settings.url_allowed_ports),
     }
     with (workdir / "worker.log").open("wb") as log:
         return subprocess.Popen(

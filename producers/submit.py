@@ -81,7 +81,7 @@ def validate(request: JobRequest, settings: CoreSettings) -> JobRequest:
         try:
             check_url(
                 request.image_url,
-                allowed_ports=settings.url_allowed_ports,
+                allowed_ports=settings.allowed_ports,
                 allow_networks=settings.url_allow_cidrs,
             )
         except PermanentError as exc:
@@ -98,7 +98,7 @@ def callback_target(url: str, *, settings: CoreSettings, field: str = "callback_
     try:
         return check_url(
             url,
-            allowed_ports=range(1, 65536),
+            allowed_ports=settings.allowed_ports,
             allow_networks=parse_networks(settings.url_allow_cidrs),
         )
     except PermanentError as exc:

@@ -11,9 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.checks.urls import Ports, parse_ports
 from schemas.messages import DELIVER_BATCH_MAX
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "captionq"
@@ -41,7 +42,22 @@ class CoreSettings(BaseSettings):
         description="Networks that image and callback URLs may reach although not public, "
         'as JSON: ["127.0.0.0/8"] (tests, private deployments)',
     )
-    url_allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    url_allowed_ports: list[int | str] = Field(
+        default_factory=lambda: [80, 443],
+        description="Ports that image and callback URLs may use (one rule for both), as "
+        'JSON: ports and "low-high" ranges, e.g. [80, 443, "8000-8100"]',
+    )
+    @field_validator("url_allowed_ports")
+    @classmethod
+    def _ports(cls, value: list[int | str]) -> list[int | str]:
+        parse_ports(value)  # refuses what is neither a port nor a range, at start
+        return value
+
+    @property
+    def allowed_ports(self) -> Ports:
+        """``url_allowed_ports`` as the URL checks take it."""
+        return parse_ports(self.url_allowed_ports)
+
     fair_share_steps: list[int] = Field(
         default_factory=lambda: [32, 128, 512, 2048],
         description="Jobs in flight at which a tenant's new jobs drop one more priority "
@@ -116,9 +132,6 @@ class WorkerSettings(CoreSettings):
         ge=1,
         le=DELIVER_BATCH_MAX,
         description="Callbacks to one URL sent by one deliver task, over one connection",
-    )
-    callback_allowed_ports: list[int] = Field(
-        default_factory=list, description="Ports callback URLs may use (empty: any)"
     )
     delivery_dispatch_interval_s: float = Field(
         default=5.0, gt=0, description="How often beat sends the callbacks that are due"

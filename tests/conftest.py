@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.receivers import Receiver
 from tests.support.servers import CertAuthority, LoopbackServer, make_cert_authority
-from tests.support.services import migrated_database, start_redis
+from tests.support.services import LOOPBACK, LOOPBACK_ENV, migrated_database, start_redis
 
 if TYPE_CHECKING:
     from tests.support.stack import Stack
@@ -111,12 +111,14 @@ def stack(
     from schemas.settings import CoreSettings
     from tests.support.stack import Stack
 
-    settings = CoreSettings(database_url=database_url, redis_url=redis_db, blob_store="db")
+    settings = CoreSettings(
+        database_url=database_url, redis_url=redis_db, blob_store="db", **LOOPBACK
+    )
     env = {
         "CAPTIONER_MODEL": str(tiny_blip),
         "MAX_NEW_TOKENS": "8",
-        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
         "HF_HUB_OFFLINE": "1",
+        **LOOPBACK_ENV,
     }
     built = Stack.open(settings, env=env, logdir=tmp_path_factory.mktemp("worker"))
     try:

@@ -43,7 +43,7 @@ def _one(job: Job, stored: dict[str, bytes], settings: WorkerSettings) -> bytes 
             job.image_url,
             max_bytes=settings.image_max_bytes,
             timeout_s=settings.fetch_timeout_s,
-            allowed_ports=tuple(settings.url_allowed_ports),
+            allowed_ports=settings.allowed_ports,
             allow_networks=tuple(settings.url_allow_cidrs),
         )
     except CaptionError as exc:

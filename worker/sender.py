@@ -24,17 +24,16 @@ import httpcore
 from sqlmodel import Session
 from standardwebhooks.webhooks import Webhook
 
-from schemas.checks.urls import check_url, parse_networks
+from schemas.checks.urls import DEFAULT_PORTS, Ports, check_url, parse_networks
 from schemas.errors import CaptionError, PermanentError
 from schemas.settings import WorkerSettings
-from schemas.store.endpoints import ensure_endpoint, signing_secrets
+from schemas.store.endpoints import find_endpoint, signing_secrets
 from schemas.store.outbox import AttemptResult, Sent, Taken, record, subscribed, take
 from schemas.store.sessions import session_scope
 from schemas.tables import WebhookEndpoint
 from worker.connection import Deadline, PinnedBackend, resolve
 
 USER_AGENT = "captionq-webhooks/1"
-ANY_PORT = range(1, 65536)  # a range: `in` is a comparison, not a scan
 _ERROR_BODY_BYTES = 500
 
 
@@ -71,7 +70,7 @@ class Sender:
         *,
         secrets: Sequence[str],
         timeout_s: float,
-        allowed_ports: Sequence[int] = (),
+        allowed_ports: Ports | Sequence[int] = DEFAULT_PORTS,
         allow_networks: Sequence[str] = (),
     ) -> None:
         self._secrets = list(secrets)
@@ -82,8 +81,7 @@ class Sender:
         self._refused = False
         networks = parse_networks(allow_networks)
         try:
-            ports = allowed_ports or ANY_PORT
-            target = check_url(url, allowed_ports=ports, allow_networks=networks)
+            target = check_url(url, allowed_ports=allowed_ports, allow_networks=networks)
             addresses = resolve(target, deadline=self._deadline, networks=networks, resolver=None)
         except CaptionError as exc:
             # A URL the guard refuses is refused for good (the delivery is dead now,
@@ -201,8 +199,7 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
         for row in rows:
             groups.setdefault((row.tenant_id, row.url), []).append(row)
         endpoints = {
-            key: endpoint_for(session=session, tenant_id=key[0], url=key[1], settings=settings)
-            for key in groups
+            key: endpoint_for(session=session, tenant_id=key[0], url=key[1]) for key in groups
         }
     sent = Sent()
     for key, group in groups.items():
@@ -215,22 +212,24 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
 
 def _send_group(
     group: Sequence[Taken],
-    endpoint: WebhookEndpoint,
+    endpoint: WebhookEndpoint | None,
     *,
     settings: WorkerSettings,
     last_end: float,
     sent: Sent,
 ) -> None:
-    if endpoint.disabled_at is not None:
-        disabled = f"endpoint disabled: {endpoint.disabled_reason}"
+    refusal = _refusal(endpoint)
+    if refusal is not None:
         for row in group:
-            sent.attempts[row.id] = (endpoint.id, AttemptResult(None, disabled, 0.0, refused=True))
+            result = AttemptResult(None, refusal, 0.0, refused=True)
+            sent.attempts[row.id] = (endpoint.id if endpoint else None, result)
         return
+    assert endpoint is not None
     with Sender(
         endpoint.url,
         secrets=signing_secrets(endpoint, key=settings.webhook_secrets_key),
         timeout_s=settings.callback_timeout_s,
-        allowed_ports=settings.callback_allowed_ports,
+        allowed_ports=settings.allowed_ports,
         allow_networks=settings.url_allow_cidrs,
     ) as sender:
         stopped: AttemptResult | None = None
@@ -252,9 +251,16 @@ def _send_group(
             sent.attempts[row.id] = (endpoint.id, result)
 
 
-def endpoint_for(
-    *, session: Session, tenant_id: str, url: str, settings: WorkerSettings
-) -> WebhookEndpoint:
-    return ensure_endpoint(
-        session=session, tenant_id=tenant_id, url=url, key=settings.webhook_secrets_key
-    )
+def _refusal(endpoint: WebhookEndpoint | None) -> str | None:
+    """Why nothing can be sent to ``endpoint`` now or later, if so."""
+    if endpoint is None:
+        return "no endpoint for this URL: the tenant deleted it"
+    if endpoint.disabled_at is not None:
+        return f"endpoint disabled: {endpoint.disabled_reason}"
+    return None
+
+
+def endpoint_for(*, session: Session, tenant_id: str, url: str) -> WebhookEndpoint | None:
+    """The endpoint a delivery goes to: registered when the job was submitted (or by the
+    tenant); a worker reads tenant configuration, never writes it."""
+    return find_endpoint(session=session, tenant_id=tenant_id, url=url)

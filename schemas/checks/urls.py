@@ -16,6 +16,9 @@ Two steps, both raising :class:`~schemas.errors.PermanentError`:
 purpose, for tests and private deployments. Cloud metadata addresses stay
 blocked even then. Pair it with ``allowed_ports`` to admit exactly one
 service, e.g. ``allow_networks=("127.0.0.1/32",)``, ``allowed_ports=(8080,)``.
+
+One port rule holds for image and callback URLs alike (``URL_ALLOWED_PORTS``, 80 and
+443 by default): :func:`parse_ports` reads it, ports and ``"low-high"`` ranges.
 """
 
 from __future__ import annotations
@@ -35,6 +38,35 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PORTS: Final = (80, 443)
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Allowed ports: single ports and inclusive ranges (``port in ports``)."""
+
+    single: frozenset[int]
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    def __contains__(self, port: object) -> bool:
+        if not isinstance(port, int):
+            return False
+        return port in self.single or any(low <= port <= high for low, high in self.ranges)
+
+
+def parse_ports(values: Iterable[int | str]) -> Ports:
+    """``[80, 443, "8000-8100"]`` as :class:`Ports`; ``ValueError`` on anything else."""
+    single: set[int] = set()
+    ranges: list[tuple[int, int]] = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+            single.add(value)
+            continue
+        low, sep, high = str(value).partition("-")
+        if not (sep and low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= 65535):
+            raise ValueError(f"not a port or a low-high port range: {value!r}")
+        ranges.append((int(low), int(high)))
+    return Ports(frozenset(single), tuple(ranges))
+
 MAX_URL_LENGTH: Final = 2048
 
 _SCHEME_PORTS: Final = {"http": 80, "https": 443}
@@ -137,7 +169,7 @@ def check_address(
 def check_url(
     url: str,
     *,
-    allowed_ports: Sequence[int] = DEFAULT_PORTS,
+    allowed_ports: Ports | Sequence[int] = DEFAULT_PORTS,
     allow_networks: Iterable[str | IPNetwork] = (),
 ) -> CheckedURL:
     """Parse ``url`` for fetching or a callback; raise if it may not be used.

@@ -157,7 +157,7 @@ class Sent:
     """What a batch did: each taken delivery's attempt (with its endpoint), or its
     return untried."""
 
-    attempts: dict[str, tuple[str, AttemptResult]] = field(default_factory=dict)
+    attempts: dict[str, tuple[str | None, AttemptResult]] = field(default_factory=dict)
     untried: list[str] = field(default_factory=list)
 
 
@@ -184,7 +184,7 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
         if delivery_id not in attempts:
             continue
         attempt = attempts[delivery_id] + 1
-        if result.status_code == 410:
+        if result.status_code == 410 and endpoint_id is not None:
             _disable(session, endpoint_id)
         moves[delivery_id] = _after_attempt(
             attempt=attempt,

@@ -12,13 +12,13 @@ import pytest
 from sqlmodel import col, select
 
 from schemas.settings import WorkerSettings
-from schemas.store.endpoints import create_endpoint
+from schemas.store.endpoints import create_endpoint, ensure_endpoint
 from schemas.store.outbox import PING
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_tenant, webhook_secret
 from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 from tests.support.receivers import Receiver
-from tests.support.services import SECRETS_KEY
+from tests.support.services import LOOPBACK, SECRETS_KEY
 from worker import sender
 
 TIMEOUT_S = 0.5
@@ -31,7 +31,10 @@ class World:
     secret: str
 
     def outbox(self, url: str, count: int, event_type: str = "job.succeeded") -> list[str]:
+        """``count`` outbox rows for ``url``, an endpoint of the tenant (registered, as a
+        submission registers its callback URL, if it is not one yet)."""
         with session_scope(self.settings.database_url) as session:
+            ensure_endpoint(session=session, tenant_id=self.tenant_id, url=url, key=SECRETS_KEY)
             rows = [
                 Delivery(tenant_id=self.tenant_id, event_type=event_type, url=url, payload="{}")
                 for _ in range(count)
@@ -59,7 +62,7 @@ def world(database_url: str) -> World:
         database_url=database_url,
         callback_timeout_s=TIMEOUT_S,
         callback_retry_schedule_s=[0, 5, 60],
-        url_allow_cidrs=["127.0.0.0/8"],
+        **LOOPBACK,
         webhook_secrets_key=SECRETS_KEY,
     )
     with session_scope(database_url) as session:
@@ -187,3 +190,26 @@ def test_an_endpoint_gets_only_the_events_it_subscribes_to_and_pings(
     assert receiver.ids == [failed, ping]
     statuses = [row.status for row in world.rows([succeeded, failed, ping])]
     assert statuses == ["dead", "delivered", "delivered"]
+
+
+def test_a_delivery_whose_endpoint_is_gone_is_dead_at_once_and_no_endpoint_is_made(
+    world: World, receiver: Receiver
+) -> None:
+    from sqlmodel import select
+
+    from schemas.tables import WebhookEndpoint
+
+    with session_scope(world.settings.database_url) as session:
+        row = Delivery(
+            tenant_id=world.tenant_id, event_type="job.succeeded", url=receiver.url, payload="{}"
+        )
+        session.add(row)
+        delivery_id = row.id
+    sender.send_batch([delivery_id], settings=world.settings)
+    (stored,) = world.rows([delivery_id])
+    assert (stored.status, stored.attempts) == ("dead", 1)
+    assert "no endpoint" in (stored.last_error or "")
+    assert receiver.requests == []
+    with session_scope(world.settings.database_url) as session:
+        made = session.exec(select(WebhookEndpoint).where(WebhookEndpoint.url == receiver.url))
+        assert made.all() == []

@@ -256,3 +256,27 @@ def test_ping_timestamps_end_in_z_like_job_events(api: Api) -> None:
         assert json.loads(row.payload)["timestamp"].endswith("Z")
     with read_scope(api.settings.database_url) as session:
         assert session.exec(select(Job).where(col(Job.id) == "none")).first() is None
+
+
+# 3. One port rule for image and callback URLs: 80 and 443 unless configured.
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com:8443/cb", "http://hooks.example.com:25/"]
+)
+def test_callback_ports_follow_the_one_documented_rule(api: Api, url: str) -> None:
+    submitted = api.http.post("/v1/jobs", json=job(callback_url=url), headers=api.auth)
+    assert (submitted.status_code, submitted.json()["error"]["code"]) == (422, "url_blocked")
+    endpoint = api.http.post("/v1/webhooks", json={"url": url}, headers=api.auth)
+    assert (endpoint.status_code, endpoint.json()["error"]["code"]) == (422, "url_blocked")
+    image = api.http.post("/v1/jobs", json=job(image_base64=None, image_url=url), headers=api.auth)
+    assert image.json()["error"]["code"] == "url_blocked"
+
+
+def test_the_sender_refuses_a_port_outside_the_rule_for_good() -> None:
+    from worker.sender import Sender
+
+    with Sender(
+        "https://hooks.example.com:8443/cb", secrets=["whsec_" + "a" * 32], timeout_s=1.0
+    ) as sender:
+        result = sender.post(msg_id="msg_1", body="{}")
+    assert result.refused
+    assert (result.error or "").startswith("url_blocked")

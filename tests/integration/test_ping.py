@@ -15,6 +15,7 @@ from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key
 from schemas.tables import Tenant
 from tests.support.receivers import Receiver
+from tests.support.services import LOOPBACK
 from tests.support.stack import Stack
 from tests.support.waiting import wait_for
 
@@ -25,7 +26,7 @@ def test_ping_reaches_the_endpoint_signed_with_its_own_secret(
     settings = ApiSettings(
         database_url=stack.settings.database_url,
         redis_url=stack.settings.redis_url,
-        url_allow_cidrs=["127.0.0.0/8"],
+        **LOOPBACK,
     )
     with session_scope(settings.database_url) as session:
         tenant = session.get(Tenant, stack.client.tenant_id)

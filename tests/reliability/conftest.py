@@ -10,7 +10,13 @@ import pytest
 from schemas.settings import CoreSettings
 from tests.reliability.scenarios import TIMINGS, FaultStack, slow_png
 from tests.support.servers import LoopbackServer
-from tests.support.services import SECRETS_KEY, migrated_database, start_redis
+from tests.support.services import (
+    LOOPBACK,
+    LOOPBACK_ENV,
+    SECRETS_KEY,
+    migrated_database,
+    start_redis,
+)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -26,15 +32,13 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[FaultStack]:
         database_url=database_url,
         redis_url=redis.url,
         blob_store="db",
-        url_allow_cidrs=["127.0.0.0/8"],
-        url_allowed_ports=[images.port],
+        **LOOPBACK,  # the image server and the receiver
         webhook_secrets_key=SECRETS_KEY,  # the workers' key too
     )
     env = {
         "CAPTIONER_MODEL": "captionq/noop",
         "HF_HUB_OFFLINE": "1",
-        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
-        "URL_ALLOWED_PORTS": f"[{images.port}]",
+        **LOOPBACK_ENV,
         "WEBHOOK_SECRETS_KEY": SECRETS_KEY,
         **TIMINGS,
     }

@@ -77,3 +77,12 @@ def migrated_database(kind: str, folder: Path) -> Iterator[str]:
     for url in postgres_database():
         migrate(url)
         yield url
+
+
+# Receivers and image servers in tests listen on loopback, on ports the system picks:
+# the settings (and the processes' environment) that let URLs reach them.
+LOOPBACK: dict[str, object] = {
+    "url_allow_cidrs": ["127.0.0.0/8"],
+    "url_allowed_ports": ["1024-65535"],
+}
+LOOPBACK_ENV = {"URL_ALLOW_CIDRS": '["127.0.0.0/8"]', "URL_ALLOWED_PORTS": '["1024-65535"]'}
