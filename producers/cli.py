@@ -153,7 +153,7 @@ def cancel(
         owner = tenant_by_name(session=session, name=tenant)
         try:
             if owner is None:
-                raise RequestError(f"no tenant {tenant!r}", code=ErrorCode.not_found, status=404)
+                raise RequestError(f"no tenant {tenant!r}", code=ErrorCode.not_found)
             job = cancel_job(session=session, tenant_id=owner.id, job_id=job_id)
         except RequestError as exc:
             console.print(f"[red]{exc.code.value}[/red]: {exc.message}")

@@ -42,7 +42,7 @@ def create_endpoint(
             allow_networks=parse_networks(settings.url_allow_cidrs),
         )
     except PermanentError as exc:
-        raise RequestError(exc.message, code=exc.code, status=422) from exc
+        raise RequestError(exc.message, code=exc.code) from exc
     endpoint, secret = endpoints.create_endpoint(
         session=session,
         tenant_id=tenant.id,

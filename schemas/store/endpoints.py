@@ -58,9 +58,7 @@ def create_endpoint(
     The caller checks the URL (``schemas.checks.urls.check_url``) first."""
     if find_endpoint(session=session, tenant_id=tenant_id, url=url) is not None:
         raise RequestError(
-            "this URL is already an endpoint of the tenant",
-            code=ErrorCode.invalid_request,
-            status=409,
+            "this URL is already an endpoint of the tenant", code=ErrorCode.endpoint_exists
         )
     secret = secret or new_webhook_secret()
     endpoint = WebhookEndpoint(
@@ -110,7 +108,7 @@ def ensure_endpoint(
 def get_endpoint(*, session: Session, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     if endpoint is None or endpoint.tenant_id != tenant_id:
-        raise RequestError(f"no endpoint {endpoint_id}", code=ErrorCode.not_found, status=404)
+        raise RequestError(f"no endpoint {endpoint_id}", code=ErrorCode.not_found)
     return endpoint
 
 

@@ -284,7 +284,7 @@ def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str
     it was disabled (a replay is the tenant saying "it is back")."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or (tenant_id is not None and delivery.tenant_id != tenant_id):
-        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found)
     if delivery.status == DeliveryStatus.pending:
         return delivery
     delivery.status = DeliveryStatus.pending
@@ -337,5 +337,5 @@ def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
 def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or delivery.tenant_id != tenant_id:
-        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found)
     return delivery
