@@ -28,13 +28,14 @@ from typing import Any, Protocol
 from PIL import Image
 
 from evaluation.datasets import Dataset
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
 from evaluation.predictions import (
     PREDICTIONS_FILE,
     PROVENANCE_FILE,
     append_predictions,
     read_jsonl,
 )
+from schemas.errors import ErrorCode
 
 
 class Captioner(Protocol):
