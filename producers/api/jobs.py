@@ -36,7 +36,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def _accepted(settings: SettingsDep, submitted: Submitted) -> JobAccepted:
     return JobAccepted(
         id=submitted.job_id,
-        status=submitted.status.value,  # type: ignore[arg-type]
+        status=submitted.status,
         status_url=f"{settings.public_base_url.rstrip('/')}/v1/jobs/{submitted.job_id}",
         created=submitted.created,
     )

@@ -17,11 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from schemas.api import EVENT_TYPES
 from schemas.errors import ErrorCode, RequestError
 from schemas.store.secrets import decrypt, encrypt, new_webhook_secret
 from schemas.tables import Tenant, WebhookEndpoint, utcnow
-
-EVENT_TYPES = ("job.succeeded", "job.failed", "caption.approved", "caption.rejected")
 
 
 def signing_secrets(endpoint: WebhookEndpoint, *, key: str | None) -> list[str]:

@@ -444,7 +444,7 @@ def job_public(
     variants = sorted(variants, key=lambda v: (v.style, v.platform, v.index))
     return JobPublic(
         id=job.id,
-        status=job.status,  # type: ignore[arg-type]
+        status=JobStatus(job.status),
         styles=job.styles,
         platforms=job.platforms,
         variants_requested=job.variants,
