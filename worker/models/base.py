@@ -9,6 +9,9 @@ Three roles, each a protocol:
   caption); a plain captioner continues the style prefix.
 - :class:`ImageTextScorer`: image + text → cosine similarity (CLIP).
 
+Image backends share :class:`CaptionerBase`: the batch contract of ``caption``
+around each backend's own ``_caption``, and the warm-up.
+
 Backends are loaded once per worker process and reused for every batch. Only
 this package imports torch and transformers.
 """
@@ -100,6 +103,32 @@ class ImageTextScorer(Protocol):
     info: ModelInfo
 
     def cosine(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]: ...
+
+
+class CaptionerBase:
+    """:class:`Captioner` for a backend that writes ``_caption``: one prompt per image
+    (checked), nothing to do for no image, a warm-up on a grey square."""
+
+    info: ModelInfo
+
+    def caption(
+        self,
+        images: Sequence[Image.Image],
+        *,
+        prompts: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        if prompts is not None:
+            check_batch("prompts", len(prompts), len(images))
+        return self._caption(images, prompts, seed) if images else []
+
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        self.caption([Image.new("RGB", (64, 64), (127, 127, 127))])
 
 
 def check_batch(what: str, got: int, expected: int) -> None:
