@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from schemas.api import EVENT_TYPES
 from schemas.errors import ErrorCode, RequestError
 from schemas.store.secrets import decrypt, encrypt, new_webhook_secret
+from schemas.store.tenants import owned_row
 from schemas.tables import Tenant, WebhookEndpoint, utcnow
 
 
@@ -105,10 +106,14 @@ def ensure_endpoint(
 
 
 def get_endpoint(*, session: Session, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = session.get(WebhookEndpoint, endpoint_id)
-    if endpoint is None or endpoint.tenant_id != tenant_id:
-        raise RequestError(f"no endpoint {endpoint_id}", code=ErrorCode.not_found)
-    return endpoint
+    """The tenant's endpoint; ``not_found`` if it has none with that id."""
+    return owned_row(
+        session=session,
+        table=WebhookEndpoint,
+        row_id=endpoint_id,
+        tenant_id=tenant_id,
+        what="endpoint",
+    )
 
 
 def list_endpoints(*, session: Session, tenant_id: str) -> list[WebhookEndpoint]:
