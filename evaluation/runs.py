@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -37,19 +37,8 @@ from evaluation.predictions import (
 )
 from schemas.errors import ErrorCode
 
-
-class Captioner(Protocol):
-    """What ``worker.models`` serves: ``info`` plus a batched ``caption``."""
-
-    info: Any
-
-    def caption(
-        self,
-        images: Sequence[Image.Image],
-        *,
-        prompts: Sequence[str] | None = None,
-        seed: int | None = None,
-    ) -> list[str]: ...
+if TYPE_CHECKING:  # at run time the worker's models are imported by load_captioner only
+    from worker.models import Captioner
 
 
 @dataclass(frozen=True)
