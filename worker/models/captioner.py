@@ -14,11 +14,11 @@ from typing import Any
 
 from PIL import Image
 
-from worker.models.base import CaptionerBase, check_batch
+from worker.models.base import Captioner, check_batch
 from worker.models.loading import HFImageTextModel, generate
 
 
-class HFCaptioner(CaptionerBase, HFImageTextModel):
+class HFCaptioner(Captioner, HFImageTextModel):
     role = "captioner"
 
     def _inputs(self, images: list[Image.Image], prompt: str | None) -> dict[str, Any]:

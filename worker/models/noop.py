@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from worker.models.base import CaptionerBase, ModelInfo
+from worker.models.base import Captioner, ModelInfo
 
 NOOP_MODEL_ID = "captionq/noop"
 
 
-class NoopCaptioner(CaptionerBase):
+class NoopCaptioner(Captioner):
     info = ModelInfo(model_id=NOOP_MODEL_ID, revision=None, role="noop")
 
     def _caption(

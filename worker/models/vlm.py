@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from worker.models.base import CaptionerBase, WriteRequest, batch_seed
+from worker.models.base import Captioner, WriteRequest, batch_seed
 from worker.models.loading import HFImageTextModel
 
 CAPTION_INSTRUCTION = "Describe this image in one factual sentence."
 
 
-class HFChatVLM(CaptionerBase, HFImageTextModel):
+class HFChatVLM(Captioner, HFImageTextModel):
     role = "vlm"
     padding_side = "left"
     sees_image = True
