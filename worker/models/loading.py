@@ -129,7 +129,7 @@ class HFModel:
 
 class HFImageTextModel(HFModel):
     """An ``AutoModelForImageTextToText`` with its processor (given, or loaded from the
-    same source) and greedy or beam-search generation settings."""
+    same source) and its generation settings."""
 
     padding_side: ClassVar[str | None] = None  # the tokenizer's, where the role needs one
 
