@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
+from schemas.errors import ErrorCode
 
 _TOKEN = re.compile(r"#?\w+|[^\w\s]")
 

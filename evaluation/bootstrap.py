@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
 from evaluation.metrics import Statistic
+from schemas.errors import ErrorCode
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95

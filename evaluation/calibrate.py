@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
+from schemas.errors import ErrorCode
 
 if TYPE_CHECKING:
     from sqlmodel import Session

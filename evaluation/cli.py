@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
+from schemas.errors import ErrorCode
 
 app = typer.Typer(
     rich_markup_mode=None,

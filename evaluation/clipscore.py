@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
+from schemas.errors import ErrorCode
 
 W = 2.5
 PREFIX = "A photo depicts "

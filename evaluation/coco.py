@@ -31,7 +31,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from evaluation import spice
 from evaluation.datasets import Dataset
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
 from evaluation.java import CocoJars, require_java
 from evaluation.meteor import parse_stats, shared_meteor
 from evaluation.metrics import (
@@ -43,6 +43,7 @@ from evaluation.metrics import (
     meteor_statistic,
 )
 from evaluation.tokenizer import PTBTokenizer
+from schemas.errors import ErrorCode
 
 
 @dataclass

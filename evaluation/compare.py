@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.bootstrap import resample_weights
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
 from evaluation.metrics import Statistic
+from schemas.errors import ErrorCode
 
 _CHUNK = 250
 

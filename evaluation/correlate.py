@@ -20,9 +20,10 @@ from scipy.stats import kendalltau
 from evaluation.clipscore import ClipScorer
 from evaluation.coco import score_captions
 from evaluation.datasets import Dataset, Sample, check_images
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
 from evaluation.judgements import Judgement
 from evaluation.metrics import COCO_METRICS
+from schemas.errors import ErrorCode
 
 
 @dataclass(frozen=True)

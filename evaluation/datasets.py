@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
+from schemas.errors import ErrorCode
 
 Format = Literal["auto", "coco", "karpathy", "jsonl", "results"]
 ReferenceForm = Literal["raw", "tokens"]

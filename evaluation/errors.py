@@ -1,8 +1,10 @@
-"""Errors of the evaluation toolkit, each with a stable code.
+"""Errors of the evaluation toolkit: the evaluation branch of the product's error tree.
 
-Everything the toolkit refuses is an :class:`EvaluationError`: the ``code`` is
-machine-readable and stable (scripts and CI match on it), the message says
-what to fix. The command line prints ``error[code]: message`` and exits 2::
+Everything the toolkit refuses is an :class:`EvaluationError`, a
+``PermanentError`` with a code from the product's one ``ErrorCode``
+(``schemas.errors``): machine-readable and stable (scripts and CI match on
+it), with a message that says what to fix. The command line prints
+``error[code]: message`` and exits 2::
 
     EvaluationError
     ├── DatasetError      the data set or predictions cannot be used as given
@@ -12,41 +14,17 @@ what to fix. The command line prints ``error[code]: message`` and exits 2::
 
 from __future__ import annotations
 
-from enum import StrEnum
+from schemas.errors import ErrorCode, PermanentError
 
 
-class ErrorCode(StrEnum):
-    # Data sets, predictions, judgements.
-    file_not_found = "file_not_found"
-    unknown_format = "unknown_format"
-    malformed = "malformed"
-    duplicate_id = "duplicate_id"
-    empty_references = "empty_references"
-    image_missing = "image_missing"
-    image_unreadable = "image_unreadable"
-    missing_prediction = "missing_prediction"
-    unknown_image = "unknown_image"
-    mismatched_images = "mismatched_images"
-    # Runs.
-    run_mismatch = "run_mismatch"
-    model_error = "model_error"
-    # Tools and scorers.
-    java_missing = "java_missing"
-    jar_missing = "jar_missing"
-    scorer_failed = "scorer_failed"
-    # Calibration.
-    tenant_not_found = "tenant_not_found"
-    no_decisions = "no_decisions"
-    invalid_argument = "invalid_argument"
-
-
-class EvaluationError(Exception):
+class EvaluationError(PermanentError):
     """Root of the toolkit's errors: ``code`` for machines, ``message`` for people."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code.value}: {message}")
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.message}"
 
 
 class DatasetError(EvaluationError):

@@ -19,7 +19,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.errors import ErrorCode, ToolMissingError
+from evaluation.errors import ToolMissingError
+from schemas.errors import ErrorCode
 
 JAVA_HELP = (
     "the COCO caption metrics (PTB tokenizer, METEOR, SPICE) run on Java: install a "

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
+from schemas.errors import ErrorCode
 
 Layout = Literal["generic", "flickr8k-expert", "flickr8k-crowdflower"]
 LAYOUTS: tuple[str, ...] = ("generic", "flickr8k-expert", "flickr8k-crowdflower")

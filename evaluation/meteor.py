@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.errors import ErrorCode, ScorerError
+from evaluation.errors import ScorerError
 from evaluation.java import require_java
+from schemas.errors import ErrorCode
 
 # MeteorStats: 4 lengths, 4 stages x (test content, ref content, test function, ref function),
 # chunks, test word matches, reference word matches.

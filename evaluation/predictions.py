@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
+from schemas.errors import ErrorCode
 
 PREDICTIONS_FILE = "predictions.jsonl"
 PROVENANCE_FILE = "run.json"

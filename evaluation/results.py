@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from evaluation.bootstrap import Interval
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
 from evaluation.metrics import (
     Statistic,
     bleu_statistic,
     mean_statistic,
     meteor_statistic,
 )
+from schemas.errors import ErrorCode
 
 SCHEMA_VERSION = 1
 

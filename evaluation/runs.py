@@ -18,37 +18,27 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from evaluation.datasets import Dataset
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
 from evaluation.predictions import (
     PREDICTIONS_FILE,
     PROVENANCE_FILE,
     append_predictions,
     read_jsonl,
 )
+from schemas.errors import ErrorCode
 
-
-class Captioner(Protocol):
-    """What ``worker.models`` serves: ``info`` plus a batched ``caption``."""
-
-    info: Any
-
-    def caption(
-        self,
-        images: Sequence[Image.Image],
-        *,
-        prompts: Sequence[str] | None = None,
-        seed: int | None = None,
-    ) -> list[str]: ...
+if TYPE_CHECKING:  # at run time the worker's models are imported by load_captioner only
+    from worker.models import Captioner
 
 
 @dataclass(frozen=True)

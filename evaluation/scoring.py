@@ -19,10 +19,11 @@ from evaluation.bootstrap import DEFAULT_RESAMPLES, confidence_intervals
 from evaluation.clipscore import ClipScorer
 from evaluation.coco import align, score_captions
 from evaluation.datasets import Dataset, check_images
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
 from evaluation.metrics import COCO_METRICS, Statistic, mean_statistic
 from evaluation.results import EvaluationResult, ImageRecord
 from evaluation.spice import DEFAULT_CACHE
+from schemas.errors import ErrorCode
 
 
 def evaluate(

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.errors import ErrorCode, ScorerError
+from evaluation.errors import ScorerError
 from evaluation.java import CocoJars, require_java
+from schemas.errors import ErrorCode
 
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 DEFAULT_CACHE = Path.home() / ".cache" / "captionq" / "spice"

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
-from evaluation.errors import ErrorCode, ScorerError
+from evaluation.errors import ScorerError
 from evaluation.java import require_java
+from schemas.errors import ErrorCode
 
 _COUNT = re.compile(r"PTBTokenizer tokenized (\d+) tokens")
 _PUNCTUATION = frozenset(PUNCTUATIONS)

@@ -118,7 +118,7 @@ class CaptionClient:
         with read_scope(self.settings.database_url) as session:
             job = get_job(session=session, tenant_id=self._tenant.id, job_id=job_id)
             if job is None:
-                raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
+                raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
             return job_public(session=session, job=job)
 
     def wait(self, job_id: str, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:

@@ -36,7 +36,7 @@ return {1, '0'}
 
 class RateLimitedError(RequestError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message, code=ErrorCode.rate_limited, status=429)
+        super().__init__(message, code=ErrorCode.rate_limited)
         self.retry_after_s = retry_after_s
 
 
@@ -52,7 +52,6 @@ def take(*, redis_url: str, tenant_id: str, cost: int, per_s: float, burst: int)
         raise RequestError(
             f"{cost} jobs in one request exceed the burst of {burst}",
             code=ErrorCode.payload_too_large,
-            status=413,
         )
     try:
         allowed, wait = _client(redis_url).eval(

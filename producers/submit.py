@@ -23,7 +23,7 @@ from schemas.checks.images import decode_base64_image, probe_image
 from schemas.checks.policy import clean_brand_voice
 from schemas.checks.urls import CheckedURL, check_url, parse_networks
 from schemas.checks.values import check_storable
-from schemas.errors import ErrorCode, ImageError, PermanentError, RequestError
+from schemas.errors import ImageError, PermanentError, RequestError
 from schemas.names import PRIORITY_MIN
 from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
@@ -52,8 +52,7 @@ def inline_image(request: JobRequest, *, settings: CoreSettings) -> bytes | None
             data, max_pixels=settings.image_max_pixels, max_bytes=settings.image_max_bytes
         ).close()
     except ImageError as exc:
-        status = 413 if exc.code == ErrorCode.image_too_large else 422
-        raise RequestError(exc.message, code=exc.code, status=status) from exc
+        raise RequestError(exc.message, code=exc.code) from exc
     return data
 
 

@@ -6,7 +6,7 @@ Strict: unknown fields are refused, every list and string is bounded.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from schemas.errors import ErrorCode
 from schemas.names import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from schemas.platforms import PLATFORM_NAMES
 from schemas.styles import STYLE_NAMES
+from schemas.tables import JobStatus
 
 MAX_VARIANTS = 10
 IdempotencyKey = Annotated[
@@ -116,12 +117,9 @@ class VariantPublic(BaseModel):
     provenance: dict[str, Any]
 
 
-JobState = Literal["received", "queued", "running", "succeeded", "failed", "cancelled"]
-
-
 class JobPublic(BaseModel):
     id: str
-    status: JobState
+    status: JobStatus
     styles: list[str]
     platforms: list[str]
     variants_requested: int
@@ -139,12 +137,12 @@ class JobPublic(BaseModel):
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("succeeded", "failed", "cancelled")
+        return self.status.terminal
 
 
 class JobAccepted(BaseModel):
     id: str
-    status: JobState
+    status: JobStatus
     status_url: str
     created: bool = Field(description="False when an idempotency key matched an earlier job")
 
@@ -164,10 +162,14 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
+EventType = Literal["job.succeeded", "job.failed", "caption.approved", "caption.rejected"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+
+
 class WebhookEvent(BaseModel):
     """The body of a callback (Standard Webhooks: type, timestamp, data)."""
 
-    type: Literal["job.succeeded", "job.failed", "caption.approved", "caption.rejected"]
+    type: EventType
     timestamp: datetime
     data: JobPublic
 

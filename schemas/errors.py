@@ -1,15 +1,26 @@
-"""Errors and their stable codes.
+"""Errors and their stable codes: one :class:`ErrorCode` for the whole product.
 
 Every failure a client can see carries an :class:`ErrorCode` (machine-readable,
 stable across releases) and a human message. The hierarchy says what to do::
 
     CaptionError
-    ├── TransientError   network, broker, database blips, CUDA out of memory:
-    │                    retried with backoff, the job stays alive
-    └── PermanentError   bad image, bad request, policy: the job fails now,
-                         with its code
+    ├── TransientError       network, broker, database blips, CUDA out of memory:
+    │   │                    retried with backoff, the job stays alive
+    │   ├── UnavailableError         the database or the broker is away (API: 503)
+    │   ├── OutOfMemoryError         (worker) the batch is halved and retried
+    │   └── ClaimError               (worker) the database refused a claim
+    └── PermanentError       bad image, bad request, policy: the job fails now,
+        │                    with its code
+        ├── RequestError     refused before anything is stored (API, client, CLI)
+        │   └── RateLimitedError     (producers) over the rate or in-flight cap
+        ├── ImageError       an image that cannot be fetched or decoded safely
+        └── EvaluationError  (evaluation) the evaluation toolkit refuses:
+            ├── DatasetError         a data set or predictions that cannot be used
+            ├── ToolMissingError     a required external tool (Java, a jar) is absent
+            └── ScorerError          an external scorer failed or broke its contract
 
-Celery's ``autoretry_for`` lists only the transient branch.
+Celery's ``autoretry_for`` lists only the transient branch. No error here knows
+HTTP: the API maps each code to its status (``producers.api.statuses``).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    # Request validation (HTTP 4xx or a failed job).
+    # Requests: refused before anything is stored, or a failed job.
     invalid_request = "invalid_request"
     unknown_style = "unknown_style"
     unknown_platform = "unknown_platform"
@@ -31,6 +42,8 @@ class ErrorCode(StrEnum):
     method_not_allowed = "method_not_allowed"
     payload_too_large = "payload_too_large"
     rate_limited = "rate_limited"
+    job_not_cancellable = "job_not_cancellable"
+    endpoint_exists = "endpoint_exists"
     # Image intake.
     image_missing = "image_missing"
     image_empty = "image_empty"
@@ -54,6 +67,23 @@ class ErrorCode(StrEnum):
     database_unavailable = "database_unavailable"
     broker_unavailable = "broker_unavailable"
     wait_timeout = "wait_timeout"
+    # Evaluation (data sets, predictions, judgements, runs, external scorers; the
+    # image and model codes above serve evaluation too).
+    file_not_found = "file_not_found"
+    unknown_format = "unknown_format"
+    malformed = "malformed"
+    duplicate_id = "duplicate_id"
+    empty_references = "empty_references"
+    missing_prediction = "missing_prediction"
+    unknown_image = "unknown_image"
+    mismatched_images = "mismatched_images"
+    run_mismatch = "run_mismatch"
+    java_missing = "java_missing"
+    jar_missing = "jar_missing"
+    scorer_failed = "scorer_failed"
+    tenant_not_found = "tenant_not_found"
+    no_decisions = "no_decisions"
+    invalid_argument = "invalid_argument"
 
 
 class CaptionError(Exception):
@@ -91,14 +121,11 @@ class PermanentError(CaptionError):
 
 
 class RequestError(PermanentError):
-    """A request that the API or the client refuses before anything is stored.
+    """A request that the API, the client or the store refuses before anything is
+    stored. Its ``code`` says why; the API chooses the HTTP status from it."""
 
-    ``status`` is the HTTP status the API answers with.
-    """
-
-    def __init__(self, message: str, *, code: ErrorCode, status: int = 422) -> None:
+    def __init__(self, message: str, *, code: ErrorCode) -> None:
         super().__init__(message, code=code)
-        self.status = status
 
 
 class ImageError(PermanentError):

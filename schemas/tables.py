@@ -195,6 +195,10 @@ class WebhookEndpoint(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
 
 class Marker(SQLModel, table=True):
     """Small named values that services share, e.g. the broker epoch the reaper last saw."""

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error mapping, body size limit."""
+"""The FastAPI application: routes, error responses, body size limit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.api import jobs, webhooks
+from producers.api.statuses import DOCUMENTED, status_for
 from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError, UnavailableError
 from schemas.settings import ApiSettings, api_settings
@@ -29,7 +30,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         responses={
             status: {"model": ErrorResponse, "description": description}
-            for status, description in _DOCUMENTED_ERRORS.items()
+            for status, description in DOCUMENTED.items()
         },
         title="captionq ingestion API",
         version="1",
@@ -53,19 +54,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     return app
 
 
-_DOCUMENTED_ERRORS = {
-    400: "Malformed body",
-    401: "Missing, invalid, revoked or expired API key",
-    403: "The key lacks the scope",
-    404: "No such resource for this tenant",
-    409: "A request with this idempotency key is still being created",
-    413: "Body or image too large",
-    422: "Refused request, with a stable error code",
-    429: "Rate limited; see Retry-After",
-    503: "A service captionq needs is unreachable; nothing was written. See Retry-After",
-}
-
-
 def _error(status: int, code: str, message: str, detail: object = None) -> JSONResponse:
     body: dict[str, object] = {"error": {"code": code, "message": message}}
     if detail is not None:
@@ -74,7 +62,7 @@ def _error(status: int, code: str, message: str, detail: object = None) -> JSONR
 
 
 async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
-    response = _error(exc.status, exc.code.value, exc.message)
+    response = _error(status_for(exc.code), exc.code.value, exc.message)
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         response.headers["retry-after"] = str(int(retry_after))
@@ -86,12 +74,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    return _error(422, ErrorCode.invalid_request.value, "request does not match the schema", errors)
+    code = ErrorCode.invalid_request
+    return _error(status_for(code), code.value, "request does not match the schema", errors)
 
 
 async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:
     """A dependency is away (admission needs Redis): 503, nothing was written."""
-    response = _error(503, exc.code.value, exc.message)
+    response = _error(status_for(exc.code), exc.code.value, exc.message)
     response.headers["retry-after"] = str(max(1, int(exc.retry_after_s)))
     return response
 
@@ -177,7 +166,6 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _error(
-            413, ErrorCode.payload_too_large.value, f"request body over {self.max_bytes} bytes"
-        )
+        code = ErrorCode.payload_too_large
+        response = _error(status_for(code), code.value, f"request body over {self.max_bytes} bytes")
         await response(scope, receive, send)

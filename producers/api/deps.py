@@ -35,9 +35,7 @@ def _bearer(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise RequestError(
-            "missing API key: send 'Authorization: Bearer cq_...'",
-            code=ErrorCode.unauthorized,
-            status=401,
+            "missing API key: send 'Authorization: Bearer cq_...'", code=ErrorCode.unauthorized
         )
     return token.strip()
 
@@ -46,14 +44,10 @@ def require(scope: str) -> Callable[..., Tenant]:
     def dependency(request: Request, session: SessionDep) -> Tenant:
         found = authenticate(session=session, presented=_bearer(request))
         if found is None:
-            raise RequestError(
-                "invalid, revoked or expired API key", code=ErrorCode.unauthorized, status=401
-            )
+            raise RequestError("invalid, revoked or expired API key", code=ErrorCode.unauthorized)
         tenant, key = found
         if not has_scope(key, scope):
-            raise RequestError(
-                f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden, status=403
-            )
+            raise RequestError(f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden)
         return tenant
 
     return dependency

@@ -36,7 +36,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def _accepted(settings: SettingsDep, submitted: Submitted) -> JobAccepted:
     return JobAccepted(
         id=submitted.job_id,
-        status=submitted.status.value,  # type: ignore[arg-type]
+        status=submitted.status,
         status_url=f"{settings.public_base_url.rstrip('/')}/v1/jobs/{submitted.job_id}",
         created=submitted.created,
     )
@@ -83,7 +83,6 @@ def submit_upload(
         raise RequestError(
             f"image is over {settings.image_max_bytes} bytes",
             code=ErrorCode.image_too_large,
-            status=413,
         )
     try:
         fields = json.loads(job)
@@ -105,7 +104,6 @@ def submit_bulk(
         raise RequestError(
             f"at most {settings.bulk_max_jobs} jobs per bulk request, got {len(body.jobs)}",
             code=ErrorCode.payload_too_large,
-            status=413,
         )
     admit(settings, session, tenant, len(body.jobs))
     outcomes = submit_many(session=session, settings=settings, tenant=tenant, requests=body.jobs)
@@ -148,14 +146,14 @@ def remove_job(
     if not delete_job(
         session=session, tenant_id=tenant.id, job_id=job_id, store=settings.blob_store
     ):
-        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
+        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def read_job(job_id: str, tenant: ReadTenant, session: SessionDep) -> JobPublic:
     job = get_job(session=session, tenant_id=tenant.id, job_id=job_id)
     if job is None:
-        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
+        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
     return job_public(session=session, job=job)
 
 

@@ -12,21 +12,21 @@ from producers.publish import publish_delivery
 from producers.submit import callback_target
 from schemas.api import DeliveryPublic, EndpointCreate, EndpointPublic, EndpointSecret
 from schemas.store import endpoints, outbox
-from schemas.tables import DeliveryStatus, WebhookEndpoint
+from schemas.tables import Delivery, DeliveryStatus, WebhookEndpoint
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
 def _public(endpoint: WebhookEndpoint) -> EndpointPublic:
-    return EndpointPublic(
-        id=endpoint.id,
-        url=endpoint.url,
-        event_types=endpoint.event_types,
-        disabled=endpoint.disabled_at is not None,
-        disabled_reason=endpoint.disabled_reason,
-        previous_secret_expires_at=endpoint.previous_secret_expires_at,
-        created_at=endpoint.created_at,
-    )
+    return EndpointPublic.model_validate(endpoint, from_attributes=True)
+
+
+def _with_secret(endpoint: WebhookEndpoint, secret: str) -> EndpointSecret:
+    return EndpointSecret(**_public(endpoint).model_dump(), secret=secret)
+
+
+def _delivery(delivery: Delivery) -> DeliveryPublic:
+    return DeliveryPublic.model_validate(delivery, from_attributes=True)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointSecret)
@@ -42,7 +42,7 @@ def create_endpoint(
         key=settings.webhook_secrets_key,
         event_types=body.event_types,
     )
-    return EndpointSecret(**_public(endpoint).model_dump(), secret=secret)
+    return _with_secret(endpoint, secret)
 
 
 @router.get("", response_model=list[EndpointPublic])
@@ -62,7 +62,7 @@ def rotate(
         key=settings.webhook_secrets_key,
         grace_s=settings.webhook_rotation_grace_s,
     )
-    return EndpointSecret(**_public(endpoint).model_dump(), secret=secret)
+    return _with_secret(endpoint, secret)
 
 
 @router.post("/{endpoint_id}/enable", response_model=EndpointPublic)
@@ -97,13 +97,13 @@ def ping(
     delivery = outbox.create_ping(session=session, endpoint=endpoint)
     session.commit()
     publish_delivery(redis_url=settings.redis_url, delivery_id=delivery.id, url=delivery.url)
-    return DeliveryPublic.model_validate(delivery, from_attributes=True)
+    return _delivery(delivery)
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryPublic)
 def read_delivery(delivery_id: str, tenant: ReadTenant, session: SessionDep) -> DeliveryPublic:
     delivery = outbox.get_delivery(session=session, tenant_id=tenant.id, delivery_id=delivery_id)
-    return DeliveryPublic.model_validate(delivery, from_attributes=True)
+    return _delivery(delivery)
 
 
 @router.get("/deliveries", response_model=list[DeliveryPublic])
@@ -116,7 +116,7 @@ def list_deliveries(
     rows = outbox.list_deliveries(
         session=session, tenant_id=tenant.id, status=status_, limit=limit
     )
-    return [DeliveryPublic.model_validate(d, from_attributes=True) for d in rows]
+    return [_delivery(d) for d in rows]
 
 
 @router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryPublic)
@@ -125,7 +125,7 @@ def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> Deliv
     delivery = outbox.replay_delivery(
         session=session, tenant_id=tenant.id, delivery_id=delivery_id
     )
-    return DeliveryPublic.model_validate(delivery, from_attributes=True)
+    return _delivery(delivery)
 
 
 @router.post("/deliveries/replay-dead")

@@ -34,6 +34,8 @@ _REFUSED: Final = frozenset(
     {
         ErrorCode.not_found,
         ErrorCode.tenant_exists,
+        ErrorCode.job_not_cancellable,
+        ErrorCode.endpoint_exists,
         ErrorCode.idempotency_conflict,
         ErrorCode.idempotency_in_progress,
         ErrorCode.unauthorized,

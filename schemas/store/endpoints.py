@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from schemas.api import EVENT_TYPES
 from schemas.errors import ErrorCode, RequestError
 from schemas.store.secrets import decrypt, encrypt, new_webhook_secret
+from schemas.store.tenants import owned_row
 from schemas.tables import Tenant, WebhookEndpoint, utcnow
-
-EVENT_TYPES = ("job.succeeded", "job.failed", "caption.approved", "caption.rejected")
 
 
 def signing_secrets(endpoint: WebhookEndpoint, *, key: str | None) -> list[str]:
@@ -58,9 +58,7 @@ def create_endpoint(
     The caller checks the URL (``schemas.checks.urls.check_url``) first."""
     if find_endpoint(session=session, tenant_id=tenant_id, url=url) is not None:
         raise RequestError(
-            "this URL is already an endpoint of the tenant",
-            code=ErrorCode.invalid_request,
-            status=409,
+            "this URL is already an endpoint of the tenant", code=ErrorCode.endpoint_exists
         )
     secret = secret or new_webhook_secret()
     endpoint = WebhookEndpoint(
@@ -108,10 +106,14 @@ def ensure_endpoint(
 
 
 def get_endpoint(*, session: Session, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = session.get(WebhookEndpoint, endpoint_id)
-    if endpoint is None or endpoint.tenant_id != tenant_id:
-        raise RequestError(f"no endpoint {endpoint_id}", code=ErrorCode.not_found, status=404)
-    return endpoint
+    """The tenant's endpoint; ``not_found`` if it has none with that id."""
+    return owned_row(
+        session=session,
+        table=WebhookEndpoint,
+        row_id=endpoint_id,
+        tenant_id=tenant_id,
+        what="endpoint",
+    )
 
 
 def list_endpoints(*, session: Session, tenant_id: str) -> list[WebhookEndpoint]:

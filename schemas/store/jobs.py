@@ -38,7 +38,7 @@ from schemas.tables import (
 
 
 def request_hash(request: JobRequest) -> str:
-    """Fingerprint of what was asked, for idempotency (same key + other body → 422)."""
+    """Fingerprint of what was asked, for idempotency (same key + other body: refused)."""
     body = request.model_dump(mode="json", exclude={"idempotency_key"})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -126,8 +126,9 @@ def _by_key(session: Session, tenant_id: str, key: str) -> Job | None:
 
 
 def _replay(session: Session, existing: Job, digest: str) -> Job:
-    """Same key, same body: the same job. Different body: 422. A job that another
-    request created moments ago and has not published yet: 409, retry shortly.
+    """Same key, same body: the same job. Different body: ``idempotency_conflict``. A
+    job that another request created moments ago and has not published yet:
+    ``idempotency_in_progress``, retry shortly.
 
     Past ``IDEMPOTENCY_IN_PROGRESS_S`` a job still ``received`` is taken as
     abandoned by its creator (crashed between commit and publish): the replay
@@ -137,7 +138,6 @@ def _replay(session: Session, existing: Job, digest: str) -> Job:
         raise RequestError(
             "idempotency key was used before with a different request body",
             code=ErrorCode.idempotency_conflict,
-            status=422,
         )
     if (
         existing.status == JobStatus.received
@@ -147,7 +147,6 @@ def _replay(session: Session, existing: Job, digest: str) -> Job:
         raise RequestError(
             "a request with this idempotency key is still being accepted; retry shortly",
             code=ErrorCode.idempotency_in_progress,
-            status=409,
         )
     return existing
 
@@ -232,11 +231,12 @@ def requeue(*, session: Session, job_id: str) -> bool:
 
 def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     """Cancel a job that has not started. A cancelled job is never run nor called back
-    as succeeded: ``claim`` takes only received/queued jobs. 404 if not the tenant's,
-    409 if it already runs or finished (a finished cancelled job answers as it is)."""
+    as succeeded: ``claim`` takes only received/queued jobs. ``not_found`` if not the
+    tenant's, ``job_not_cancellable`` if it already runs or finished (a finished
+    cancelled job answers as it is)."""
     job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
     if job is None:
-        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found, status=404)
+        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
     moved = _transition(
         session,
         [job_id],
@@ -253,8 +253,7 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     if not moved and job.status != JobStatus.cancelled:
         raise RequestError(
             f"job {job_id} is {job.status}; only a job that has not started can be cancelled",
-            code=ErrorCode.invalid_request,
-            status=409,
+            code=ErrorCode.job_not_cancellable,
         )
     return job
 
@@ -448,7 +447,7 @@ def job_public(
     variants = sorted(variants, key=lambda v: (v.style, v.platform, v.index))
     return JobPublic(
         id=job.id,
-        status=job.status,  # type: ignore[arg-type]
+        status=JobStatus(job.status),
         styles=job.styles,
         platforms=job.platforms,
         variants_requested=job.variants,

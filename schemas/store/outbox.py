@@ -34,9 +34,9 @@ from pydantic import TypeAdapter
 from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
-from schemas.errors import ErrorCode, RequestError
 from schemas.store.endpoints import find_endpoint, set_enabled
 from schemas.store.sessions import per_row
+from schemas.store.tenants import owned_row
 from schemas.tables import (
     Delivery,
     DeliveryAttempt,
@@ -297,9 +297,7 @@ def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str
     """Send a dead (or delivered) event again, same ``webhook-id`` and body, with a fresh
     retry schedule; beat dispatches it on its next tick. The endpoint is re-enabled if
     it was disabled (a replay is the tenant saying "it is back")."""
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or (tenant_id is not None and delivery.tenant_id != tenant_id):
-        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
+    delivery = get_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery_id)
     if delivery.status == DeliveryStatus.pending:
         return delivery
     delivery.status = DeliveryStatus.pending
@@ -349,11 +347,11 @@ def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
     return delivery
 
 
-def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None or delivery.tenant_id != tenant_id:
-        raise RequestError(f"no delivery {delivery_id}", code=ErrorCode.not_found, status=404)
-    return delivery
+def get_delivery(*, session: Session, tenant_id: str | None, delivery_id: str) -> Delivery:
+    """The tenant's delivery (any tenant's for ``tenant_id`` None); ``not_found`` if none."""
+    return owned_row(
+        session=session, table=Delivery, row_id=delivery_id, tenant_id=tenant_id, what="delivery"
+    )
 
 
 def list_attempts(*, session: Session, delivery_id: str) -> list[DeliveryAttempt]:

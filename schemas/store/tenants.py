@@ -1,4 +1,4 @@
-"""Tenants and their API keys.
+"""Tenants, their API keys, and the rows each one owns.
 
 A key reads ``cq_<prefix>_<secret>``: the prefix is visible and indexed, the
 whole key is stored as a SHA-256 (keys are 256-bit random, so a fast hash is
@@ -12,6 +12,7 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from sqlmodel import Session, col, select
 
@@ -22,6 +23,13 @@ from schemas.tables import ApiKey, Tenant, utcnow
 SCOPES = ("submit", "read", "review", "admin")
 # How stale a key's "last used" may be: authentication writes it at most this often.
 LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+class _Owned(Protocol):
+    tenant_id: str
+
+
+OwnedRow = TypeVar("OwnedRow", bound=_Owned)
 
 
 def create_tenant(*, session: Session, name: str, key: str | None = None) -> Tenant:
@@ -95,6 +103,17 @@ def authenticate(*, session: Session, presented: str) -> tuple[Tenant, ApiKey] |
 def has_scope(key: ApiKey, scope: str) -> bool:
     granted = set(key.scopes.split(","))
     return scope in granted or "admin" in granted
+
+
+def owned_row(
+    *, session: Session, table: type[OwnedRow], row_id: str, tenant_id: str | None, what: str
+) -> OwnedRow:
+    """The ``table`` row ``row_id`` if the tenant owns it (any tenant's for ``tenant_id``
+    None: operators); ``not_found`` otherwise, as if another tenant's did not exist."""
+    row = session.get(table, row_id)
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+        raise RequestError(f"no {what} {row_id}", code=ErrorCode.not_found)
+    return row
 
 
 def list_api_keys(*, session: Session, tenant_id: str) -> list[ApiKey]:

@@ -6,7 +6,8 @@ import pytest
 from sqlmodel import Session, SQLModel, create_engine
 
 from evaluation.calibrate import calibrate_tenant, fit_threshold
-from evaluation.errors import ErrorCode, EvaluationError
+from evaluation.errors import EvaluationError
+from schemas.errors import ErrorCode
 from schemas.tables import Job, Tenant, Variant
 
 pytestmark = pytest.mark.unit

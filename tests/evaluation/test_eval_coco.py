@@ -18,9 +18,10 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer as ReferenceTokeni
 from evaluation import java
 from evaluation.coco import score_captions
 from evaluation.datasets import Dataset, Sample
-from evaluation.errors import DatasetError, ErrorCode, ToolMissingError
+from evaluation.errors import DatasetError, ToolMissingError
 from evaluation.java import CocoJars
 from evaluation.meteor import meteor_from_stats
+from schemas.errors import ErrorCode
 
 pytestmark = pytest.mark.unit
 

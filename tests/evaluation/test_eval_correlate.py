@@ -6,8 +6,9 @@ import pytest
 from scipy.stats import kendalltau
 
 from evaluation.correlate import correlate, kendall
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
 from evaluation.judgements import load_judgements
+from schemas.errors import ErrorCode
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from evaluation.datasets import check_images, load_dataset
-from evaluation.errors import DatasetError, ErrorCode
+from evaluation.errors import DatasetError
 from evaluation.predictions import append_predictions, load_predictions, read_jsonl
+from schemas.errors import ErrorCode
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ from producers.submit import Submitted, submit_many
 from schemas.api import JobRequest
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.store.jobs import request_hash
+from schemas.store.jobs import claim, request_hash
 from schemas.store.sessions import engine_for, session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import ApiKey, Job, JobStatus, Tenant, utcnow
@@ -191,6 +191,20 @@ def test_idempotent_submission_over_http(api: Api) -> None:
     )
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_conflicts_are_409_with_their_own_codes(api: Api) -> None:
+    job_id = api.http.post("/v1/jobs", json=body(), headers=api.auth("alpha")).json()["id"]
+    with session_scope(api.settings.database_url) as session:
+        assert [job.id for job in claim(session=session, job_ids=[job_id])] == [job_id]
+    running = api.http.post(f"/v1/jobs/{job_id}/cancel", headers=api.auth("alpha"))
+    assert running.status_code == 409
+    assert running.json()["error"]["code"] == "job_not_cancellable"
+    hook = {"url": "https://example.com/conflict-hook"}
+    assert api.http.post("/v1/webhooks", json=hook, headers=api.auth("alpha")).status_code == 201
+    again = api.http.post("/v1/webhooks", json=hook, headers=api.auth("alpha"))
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "endpoint_exists"
 
 
 def test_bulk_accepts_good_items_and_reports_bad_ones(api: Api) -> None:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 from standardwebhooks.webhooks import Webhook
 
+from producers.api.statuses import status_for
 from schemas.api import JobRequest
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
@@ -74,7 +75,7 @@ def test_replay_in_progress_is_409_then_same_job(url: str) -> None:
     tenant_id, job_id = _job(url)
     with pytest.raises(RequestError) as refused:
         _job(url)
-    assert refused.value.status == 409
+    assert status_for(refused.value.code) == 409
     assert refused.value.code == ErrorCode.idempotency_in_progress
     with session_scope(url) as session:
         job = session.get(Job, job_id)

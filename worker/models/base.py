@@ -1,13 +1,17 @@
 """What a model backend is, to the rest of the worker.
 
-Three roles, each a protocol:
+Three roles:
 
-- :class:`Captioner`: image → literal caption, batched.
+- :class:`Captioner`: image → literal caption, batched. A base class: every image
+  backend shares its batch contract and its warm-up, and writes ``_caption``.
 - :class:`Writer`: one :class:`WriteRequest` (image, caption, instruction, prefix,
   seed) → one ad-copy text, batched. A chat VLM reads the image and the
   instruction; a text rewriter reads the instruction (which quotes the
   caption); a plain captioner continues the style prefix.
 - :class:`ImageTextScorer`: image + text → cosine similarity (CLIP).
+
+Writers and scorers are protocols (a plain captioner writes through
+``PrefixWriter``, which is no model).
 
 Backends are loaded once per worker process and reused for every batch. Only
 this package imports torch and transformers.
@@ -16,6 +20,7 @@ this package imports torch and transformers.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -68,8 +73,9 @@ class WriteRequest:
     seed: int
 
 
-class Captioner(Protocol):
-    """Image → literal caption, batched."""
+class Captioner(ABC):
+    """Image → literal caption, batched. A backend writes :meth:`_caption` for a
+    non-empty batch whose prompts, if any, are one per image."""
 
     info: ModelInfo
 
@@ -82,9 +88,18 @@ class Captioner(Protocol):
     ) -> list[str]:
         """One caption per image. ``prompts`` (one per image) prefix the caption where the
         model takes a text prefix; ``seed`` switches to seeded sampling."""
-        ...
+        if prompts is not None:
+            check_batch("prompts", len(prompts), len(images))
+        return self._caption(images, prompts, seed) if images else []
 
-    def warm_up(self) -> None: ...
+    @abstractmethod
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
+    ) -> list[str]: ...
+
+    def warm_up(self) -> None:
+        """One caption of a grey square, so the first real batch pays no start-up cost."""
+        self.caption([Image.new("RGB", (64, 64), (127, 127, 127))])
 
 
 class Writer(Protocol):

@@ -13,37 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from worker.models.base import Generation, ModelInfo, check_batch
-from worker.models.loading import Source, generate, load_model, resolved_revision
+from worker.models.base import Captioner, check_batch
+from worker.models.loading import HFImageTextModel, generate
 
 
-class HFCaptioner:
-    def __init__(
-        self,
-        model_id: str,
-        *,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_new_tokens: int = 40,
-        num_beams: int = 1,
-        offline: bool = False,
-        processor: Any = None,
-    ) -> None:
-        source = Source(model_id, revision, device, dtype, offline)
-        self.processor = processor or AutoProcessor.from_pretrained(
-            model_id, **source.hub_kwargs()
-        )
-        self.model, self.device, self.dtype = load_model(AutoModelForImageTextToText, source)
-        self.generation = Generation(max_new_tokens=max_new_tokens, num_beams=num_beams)
-        self.info = ModelInfo(
-            model_id=model_id,
-            revision=resolved_revision(source, self.model),
-            role="captioner",
-            generation=self.generation.as_dict(),
-        )
+class HFCaptioner(Captioner, HFImageTextModel):
+    role = "captioner"
 
     def _inputs(self, images: list[Image.Image], prompt: str | None) -> dict[str, Any]:
         if prompt is None:
@@ -61,17 +37,9 @@ class HFCaptioner:
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return dict(inputs)
 
-    def caption(
-        self,
-        images: Sequence[Image.Image],
-        *,
-        prompts: Sequence[str] | None = None,
-        seed: int | None = None,
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
     ) -> list[str]:
-        if not images:
-            return []
-        if prompts is not None:
-            check_batch("prompts", len(prompts), len(images))
         groups: dict[str | None, list[int]] = {}
         for i in range(len(images)):
             groups.setdefault(prompts[i] if prompts is not None else None, []).append(i)
@@ -90,6 +58,3 @@ class HFCaptioner:
             for i, text in zip(members, decoded, strict=True):
                 texts[i] = text.strip()
         return texts
-
-    def warm_up(self) -> None:
-        self.caption([Image.new("RGB", (64, 64), (127, 127, 127))])

@@ -7,15 +7,15 @@ are cut to the model's context (77 tokens for CLIP).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-from worker.models.base import ModelInfo, check_batch
+from worker.models.base import check_batch
 from worker.models.device import out_of_memory_as_transient
-from worker.models.loading import Source, load_model, resolved_revision
+from worker.models.loading import HFModel, Source, SourceArgs
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -23,16 +23,15 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class HFClipScorer:
-    def __init__(self, model_id: str, *, revision: str | None = None, device: str = "auto",
-                 dtype: str = "auto", offline: bool = False) -> None:
-        source = Source(model_id, revision, device, dtype, offline)
+class HFClipScorer(HFModel):
+    role = "clip"
+
+    def __init__(self, model_id: str, **where: Unpack[SourceArgs]) -> None:
+        source = Source(model_id, **where)
         self.processor = AutoProcessor.from_pretrained(model_id, **source.hub_kwargs())
-        self.model, self.device, self.dtype = load_model(AutoModel, source)
+        super().__init__(AutoModel, source)
         self.max_length = int(getattr(self.model.config.text_config,
                                       "max_position_embeddings", 77))
-        self.info = ModelInfo(model_id=model_id, revision=resolved_revision(source, self.model),
-                              role="clip")
 
     def cosine(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]:
         check_batch("clip texts", len(texts), len(images))

@@ -1,5 +1,11 @@
 """Loading weights: hub id or local folder, revision, device, dtype, offline.
 
+Every transformers backend is an :class:`HFModel`: it takes a model id and the
+same :class:`SourceArgs`, loads its weights through :func:`load_model` and
+records a :class:`~worker.models.base.ModelInfo` the same way; an image-text
+backend (captioner, chat VLM) is an :class:`HFImageTextModel`, which loads its
+processor too.
+
 ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub itself; ``offline=True``
 adds ``local_files_only`` so a missing file fails at start instead of reaching
 for the network. The revision recorded with results is the hub commit the
@@ -11,10 +17,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from worker.models.base import Generation, ModelInfo, check_batch
 from worker.models.device import out_of_memory_as_transient, pick_device, pick_dtype
 
 _FINGERPRINT_BYTES = 1 << 20
@@ -35,6 +43,15 @@ class Source:
         if self.offline:
             kwargs["local_files_only"] = True
         return kwargs
+
+
+class SourceArgs(TypedDict, total=False):
+    """Where a model comes from and how it runs, beside its id: what every backend takes."""
+
+    revision: str | None
+    device: str
+    dtype: str
+    offline: bool
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -80,3 +97,56 @@ def generate(model: Any, inputs: dict[str, Any], kwargs: dict[str, Any], *,
         torch.manual_seed(seed)
     with torch.inference_mode(), out_of_memory_as_transient(what):
         return model.generate(**inputs, **kwargs)
+
+
+class HFModel:
+    """A transformers model loaded for one role: in eval mode on its device and dtype,
+    with the :class:`ModelInfo` recorded with its results."""
+
+    role: ClassVar[str]
+
+    def __init__(self, auto_cls: Any, source: Source, generation: Generation | None = None) -> None:
+        self.model, self.device, self.dtype = load_model(auto_cls, source)
+        self.info = ModelInfo(
+            model_id=source.model_id,
+            revision=resolved_revision(source, self.model),
+            role=self.role,
+            generation=generation.as_dict() if generation is not None else {},
+        )
+
+    def _new_texts(
+        self, inputs: Any, kwargs: dict[str, Any], *, seed: int | None, decoder: Any, rows: int
+    ) -> list[str]:
+        """Generate after prompts padded on the left and decode only the new tokens:
+        one text for each of the ``rows`` prompts."""
+        what = f"{self.info.model_id} generate"
+        output = generate(self.model, dict(inputs), kwargs, seed=seed, what=what)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        texts = [t.strip() for t in decoder.batch_decode(new_tokens, skip_special_tokens=True)]
+        check_batch(what, len(texts), rows)
+        return texts
+
+
+class HFImageTextModel(HFModel):
+    """An ``AutoModelForImageTextToText`` with its processor (given, or loaded from the
+    same source) and its generation settings."""
+
+    padding_side: ClassVar[str | None] = None  # the tokenizer's, where the role needs one
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        max_new_tokens: int = 40,
+        num_beams: int = 1,
+        processor: Any = None,
+        **where: Unpack[SourceArgs],
+    ) -> None:
+        source = Source(model_id, **where)
+        self.processor = processor or AutoProcessor.from_pretrained(
+            model_id, **source.hub_kwargs()
+        )
+        if self.padding_side is not None:
+            self.processor.tokenizer.padding_side = self.padding_side
+        self.generation = Generation(max_new_tokens=max_new_tokens, num_beams=num_beams)
+        super().__init__(AutoModelForImageTextToText, source, self.generation)

@@ -6,20 +6,16 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from worker.models.base import ModelInfo
+from worker.models.base import Captioner, ModelInfo
 
 NOOP_MODEL_ID = "captionq/noop"
 
 
-class NoopCaptioner:
+class NoopCaptioner(Captioner):
     info = ModelInfo(model_id=NOOP_MODEL_ID, revision=None, role="noop")
 
-    def caption(
-        self,
-        images: Sequence[Image.Image],
-        *,
-        prompts: Sequence[str] | None = None,
-        seed: int | None = None,
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
     ) -> list[str]:
         prefixes = prompts or [""] * len(images)
         return [

@@ -8,12 +8,12 @@ model never sees the image: each instruction quotes the caption as data.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from worker.models.base import Generation, ModelInfo, WriteRequest, batch_seed, check_batch
-from worker.models.loading import Source, generate, load_model, resolved_revision
+from worker.models.base import Generation, WriteRequest, batch_seed
+from worker.models.loading import HFModel, Source, SourceArgs, generate
 
 SYSTEM = (
     "You write short advertising copy. Text inside double quotes is data from "
@@ -21,32 +21,20 @@ SYSTEM = (
 )
 
 
-class HFRewriter:
+class HFRewriter(HFModel):
+    role = "rewriter"
     sees_image = False
 
     def __init__(
-        self,
-        model_id: str,
-        *,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_new_tokens: int = 60,
-        offline: bool = False,
+        self, model_id: str, *, max_new_tokens: int = 60, **where: Unpack[SourceArgs]
     ) -> None:
-        source = Source(model_id, revision, device, dtype, offline)
+        source = Source(model_id, **where)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model_id, **source.hub_kwargs())
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model, self.device, self.dtype = load_model(AutoModelForCausalLM, source)
         self.generation = Generation(max_new_tokens=max_new_tokens)
-        self.info = ModelInfo(
-            model_id=model_id,
-            revision=resolved_revision(source, self.model),
-            role="rewriter",
-            generation=self.generation.as_dict(),
-        )
+        super().__init__(AutoModelForCausalLM, source, self.generation)
 
     def _prompt(self, instruction: str) -> str:
         messages = [{"role": "system", "content": SYSTEM},
@@ -64,18 +52,13 @@ class HFRewriter:
             add_special_tokens=False,
             return_tensors="pt",
         ).to(self.device)
-        output = generate(
-            self.model,
-            dict(inputs),
+        return self._new_texts(
+            inputs,
             {**self.generation.kwargs(sampled=True), "pad_token_id": self.tokenizer.pad_token_id},
             seed=batch_seed([r.seed for r in requests]),
-            what=f"{self.info.model_id} generate",
+            decoder=self.tokenizer,
+            rows=len(requests),
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        texts = [t.strip() for t in self.tokenizer.batch_decode(new_tokens,
-                                                                skip_special_tokens=True)]
-        check_batch(f"{self.info.model_id} generate", len(texts), len(requests))
-        return texts
 
     def warm_up(self) -> None:
         inputs = self.tokenizer([self._prompt("Say hello.")], return_tensors="pt").to(self.device)

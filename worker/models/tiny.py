@@ -116,6 +116,14 @@ def _small(**overrides: Any) -> dict[str, Any]:
             "num_attention_heads": 2, **overrides}
 
 
+def _clip_images(image_size: int) -> CLIPImageProcessorPil:
+    """CLIP's image processor (GIT uses it too), for square images of ``image_size``."""
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+
+
 def build_tiny_blip(folder: Path, *, seed: int = 0, image_size: int = 32) -> Path:
     """Write a tiny random BLIP captioner (BlipForConditionalGeneration) to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,13 +151,7 @@ def build_tiny_git(folder: Path, *, seed: int = 0, image_size: int = 32) -> Path
     """Write a tiny random GIT captioner (GitForCausalLM, CLIP image processor)."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _bert_tokenizer(folder)
-    processor = GitProcessor(
-        image_processor=CLIPImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-        ),
-        tokenizer=tokenizer,
-    )
+    processor = GitProcessor(image_processor=_clip_images(image_size), tokenizer=tokenizer)
     config = GitConfig(
         vision_config=_small(image_size=image_size, patch_size=8),
         **_small(
@@ -235,13 +237,7 @@ def build_tiny_clip(folder: Path, *, seed: int = 0, image_size: int = 32) -> Pat
     tokenizer = word_tokenizer(["<unk>", "<|startoftext|>", "<|endoftext|>"],
                                bos_token="<|startoftext|>", eos_token="<|endoftext|>",
                                pad_token="<|endoftext|>")
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-        ),
-        tokenizer=tokenizer,
-    )
+    processor = CLIPProcessor(image_processor=_clip_images(image_size), tokenizer=tokenizer)
     config = CLIPConfig(
         text_config=_small(vocab_size=len(tokenizer), max_position_embeddings=77,
                            eos_token_id=tokenizer.eos_token_id,

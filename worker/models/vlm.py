@@ -12,45 +12,19 @@ this project does not install; Idefics3 (SmolVLM v1) processors do not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from worker.models.base import Generation, ModelInfo, WriteRequest, batch_seed, check_batch
-from worker.models.loading import Source, generate, load_model, resolved_revision
+from worker.models.base import Captioner, WriteRequest, batch_seed
+from worker.models.loading import HFImageTextModel
 
 CAPTION_INSTRUCTION = "Describe this image in one factual sentence."
 
 
-class HFChatVLM:
+class HFChatVLM(Captioner, HFImageTextModel):
+    role = "vlm"
+    padding_side = "left"
     sees_image = True
-
-    def __init__(
-        self,
-        model_id: str,
-        *,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_new_tokens: int = 40,
-        num_beams: int = 1,
-        offline: bool = False,
-        processor: Any = None,
-    ) -> None:
-        source = Source(model_id, revision, device, dtype, offline)
-        self.processor = processor or AutoProcessor.from_pretrained(
-            model_id, **source.hub_kwargs()
-        )
-        self.processor.tokenizer.padding_side = "left"
-        self.model, self.device, self.dtype = load_model(AutoModelForImageTextToText, source)
-        self.generation = Generation(max_new_tokens=max_new_tokens, num_beams=num_beams)
-        self.info = ModelInfo(
-            model_id=model_id,
-            revision=resolved_revision(source, self.model),
-            role="vlm",
-            generation=self.generation.as_dict(),
-        )
 
     def _prompt(self, instruction: str) -> str:
         messages = [
@@ -69,29 +43,18 @@ class HFChatVLM:
             return_tensors="pt",
         ).to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        output = generate(
-            self.model,
-            dict(inputs),
+        return self._new_texts(
+            inputs,
             self.generation.kwargs(sampled=seed is not None),
             seed=seed,
-            what=f"{self.info.model_id} generate",
+            decoder=self.processor,
+            rows=len(images),
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        texts = [t.strip() for t in self.processor.batch_decode(new_tokens,
-                                                                skip_special_tokens=True)]
-        check_batch(f"{self.info.model_id} generate", len(texts), len(images))
-        return texts
 
-    def caption(
-        self,
-        images: Sequence[Image.Image],
-        *,
-        prompts: Sequence[str] | None = None,
-        seed: int | None = None,
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
     ) -> list[str]:
         """``prompts`` are instructions here (a chat model takes no prefix)."""
-        if prompts is not None:
-            check_batch("prompts", len(prompts), len(images))
         return self._run(images, prompts or [CAPTION_INSTRUCTION] * len(images), seed)
 
     def write(self, requests: Sequence[WriteRequest]) -> list[str]:
@@ -100,6 +63,3 @@ class HFChatVLM:
             [r.instruction for r in requests],
             batch_seed([r.seed for r in requests]) if requests else None,
         )
-
-    def warm_up(self) -> None:
-        self.caption([Image.new("RGB", (64, 64), (127, 127, 127))])
