@@ -21,6 +21,7 @@ from schemas.checks.images import decode_base64_image, probe_image
 from schemas.checks.policy import clean_brand_voice
 from schemas.checks.urls import check_url
 from schemas.errors import ImageError, PermanentError, RequestError
+from schemas.messages import JobRef
 from schemas.names import PRIORITY_MIN
 from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
@@ -132,7 +133,7 @@ def submit_many(
             refused[at] = exc
     created = iter(_create(session, tenant, settings, checked))
     outcomes: list[Submitted | RequestError] = []
-    to_publish: list[tuple[str, int]] = []
+    to_publish: list[JobRef] = []
     publishing: set[str] = set()
     backlog = in_flight(session=session, tenant_id=tenant.id)
     for at in range(len(requests)):
@@ -145,7 +146,7 @@ def submit_many(
         # A replayed key whose job never reached the broker is published again.
         if job.status == JobStatus.received and job.id not in publishing:
             priority = fair_priority(job.priority, backlog=backlog, steps=settings.fair_share_steps)
-            to_publish.append((job.id, priority))
+            to_publish.append(JobRef(job.id, priority))
             publishing.add(job.id)
             backlog += 1
     session.commit()
@@ -153,9 +154,9 @@ def submit_many(
         # Rows are committed: if publishing fails here, the jobs stay ``received``
         # and the reaper publishes them later. Nothing is lost.
         publish_captions(redis_url=settings.redis_url, jobs=to_publish)
-        mark_queued(session=session, job_ids=[job_id for job_id, _ in to_publish])
+        mark_queued(session=session, job_ids=[job.id for job in to_publish])
         session.commit()
-    queued = {job_id for job_id, _ in to_publish}
+    queued = {job.id for job in to_publish}
     return [
         Submitted(o.job_id, JobStatus.queued, o.created)
         if isinstance(o, Submitted) and o.job_id in queued

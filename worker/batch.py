@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from schemas.errors import CaptionError, ErrorCode, TransientError
+from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import (
     Completed,
@@ -63,8 +64,8 @@ def with_db_retry(operation: Callable[[], T]) -> T:
 
 @dataclass
 class BatchReport:
-    deliveries: list[tuple[str, str]] = field(default_factory=list)  # outbox (id, URL) to send
-    retry: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
+    deliveries: list[DeliveryRef] = field(default_factory=list)  # outbox rows to send
+    retry: list[JobRef] = field(default_factory=list)  # jobs to publish again
     succeeded: int = 0
     failed: int = 0
 
@@ -181,7 +182,7 @@ def _store(
         if isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
             log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
             if requeue(session=session, job_id=job.id):
-                report.retry.append((job.id, job.priority))
+                report.retry.append(JobRef(job.id, job.priority))
             continue
         code, message = outcome.code, outcome.message
         if isinstance(outcome, TransientError):
@@ -192,5 +193,5 @@ def _store(
         delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
         report.failed += 1
         if delivery is not None:
-            outbox.append((delivery.id, delivery.url))
+            outbox.append(DeliveryRef(delivery.id, delivery.url))
     report.deliveries += outbox

@@ -19,7 +19,7 @@ from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
 from schemas import broker
-from schemas.messages import CaptionMessage, DeliverMessage
+from schemas.messages import CaptionMessage, DeliverMessage, DeliveryRef, JobRef
 from schemas.names import (
     PRIORITY_DEFAULT,
     TASK_CAPTION,
@@ -56,7 +56,7 @@ def caption(requests: list[SimpleRequest]) -> None:
     except batch.ClaimError as exc:
         # celery-batches acknowledges the messages whatever happens: publish them again.
         log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
-        publish_captions([(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
+        publish_captions([JobRef(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
         return
     send_deliveries(report.deliveries)
     publish_captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
@@ -69,12 +69,12 @@ def caption(requests: list[SimpleRequest]) -> None:
     )
 
 
-def publish_captions(jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
+def publish_captions(jobs: Sequence[JobRef], *, countdown: float = 0.0) -> None:
     broker.send_captions(app, jobs, countdown=countdown)
 
 
-def send_deliveries(deliveries: Sequence[tuple[str, str]]) -> None:
-    """Ask the IO workers to send these outbox rows, given as (id, URL), now."""
+def send_deliveries(deliveries: Sequence[DeliveryRef]) -> None:
+    """Ask the IO workers to send these outbox rows now."""
     broker.send_deliveries(app, deliveries, batch_max=settings.callback_batch_max)
 
 
@@ -111,7 +111,7 @@ def reap() -> None:
     if not found:
         return
     publish_captions(found.publish)
-    reaper.mark_published(settings=settings, job_ids=[job_id for job_id, _ in found.publish])
+    reaper.mark_published(settings=settings, job_ids=[job.id for job in found.publish])
     send_deliveries(found.deliveries)
     log.warning(
         "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode, RequestError
+from schemas.messages import DeliveryRef
 from schemas.store.outbox import event_row
 from schemas.store.sessions import per_row
 from schemas.tables import (
@@ -279,12 +280,10 @@ class Completed:
     variants: Sequence[VariantRow]
 
 
-def complete_succeeded(
-    *, session: Session, results: Sequence[Completed]
-) -> list[tuple[str, str]]:
+def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[DeliveryRef]:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
     longer running (a duplicate or late attempt) is left as it is. Returns the outbox
-    rows as (id, URL). Three statements for the whole batch, whatever its size: one
+    rows to send. Three statements for the whole batch, whatever its size: one
     conditional UPDATE that returns the jobs as stored, one insert of the variants, one
     of the outbox rows (column values: no ORM objects are built for them)."""
     if not results:
@@ -339,7 +338,7 @@ def complete_succeeded(
     ]
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
-    return [(row["id"], row["url"]) for row in outbox]
+    return [DeliveryRef(row["id"], row["url"]) for row in outbox]
 
 
 def complete_failed(
