@@ -54,7 +54,9 @@ def inline_image(request: JobRequest, *, settings: CoreSettings) -> bytes | None
 
 
 def validate(request: JobRequest, settings: CoreSettings) -> None:
-    problem = catalogue_problem(request)
+    problem = catalogue_problem(
+        styles=request.styles, platforms=request.platforms, variants=request.variants
+    )
     if problem is not None:
         code, message = problem
         raise RequestError(message, code=code)

@@ -32,6 +32,7 @@ from schemas.store.jobs import (
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, Tenant
 from worker import pipeline
+from worker.errors import ClaimError
 from worker.intake import decoder, load_all
 from worker.lease import LeaseKeeper
 from worker.models import Engine
@@ -42,10 +43,6 @@ log = logging.getLogger("captionq.worker")
 
 T = TypeVar("T")
 DB_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
-
-
-class ClaimError(TransientError):
-    """The database refused the claim: nothing of the batch was started."""
 
 
 def with_db_retry(operation: Callable[[], T]) -> T:

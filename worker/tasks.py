@@ -33,6 +33,7 @@ from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
 from worker import batch, reaper, sender
 from worker.app import app, engine, lease_keeper, settings
+from worker.errors import ClaimError
 
 log = logging.getLogger("captionq.worker")
 
@@ -53,7 +54,7 @@ def caption(requests: list[SimpleRequest]) -> None:
             log.error("dropping malformed caption message %s: %s", request.id, exc)
     try:
         report = batch.process(job_ids, settings=settings, engine=engine(), lease=lease_keeper)
-    except batch.ClaimError as exc:
+    except ClaimError as exc:
         # celery-batches acknowledges the messages whatever happens: publish them again.
         log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
         publish_captions([JobRef(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from schemas.api import MAX_VARIANTS
+from schemas.api import catalogue_problem
 from schemas.checks import rules
 from schemas.checks.policy import clean_brand_voice
 from schemas.errors import ErrorCode, ImageError, PermanentError
@@ -97,17 +97,12 @@ class _Slot:
 
 
 def _validated(position: int, spec: JobSpec, image: object) -> _Job:
-    unknown = [s for s in spec.styles if s not in STYLES]
-    if unknown or not spec.styles:
-        raise PermanentError(f"unknown styles: {unknown or 'none given'}",
-                             code=ErrorCode.unknown_style)
-    unknown = [p for p in spec.platforms if p not in PLATFORMS]
-    if unknown or not spec.platforms:
-        raise PermanentError(f"unknown platforms: {unknown or 'none given'}",
-                             code=ErrorCode.unknown_platform)
-    if not 1 <= spec.variants <= MAX_VARIANTS:
-        raise PermanentError(f"variants must be 1..{MAX_VARIANTS}, got {spec.variants}",
-                             code=ErrorCode.variants_out_of_range)
+    problem = catalogue_problem(
+        styles=spec.styles, platforms=spec.platforms, variants=spec.variants
+    )
+    if problem is not None:
+        code, message = problem
+        raise PermanentError(message, code=code)
     if not isinstance(image, Image.Image):
         raise ImageError(f"not a decoded image: {type(image).__name__}")
     if image.width < 1 or image.height < 1:
