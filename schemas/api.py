@@ -109,17 +109,26 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class VariantPublic(BaseModel):
-    id: str
+class VariantBase(BaseModel):
+    """One variant, spelled once: what the worker's pipeline writes, what the store
+    inserts (with an id, its job and a time: the ``Variant`` table's columns) and what
+    clients read (:class:`VariantPublic`)."""
+
+    model_config = ConfigDict(frozen=True)
+
     style: str
     platform: str
     index: int
     text: str
     quality_score: float
     quality_parts: dict[str, float]
-    flags: list[str]
+    flags: tuple[str, ...]
     review_state: str
     provenance: dict[str, Any]
+
+
+class VariantPublic(VariantBase):
+    id: str
 
 
 class JobPublic(BaseModel):

@@ -21,14 +21,7 @@ from sqlmodel import Session, col, select
 from schemas.errors import CaptionError, ErrorCode, TransientError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
-from schemas.store.jobs import (
-    Completed,
-    VariantRow,
-    claim,
-    complete_failed,
-    complete_succeeded,
-    requeue,
-)
+from schemas.store.jobs import Completed, claim, complete_failed, complete_succeeded, requeue
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, Tenant
 from worker import pipeline
@@ -164,9 +157,7 @@ def _store(
             caption=outcome.caption,
             model_id=outcome.model_id,
             model_revision=outcome.model_revision,
-            variants=[
-                VariantRow(**{**v.__dict__, "flags": list(v.flags)}) for v in outcome.variants
-            ],
+            variants=outcome.variants,
         )
         for job, outcome in chunk
         if isinstance(outcome, Written)

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from schemas.api import catalogue_problem
+from schemas.api import VariantBase, catalogue_problem
 from schemas.checks import rules
 from schemas.checks.policy import clean_brand_voice
 from schemas.errors import ErrorCode, ImageError, PermanentError
@@ -52,25 +52,12 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
-class VariantDraft:
-    style: str
-    platform: str
-    index: int
-    text: str
-    quality_score: float
-    quality_parts: dict[str, float]
-    flags: tuple[str, ...]
-    review_state: str
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Written:
     job_id: str
     caption: str
     model_id: str
     model_revision: str | None
-    variants: tuple[VariantDraft, ...]
+    variants: tuple[VariantBase, ...]
 
 
 @dataclass
@@ -238,7 +225,7 @@ def write_batch(
     return done
 
 
-def _drafts(slots: Sequence[_Slot], engine: Engine) -> dict[int, list[VariantDraft]]:
+def _drafts(slots: Sequence[_Slot], engine: Engine) -> dict[int, list[VariantBase]]:
     """Score and assemble every variant; keyed by job position, in slot order."""
     agreement: list[float | None] = [None] * len(slots)
     scorer = engine.scorer
@@ -246,13 +233,13 @@ def _drafts(slots: Sequence[_Slot], engine: Engine) -> dict[int, list[VariantDra
         cosines = scorer.cosine([s.job.image for s in slots], [s.text for s in slots])
         check_batch(scorer.info.model_id, len(cosines), len(slots))
         agreement = [quality.clip_s(c) for c in cosines]
-    out: dict[int, list[VariantDraft]] = {}
+    out: dict[int, list[VariantBase]] = {}
     for slot, image_text in zip(slots, agreement, strict=True):
         out.setdefault(slot.job.position, []).append(_draft(slot, engine, image_text))
     return out
 
 
-def _draft(slot: _Slot, engine: Engine, image_text: float | None) -> VariantDraft:
+def _draft(slot: _Slot, engine: Engine, image_text: float | None) -> VariantBase:
     spec = slot.job.spec
     compliance = 0.0 if slot.breaches else (0.5 if slot.repairs else 1.0)
     assessed = quality.assess(
@@ -287,7 +274,7 @@ def _draft(slot: _Slot, engine: Engine, image_text: float | None) -> VariantDraf
     if engine.scorer is not None:
         provenance["clip_model_id"] = engine.scorer.info.model_id
         provenance["clip_model_revision"] = engine.scorer.info.revision
-    return VariantDraft(
+    return VariantBase(
         style=slot.style.name,
         platform=slot.platform.name,
         index=slot.index,

@@ -22,7 +22,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
+from schemas.api import ErrorBody, JobPublic, JobRequest, VariantBase, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode, RequestError
 from schemas.messages import DeliveryRef
 from schemas.store.outbox import event_row
@@ -257,19 +257,6 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
 
 
 @dataclass(frozen=True)
-class VariantRow:
-    style: str
-    platform: str
-    index: int
-    text: str
-    quality_score: float
-    quality_parts: dict[str, float]
-    flags: list[str]
-    review_state: str
-    provenance: dict[str, object]
-
-
-@dataclass(frozen=True)
 class Completed:
     """A job's results, as a worker hands them to :func:`complete_succeeded`."""
 
@@ -277,7 +264,7 @@ class Completed:
     caption: str
     model_id: str
     model_revision: str | None
-    variants: Sequence[VariantRow]
+    variants: Sequence[VariantBase]
 
 
 def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[DeliveryRef]:
@@ -316,8 +303,8 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> lis
         return []
     variants = {
         job.id: [
-            {"id": new_id("var"), "job_id": job.id, **row.__dict__, "created_at": now}
-            for row in by_id[job.id].variants
+            {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}
+            for variant in by_id[job.id].variants
         ]
         for job in jobs
     }
