@@ -29,7 +29,7 @@ from worker.errors import ClaimError
 from worker.intake import decoder, load_all
 from worker.lease import LeaseKeeper
 from worker.models import Engine
-from worker.writing import JobSpec, Written
+from worker.pipeline import JobSpec, Written
 
 log = logging.getLogger("captionq.worker")
 
