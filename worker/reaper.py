@@ -189,6 +189,18 @@ def hand_back(
             found.publish.append(JobRef(job.id, job.priority))
 
 
+def give_back(*, settings: WorkerSettings, job_ids: Sequence[str]) -> Reaped:
+    """The jobs of a batch that its own worker abandons (time limit, shutdown grace):
+    those still running are handed back like any lost job."""
+    found = Reaped()
+    with session_scope(settings.database_url) as session:
+        jobs = session.exec(
+            select(Job).where(col(Job.id).in_(job_ids), Job.status == JobStatus.running)
+        ).all()
+        hand_back(session=session, jobs=jobs, settings=settings, found=found)
+    return found
+
+
 def mark_published(*, settings: WorkerSettings, job_ids: Sequence[str]) -> None:
     with session_scope(settings.database_url) as session:
         mark_queued(session=session, job_ids=job_ids)

@@ -10,7 +10,6 @@ what follows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 from functools import lru_cache
 
@@ -18,8 +17,7 @@ import redis
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
-from schemas import broker
-from schemas.messages import CaptionMessage, DeliverMessage, DeliveryRef, JobRef
+from schemas.messages import CaptionMessage, DeliverMessage, JobRef
 from schemas.names import (
     PRIORITY_DEFAULT,
     TASK_CAPTION,
@@ -32,7 +30,7 @@ from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
 from worker import batch, reaper, sender
-from worker.app import app, engine, lease_keeper, settings
+from worker.app import app, engine, lease_keeper, publisher, settings
 from worker.errors import ClaimError
 
 log = logging.getLogger("captionq.worker")
@@ -57,10 +55,10 @@ def caption(requests: list[SimpleRequest]) -> None:
     except ClaimError as exc:
         # celery-batches acknowledges the messages whatever happens: publish them again.
         log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
-        publish_captions([JobRef(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
+        publisher.captions([JobRef(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
         return
-    send_deliveries(report.deliveries)
-    publish_captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
+    publisher.deliveries(report.deliveries)
+    publisher.captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
         len(requests),
@@ -68,15 +66,6 @@ def caption(requests: list[SimpleRequest]) -> None:
         report.failed,
         len(report.retry),
     )
-
-
-def publish_captions(jobs: Sequence[JobRef], *, countdown: float = 0.0) -> None:
-    broker.send_captions(app, jobs, countdown=countdown)
-
-
-def send_deliveries(deliveries: Sequence[DeliveryRef]) -> None:
-    """Ask the IO workers to send these outbox rows now."""
-    broker.send_deliveries(app, deliveries, batch_max=settings.callback_batch_max)
 
 
 @app.task(name=TASK_DELIVER, acks_late=True)
@@ -97,7 +86,7 @@ def dispatch() -> int:
             lock_s=settings.delivery_lock_s,
             limit=settings.delivery_dispatch_limit,
         )
-    send_deliveries(due)
+    publisher.deliveries(due)
     return len(due)
 
 
@@ -111,9 +100,9 @@ def reap() -> None:
     found = reaper.reap(settings=settings, client=_redis())
     if not found:
         return
-    publish_captions(found.publish)
+    publisher.captions(found.publish)
     reaper.mark_published(settings=settings, job_ids=[job.id for job in found.publish])
-    send_deliveries(found.deliveries)
+    publisher.deliveries(found.deliveries)
     log.warning(
         "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "
         "%d exhausted",
