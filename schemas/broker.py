@@ -35,21 +35,25 @@ def celery_config(redis_url: str) -> dict[str, Any]:
     }
 
 
-def send_captions(app: Any, jobs: Sequence[JobRef], *, countdown: float = 0.0) -> None:
+def send_captions(
+    app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
+) -> None:
     """Publish one caption task per job, at the job's priority, over one broker
     connection and in one Redis pipeline, by task name, with ``app`` (a Celery
-    application)."""
+    application). ``countdown``: seconds before the tasks are due, one for all or one
+    per job."""
     if not jobs:
         return
+    delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
     # One Redis pipeline for the lot (kombu's publish batch), not a round trip each.
     with app.producer_or_acquire() as producer, producer.batch():
-        for job in jobs:
+        for job, delay in zip(jobs, delays, strict=True):
             app.send_task(
                 TASK_CAPTION,
                 args=[CaptionMessage(job_id=job.id).model_dump()],
                 queue=QUEUE_GPU,
                 priority=celery_priority(job.priority),
-                countdown=countdown or None,
+                countdown=delay or None,
                 producer=producer,
             )
 

@@ -13,18 +13,18 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from schemas.errors import CaptionError, ErrorCode, TransientError
+from schemas.errors import CaptionError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import Completed, claim, complete_failed, complete_succeeded, requeue
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, Tenant
-from worker import pipeline
+from worker import pipeline, retry
 from worker.errors import ClaimError
 from worker.intake import decoder, load_all
 from worker.lease import LeaseKeeper
@@ -52,10 +52,17 @@ def with_db_retry(operation: Callable[[], T]) -> T:
     return operation()
 
 
+class Retried(NamedTuple):
+    """A job put back to queued after a transient failure: publish it after ``countdown_s``."""
+
+    job: JobRef
+    countdown_s: float
+
+
 @dataclass
 class BatchReport:
     deliveries: list[DeliveryRef] = field(default_factory=list)  # outbox rows to send
-    retry: list[JobRef] = field(default_factory=list)  # jobs to publish again
+    retry: list[Retried] = field(default_factory=list)  # jobs to publish again
     succeeded: int = 0
     failed: int = 0
 
@@ -167,18 +174,18 @@ def _store(
     for job, outcome in chunk:
         if isinstance(outcome, Written):
             continue
-        if isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
-            log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
+        decision = retry.decide(
+            outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
+        )
+        if isinstance(decision, retry.Retry):
+            log.warning("job %s: transient %s (%s), retrying in %.1fs",
+                        job.id, outcome.code, outcome, decision.countdown_s)
             if requeue(session=session, job_id=job.id):
-                report.retry.append(JobRef(job.id, job.priority))
+                report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
             continue
-        code, message = outcome.code, outcome.message
-        if isinstance(outcome, TransientError):
-            code, message = (
-                ErrorCode.attempts_exhausted,
-                f"gave up after {job.attempts} attempts: {message}",
-            )
-        delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
+        delivery = complete_failed(
+            session=session, job_id=job.id, code=decision.code, message=decision.message
+        )
         report.failed += 1
         if delivery is not None:
             outbox.append(DeliveryRef(delivery.id, delivery.url))

@@ -22,8 +22,11 @@ class Publisher:
         self._app = app
         self._settings = settings
 
-    def captions(self, jobs: Sequence[JobRef], *, countdown: float = 0.0) -> None:
-        """Publish a caption task per job, at its priority, after ``countdown`` seconds."""
+    def captions(
+        self, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
+    ) -> None:
+        """Publish a caption task per job, at its priority, after ``countdown`` seconds
+        (one for all, or one per job)."""
         broker.send_captions(self._app, jobs, countdown=countdown)
 
     def deliveries(self, deliveries: Sequence[DeliveryRef]) -> None:

@@ -58,7 +58,10 @@ def caption(requests: list[SimpleRequest]) -> None:
         publisher.captions([JobRef(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
         return
     publisher.deliveries(report.deliveries)
-    publisher.captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
+    publisher.captions(
+        [retried.job for retried in report.retry],
+        countdown=[retried.countdown_s for retried in report.retry],
+    )
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
         len(requests),
