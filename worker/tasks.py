@@ -19,12 +19,12 @@ from pydantic import ValidationError
 
 from schemas.messages import CaptionMessage, DeliverMessage, JobRef
 from schemas.names import (
-    PRIORITY_DEFAULT,
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
     TASK_PURGE,
     TASK_REAP,
+    job_priority,
 )
 from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
@@ -44,18 +44,15 @@ log = logging.getLogger("captionq.worker")
     acks_late=True,
 )
 def caption(requests: list[SimpleRequest]) -> None:
-    job_ids = []
-    for request in requests:
-        try:
-            job_ids.append(CaptionMessage.model_validate(request.args[0]).job_id)
-        except (ValidationError, IndexError, TypeError) as exc:
-            log.error("dropping malformed caption message %s: %s", request.id, exc)
+    jobs = [job for job in map(caption_job, requests) if job is not None]
+    job_ids = [job.id for job in jobs]
     try:
         report = batch.process(job_ids, settings=settings, engine=engine(), lease=lease_keeper)
     except ClaimError as exc:
-        # celery-batches acknowledges the messages whatever happens: publish them again.
+        # celery-batches acknowledges the messages whatever happens: publish them again,
+        # each at the priority it was published with.
         log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
-        publisher.captions([JobRef(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
+        publisher.captions(jobs, countdown=5.0)
         return
     publisher.deliveries(report.deliveries)
     publisher.captions(
@@ -69,6 +66,17 @@ def caption(requests: list[SimpleRequest]) -> None:
         report.failed,
         len(report.retry),
     )
+
+
+def caption_job(request: SimpleRequest) -> JobRef | None:
+    """The job a caption request is for, at the priority its message was published
+    with (the broker keeps it beside the body); None for a malformed message."""
+    try:
+        job_id = CaptionMessage.model_validate(request.args[0]).job_id
+    except (ValidationError, IndexError, TypeError) as exc:
+        log.error("dropping malformed caption message %s: %s", request.id, exc)
+        return None
+    return JobRef(job_id, job_priority((request.delivery_info or {}).get("priority")))
 
 
 @app.task(name=TASK_DELIVER, acks_late=True)

@@ -17,12 +17,13 @@ from celery_batches import SimpleRequest
 
 from schemas.errors import TransientError
 from schemas.messages import CaptionMessage, DeliveryRef, JobRef
-from schemas.names import PRIORITY_DEFAULT
+from schemas.names import PRIORITY_DEFAULT, celery_priority
 from schemas.settings import WorkerSettings
 from schemas.store.sessions import migrate, session_scope
 from schemas.store.tenants import create_tenant
 from schemas.tables import Job
-from worker import pipeline
+from worker import batch, pipeline
+from worker.errors import ClaimError
 
 pytestmark = pytest.mark.unit
 
@@ -112,3 +113,22 @@ def test_the_countdown_is_jittered_and_capped(
     delays = {job.id: delay for job, delay in publisher.captions_sent}
     assert len({delays[job_id] for job_id in same}) > 1  # no herd comes back at once
     assert 0 < delays[many[0]] <= 60.0
+
+
+def test_after_a_failed_claim_each_job_is_published_again_at_its_own_priority(
+    tasks: tuple[ModuleType, RecordingPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, publisher = tasks
+
+    def refused(*_: object, **__: object) -> None:
+        raise ClaimError("claim failed: OperationalError")
+
+    monkeypatch.setattr(batch, "process", refused)
+    module.caption.run([
+        request("job_urgent", celery_priority(9)),
+        request("job_low", celery_priority(0)),
+        request("job_old", None),  # a message whose broker kept no priority
+    ])
+    sent = [(job.id, job.priority) for job, _ in publisher.captions_sent]
+    assert sent == [("job_urgent", 9), ("job_low", 0), ("job_old", PRIORITY_DEFAULT)]
+    assert all(delay > 0 for _, delay in publisher.captions_sent)
