@@ -10,10 +10,9 @@ While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' le
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
@@ -30,26 +29,9 @@ from worker.intake import decoder, load_all
 from worker.lease import LeaseKeeper
 from worker.models import Engine
 from worker.pipeline import JobSpec, Written
+from worker.retry import with_db_retry
 
 log = logging.getLogger("captionq.worker")
-
-
-T = TypeVar("T")
-DB_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
-
-
-def with_db_retry(operation: Callable[[], T]) -> T:
-    """Run a short transaction again while the database is briefly away. Safe because
-    every write in it is conditional (a second run changes nothing the first did)."""
-    for delay in DB_RETRY_DELAYS_S:
-        try:
-            return operation()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated and "connection" not in str(exc).lower():
-                raise
-            log.warning("database unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            time.sleep(delay)
-    return operation()
 
 
 class Retried(NamedTuple):
