@@ -3,7 +3,8 @@
     CaptionError
     ├── TransientError
     │   ├── OutOfMemoryError     the accelerator ran out of memory for a batch
-    │   └── ClaimError           the database refused a batch's claim
+    │   ├── ClaimError           the database refused a batch's claim
+    │   └── WorkerLostError      a running job's worker is gone (the reaper's finding)
     └── PermanentError
         └── ModelContractError   a model broke one-output-per-input (model_error)
 """
@@ -21,6 +22,10 @@ class OutOfMemoryError(TransientError):
 
 class ClaimError(TransientError):
     """The database refused the claim: nothing of the batch was started."""
+
+
+class WorkerLostError(TransientError):
+    """The worker that ran a job is gone: killed, or past its lease or time limit."""
 
 
 class ModelContractError(PermanentError, RuntimeError):

@@ -16,7 +16,8 @@ that a long healthy backlog is never re-published:
 4. ``running`` past its lease (the worker was killed, or hung and was recycled).
 
 A job handed back is published again unless it has had ``job_max_attempts``
-claims, in which case it fails with ``attempts_exhausted`` (and its callback).
+claims, in which case it fails with ``attempts_exhausted`` (and its callback):
+``worker.retry`` decides, as for every other error.
 A second message for one job is harmless: only one claim can succeed.
 """
 
@@ -34,13 +35,14 @@ import redis
 from sqlmodel import Session, col, select
 
 from schemas import keys
-from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef, JobRef
 from schemas.names import TASK_CAPTION
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import complete_failed, mark_queued, requeue
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, JobStatus, Marker, utcnow
+from worker import retry
+from worker.errors import WorkerLostError
 
 log = logging.getLogger("captionq.reaper")
 
@@ -173,14 +175,14 @@ def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:
 def hand_back(
     *, session: Session, jobs: Sequence[Job], settings: WorkerSettings, found: Reaped
 ) -> None:
-    """Running jobs whose worker is gone: publish again, or fail past their attempts."""
+    """Running jobs whose worker is gone: publish again at once (the job already waited
+    out a lease), or fail past their attempts."""
+    lost = WorkerLostError("worker lost or timed out")
     for job in jobs:
-        if job.attempts >= settings.job_max_attempts:
+        decision = retry.decide(lost, attempt=job.attempts, max_attempts=settings.job_max_attempts)
+        if isinstance(decision, retry.GiveUp):
             delivery = complete_failed(
-                session=session,
-                job_id=job.id,
-                code=ErrorCode.attempts_exhausted,
-                message=f"gave up after {job.attempts} attempts (worker lost or timed out)",
+                session=session, job_id=job.id, code=decision.code, message=decision.message
             )
             found.exhausted += 1
             if delivery is not None:

@@ -14,7 +14,24 @@ countdown doubles with each attempt, with jitter, up to a cap (dramatiq's
       is not an outage
 
 A database outage is told by the driver's error class and SQLSTATE, never by the
-words of a message (:func:`database_outage`).
+words of a message (:func:`database_outage`). Where each decision is acted on:
+
+    a job's outcome in a batch   worker.batch: Retry requeues the job and publishes
+                                 it after the countdown of its own attempts
+                                 (``Job.attempts``, up to ``job_max_attempts``);
+                                 GiveUp fails it with the code
+    a batch's claim refused      worker.tasks.caption: published again, each job at
+                                 its own priority (a claim costs no attempt)
+    a lost worker's jobs         worker.reaper.hand_back: published again, or failed
+                                 past their attempts
+    a short transaction          with_db_retry: run again in place while the
+                                 database is away; anything else is raised
+    a deliver task               worker.tasks.deliver: Celery's retry of the task
+                                 after the countdown; given up, its rows wait in
+                                 the outbox for beat
+
+A callback's own POST attempts are not errors of the worker: the outbox records
+each and follows its schedule to delivered or dead (``schemas.store.outbox``).
 """
 
 from __future__ import annotations
@@ -61,6 +78,12 @@ JOB_BACKOFF = Backoff(first_s=2.0, max_s=60.0)
 # A short transaction while the database is away: 0.5, 1, 2, 4 s, then it is raised.
 DATABASE_BACKOFF = Backoff(first_s=0.5, max_s=4.0, jitter=False)
 DATABASE_ATTEMPTS = 5
+# A batch whose claim the database refused: published again in 2.5-5 s, for as long as
+# it refuses (a claim costs a job no attempt).
+CLAIM_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
+# A deliver task that failed as a whole (the database away): 2.5-5 s, 5-10 s, 10-20 s.
+DELIVER_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
+DELIVER_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)

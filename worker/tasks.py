@@ -1,5 +1,5 @@
 """Celery tasks: thin. Parse the message, call the module that does the work, publish
-what follows.
+what follows. Whether a failure is retried, and when, is ``worker.retry``'s to say.
 
 - ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs.
 - ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import lru_cache
 
 import redis
+from celery import Task
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
@@ -29,7 +30,7 @@ from schemas.names import (
 from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, reaper, sender
+from worker import batch, reaper, retry, sender
 from worker.app import app, engine, lease_keeper, publisher, settings
 from worker.errors import ClaimError
 
@@ -51,8 +52,12 @@ def caption(requests: list[SimpleRequest]) -> None:
     except ClaimError as exc:
         # celery-batches acknowledges the messages whatever happens: publish them again,
         # each at the priority it was published with.
-        log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
-        publisher.captions(jobs, countdown=5.0)
+        # A claim costs no attempt: it is retried for as long as the database refuses it.
+        decision = retry.decide(exc, attempt=1, max_attempts=None, backoff=retry.CLAIM_BACKOFF)
+        assert isinstance(decision, retry.Retry)
+        log.warning("could not claim a batch of %d (%s); re-publishing in %.1fs",
+                    len(job_ids), exc, decision.countdown_s)
+        publisher.captions(jobs, countdown=decision.countdown_s)
         return
     publisher.deliveries(report.deliveries)
     publisher.captions(
@@ -79,14 +84,28 @@ def caption_job(request: SimpleRequest) -> JobRef | None:
     return JobRef(job_id, job_priority((request.delivery_info or {}).get("priority")))
 
 
-@app.task(name=TASK_DELIVER, acks_late=True)
-def deliver(message: dict[str, object]) -> None:
+@app.task(name=TASK_DELIVER, bind=True, acks_late=True, max_retries=None)
+def deliver(self: Task, message: dict[str, object]) -> None:
+    """Send a batch of outbox rows. Each POST's outcome is the outbox's to record (its
+    schedule and dead letters); what fails the task itself (the database away while
+    taking or recording the rows) is retried as ``worker.retry`` decides. Given up, the
+    rows are still in the outbox: beat dispatches them again once their reservation
+    passes."""
     try:
         delivery_ids = DeliverMessage.model_validate(message).delivery_ids
     except ValidationError as exc:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return
-    sender.send_batch(delivery_ids, settings=settings)
+    try:
+        sender.send_batch(delivery_ids, settings=settings)
+    except Exception as exc:
+        decision = retry.decide(exc, attempt=self.request.retries + 1,
+                                max_attempts=retry.DELIVER_ATTEMPTS, backoff=retry.DELIVER_BACKOFF)
+        if isinstance(decision, retry.GiveUp):
+            log.error("deliver task gave up (%s: %s); beat dispatches its rows again",
+                      decision.code, decision.message)
+            raise
+        raise self.retry(exc=exc, countdown=decision.countdown_s) from exc
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)
