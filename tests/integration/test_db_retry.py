@@ -4,9 +4,10 @@ error that is not one is raised at once, whatever its message says."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from schemas.store.sessions import session_scope
@@ -21,51 +22,59 @@ def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return delays
 
 
+def transaction(
+    url: str, body: Callable[[Connection, int], object]
+) -> tuple[Callable[[], object], list[int]]:
+    """``body(connection, try number)`` in a transaction of its own, and its tries."""
+    tries: list[int] = []
+
+    def run() -> object:
+        tries.append(len(tries) + 1)
+        with session_scope(url) as session:
+            return body(session.connection(), tries[-1])
+
+    return run, tries
+
+
 def test_a_unique_violation_that_names_a_connection_is_not_an_outage(
     postgres_url: str, slept: list[float]
 ) -> None:
-    calls: list[int] = []
+    with session_scope(postgres_url) as session:
+        session.add(Marker(name="connection-pool", value="x"))
 
-    def insert() -> None:
-        calls.append(1)
-        with session_scope(postgres_url) as session:
-            session.add(Marker(name="connection-pool", value="x"))
+    def duplicate(connection: Connection, _: int) -> None:
+        connection.execute(
+            text("INSERT INTO marker (name, value, updated_at) "
+                 "VALUES ('connection-pool', 'y', now())")
+        )
 
-    insert()
+    insert, tries = transaction(postgres_url, duplicate)
     with pytest.raises(IntegrityError, match="connection-pool"):
         with_db_retry(insert)
-    assert len(calls) == 2  # the first insert, then one try of the duplicate
+    assert tries == [1]
     assert slept == []
 
 
 def test_a_statement_timeout_is_operational_but_not_an_outage(
     postgres_url: str, slept: list[float]
 ) -> None:
-    calls: list[int] = []
+    def slow(connection: Connection, _: int) -> None:
+        connection.execute(text("SET LOCAL statement_timeout = 50"))
+        connection.execute(text("SELECT pg_sleep(2)"))
 
-    def slow() -> None:
-        calls.append(1)
-        with session_scope(postgres_url) as session:
-            connection = session.connection()
-            connection.execute(text("SET LOCAL statement_timeout = 50"))
-            connection.execute(text("SELECT pg_sleep(2)"))
-
+    run, tries = transaction(postgres_url, slow)
     with pytest.raises(OperationalError, match="statement timeout"):
-        with_db_retry(slow)
-    assert len(calls) == 1
+        with_db_retry(run)
+    assert tries == [1]
 
 
 def test_a_terminated_session_is_run_again(postgres_url: str, slept: list[float]) -> None:
-    calls: list[int] = []
+    def read(connection: Connection, attempt: int) -> int:
+        if attempt == 1:  # an administrator (or a failover) ends this session
+            connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return int(connection.execute(text("SELECT 1")).scalar_one())
 
-    def read() -> int:
-        calls.append(1)
-        with session_scope(postgres_url) as session:
-            connection = session.connection()
-            if len(calls) == 1:  # an administrator (or a failover) ends this session
-                connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
-            return int(connection.execute(text("SELECT 1")).scalar_one())
-
-    assert with_db_retry(read) == 1
-    assert len(calls) == 2
+    run, tries = transaction(postgres_url, read)
+    assert with_db_retry(run) == 1
+    assert tries == [1, 2]
     assert len(slept) == 1
