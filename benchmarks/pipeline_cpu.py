@@ -36,7 +36,7 @@ from worker.models import Engine, load_engine
 from worker.models.captioner import HFCaptioner
 from worker.models.tiny import build_blip_from_config
 from worker.models.vlm import CAPTION_INSTRUCTION, HFChatVLM
-from worker.writing import JobSpec, write_batch
+from worker.pipeline import JobSpec, write_batch
 
 CONFIGS = Path(__file__).with_name("configs")
 STYLE, PLATFORM = "promotional", "instagram"

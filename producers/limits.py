@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from schemas import keys
 from schemas.errors import ErrorCode, RequestError, UnavailableError
 from schemas.tables import Job, JobStatus
 
@@ -55,7 +56,7 @@ def take(*, redis_url: str, tenant_id: str, cost: int, per_s: float, burst: int)
         )
     try:
         allowed, wait = _client(redis_url).eval(
-            _GCRA, 1, f"captionq:ratelimit:{tenant_id}", 1.0 / per_s, burst, cost
+            _GCRA, 1, keys.rate_limit(tenant_id), 1.0 / per_s, burst, cost
         )
     except redis.RedisError as exc:  # admission cannot run: nothing is written
         raise UnavailableError(

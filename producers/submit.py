@@ -24,6 +24,7 @@ from schemas.checks.policy import clean_brand_voice
 from schemas.checks.urls import CheckedURL, check_url, parse_networks
 from schemas.checks.values import check_storable
 from schemas.errors import ImageError, PermanentError, RequestError
+from schemas.messages import JobRef
 from schemas.names import PRIORITY_MIN
 from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
@@ -60,7 +61,9 @@ def validate(request: JobRequest, settings: CoreSettings) -> JobRequest:
     """``request`` if it may be stored as asked (with its callback URL in canonical
     form), else the ``RequestError`` that refuses it: the same checks on every
     database, for every way in."""
-    problem = catalogue_problem(request)
+    problem = catalogue_problem(
+        styles=request.styles, platforms=request.platforms, variants=request.variants
+    )
     if problem is not None:
         code, message = problem
         raise RequestError(message, code=code)
@@ -162,7 +165,7 @@ def submit_many(
     _register_endpoints(session, tenant, settings, checked)
     created = iter(_create(session, tenant, settings, checked))
     outcomes: list[Submitted | RequestError] = []
-    to_publish: list[tuple[str, int]] = []
+    to_publish: list[JobRef] = []
     publishing: set[str] = set()
     backlog = in_flight(session=session, tenant_id=tenant.id)
     for at in range(len(requests)):
@@ -175,15 +178,15 @@ def submit_many(
         # A replayed key whose job never reached the broker is published again.
         if job.status == JobStatus.received and job.id not in publishing:
             priority = fair_priority(job.priority, backlog=backlog, steps=settings.fair_share_steps)
-            to_publish.append((job.id, priority))
+            to_publish.append(JobRef(job.id, priority))
             publishing.add(job.id)
             backlog += 1
     session.commit()
     queued: set[str] = set()
     if to_publish and _published(settings, to_publish):
-        mark_queued(session=session, job_ids=[job_id for job_id, _ in to_publish])
+        mark_queued(session=session, job_ids=[job.id for job in to_publish])
         session.commit()
-        queued = {job_id for job_id, _ in to_publish}
+        queued = {job.id for job in to_publish}
     return [
         Submitted(o.job_id, JobStatus.queued, o.created)
         if isinstance(o, Submitted) and o.job_id in queued
@@ -203,7 +206,7 @@ def _register_endpoints(
         )
 
 
-def _published(settings: CoreSettings, jobs: Sequence[tuple[str, int]]) -> bool:
+def _published(settings: CoreSettings, jobs: Sequence[JobRef]) -> bool:
     """Publish; False if the broker cannot be reached. The rows are committed, so the
     jobs stay ``received`` and are accepted all the same: the reaper publishes them
     when the broker is back. Nothing is lost, and a retry with the same idempotency

@@ -5,6 +5,7 @@ Strict: unknown fields are refused, every list and string is bounded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -64,21 +65,25 @@ class JobRequest(BaseModel):
         return value
 
 
-def catalogue_problem(request: JobRequest) -> tuple[ErrorCode, str] | None:
-    """What is wrong with a request that parsed, in catalogue terms (None when nothing)."""
-    unknown_styles = sorted(set(request.styles) - STYLE_NAMES)
-    if unknown_styles:
+def catalogue_problem(
+    *, styles: Sequence[str], platforms: Sequence[str], variants: int
+) -> tuple[ErrorCode, str] | None:
+    """What is wrong with a job's styles × platforms × variants, in catalogue terms (None
+    when nothing). The one check: the API runs it on a request, the worker on a job."""
+    unknown_styles = sorted(set(styles) - STYLE_NAMES)
+    if unknown_styles or not styles:
         return ErrorCode.unknown_style, (
-            f"unknown style(s) {unknown_styles}; known: {sorted(STYLE_NAMES)}"
+            f"unknown style(s) {unknown_styles or 'none given'}; known: {sorted(STYLE_NAMES)}"
         )
-    unknown_platforms = sorted(set(request.platforms) - PLATFORM_NAMES)
-    if unknown_platforms:
+    unknown_platforms = sorted(set(platforms) - PLATFORM_NAMES)
+    if unknown_platforms or not platforms:
         return ErrorCode.unknown_platform, (
-            f"unknown platform(s) {unknown_platforms}; known: {sorted(PLATFORM_NAMES)}"
+            f"unknown platform(s) {unknown_platforms or 'none given'}; "
+            f"known: {sorted(PLATFORM_NAMES)}"
         )
-    if not 1 <= request.variants <= MAX_VARIANTS:
+    if not 1 <= variants <= MAX_VARIANTS:
         return ErrorCode.variants_out_of_range, (
-            f"variants must be between 1 and {MAX_VARIANTS}, got {request.variants}"
+            f"variants must be between 1 and {MAX_VARIANTS}, got {variants}"
         )
     return None
 
@@ -104,17 +109,26 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class VariantPublic(BaseModel):
-    id: str
+class VariantBase(BaseModel):
+    """One variant, spelled once: what the worker's pipeline writes, what the store
+    inserts (with an id, its job and a time: the ``Variant`` table's columns) and what
+    clients read (:class:`VariantPublic`)."""
+
+    model_config = ConfigDict(frozen=True)
+
     style: str
     platform: str
     index: int
     text: str
     quality_score: float
     quality_parts: dict[str, float]
-    flags: list[str]
+    flags: tuple[str, ...]
     review_state: str
     provenance: dict[str, Any]
+
+
+class VariantPublic(VariantBase):
+    id: str
 
 
 class JobPublic(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.messages import CaptionMessage, DeliverMessage
+from schemas.messages import CaptionMessage, DeliverMessage, DeliveryRef, JobRef
 from schemas.names import (
     PRIORITY_MAX,
     QUEUE_GPU,
@@ -35,31 +35,36 @@ def celery_config(redis_url: str) -> dict[str, Any]:
     }
 
 
-def send_captions(app: Any, jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
-    """Publish one caption task per (job id, job priority) over one broker connection
-    and in one Redis pipeline, by task name, with ``app`` (a Celery application)."""
+def send_captions(
+    app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
+) -> None:
+    """Publish one caption task per job, at the job's priority, over one broker
+    connection and in one Redis pipeline, by task name, with ``app`` (a Celery
+    application). ``countdown``: seconds before the tasks are due, one for all or one
+    per job."""
     if not jobs:
         return
+    delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
     # One Redis pipeline for the lot (kombu's publish batch), not a round trip each.
     with app.producer_or_acquire() as producer, producer.batch():
-        for job_id, priority in jobs:
+        for job, delay in zip(jobs, delays, strict=True):
             app.send_task(
                 TASK_CAPTION,
-                args=[CaptionMessage(job_id=job_id).model_dump()],
+                args=[CaptionMessage(job_id=job.id).model_dump()],
                 queue=QUEUE_GPU,
-                priority=celery_priority(priority),
-                countdown=countdown or None,
+                priority=celery_priority(job.priority),
+                countdown=delay or None,
                 producer=producer,
             )
 
 
-def send_deliveries(app: Any, deliveries: Sequence[tuple[str, str]], *, batch_max: int) -> None:
-    """Publish deliver tasks for outbox rows, given as (delivery id, URL): one task per
-    URL (up to ``batch_max`` rows each), so that one slow receiver holds up only its
-    own callbacks, and each task sends over one connection."""
+def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: int) -> None:
+    """Publish deliver tasks for outbox rows: one task per URL (up to ``batch_max``
+    rows each), so that one slow receiver holds up only its own callbacks, and each
+    task sends over one connection."""
     by_url: dict[str, list[str]] = {}
-    for delivery_id, url in deliveries:
-        by_url.setdefault(url, []).append(delivery_id)
+    for delivery in deliveries:
+        by_url.setdefault(delivery.url, []).append(delivery.id)
     if not by_url:
         return
     with app.producer_or_acquire() as producer, producer.batch():

@@ -5,22 +5,31 @@ stable across releases) and a human message. The hierarchy says what to do::
 
     CaptionError
     ├── TransientError       network, broker, database blips, CUDA out of memory:
-    │   │                    retried with backoff, the job stays alive
+    │   │                    retried with backoff, the job stays alive until it
+    │   │                    has had its attempts, then fails attempts_exhausted
     │   ├── UnavailableError         the database or the broker is away (API: 503)
     │   ├── OutOfMemoryError         (worker) the batch is halved and retried
-    │   └── ClaimError               (worker) the database refused a claim
+    │   ├── ClaimError               (worker) the database refused a claim
+    │   └── WorkerLostError          (worker) a running job's worker is gone
     └── PermanentError       bad image, bad request, policy: the job fails now,
         │                    with its code
         ├── RequestError     refused before anything is stored (API, client, CLI)
         │   └── RateLimitedError     (producers) over the rate or in-flight cap
         ├── ImageError       an image that cannot be fetched or decoded safely
+        ├── ModelContractError       (worker) a model broke one output per input
         └── EvaluationError  (evaluation) the evaluation toolkit refuses:
             ├── DatasetError         a data set or predictions that cannot be used
             ├── ToolMissingError     a required external tool (Java, a jar) is absent
             └── ScorerError          an external scorer failed or broke its contract
 
-Celery's ``autoretry_for`` lists only the transient branch. No error here knows
-HTTP: the API maps each code to its status (``producers.api.statuses``).
+Only the transient branch is retried, and of the errors outside the tree only a
+database outage (told by its SQLSTATE); anything else is given up at once. One
+function decides, ``worker.retry.decide``: for each job of a caption batch (backing
+off by the job's own attempts, with jitter), a claim the database refused, the jobs
+of a lost worker, a short transaction while the database is away, and the deliver
+task. No task uses Celery's ``autoretry_for``: celery-batches acknowledges a
+caption batch as a whole, so each job is published again on its own. No error here
+knows HTTP: the API maps each code to its status (``producers.api.statuses``).
 """
 
 from __future__ import annotations

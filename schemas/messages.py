@@ -1,4 +1,5 @@
-"""Messages on the broker: frozen, versioned, validated at both ends.
+"""Messages on the broker: frozen, versioned, validated at both ends; and the
+references that producers, the store and the worker pass around to build them.
 
 A caption task carries a job id and what the worker needs to run it without a
 second round trip; never the image bytes (they are in the blob store).
@@ -6,11 +7,25 @@ second round trip; never the image bytes (they are in the blob store).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DELIVER_BATCH_MAX = 256  # outbox rows in one deliver message
+
+
+class JobRef(NamedTuple):
+    """A job to publish a caption task for, at ``priority`` (0 low .. 9 urgent)."""
+
+    id: str
+    priority: int
+
+
+class DeliveryRef(NamedTuple):
+    """An outbox row to send: its id (the ``webhook-id``) and the URL it goes to."""
+
+    id: str
+    url: str
 
 
 class CaptionMessage(BaseModel):

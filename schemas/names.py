@@ -26,3 +26,11 @@ PRIORITY_DEFAULT: Final = 5
 def celery_priority(job_priority: int) -> int:
     """Map a job priority (9 = most urgent) onto Celery-on-Redis (0 = first)."""
     return PRIORITY_MAX - job_priority
+
+
+def job_priority(celery_priority: int | None) -> int:
+    """The job priority that a message published at ``celery_priority`` asked for
+    (a message that kept none: the default)."""
+    if celery_priority is None:
+        return PRIORITY_DEFAULT
+    return min(PRIORITY_MAX, max(PRIORITY_MIN, PRIORITY_MAX - celery_priority))

@@ -1,10 +1,14 @@
-"""The Celery application: configuration, queues, and the per-process model.
+"""The Celery application: configuration, queues, beat's schedule, and the signals
+that set up and wind down a worker process.
 
 GPU workers consume ``captionq.gpu`` with one process per GPU (solo pool); IO
 workers consume ``captionq.io`` (deliveries) with threads. The model is loaded
 once per process in ``worker_process_init`` (after a prefork fork, never
 before CUDA initialises; the solo pool sends it too); a worker that cannot load
-its models exits instead of failing every job.
+its models exits instead of failing every job. Each process has one publisher
+(``worker.publish``) and one lease keeper (``worker.lease``), which hands a batch
+back through the publisher; ``worker.tasks`` imports this module, never the other
+way round.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import Celery, signals
@@ -31,6 +34,7 @@ from schemas.names import (
 from schemas.settings import worker_settings
 from worker.lease import LeaseKeeper
 from worker.models import Engine, load_engine
+from worker.publish import Publisher
 
 log = logging.getLogger("captionq.worker")
 
@@ -114,25 +118,8 @@ def _init_sentry(**_: object) -> None:
         init_sentry(settings.sentry_dsn)
 
 
-def _hand_back(job_ids: Sequence[str]) -> None:
-    """The lease keeper gives up on the batch in hand: publish its jobs again."""
-    from sqlmodel import col, select
-
-    from schemas.store.sessions import session_scope
-    from schemas.tables import Job, JobStatus
-    from worker import reaper, tasks
-
-    found = reaper.Reaped()
-    with session_scope(settings.database_url) as session:
-        jobs = session.exec(
-            select(Job).where(col(Job.id).in_(job_ids), Job.status == JobStatus.running)
-        ).all()
-        reaper.hand_back(session=session, jobs=jobs, settings=settings, found=found)
-    tasks.publish_captions(found.publish)
-    tasks.send_deliveries(found.deliveries)
-
-
-lease_keeper = LeaseKeeper(settings, hand_back=_hand_back)
+publisher = Publisher(app, settings)
+lease_keeper = LeaseKeeper(settings, hand_back=publisher.hand_back)
 
 
 @signals.worker_shutting_down.connect

@@ -10,61 +10,41 @@ While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' le
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from schemas.errors import CaptionError, ErrorCode, TransientError
+from schemas.errors import CaptionError
+from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
-from schemas.store.jobs import (
-    Completed,
-    VariantRow,
-    claim,
-    complete_failed,
-    complete_succeeded,
-    requeue,
-)
+from schemas.store.jobs import Completed, claim, complete_failed, complete_succeeded, requeue
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, Tenant
-from worker import pipeline
+from worker import pipeline, retry
+from worker.errors import ClaimError
 from worker.intake import decoder, load_all
 from worker.lease import LeaseKeeper
 from worker.models import Engine
-from worker.writing import JobSpec, Written
+from worker.pipeline import JobSpec, Written
+from worker.retry import with_db_retry
 
 log = logging.getLogger("captionq.worker")
 
 
-T = TypeVar("T")
-DB_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+class Retried(NamedTuple):
+    """A job put back to queued after a transient failure: publish it after ``countdown_s``."""
 
-
-class ClaimError(TransientError):
-    """The database refused the claim: nothing of the batch was started."""
-
-
-def with_db_retry(operation: Callable[[], T]) -> T:
-    """Run a short transaction again while the database is briefly away. Safe because
-    every write in it is conditional (a second run changes nothing the first did)."""
-    for delay in DB_RETRY_DELAYS_S:
-        try:
-            return operation()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated and "connection" not in str(exc).lower():
-                raise
-            log.warning("database unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            time.sleep(delay)
-    return operation()
+    job: JobRef
+    countdown_s: float
 
 
 @dataclass
 class BatchReport:
-    deliveries: list[tuple[str, str]] = field(default_factory=list)  # outbox (id, URL) to send
-    retry: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
+    deliveries: list[DeliveryRef] = field(default_factory=list)  # outbox rows to send
+    retry: list[Retried] = field(default_factory=list)  # jobs to publish again
     succeeded: int = 0
     failed: int = 0
 
@@ -166,9 +146,7 @@ def _store(
             caption=outcome.caption,
             model_id=outcome.model_id,
             model_revision=outcome.model_revision,
-            variants=[
-                VariantRow(**{**v.__dict__, "flags": list(v.flags)}) for v in outcome.variants
-            ],
+            variants=outcome.variants,
         )
         for job, outcome in chunk
         if isinstance(outcome, Written)
@@ -178,19 +156,19 @@ def _store(
     for job, outcome in chunk:
         if isinstance(outcome, Written):
             continue
-        if isinstance(outcome, TransientError) and job.attempts < settings.job_max_attempts:
-            log.warning("job %s: transient %s (%s), retrying", job.id, outcome.code, outcome)
+        decision = retry.decide(
+            outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
+        )
+        if isinstance(decision, retry.Retry):
+            log.warning("job %s: transient %s (%s), retrying in %.1fs",
+                        job.id, outcome.code, outcome, decision.countdown_s)
             if requeue(session=session, job_id=job.id):
-                report.retry.append((job.id, job.priority))
+                report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
             continue
-        code, message = outcome.code, outcome.message
-        if isinstance(outcome, TransientError):
-            code, message = (
-                ErrorCode.attempts_exhausted,
-                f"gave up after {job.attempts} attempts: {message}",
-            )
-        delivery = complete_failed(session=session, job_id=job.id, code=code, message=message)
+        delivery = complete_failed(
+            session=session, job_id=job.id, code=decision.code, message=decision.message
+        )
         report.failed += 1
         if delivery is not None:
-            outbox.append((delivery.id, delivery.url))
+            outbox.append(DeliveryRef(delivery.id, delivery.url))
     report.deliveries += outbox

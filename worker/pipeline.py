@@ -1,8 +1,22 @@
-"""The pure pipeline: loaded image bytes in, written results (or per-item errors) out.
+"""The pipeline: a batch of jobs' image bytes in; each job's caption and scored ad-copy
+variants, or the error that failed that job alone, out. Pure: no Celery, no database.
 
-decode → write (one batched pass per stage) → outcomes. No Celery, no database.
-One bad image fails its own item; an accelerator out of memory splits the batch
-and retries the halves, down to a single item.
+The hot path, one batched model call per stage::
+
+    decode each image → check each job → caption all images (one call)
+    → write every variant slot (one call; platform rules checked on each text)
+    → mark near-duplicates → regenerate the offenders (one call) → repair what
+    still breaks → copy policy + quality score (one CLIP call when configured)
+    → assemble one Written per job
+
+:func:`run` is the whole path; :func:`write_batch` is the path from decoded images
+on (benchmarks call it directly). What comes back is one entry per item, in order:
+a :class:`Written`, or the :class:`CaptionError` that failed that job alone (an
+image that cannot be decoded, a job the catalogue refuses). An accelerator out of
+memory (``OutOfMemoryError``, transient) splits the batch and retries the halves,
+down to a single item; any other exception of a model fails the batch's jobs with
+``model_error``, never the worker. The variant slots are ``worker.variants``; the
+quality score is ``worker.quality``.
 """
 
 from __future__ import annotations
@@ -12,14 +26,33 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from schemas.errors import CaptionError, ErrorCode, PermanentError
+from schemas.api import VariantBase, catalogue_problem
+from schemas.checks import rules
+from schemas.checks.policy import clean_brand_voice
+from schemas.errors import CaptionError, ErrorCode, ImageError, PermanentError
+from schemas.platforms import PLATFORMS
+from schemas.styles import STYLES
+from schemas.tables import ReviewState
+from worker import quality, variants
 from worker.errors import OutOfMemoryError
 from worker.models import Engine
 from worker.models.base import check_batch
-from worker.writing import JobSpec, Written, write_batch
+from worker.variants import Slot
 
-Outcome = Written | CaptionError
-Decoder = Callable[[bytes], Image.Image]
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    styles: tuple[str, ...]
+    platforms: tuple[str, ...]
+    variants: int
+    brand_voice: str | None = None
+    seed: int = 0
+    auto_approve_threshold: float | None = None
+    # The tenant's copy policy (schemas.checks.policy.check_copy).
+    banned_terms: tuple[str, ...] = ()
+    allow_domains: tuple[str, ...] = ()
+    allow_handles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -28,7 +61,21 @@ class Item:
     data: bytes | CaptionError  # the image bytes, or why they could not be had
 
 
+@dataclass(frozen=True)
+class Written:
+    job_id: str
+    caption: str
+    model_id: str
+    model_revision: str | None
+    variants: tuple[VariantBase, ...]
+
+
+Outcome = Written | CaptionError
+Decoder = Callable[[bytes], Image.Image]
+
+
 def run(items: Sequence[Item], *, engine: Engine, decode: Decoder) -> list[Outcome]:
+    """Decode each item's image, then write the batch of those that decoded."""
     outcomes: list[Outcome | None] = [None] * len(items)
     ready: list[int] = []
     images: list[Image.Image] = []
@@ -52,6 +99,7 @@ def run(items: Sequence[Item], *, engine: Engine, decode: Decoder) -> list[Outco
 def _write_split(
     specs: tuple[JobSpec, ...], images: tuple[Image.Image, ...], engine: Engine
 ) -> list[Outcome]:
+    """:func:`write_batch`, halving the batch on out-of-memory down to a single item."""
     if not specs:
         return []
     try:
@@ -71,3 +119,140 @@ def _write_split(
         return [error] * len(specs)
     check_batch("write_batch", len(results), len(specs))
     return results
+
+
+@dataclass
+class _Job:
+    """A job that passed its checks: its RGB image, its cleaned brand voice, and its
+    caption once written."""
+
+    position: int
+    spec: JobSpec
+    image: Image.Image
+    brand_voice: str | None
+    caption: str = ""
+
+
+def write_batch(
+    specs: Sequence[JobSpec],
+    images: Sequence[Image.Image],
+    *,
+    engine: Engine,
+    regenerate: bool = True,
+) -> list[Written | PermanentError]:
+    """Caption every image in one call, then every variant slot in one call.
+
+    ``regenerate=False`` skips the second writer call for breaching or duplicate
+    variants (they are repaired or flagged directly): benchmarks use it to make
+    exactly the model calls a raw ``generate`` loop makes.
+    """
+    check_batch("write_batch images", len(images), len(specs))
+    results: list[Written | PermanentError | None] = [None] * len(specs)
+    jobs: list[_Job] = []
+    for position, (spec, image) in enumerate(zip(specs, images, strict=True)):
+        try:
+            jobs.append(_checked(position, spec, image))
+        except PermanentError as exc:
+            results[position] = exc
+    if jobs:
+        _caption(jobs, engine)
+        slots = [slot for job in jobs for slot in _slots(job)]
+        variants.write(slots, engine)
+        variants.mark_duplicates(slots)
+        variants.record(slots)
+        if regenerate:
+            variants.regenerate(slots, engine)
+        variants.repair(slots)
+        variants.mark_duplicates(slots)  # on the final, repaired texts
+        scored = _score(slots, {job.position: job.spec for job in jobs}, engine)
+        for job in jobs:
+            results[job.position] = Written(
+                job_id=job.spec.job_id,
+                caption=job.caption,
+                model_id=engine.captioner.info.model_id,
+                model_revision=engine.captioner.info.revision,
+                variants=tuple(scored[job.position]),
+            )
+    done = [r for r in results if r is not None]
+    check_batch("write_batch", len(done), len(specs))
+    return done
+
+
+def _checked(position: int, spec: JobSpec, image: object) -> _Job:
+    problem = catalogue_problem(
+        styles=spec.styles, platforms=spec.platforms, variants=spec.variants
+    )
+    if problem is not None:
+        code, message = problem
+        raise PermanentError(message, code=code)
+    if not isinstance(image, Image.Image):
+        raise ImageError(f"not a decoded image: {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ImageError("image has no pixels", code=ErrorCode.image_dimensions)
+    threshold = spec.auto_approve_threshold
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise PermanentError(f"auto-approve threshold {threshold} is outside [0, 1]")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    voice = clean_brand_voice(spec.brand_voice) if spec.brand_voice is not None else None
+    return _Job(position, spec, rgb, voice or None)
+
+
+def _caption(jobs: Sequence[_Job], engine: Engine) -> None:
+    captions = engine.captioner.caption([job.image for job in jobs])
+    check_batch(engine.captioner.info.model_id, len(captions), len(jobs))
+    for job, caption in zip(jobs, captions, strict=True):
+        job.caption = rules.clean_generated(caption)
+
+
+def _slots(job: _Job) -> list[Slot]:
+    spec = job.spec
+    combos = [(s, p, i) for s in spec.styles for p in spec.platforms for i in range(spec.variants)]
+    return [
+        Slot(job.position, job.image, job.caption, job.brand_voice, STYLES[s], PLATFORMS[p], i,
+             spec.seed + n)
+        for n, (s, p, i) in enumerate(combos)
+    ]
+
+
+def _score(
+    slots: Sequence[Slot], specs: dict[int, JobSpec], engine: Engine
+) -> dict[int, list[VariantBase]]:
+    """Copy policy and quality of every variant (one CLIP call for the batch when a
+    scorer is configured); keyed by job position, in slot order."""
+    agreement: list[float | None] = [None] * len(slots)
+    scorer = engine.scorer
+    if scorer is not None and slots:
+        cosines = scorer.cosine([s.image for s in slots], [s.text for s in slots])
+        check_batch(scorer.info.model_id, len(cosines), len(slots))
+        agreement = [quality.clip_s(c) for c in cosines]
+    out: dict[int, list[VariantBase]] = {}
+    for slot, image_text in zip(slots, agreement, strict=True):
+        out.setdefault(slot.job, []).append(_variant(slot, specs[slot.job], engine, image_text))
+    return out
+
+
+def _variant(
+    slot: Slot, spec: JobSpec, engine: Engine, image_text: float | None
+) -> VariantBase:
+    compliance = 0.0 if slot.breaches else (0.5 if slot.repairs else 1.0)
+    assessed = quality.assess(
+        slot.text,
+        compliance=compliance,
+        policy=quality.policy_flags(slot.text, banned_terms=spec.banned_terms,
+                                    allow_domains=spec.allow_domains,
+                                    allow_handles=spec.allow_handles),
+        image_text=image_text,
+        extra_flags=["near_duplicate"] if slot.duplicate else [],
+    )
+    approved = assessed.approvable(spec.auto_approve_threshold)
+    return VariantBase(
+        style=slot.style.name,
+        platform=slot.platform.name,
+        index=slot.index,
+        text=slot.text,
+        quality_score=assessed.score,
+        quality_parts=assessed.parts,
+        flags=assessed.flags,
+        review_state=ReviewState.auto_approved if approved else ReviewState.pending_review,
+        provenance=variants.provenance(slot, engine),
+    )

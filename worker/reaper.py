@@ -16,7 +16,8 @@ that a long healthy backlog is never re-published:
 4. ``running`` past its lease (the worker was killed, or hung and was recycled).
 
 A job handed back is published again unless it has had ``job_max_attempts``
-claims, in which case it fails with ``attempts_exhausted`` (and its callback).
+claims, in which case it fails with ``attempts_exhausted`` (and its callback):
+``worker.retry`` decides, as for every other error.
 A second message for one job is harmless: only one claim can succeed.
 """
 
@@ -33,25 +34,25 @@ from datetime import timedelta
 import redis
 from sqlmodel import Session, col, select
 
-from schemas.errors import ErrorCode
+from schemas import keys
+from schemas.messages import DeliveryRef, JobRef
 from schemas.names import TASK_CAPTION
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import complete_failed, mark_queued, requeue
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, JobStatus, Marker, utcnow
+from worker import retry
+from worker.errors import WorkerLostError
 
 log = logging.getLogger("captionq.reaper")
 
-EPOCH_KEY = "captionq:broker-epoch"
-EPOCH_MARKER = "broker_epoch"
-UNACKED_KEY = "unacked"  # kombu's Redis transport: delivery tag -> [message, exchange, key]
-UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> time it was delivered
+EPOCH_MARKER = "broker_epoch"  # the database's copy of keys.BROKER_EPOCH
 
 
 @dataclass
 class Reaped:
-    publish: list[tuple[str, int]] = field(default_factory=list)  # (job id, priority)
-    deliveries: list[tuple[str, str]] = field(default_factory=list)  # (outbox row id, URL)
+    publish: list[JobRef] = field(default_factory=list)
+    deliveries: list[DeliveryRef] = field(default_factory=list)
     received: int = 0
     broker_lost: int = 0
     unacked: int = 0
@@ -84,14 +85,14 @@ def _received(session: Session, settings: WorkerSettings, found: Reaped) -> None
             Job.status == JobStatus.received, col(Job.created_at) < before
         )
     ).all()
-    found.publish += [(job_id, priority) for job_id, priority in rows]
+    found.publish += [JobRef(job_id, priority) for job_id, priority in rows]
     found.received += len(rows)
 
 
 def _broker_lost(session: Session, client: redis.Redis) -> bool:
     """True once when Redis lost the epoch the database remembers; keeps them in step."""
     marker = session.get(Marker, EPOCH_MARKER)
-    in_redis = client.get(EPOCH_KEY)
+    in_redis = client.get(keys.BROKER_EPOCH)
     current = in_redis.decode() if in_redis is not None else None
     if marker is not None and current == marker.value:
         return False
@@ -105,7 +106,7 @@ def _broker_lost(session: Session, client: redis.Redis) -> bool:
     marker.value, marker.updated_at = epoch, utcnow()
     session.add(marker)
     session.flush()
-    client.set(EPOCH_KEY, epoch)
+    client.set(keys.BROKER_EPOCH, epoch)
     if lost:
         log.error("the broker lost its data (epoch gone): re-publishing every queued job")
     return lost
@@ -113,7 +114,7 @@ def _broker_lost(session: Session, client: redis.Redis) -> bool:
 
 def _queued(session: Session, found: Reaped) -> None:
     rows = session.exec(select(Job.id, Job.priority).where(Job.status == JobStatus.queued)).all()
-    found.publish += [(job_id, priority) for job_id, priority in rows]
+    found.publish += [JobRef(job_id, priority) for job_id, priority in rows]
     found.broker_lost += len(rows)
 
 
@@ -121,10 +122,10 @@ def _stale_unacked(
     session: Session, client: redis.Redis, settings: WorkerSettings, found: Reaped
 ) -> None:
     ceiling = utcnow().timestamp() - settings.job_queued_stale_s
-    tags = client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", ceiling, start=0, num=1000)
+    tags = client.zrangebyscore(keys.UNACKED_INDEX, "-inf", ceiling, start=0, num=1000)
     by_job: dict[str, bytes] = {}
     for tag in tags:
-        job_id = _caption_job_id(client.hget(UNACKED_KEY, tag))
+        job_id = _caption_job_id(client.hget(keys.UNACKED, tag))
         if job_id is not None:
             by_job[job_id] = tag
     if not by_job:
@@ -137,10 +138,10 @@ def _stale_unacked(
     ).all()
     for job_id, priority in rows:
         # Forget the stranded copy (its worker is gone or never claimed it) and publish anew.
-        client.pipeline().zrem(UNACKED_INDEX_KEY, by_job[job_id]).hdel(
-            UNACKED_KEY, by_job[job_id]
+        client.pipeline().zrem(keys.UNACKED_INDEX, by_job[job_id]).hdel(
+            keys.UNACKED, by_job[job_id]
         ).execute()
-        found.publish.append((job_id, priority))
+        found.publish.append(JobRef(job_id, priority))
         found.unacked += 1
 
 
@@ -174,20 +175,32 @@ def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:
 def hand_back(
     *, session: Session, jobs: Sequence[Job], settings: WorkerSettings, found: Reaped
 ) -> None:
-    """Running jobs whose worker is gone: publish again, or fail past their attempts."""
+    """Running jobs whose worker is gone: publish again at once (the job already waited
+    out a lease), or fail past their attempts."""
+    lost = WorkerLostError("worker lost or timed out")
     for job in jobs:
-        if job.attempts >= settings.job_max_attempts:
+        decision = retry.decide(lost, attempt=job.attempts, max_attempts=settings.job_max_attempts)
+        if isinstance(decision, retry.GiveUp):
             delivery = complete_failed(
-                session=session,
-                job_id=job.id,
-                code=ErrorCode.attempts_exhausted,
-                message=f"gave up after {job.attempts} attempts (worker lost or timed out)",
+                session=session, job_id=job.id, code=decision.code, message=decision.message
             )
             found.exhausted += 1
             if delivery is not None:
-                found.deliveries.append((delivery.id, delivery.url))
+                found.deliveries.append(DeliveryRef(delivery.id, delivery.url))
         elif requeue(session=session, job_id=job.id):
-            found.publish.append((job.id, job.priority))
+            found.publish.append(JobRef(job.id, job.priority))
+
+
+def give_back(*, settings: WorkerSettings, job_ids: Sequence[str]) -> Reaped:
+    """The jobs of a batch that its own worker abandons (time limit, shutdown grace):
+    those still running are handed back like any lost job."""
+    found = Reaped()
+    with session_scope(settings.database_url) as session:
+        jobs = session.exec(
+            select(Job).where(col(Job.id).in_(job_ids), Job.status == JobStatus.running)
+        ).all()
+        hand_back(session=session, jobs=jobs, settings=settings, found=found)
+    return found
 
 
 def mark_published(*, settings: WorkerSettings, job_ids: Sequence[str]) -> None:

@@ -1,5 +1,5 @@
 """Celery tasks: thin. Parse the message, call the module that does the work, publish
-what follows.
+what follows. Whether a failure is retried, and when, is ``worker.retry``'s to say.
 
 - ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs.
 - ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
@@ -10,29 +10,29 @@ what follows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 from functools import lru_cache
 
 import redis
+from celery import Task
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
-from schemas import broker
-from schemas.messages import CaptionMessage, DeliverMessage
+from schemas.messages import CaptionMessage, DeliverMessage, JobRef
 from schemas.names import (
-    PRIORITY_DEFAULT,
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
     TASK_PURGE,
     TASK_REAP,
+    job_priority,
 )
 from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, reaper, sender
-from worker.app import app, engine, lease_keeper, settings
+from worker import batch, reaper, retry, sender
+from worker.app import app, engine, lease_keeper, publisher, settings
+from worker.errors import ClaimError
 
 log = logging.getLogger("captionq.worker")
 
@@ -45,21 +45,25 @@ log = logging.getLogger("captionq.worker")
     acks_late=True,
 )
 def caption(requests: list[SimpleRequest]) -> None:
-    job_ids = []
-    for request in requests:
-        try:
-            job_ids.append(CaptionMessage.model_validate(request.args[0]).job_id)
-        except (ValidationError, IndexError, TypeError) as exc:
-            log.error("dropping malformed caption message %s: %s", request.id, exc)
+    jobs = [job for job in map(caption_job, requests) if job is not None]
+    job_ids = [job.id for job in jobs]
     try:
         report = batch.process(job_ids, settings=settings, engine=engine(), lease=lease_keeper)
-    except batch.ClaimError as exc:
-        # celery-batches acknowledges the messages whatever happens: publish them again.
-        log.warning("could not claim a batch of %d (%s); re-publishing", len(job_ids), exc)
-        publish_captions([(job_id, PRIORITY_DEFAULT) for job_id in job_ids], countdown=5.0)
+    except ClaimError as exc:
+        # celery-batches acknowledges the messages whatever happens: publish them again,
+        # each at the priority it was published with.
+        # A claim costs no attempt: it is retried for as long as the database refuses it.
+        decision = retry.decide(exc, attempt=1, max_attempts=None, backoff=retry.CLAIM_BACKOFF)
+        assert isinstance(decision, retry.Retry)
+        log.warning("could not claim a batch of %d (%s); re-publishing in %.1fs",
+                    len(job_ids), exc, decision.countdown_s)
+        publisher.captions(jobs, countdown=decision.countdown_s)
         return
-    send_deliveries(report.deliveries)
-    publish_captions(report.retry, countdown=min(2.0 ** len(report.retry), 60.0))
+    publisher.deliveries(report.deliveries)
+    publisher.captions(
+        [retried.job for retried in report.retry],
+        countdown=[retried.countdown_s for retried in report.retry],
+    )
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
         len(requests),
@@ -69,23 +73,39 @@ def caption(requests: list[SimpleRequest]) -> None:
     )
 
 
-def publish_captions(jobs: Sequence[tuple[str, int]], *, countdown: float = 0.0) -> None:
-    broker.send_captions(app, jobs, countdown=countdown)
+def caption_job(request: SimpleRequest) -> JobRef | None:
+    """The job a caption request is for, at the priority its message was published
+    with (the broker keeps it beside the body); None for a malformed message."""
+    try:
+        job_id = CaptionMessage.model_validate(request.args[0]).job_id
+    except (ValidationError, IndexError, TypeError) as exc:
+        log.error("dropping malformed caption message %s: %s", request.id, exc)
+        return None
+    return JobRef(job_id, job_priority((request.delivery_info or {}).get("priority")))
 
 
-def send_deliveries(deliveries: Sequence[tuple[str, str]]) -> None:
-    """Ask the IO workers to send these outbox rows, given as (id, URL), now."""
-    broker.send_deliveries(app, deliveries, batch_max=settings.callback_batch_max)
-
-
-@app.task(name=TASK_DELIVER, acks_late=True)
-def deliver(message: dict[str, object]) -> None:
+@app.task(name=TASK_DELIVER, bind=True, acks_late=True, max_retries=None)
+def deliver(self: Task, message: dict[str, object]) -> None:
+    """Send a batch of outbox rows. Each POST's outcome is the outbox's to record (its
+    schedule and dead letters); what fails the task itself (the database away while
+    taking or recording the rows) is retried as ``worker.retry`` decides. Given up, the
+    rows are still in the outbox: beat dispatches them again once their reservation
+    passes."""
     try:
         delivery_ids = DeliverMessage.model_validate(message).delivery_ids
     except ValidationError as exc:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return
-    sender.send_batch(delivery_ids, settings=settings)
+    try:
+        sender.send_batch(delivery_ids, settings=settings)
+    except Exception as exc:
+        decision = retry.decide(exc, attempt=self.request.retries + 1,
+                                max_attempts=retry.DELIVER_ATTEMPTS, backoff=retry.DELIVER_BACKOFF)
+        if isinstance(decision, retry.GiveUp):
+            log.error("deliver task gave up (%s: %s); beat dispatches its rows again",
+                      decision.code, decision.message)
+            raise
+        raise self.retry(exc=exc, countdown=decision.countdown_s) from exc
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)
@@ -96,7 +116,7 @@ def dispatch() -> int:
             lock_s=settings.delivery_lock_s,
             limit=settings.delivery_dispatch_limit,
         )
-    send_deliveries(due)
+    publisher.deliveries(due)
     return len(due)
 
 
@@ -110,9 +130,9 @@ def reap() -> None:
     found = reaper.reap(settings=settings, client=_redis())
     if not found:
         return
-    publish_captions(found.publish)
-    reaper.mark_published(settings=settings, job_ids=[job_id for job_id, _ in found.publish])
-    send_deliveries(found.deliveries)
+    publisher.captions(found.publish)
+    reaper.mark_published(settings=settings, job_ids=[job.id for job in found.publish])
+    publisher.deliveries(found.deliveries)
     log.warning(
         "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "
         "%d exhausted",

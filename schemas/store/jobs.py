@@ -22,8 +22,9 @@ from sqlalchemy import case, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
+from schemas.api import ErrorBody, JobPublic, JobRequest, VariantBase, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode, RequestError
+from schemas.messages import DeliveryRef
 from schemas.store.outbox import event_row
 from schemas.store.sessions import per_row
 from schemas.tables import (
@@ -259,19 +260,6 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
 
 
 @dataclass(frozen=True)
-class VariantRow:
-    style: str
-    platform: str
-    index: int
-    text: str
-    quality_score: float
-    quality_parts: dict[str, float]
-    flags: list[str]
-    review_state: str
-    provenance: dict[str, object]
-
-
-@dataclass(frozen=True)
 class Completed:
     """A job's results, as a worker hands them to :func:`complete_succeeded`."""
 
@@ -279,15 +267,13 @@ class Completed:
     caption: str
     model_id: str
     model_revision: str | None
-    variants: Sequence[VariantRow]
+    variants: Sequence[VariantBase]
 
 
-def complete_succeeded(
-    *, session: Session, results: Sequence[Completed]
-) -> list[tuple[str, str]]:
+def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[DeliveryRef]:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
     longer running (a duplicate or late attempt) is left as it is. Returns the outbox
-    rows as (id, URL). Three statements for the whole batch, whatever its size: one
+    rows to send. Three statements for the whole batch, whatever its size: one
     conditional UPDATE that returns the jobs as stored, one insert of the variants, one
     of the outbox rows (column values: no ORM objects are built for them)."""
     if not results:
@@ -320,8 +306,8 @@ def complete_succeeded(
         return []
     variants = {
         job.id: [
-            {"id": new_id("var"), "job_id": job.id, **row.__dict__, "created_at": now}
-            for row in by_id[job.id].variants
+            {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}
+            for variant in by_id[job.id].variants
         ]
         for job in jobs
     }
@@ -342,7 +328,7 @@ def complete_succeeded(
     ]
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
-    return [(row["id"], row["url"]) for row in outbox]
+    return [DeliveryRef(row["id"], row["url"]) for row in outbox]
 
 
 def complete_failed(

@@ -34,6 +34,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
+from schemas.messages import DeliveryRef
 from schemas.store.endpoints import find_endpoint, set_enabled
 from schemas.store.sessions import per_row
 from schemas.store.tenants import owned_row
@@ -89,8 +90,8 @@ def _not_being_sent(now):  # type: ignore[no-untyped-def]
     return or_(col(Delivery.sending_until).is_(None), col(Delivery.sending_until) < now)
 
 
-def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[tuple[str, str]]:
-    """Reserve the deliveries that are due (for ``lock_s``); returns (id, url) of each."""
+def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[DeliveryRef]:
+    """Reserve the deliveries that are due (for ``lock_s``) and return them."""
     now = utcnow()
     due = session.exec(
         select(Delivery.id)
@@ -115,7 +116,7 @@ def dispatch_due(*, session: Session, lock_s: float, limit: int) -> list[tuple[s
         .values(next_attempt_at=now + timedelta(seconds=lock_s))
         .returning(table.c.id, table.c.url)
     )
-    return [(row[0], row[1]) for row in reserved]
+    return [DeliveryRef(row.id, row.url) for row in reserved]
 
 
 class Taken(NamedTuple):

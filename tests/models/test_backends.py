@@ -22,7 +22,7 @@ from worker.models.loading import folder_fingerprint
 from worker.models.prefix import PrefixWriter
 from worker.models.rewriter import HFRewriter
 from worker.models.vlm import HFChatVLM
-from worker.writing import JobSpec, Written, write_batch
+from worker.pipeline import JobSpec, Written, write_batch
 
 pytestmark = pytest.mark.unit
 

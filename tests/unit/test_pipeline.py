@@ -15,7 +15,7 @@ from worker import pipeline
 from worker.errors import OutOfMemoryError
 from worker.intake import decoder
 from worker.models import Engine, load_engine
-from worker.writing import JobSpec, Written
+from worker.pipeline import JobSpec, Written
 
 
 def png(color: tuple[int, int, int]) -> bytes:

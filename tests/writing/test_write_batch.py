@@ -13,7 +13,8 @@ from PIL import Image
 from schemas.errors import ErrorCode, ImageError, PermanentError
 from worker.errors import OutOfMemoryError
 from worker.models import Engine, ModelInfo, WriteRequest
-from worker.writing import REGENERATE_SEED_STEP, JobSpec, Written, write_batch
+from worker.pipeline import JobSpec, Written, write_batch
+from worker.variants import REGENERATE_SEED_STEP
 
 pytestmark = pytest.mark.unit
 

@@ -120,7 +120,9 @@ class ImageTextScorer(Protocol):
 def check_batch(what: str, got: int, expected: int) -> None:
     """Name the cause when a model breaks the one-output-per-input invariant."""
     if got != expected:
-        raise RuntimeError(f"{what} returned {got} outputs for {expected} inputs")
+        from worker.errors import ModelContractError
+
+        raise ModelContractError(f"{what} returned {got} outputs for {expected} inputs")
 
 
 def batch_seed(seeds: Sequence[int]) -> int:

@@ -1,0 +1,134 @@
+"""Retry, job by job: the caption task's countdowns and the priorities it publishes with.
+
+The caption task runs for real on a SQLite store (claim, requeue, attempts); the
+pipeline answers with a transient error and the publisher is a recorder, so no
+broker and no model are needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from celery_batches import SimpleRequest
+
+from schemas.errors import TransientError
+from schemas.messages import CaptionMessage, DeliveryRef, JobRef
+from schemas.names import PRIORITY_DEFAULT, celery_priority
+from schemas.settings import WorkerSettings
+from schemas.store.sessions import migrate, session_scope
+from schemas.store.tenants import create_tenant
+from schemas.tables import Job
+from worker import batch, pipeline
+from worker.errors import ClaimError
+
+pytestmark = pytest.mark.unit
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.captions_sent: list[tuple[JobRef, float]] = []
+        self.deliveries_sent: list[DeliveryRef] = []
+
+    def captions(self, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0) -> None:
+        delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
+        self.captions_sent += zip(jobs, delays, strict=True)
+
+    def deliveries(self, deliveries: Sequence[DeliveryRef]) -> None:
+        self.deliveries_sent += deliveries
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'captionq.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def tasks(store: str, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, RecordingPublisher]:
+    from worker import tasks
+
+    settings = WorkerSettings(database_url=store, captioner_model="captionq/noop",
+                              job_max_attempts=50)
+    publisher = RecordingPublisher()
+    monkeypatch.setattr(tasks, "settings", settings)
+    monkeypatch.setattr(tasks, "publisher", publisher)
+    monkeypatch.setattr(tasks, "lease_keeper", None)
+    monkeypatch.setattr(tasks, "engine", lambda: None)  # the pipeline is replaced
+    monkeypatch.setattr(
+        pipeline, "run",
+        lambda items, **_: [TransientError("the model server is away")] * len(items),
+    )
+    return tasks, publisher
+
+
+def add_jobs(url: str, attempts: Sequence[int], priority: int = PRIORITY_DEFAULT) -> list[str]:
+    """Queued jobs that have had ``attempts`` claims each so far."""
+    with session_scope(url) as session:
+        tenant = create_tenant(session=session, name=f"t{time.monotonic_ns()}")
+        jobs = [
+            Job(tenant_id=tenant.id, image_sha256="0" * 64, styles=["minimal"], platforms=["x"],
+                variants=1, request_hash="h", status="queued", attempts=n, priority=priority)
+            for n in attempts
+        ]
+        session.add_all(jobs)
+        session.flush()
+        return [job.id for job in jobs]
+
+
+def request(job_id: str, celery_prio: int | None = None) -> SimpleRequest:
+    return SimpleRequest(
+        id=f"task-{job_id}", name="captionq.caption",
+        args=(CaptionMessage(job_id=job_id).model_dump(),), kwargs={},
+        delivery_info={"exchange": "captionq.gpu", "routing_key": "captionq.gpu",
+                       "priority": celery_prio},
+        hostname="test", ignore_result=True, reply_to=None, correlation_id=None, request_dict={},
+    )
+
+
+def test_the_countdown_grows_with_each_jobs_attempts(
+    tasks: tuple[ModuleType, RecordingPublisher], store: str
+) -> None:
+    module, publisher = tasks
+    ids = add_jobs(store, attempts=[0, 1, 2, 3, 5])  # the claim makes them 1, 2, 3, 4, 6
+    module.caption.run([request(job_id) for job_id in ids])
+    delays = {job.id: delay for job, delay in publisher.captions_sent}
+    assert set(delays) == set(ids)  # every job is retried...
+    by_attempt = [delays[job_id] for job_id in ids]
+    assert by_attempt == sorted(by_attempt), by_attempt  # ...later the more it has been tried
+    assert by_attempt[-1] > 4 * by_attempt[0], by_attempt
+
+
+def test_the_countdown_is_jittered_and_capped(
+    tasks: tuple[ModuleType, RecordingPublisher], store: str
+) -> None:
+    module, publisher = tasks
+    same = add_jobs(store, attempts=[2] * 6)
+    many = add_jobs(store, attempts=[40])
+    module.caption.run([request(job_id) for job_id in [*same, *many]])
+    delays = {job.id: delay for job, delay in publisher.captions_sent}
+    assert len({delays[job_id] for job_id in same}) > 1  # no herd comes back at once
+    assert 0 < delays[many[0]] <= 60.0
+
+
+def test_after_a_failed_claim_each_job_is_published_again_at_its_own_priority(
+    tasks: tuple[ModuleType, RecordingPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, publisher = tasks
+
+    def refused(*_: object, **__: object) -> None:
+        raise ClaimError("claim failed: OperationalError")
+
+    monkeypatch.setattr(batch, "process", refused)
+    module.caption.run([
+        request("job_urgent", celery_priority(9)),
+        request("job_low", celery_priority(0)),
+        request("job_old", None),  # a message whose broker kept no priority
+    ])
+    sent = [(job.id, job.priority) for job, _ in publisher.captions_sent]
+    assert sent == [("job_urgent", 9), ("job_low", 0), ("job_old", PRIORITY_DEFAULT)]
+    assert all(delay > 0 for _, delay in publisher.captions_sent)

@@ -1,0 +1,106 @@
+"""One place decides retry or give up: the table of worker.retry.decide, and the deliver
+task acting on it."""
+
+from __future__ import annotations
+
+import random
+
+import psycopg.errors
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
+from schemas.messages import DeliverMessage
+from worker import retry, sender
+from worker.errors import ClaimError, ModelContractError, OutOfMemoryError, WorkerLostError
+
+pytestmark = pytest.mark.unit
+
+OUTAGE = OperationalError("SELECT 1", {}, psycopg.errors.AdminShutdown("terminating"))
+NOT_AN_OUTAGE = IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TransientError("blip"), OutOfMemoryError("oom"), ClaimError("refused"),
+     WorkerLostError("gone"), OUTAGE],
+    ids=["transient", "oom", "claim", "worker-lost", "db-outage"],
+)
+def test_the_transient_branch_and_a_database_outage_are_retried(error: Exception) -> None:
+    decision = retry.decide(error, attempt=1, max_attempts=5)
+    assert isinstance(decision, retry.Retry)
+    assert 0 < decision.countdown_s <= retry.JOB_BACKOFF.max_s
+
+
+def test_past_its_attempts_a_transient_error_is_given_up_with_attempts_exhausted() -> None:
+    decision = retry.decide(TransientError("fetch timed out"), attempt=5, max_attempts=5)
+    assert decision == retry.GiveUp(ErrorCode.attempts_exhausted,
+                                    "gave up after 5 attempts: fetch timed out")
+    assert isinstance(retry.decide(ClaimError("x"), attempt=99, max_attempts=None), retry.Retry)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ImageError("not an image"), ErrorCode.image_unreadable),
+        (PermanentError("bad voice", code=ErrorCode.invalid_request), ErrorCode.invalid_request),
+        (ModelContractError("model returned 7 outputs for 8 inputs"), ErrorCode.model_error),
+        (NOT_AN_OUTAGE, ErrorCode.internal_error),
+        (KeyError("a bug"), ErrorCode.internal_error),
+    ],
+    ids=["image", "permanent", "model-contract", "db-not-outage", "bug"],
+)
+def test_everything_else_is_given_up_at_once_with_its_code(
+    error: Exception, code: ErrorCode
+) -> None:
+    decision = retry.decide(error, attempt=1, max_attempts=5)
+    assert isinstance(decision, retry.GiveUp)
+    assert decision.code == code
+
+
+def test_the_backoff_doubles_is_capped_and_jittered_within_its_step() -> None:
+    rng = random.Random(7)
+    backoff = retry.Backoff(first_s=2.0, max_s=60.0)
+    for attempt, (low, high) in enumerate([(1, 2), (2, 4), (4, 8), (8, 16), (16, 32)], 1):
+        assert all(low <= backoff.delay_s(attempt, rng) <= high for _ in range(50))
+    assert 30 <= backoff.delay_s(10_000, rng) <= 60
+    exact = retry.Backoff(first_s=0.5, max_s=4.0, jitter=False)
+    assert [exact.delay_s(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_a_deliver_task_is_retried_while_the_database_is_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker import tasks
+
+    calls: list[list[str]] = []
+
+    def send_batch(ids: list[str], **_: object) -> None:
+        calls.append(ids)
+        if len(calls) < 3:
+            raise OUTAGE
+
+    monkeypatch.setattr(sender, "send_batch", send_batch)
+    message = DeliverMessage(delivery_ids=["msg_1"]).model_dump()
+    result = tasks.deliver.apply(args=[message])  # eager: a retry runs again at once
+    assert result.successful()
+    assert calls == [["msg_1"]] * 3
+
+
+@pytest.mark.parametrize("error", [OUTAGE, NOT_AN_OUTAGE], ids=["outage-past-attempts", "other"])
+def test_a_deliver_task_gives_up_and_leaves_its_rows_to_beat(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    from worker import tasks
+
+    calls: list[int] = []
+
+    def send_batch(*_: object, **__: object) -> None:
+        calls.append(1)
+        raise error
+
+    monkeypatch.setattr(sender, "send_batch", send_batch)
+    result = tasks.deliver.apply(args=[DeliverMessage(delivery_ids=["msg_1"]).model_dump()])
+    assert result.failed()
+    assert isinstance(result.result, type(error))
+    assert len(calls) == (retry.DELIVER_ATTEMPTS if error is OUTAGE else 1)

@@ -1,0 +1,175 @@
+"""Retry or give up: decided here, for every error the worker meets.
+
+The error tree (``schemas.errors``) says what an error is; :func:`decide` says what
+to do about it: a :class:`Retry` after a countdown, or a :class:`GiveUp` with the
+code the client sees. The caller acts on the value (arq's ``Retry``); the
+countdown doubles with each attempt, with jitter, up to a cap (dramatiq's
+``Retries`` middleware)::
+
+    TransientError            Retry, until the attempts are spent;
+    a database outage         then GiveUp(attempts_exhausted)
+    PermanentError            GiveUp(its code)
+    anything else: a bug, or  GiveUp(internal_error)
+      a database error that
+      is not an outage
+
+A database outage is told by the driver's error class and SQLSTATE, never by the
+words of a message (:func:`database_outage`). Where each decision is acted on:
+
+    a job's outcome in a batch   worker.batch: Retry requeues the job and publishes
+                                 it after the countdown of its own attempts
+                                 (``Job.attempts``, up to ``job_max_attempts``);
+                                 GiveUp fails it with the code
+    a batch's claim refused      worker.tasks.caption: published again, each job at
+                                 its own priority (a claim costs no attempt)
+    a lost worker's jobs         worker.reaper.hand_back: published again, or failed
+                                 past their attempts
+    a short transaction          with_db_retry: run again in place while the
+                                 database is away; anything else is raised
+    a deliver task               worker.tasks.deliver: Celery's retry of the task
+                                 after the countdown; given up, its rows wait in
+                                 the outbox for beat
+
+A callback's own POST attempts are not errors of the worker: the outbox records
+each and follows its schedule to delivered or dead (``schemas.store.outbox``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from schemas.errors import CaptionError, ErrorCode, TransientError
+
+log = logging.getLogger("captionq.worker")
+T = TypeVar("T")
+
+MAX_EXPONENT = 16  # 2**16 first delays: far past any cap
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays that double with each attempt, from ``first_s`` up to ``max_s``.
+
+    With ``jitter`` a delay is drawn from its upper half ("equal jitter"), so that jobs
+    which failed together do not all come back together."""
+
+    first_s: float
+    max_s: float
+    jitter: bool = True
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait before trying again, after ``attempt`` tries (1: the first failed)."""
+        delay = min(self.max_s, self.first_s * 2.0 ** min(max(attempt - 1, 0), MAX_EXPONENT))
+        if not self.jitter:
+            return delay
+        return delay / 2 + (rng or random).uniform(0.0, delay / 2)
+
+
+# A job whose batch failed transiently: 1-2 s after its first attempt, 2-4 s after its
+# second, ... never more than a minute (far inside the broker's visibility timeout).
+JOB_BACKOFF = Backoff(first_s=2.0, max_s=60.0)
+# A short transaction while the database is away: 0.5, 1, 2, 4 s, then it is raised.
+DATABASE_BACKOFF = Backoff(first_s=0.5, max_s=4.0, jitter=False)
+DATABASE_ATTEMPTS = 5
+# A batch whose claim the database refused: published again in 2.5-5 s, for as long as
+# it refuses (a claim costs a job no attempt).
+CLAIM_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
+# A deliver task that failed as a whole (the database away): 2.5-5 s, 5-10 s, 10-20 s.
+DELIVER_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
+DELIVER_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class Retry:
+    countdown_s: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    code: ErrorCode
+    message: str
+
+
+def decide(
+    error: BaseException,
+    *,
+    attempt: int,
+    max_attempts: int | None,
+    backoff: Backoff = JOB_BACKOFF,
+    rng: random.Random | None = None,
+) -> Retry | GiveUp:
+    """Retry ``error`` after ``attempt`` tries, or give up (``max_attempts`` None: no
+    bound, for work that costs no attempt, such as a claim that never happened)."""
+    if _transient(error):
+        if max_attempts is None or attempt < max_attempts:
+            return Retry(backoff.delay_s(attempt, rng))
+        return GiveUp(ErrorCode.attempts_exhausted,
+                      f"gave up after {attempt} attempts: {_message(error)}")
+    if isinstance(error, CaptionError):
+        return GiveUp(error.code, error.message)
+    return GiveUp(ErrorCode.internal_error, f"{type(error).__name__}: {error}")
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, TransientError) or database_outage(error)
+
+
+# PostgreSQL SQLSTATEs of a server that is away, or refuses for now. Class 08: connection
+# exceptions. 57P01 admin_shutdown (a restart, a failover, pg_terminate_backend),
+# 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, in recovery), 53300
+# too_many_connections. 40001 serialization_failure and 40P01 deadlock_detected are not
+# outages, but the server's own answer to them is the same: run the transaction again.
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08"})
+OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
+# SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), "database is locked": another writer
+# held the lock past the busy timeout. Every other SQLite error, "operational" ones
+# such as a missing table included, is not an outage.
+SQLITE_OUTAGE_CODES = frozenset({5, 6})
+
+
+def database_outage(error: BaseException) -> bool:
+    """True when ``error`` says the database is briefly away (run the transaction again),
+    not that the transaction is wrong: by the driver's error class and SQLSTATE."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:  # SQLAlchemy's dialect saw the connection drop
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)  # psycopg
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES or sqlstate in OUTAGE_SQLSTATES
+    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)  # sqlite3 (primary code: low byte)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF in SQLITE_OUTAGE_CODES
+    # A driver error with no server code at all: the client failed to reach or keep the
+    # server (refused, reset, closed), which DB-API calls an OperationalError.
+    return isinstance(error, OperationalError)
+
+
+def with_db_retry(operation: Callable[[], T]) -> T:
+    """Run a short transaction again, in place, while the database is briefly away; any
+    other error is raised at once. Safe because every write in such a transaction is
+    conditional (a second run changes nothing the first did)."""
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except DBAPIError as exc:
+            decision = decide(exc, attempt=attempt, max_attempts=DATABASE_ATTEMPTS,
+                              backoff=DATABASE_BACKOFF)
+            if isinstance(decision, GiveUp):
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs",
+                        type(exc).__name__, decision.countdown_s)
+            time.sleep(decision.countdown_s)
+            attempt += 1
+
+
+def _message(error: BaseException) -> str:
+    return error.message if isinstance(error, CaptionError) else f"{type(error).__name__}: {error}"
