@@ -49,6 +49,9 @@ class ErrorCode(StrEnum):
     attempts_exhausted = "attempts_exhausted"
     cancelled = "cancelled"
     internal_error = "internal_error"
+    # Review.
+    already_decided = "already_decided"
+    edit_refused = "edit_refused"
 
 
 class CaptionError(Exception):

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode, RequestError
+from schemas.store.decisions import auto_approved_rows
 from schemas.store.outbox import event_row
 from schemas.store.sessions import per_row
 from schemas.tables import (
@@ -338,6 +339,7 @@ def complete_succeeded(
         for job in jobs
         if job.callback_url
     ]
+    outbox += auto_approved_rows(jobs, variants, now=now)  # caption.approved, same transaction
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
     return [(row["id"], row["url"]) for row in outbox]
