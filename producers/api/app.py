@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producers.api import jobs, webhooks
+from producers.api import jobs, review, webhooks
 from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings, api_settings
@@ -33,6 +33,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
+    app.include_router(review.router)
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ def require(scope: str) -> Callable[..., Tenant]:
             raise RequestError(
                 f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden, status=403
             )
+        request.state.api_key = key  # who decides, for the review routes
         return tenant
 
     return dependency
