@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from producers.review_cli import app as review_app
 from producers.webhooks_cli import app as webhooks_app
 from schemas.errors import ErrorCode
 from schemas.names import PRIORITY_DEFAULT, QUEUE_GPU, QUEUE_IO
@@ -20,6 +21,7 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(review_app, name="review")
 console = Console()
 
 

@@ -121,18 +121,14 @@ def list_deliveries(
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryPublic]:
-    rows = outbox.list_deliveries(
-        session=session, tenant_id=tenant.id, status=status_, limit=limit
-    )
+    rows = outbox.list_deliveries(session=session, tenant_id=tenant.id, status=status_, limit=limit)
     return [DeliveryPublic.model_validate(d, from_attributes=True) for d in rows]
 
 
 @router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryPublic)
 def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> DeliveryPublic:
     """Send an event again: same ``webhook-id``, same body, fresh retry schedule."""
-    delivery = outbox.replay_delivery(
-        session=session, tenant_id=tenant.id, delivery_id=delivery_id
-    )
+    delivery = outbox.replay_delivery(session=session, tenant_id=tenant.id, delivery_id=delivery_id)
     return DeliveryPublic.model_validate(delivery, from_attributes=True)
 
 
