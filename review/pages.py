@@ -24,6 +24,7 @@ from schemas.store.blobs import get_blobs
 from schemas.store.decisions import history
 from schemas.store.review_queue import (
     QueueFilter,
+    Tally,
     decision_tallies,
     pending_models,
     review_queue,
@@ -170,6 +171,10 @@ def thumbnail(job_id: str, desk: DeskDep, session: SessionDep, settings: Setting
     )
 
 
+def _relabel(tally: Tally, key: str) -> Tally:
+    return Tally(key=key, approved=tally.approved, edited=tally.edited, rejected=tally.rejected)
+
+
 @router.get("/stats", include_in_schema=False)
 def stats(
     request: Request,
@@ -189,15 +194,13 @@ def stats(
     charts = [
         views.bar_chart("By style", tallies("style")),
         views.bar_chart("By platform", tallies("platform")),
-        views.bar_chart("By model", tallies("model_id")),
+        views.bar_chart(
+            "By model", [_relabel(t, views.model_label(t.key)) for t in tallies("model_id")]
+        ),
     ]
     if desk.admin:
         names = {t.id: t.name for t in desk.tenants.values()}
-        by_tenant = [
-            type(t)(key=names.get(t.key, t.key), approved=t.approved, edited=t.edited,
-                    rejected=t.rejected)
-            for t in tallies("tenant_id")
-        ]  # fmt: skip
+        by_tenant = [_relabel(t, names.get(t.key, t.key)) for t in tallies("tenant_id")]
         charts.append(views.bar_chart("By tenant", by_tenant))
     accepted = sum(t.approved + t.edited for t in daily)
     edited = sum(t.edited for t in daily)

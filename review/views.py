@@ -110,14 +110,20 @@ def grouped(variants: Iterable[Variant]) -> list[PlatformGroup]:
     return out
 
 
-_TOKENS = re.compile(r"\s+|[^\s]+")
+_TOKENS = re.compile(r"\s+|\S+\s*")
+REWRITE_BELOW = 0.4  # less alike than this: shown as the old text out, the new text in
 
 
 def word_diff(before: str, after: str) -> list[tuple[str, str]]:
-    """``before`` → ``after`` as (kind, text) pieces: ``same``, ``removed``, ``added``."""
+    """``before`` → ``after`` as (kind, text) pieces: ``same``, ``removed``, ``added``.
+    Words carry their trailing space; a rewrite shows as one removal and one addition
+    rather than a confetti of coincidental matches."""
     a, b = _TOKENS.findall(before), _TOKENS.findall(after)
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.ratio() < REWRITE_BELOW:
+        return [("removed", before), ("added", after)]
     pieces: list[tuple[str, str]] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             pieces.append(("same", "".join(a[i1:i2])))
             continue
@@ -129,6 +135,11 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
 
 
 # Charts: server-rendered SVG. Geometry here, drawing in templates/stats.html.
+
+
+def model_label(model_id: str) -> str:
+    """A model id as a chart shows it: a local folder by its last part."""
+    return model_id.rstrip("/").rsplit("/", 1)[-1] if model_id.startswith("/") else model_id
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,7 @@ class LineChart:
     plot_h: int
     acceptance: str  # SVG polyline points
     edits: str
+    dots: list[tuple[float, float, float, str]]  # x, y acceptance, y edit rate, day
     volume: list[tuple[float, float, float, int, str]]  # x, y, h, count, day
     x_labels: list[tuple[float, str]]
     y_ticks: list[tuple[float, str]]
@@ -225,6 +237,7 @@ def line_chart(days: Sequence[Tally], *, width: int = 1100, height: int = 260) -
         plot_h=plot_h,
         acceptance=" ".join(f"{x(i)},{y(d.acceptance)}" for i, d in decided),
         edits=" ".join(f"{x(i)},{y(d.edit_rate)}" for i, d in decided),
+        dots=[(x(i), y(d.acceptance), y(d.edit_rate), d.key) for i, d in decided],
         volume=volume,
         x_labels=[(x(i), d.key[5:]) for i, d in enumerate(days) if i % label_every == 0],
         y_ticks=[(y(f), f"{f:.0%}") for f in (0.0, 0.25, 0.5, 0.75, 1.0)],

@@ -1,0 +1,168 @@
+"""Browser tests: Debian's Chromium driven by Playwright, against real services.
+
+The stack: a migrated SQLite database, the session's Redis, a real Celery worker with
+a tiny BLIP, the ingestion API and the review desk each served by uvicorn on loopback,
+and a callback receiver that verifies every signature with the standardwebhooks
+library. Chromium is ``/usr/bin/chromium`` (``CHROMIUM`` overrides); Playwright never
+downloads a browser of its own. Without Chromium the tests fail in CI and skip,
+saying why, elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from producers.api import create_app as create_api
+from producers.demo import CallbackReceiver, free_port
+from review.app import create_app as create_desk
+from schemas.settings import ApiSettings, ReviewSettings
+from schemas.store.reviewers import create_reviewer
+from schemas.store.sessions import migrate, session_scope
+from schemas.store.tenants import create_api_key, create_tenant, webhook_secret
+from schemas.tables import ReviewerRole
+from tests.conftest import unavailable
+from tests.integration.conftest import Worker, start_worker
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTEFACTS = Path(__file__).parent / "artefacts"
+PASSWORD = "a long reviewer passphrase"
+
+
+class Served:
+    """An ASGI app served by uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Desk:
+    database_url: str
+    api: Served
+    desk: Served
+    receiver: CallbackReceiver
+    worker: Worker
+    api_key: str
+    tenant_id: str
+    other_tenant_id: str
+    reviewer: str
+
+    def submit(self, **job: Any) -> str:
+        answer = httpx.post(
+            f"{self.api.url}/v1/jobs",
+            json=job,
+            headers={"authorization": f"Bearer {self.api_key}"},
+            timeout=30,
+        )
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+    def wait(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job = httpx.get(
+                f"{self.api.url}/v1/jobs/{job_id}",
+                headers={"authorization": f"Bearer {self.api_key}"},
+                timeout=30,
+            ).json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return dict(job)
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not finish:\n{self.worker.output()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install playwright)")
+    ARTEFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def desk(
+    redis_url: str, tiny_blip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Desk]:
+    folder = tmp_path_factory.mktemp("browser")
+    database_url = f"sqlite:///{folder / 'captionq.db'}"
+    migrate(database_url)
+    redis_db = redis_url.rsplit("/", 1)[0] + "/14"
+    with session_scope(database_url) as session:
+        shop = create_tenant(session=session, name="shop-a")
+        other = create_tenant(session=session, name="shop-b")
+        key = create_api_key(session=session, tenant=shop, scopes=["submit", "read"])[1]
+        secret = webhook_secret(shop)
+        reviewer = "rita@shop-a.example"
+        create_reviewer(session=session, email=reviewer, password=PASSWORD, tenants=[shop],
+                        role=ReviewerRole.reviewer)  # fmt: skip
+        tenant_id, other_id = shop.id, other.id
+    receiver = CallbackReceiver(secret=secret)
+    worker = start_worker(
+        env={
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_db,
+            "BLOB_STORE": "db",
+            "CAPTIONER_MODEL": str(tiny_blip),
+            "MAX_NEW_TOKENS": "8",
+            "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+            "HF_HUB_OFFLINE": "1",
+        },
+        log=folder / "worker.log",
+    )
+    api = Served(
+        create_api(
+            ApiSettings(
+                database_url=database_url, redis_url=redis_db, url_allow_cidrs=["127.0.0.0/8"]
+            )
+        )
+    )
+    review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_db)))
+    yield Desk(database_url, api, review, receiver, worker, key, tenant_id, other_id, reviewer)
+    review.stop()
+    api.stop()
+    worker.stop()
+    receiver.stop()
