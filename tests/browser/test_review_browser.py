@@ -5,6 +5,7 @@ isolation, CSRF, and model text that tries to run."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -76,7 +77,7 @@ def sign_in(page: Any, desk: Desk, keys: Recorder | None = None) -> None:
 def submit_jobs(desk: Desk, n: int, **job: Any) -> list[str]:
     ids = [
         desk.submit(
-            image_base64=__import__("base64").b64encode(png((60 * i, 140, 200))).decode(),
+            image_base64=base64.b64encode(png((60 * i, 140, 200))).decode(),
             variants=1,
             callback_url=desk.receiver.url,
             **job,
@@ -231,10 +232,12 @@ def test_model_text_is_shown_as_text_and_runs_nothing(page: Any, desk: Desk) -> 
         page.keyboard.press("Escape")
         injected = page.evaluate(
             """() => ({
-                inText: document.querySelectorAll("[data-text] *, [data-caption] *, .caption *").length,
-                images: document.querySelectorAll("img[src='x'], img:not([src^='/jobs/'])").length,
-                scripts: [...document.scripts].filter(s => !s.src.endsWith('/static/review.js')).length,
-                links: document.querySelectorAll("a[href^='javascript']").length,
+              inText: document.querySelectorAll("[data-text] *, [data-caption] *, .caption *")
+                .length,
+              images: document.querySelectorAll("img[src='x'], img:not([src^='/jobs/'])").length,
+              scripts: [...document.scripts].filter(s => !s.src.endsWith("/static/review.js"))
+                .length,
+              links: document.querySelectorAll("a[href^='javascript']").length,
             })"""
         )
         assert injected == {"inText": 0, "images": 0, "scripts": 0, "links": 0}, injected
