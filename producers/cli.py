@@ -143,6 +143,26 @@ def demo(
     raise typer.Exit(run_demo(model=model, n_images=images, console=console, review=review))
 
 
+@review_app.callback(invoke_without_command=True)
+def review(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Default: REVIEW_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: REVIEW_PORT")] = None,
+) -> None:
+    """Serve the review desk (``captionq review``), or manage its accounts (``user``)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from review.app import create_app
+    from schemas.settings import review_settings
+
+    settings = review_settings()
+    host, port = host or settings.review_host, port or settings.review_port
+    console.print(f"Review desk on http://{host}:{port}/ (accounts: captionq review user add)")
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
 @app.command()
 def cancel(
     job_id: str, tenant: Annotated[str, typer.Option(help="Tenant name")] = "default"

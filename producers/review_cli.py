@@ -1,7 +1,8 @@
-"""``captionq review``: serve the review desk, and manage its reviewer accounts.
+"""``captionq review user ...``: reviewer accounts and the tenants granted to them.
 
-The desk itself (``review``) is imported only when it is served; accounts are rows in
-the store and need only ``schemas``.
+Accounts are rows in the store and need only ``schemas``; ``captionq review`` itself,
+which serves the desk, is in ``producers/cli.py`` (the one place that imports the
+``review`` package, lazily).
 """
 
 from __future__ import annotations
@@ -20,26 +21,6 @@ app = typer.Typer(help="The review desk: a web page where content teams decide o
 users = typer.Typer(help="Reviewer accounts and the tenants granted to them.", no_args_is_help=True)
 app.add_typer(users, name="user")
 console = Console()
-
-
-@app.callback(invoke_without_command=True)
-def serve(
-    ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Default: REVIEW_HOST")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: REVIEW_PORT")] = None,
-) -> None:
-    """Serve the review desk (``captionq review``), or manage accounts (``user``)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    import uvicorn
-
-    from review.app import create_app
-    from schemas.settings import review_settings
-
-    settings = review_settings()
-    host, port = host or settings.review_host, port or settings.review_port
-    console.print(f"Review desk on http://{host}:{port}/ (accounts: captionq review user add)")
-    uvicorn.run(create_app(settings), host=host, port=port)
 
 
 def _password(generate: bool) -> str:

@@ -23,15 +23,15 @@ import pytest
 import uvicorn
 
 from producers.api import create_app as create_api
-from producers.demo import CallbackReceiver, free_port
+from producers.demo import free_port
 from review.app import create_app as create_desk
-from schemas.settings import ApiSettings, ReviewSettings
+from schemas.settings import ApiSettings, CoreSettings, ReviewSettings
 from schemas.store.reviewers import create_reviewer
 from schemas.store.sessions import migrate, session_scope
-from schemas.store.tenants import create_api_key, create_tenant, webhook_secret
-from schemas.tables import ReviewerRole
-from tests.conftest import unavailable
-from tests.integration.conftest import Worker, start_worker
+from schemas.store.tenants import create_api_key, create_tenant
+from schemas.tables import ReviewerRole, Tenant
+from tests.support.services import unavailable
+from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -72,15 +72,24 @@ class Served:
 
 @dataclass
 class Desk:
-    database_url: str
+    stack: Stack  # tenant acme, its receiver, the worker
     api: Served
     desk: Served
-    receiver: CallbackReceiver
-    worker: Worker
     api_key: str
-    tenant_id: str
     other_tenant_id: str
     reviewer: str
+
+    @property
+    def database_url(self) -> str:
+        return self.stack.database_url
+
+    @property
+    def tenant_id(self) -> str:
+        return self.stack.client.tenant_id
+
+    @property
+    def receiver(self) -> Any:
+        return self.stack.receiver
 
     def submit(self, **job: Any) -> str:
         answer = httpx.post(
@@ -103,7 +112,7 @@ class Desk:
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 return dict(job)
             time.sleep(0.2)
-        raise AssertionError(f"job {job_id} did not finish:\n{self.worker.output()[-2000:]}")
+        raise AssertionError(f"job {job_id} did not finish:\n{self.stack.logs()}")
 
 
 @pytest.fixture(scope="session")
@@ -131,38 +140,29 @@ def desk(
     database_url = f"sqlite:///{folder / 'captionq.db'}"
     migrate(database_url)
     redis_db = redis_url.rsplit("/", 1)[0] + "/14"
+    settings = CoreSettings(database_url=database_url, redis_url=redis_db, blob_store="db")
+    env = {
+        "CAPTIONER_MODEL": str(tiny_blip),
+        "MAX_NEW_TOKENS": "8",
+        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
+        "HF_HUB_OFFLINE": "1",
+    }
+    stack = Stack.open(settings, env=env, logdir=folder)
+    reviewer = "rita@acme.example"
     with session_scope(database_url) as session:
-        shop = create_tenant(session=session, name="shop-a")
-        other = create_tenant(session=session, name="shop-b")
+        shop = session.get(Tenant, stack.client.tenant_id)
+        assert shop is not None
+        other = create_tenant(session=session, name="elsewhere")
         key = create_api_key(session=session, tenant=shop, scopes=["submit", "read"])[1]
-        secret = webhook_secret(shop)
-        reviewer = "rita@shop-a.example"
         create_reviewer(session=session, email=reviewer, password=PASSWORD, tenants=[shop],
                         role=ReviewerRole.reviewer)  # fmt: skip
-        tenant_id, other_id = shop.id, other.id
-    receiver = CallbackReceiver(secret=secret)
-    worker = start_worker(
-        env={
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_db,
-            "BLOB_STORE": "db",
-            "CAPTIONER_MODEL": str(tiny_blip),
-            "MAX_NEW_TOKENS": "8",
-            "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
-            "HF_HUB_OFFLINE": "1",
-        },
-        log=folder / "worker.log",
-    )
-    api = Served(
-        create_api(
-            ApiSettings(
-                database_url=database_url, redis_url=redis_db, url_allow_cidrs=["127.0.0.0/8"]
-            )
-        )
-    )
-    review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_db)))
-    yield Desk(database_url, api, review, receiver, worker, key, tenant_id, other_id, reviewer)
-    review.stop()
-    api.stop()
-    worker.stop()
-    receiver.stop()
+        other_id = other.id
+    try:
+        stack.start("gpu+io")
+        api = Served(create_api(ApiSettings(database_url=database_url, redis_url=redis_db)))
+        review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_db)))
+        yield Desk(stack, api, review, key, other_id, reviewer)
+        review.stop()
+        api.stop()
+    finally:
+        stack.stop()

@@ -17,8 +17,8 @@ from schemas.store.blobs import put_blob
 from schemas.store.sessions import session_scope
 from schemas.tables import Tenant, Variant
 from tests.browser.conftest import ARTEFACTS, PASSWORD, Desk
-from tests.integration.conftest import png
 from tests.integration.review_world import reviewable_job
+from tests.support.images import png
 
 HOSTILE = (
     'Sale <script>alert("script")</script> <img src=x onerror="alert(\'img\')"> '

@@ -19,8 +19,8 @@ from schemas.store.reviewers import create_reviewer
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_tenant
 from schemas.tables import Decision, Job, ReviewerRole, Tenant, Variant
-from tests.integration.conftest import png
 from tests.integration.review_world import reviewable_job
+from tests.support.images import png
 
 PASSWORD = "correct horse battery"
 HOSTILE = (
