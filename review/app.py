@@ -109,16 +109,20 @@ class Guard:
             answer = PlainTextResponse("cross-site requests are refused", status_code=403)
             await answer(scope, receive, self._headed(send))
             return
-        await self.app(scope, receive, self._headed(send))
+        await self.app(scope, receive, self._headed(send, scope["path"].startswith("/static/")))
 
     @staticmethod
-    def _headed(send: Send) -> Send:
+    def _headed(send: Send, static: bool = False) -> Send:
+        """Add the security headers; pages are never cached (they show private data),
+        the script and stylesheet for an hour."""
+        cache = b"private, max-age=3600" if static else b"no-store"
+
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.decode().lower() for k, _ in message.get("headers", [])}
                 extra = [(k.encode(), v.encode()) for k, v in HEADERS.items() if k not in present]
-                if b"cache-control" not in {k.lower() for k, _ in message.get("headers", [])}:
-                    extra.append((b"cache-control", b"no-store"))
+                if "cache-control" not in present:
+                    extra.append((b"cache-control", cache))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

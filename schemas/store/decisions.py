@@ -283,6 +283,23 @@ def auto_approved_rows(
     return out
 
 
+def _approve(
+    session: Session,
+    tenant_ids: Collection[str],
+    variant_id: str,
+    decider: Decider,
+    note: str | None,
+) -> Decided:
+    return decide(
+        session=session,
+        tenant_ids=tenant_ids,
+        variant_id=variant_id,
+        action=DecisionAction.approved,
+        decider=decider,
+        note=note,
+    )
+
+
 def approve_job(
     *,
     session: Session,
@@ -301,17 +318,7 @@ def approve_job(
         .where(Variant.job_id == job_id, Variant.review_state == ReviewState.pending_review)
         .order_by(col(Variant.style), col(Variant.platform), col(Variant.index))
     ).all()
-    return [
-        decide(
-            session=session,
-            tenant_ids=tenant_ids,
-            variant_id=variant_id,
-            action=DecisionAction.approved,
-            decider=decider,
-            note=note,
-        )
-        for variant_id in waiting
-    ]
+    return [_approve(session, tenant_ids, variant_id, decider, note) for variant_id in waiting]
 
 
 def bulk_approve(
@@ -328,16 +335,7 @@ def bulk_approve(
     for variant_id in variant_ids:
         try:
             with session.begin_nested():
-                outcomes.append(
-                    decide(
-                        session=session,
-                        tenant_ids=tenant_ids,
-                        variant_id=variant_id,
-                        action=DecisionAction.approved,
-                        decider=decider,
-                        note=note,
-                    )
-                )
+                outcomes.append(_approve(session, tenant_ids, variant_id, decider, note))
         except RequestError as exc:
             outcomes.append(exc)
     return outcomes

@@ -1,11 +1,11 @@
 """Browser tests: Debian's Chromium driven by Playwright, against real services.
 
-The stack: a migrated SQLite database, the session's Redis, a real Celery worker with
-a tiny BLIP, the ingestion API and the review desk each served by uvicorn on loopback,
-and a callback receiver that verifies every signature with the standardwebhooks
-library. Chromium is ``/usr/bin/chromium`` (``CHROMIUM`` overrides); Playwright never
-downloads a browser of its own. Without Chromium the tests fail in CI and skip,
-saying why, elsewhere.
+The stack: the shared one (``tests/conftest.py``: a real Celery worker with a tiny
+BLIP, a callback receiver that verifies every signature with the standardwebhooks
+library) over a migrated SQLite database, with the ingestion API and the review desk
+each served by uvicorn on loopback. Chromium is ``/usr/bin/chromium`` (``CHROMIUM``
+overrides); Playwright never downloads a browser of its own. Without Chromium the
+tests fail in CI and skip, saying why, elsewhere.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import uvicorn
 from producers.api import create_app as create_api
 from producers.demo import free_port
 from review.app import create_app as create_desk
-from schemas.settings import ApiSettings, CoreSettings, ReviewSettings
+from schemas.settings import ApiSettings, ReviewSettings
 from schemas.store.reviewers import create_reviewer
-from schemas.store.sessions import migrate, session_scope
+from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import ReviewerRole, Tenant
-from tests.support.services import unavailable
+from tests.support.services import migrated_database, unavailable
 from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -133,21 +133,16 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def desk(
-    redis_url: str, tiny_blip: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Desk]:
-    folder = tmp_path_factory.mktemp("browser")
-    database_url = f"sqlite:///{folder / 'captionq.db'}"
-    migrate(database_url)
-    redis_db = redis_url.rsplit("/", 1)[0] + "/14"
-    settings = CoreSettings(database_url=database_url, redis_url=redis_db, blob_store="db")
-    env = {
-        "CAPTIONER_MODEL": str(tiny_blip),
-        "MAX_NEW_TOKENS": "8",
-        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]',
-        "HF_HUB_OFFLINE": "1",
-    }
-    stack = Stack.open(settings, env=env, logdir=folder)
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database kind is enough for what the browser sees: SQLite."""
+    yield from migrated_database("sqlite", tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="module")
+def desk(stack: Stack) -> Iterator[Desk]:
+    """The shared stack (tenant acme, its receiver, a worker) with the API and the desk
+    served, an API key, a reviewer of acme, and a tenant the reviewer may not see."""
+    database_url, redis_url = stack.database_url, stack.settings.redis_url
     reviewer = "rita@acme.example"
     with session_scope(database_url) as session:
         shop = session.get(Tenant, stack.client.tenant_id)
@@ -157,12 +152,8 @@ def desk(
         create_reviewer(session=session, email=reviewer, password=PASSWORD, tenants=[shop],
                         role=ReviewerRole.reviewer)  # fmt: skip
         other_id = other.id
-    try:
-        stack.start("gpu+io")
-        api = Served(create_api(ApiSettings(database_url=database_url, redis_url=redis_db)))
-        review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_db)))
-        yield Desk(stack, api, review, key, other_id, reviewer)
-        review.stop()
-        api.stop()
-    finally:
-        stack.stop()
+    api = Served(create_api(ApiSettings(database_url=database_url, redis_url=redis_url)))
+    review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_url)))
+    yield Desk(stack, api, review, key, other_id, reviewer)
+    review.stop()
+    api.stop()
