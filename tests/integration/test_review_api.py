@@ -171,3 +171,29 @@ def test_a_key_without_the_review_scope_is_refused(
     answer = http.get("/v1/review/queue", headers={"authorization": f"Bearer {key}"})
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "forbidden"
+
+
+def test_variants_the_worker_auto_approves_are_called_back_as_approved(stack: Stack) -> None:
+    """Last in this module: it gives the tenant a threshold that approves everything."""
+    with session_scope(stack.settings.database_url) as session:
+        tenant = session.get(Tenant, stack.client.tenant_id)
+        assert tenant is not None
+        tenant.auto_approve_threshold = 0.0
+        session.add(tenant)
+    job_id = stack.client.submit(
+        image=png((10, 200, 10)),
+        styles=["minimal"],
+        platforms=["x"],
+        variants=1,
+        callback_url=stack.receiver.url,
+    )
+    job = stack.client.wait(job_id, timeout_s=120)
+    assert [v.review_state for v in job.variants] == ["auto_approved"]
+    wait_for(lambda: len(_caption_events(stack, [job_id])) >= 1)
+    ((body, verified),) = _caption_events(stack, [job_id])
+    event = CaptionEvent.model_validate(body)
+    assert verified
+    assert event.type == "caption.approved"
+    assert (event.data.auto_approved, event.data.edited, event.data.reviewer) == (True, False, None)
+    assert event.data.variant_id == job.variants[0].id
+    assert event.data.text == job.variants[0].text
