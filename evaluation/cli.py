@@ -1,6 +1,6 @@
 """``captionq eval``: generate, score, compare, correlate, calibrate, report.
 
-Mounted by ``producers/cli.py`` as ``captionq eval``; also runs alone as
+Mounted by the ``captionq`` command (``producers/cli``) as ``captionq eval``; also runs alone as
 ``python -m evaluation.cli``. Errors print ``error[code]: message`` on stderr
 and exit with status 2; ``--json`` prints machine-readable output on stdout.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -91,7 +92,7 @@ def _model(model: str | None, workdir: Path, console: Console) -> str:
     return str(folder)
 
 
-def run_demo(*, model: str | None, n_images: int, console: Console) -> int:
+def run_demo(*, model: str | None, n_images: int, console: Console, review: bool = False) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="captionq-demo-")))
         redis_url = _redis(stack, console)
@@ -138,7 +139,50 @@ def run_demo(*, model: str | None, n_images: int, console: Console) -> int:
             f"{sum(r.verified for r in receiver.received)}/{len(job_ids)} callbacks received and "
             "verified with the standardwebhooks library"
         )
+        _review_desk(settings, client, console, receiver, keep_up=review)
         return 0 if ok and len(receiver.received) >= len(job_ids) else 1
+
+
+def _review_desk(
+    settings: CoreSettings,
+    client: CaptionClient,
+    console: Console,
+    receiver: CallbackReceiver,
+    *,
+    keep_up: bool,
+) -> None:
+    """A reviewer for the demo's tenant; with ``keep_up``, the review desk on the demo's
+    data (a ``captionq review`` process) until Ctrl+C."""
+    if not keep_up:
+        console.print("Review these jobs in the browser: [bold]make demo ARGS=--review[/bold]")
+        return
+    from schemas.store.reviewers import create_reviewer
+    from schemas.store.sessions import session_scope
+    from schemas.tables import ReviewerRole, Tenant
+
+    email, password = "reviewer@demo.example", secrets.token_urlsafe(12)
+    with session_scope(settings.database_url) as session:
+        tenant = session.get(Tenant, client.tenant_id)
+        create_reviewer(session=session, email=email, password=password,
+                        role=ReviewerRole.admin, tenants=[tenant] if tenant else [])  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+           "BLOB_STORE": settings.blob_store}  # fmt: skip
+    argv = [sys.executable, "-c", "from producers.cli import main; main()", "review", "--port",
+            str(port)]  # fmt: skip
+    desk = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    console.print(
+        f"\n[bold]Review desk[/bold]: http://127.0.0.1:{port}/  e-mail {email}  "
+        f"password {password}\nDecisions reach the receiver as signed callbacks. Ctrl+C stops."
+    )
+    try:
+        desk.wait()
+    except KeyboardInterrupt:
+        decided = [r for r in receiver.received if r.event_type.startswith("caption.")]
+        console.print(f"\n{len(decided)} decisions called back, "
+                      f"{sum(r.verified for r in decided)} verified")  # fmt: skip
+    finally:
+        _stop(desk)
 
 
 def _secret(settings: CoreSettings) -> str:

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from schemas.broker import celery_config, send_captions, send_deliveries
+from schemas.broker import celery_config, offer_deliveries, send_captions, send_deliveries
 from schemas.messages import DeliveryRef, JobRef
 
 
@@ -26,3 +26,9 @@ def publish_captions(*, redis_url: str, jobs: Sequence[JobRef]) -> None:
 def publish_delivery(*, redis_url: str, delivery_id: str, url: str) -> None:
     """Ask the IO workers to send an outbox row now (beat would find it anyway)."""
     send_deliveries(producer_app(redis_url), [DeliveryRef(delivery_id, url)], batch_max=1)
+
+
+def publish_deliveries(*, redis_url: str, deliveries: Sequence[DeliveryRef]) -> None:
+    """Ask the IO workers to send these committed outbox rows now (beat sends them
+    anyway if the broker cannot take them)."""
+    offer_deliveries(producer_app(redis_url), deliveries)

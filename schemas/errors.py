@@ -71,6 +71,9 @@ class ErrorCode(StrEnum):
     attempts_exhausted = "attempts_exhausted"
     cancelled = "cancelled"
     internal_error = "internal_error"
+    # Review.
+    already_decided = "already_decided"
+    edit_refused = "edit_refused"
     # Operations (what the command line reports; the API answers 503 for these).
     tenant_exists = "tenant_exists"
     database_unavailable = "database_unavailable"

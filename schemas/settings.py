@@ -210,3 +210,34 @@ def api_settings() -> ApiSettings:
 @lru_cache
 def worker_settings() -> WorkerSettings:
     return WorkerSettings()
+
+
+class ReviewSettings(CoreSettings):
+    """The review desk (``captionq review``): the content team's web page."""
+
+    review_host: str = "127.0.0.1"
+    review_port: int = 8100
+    review_session_ttl_s: float = Field(
+        default=12 * 3600.0, gt=0, description="A sign-in lasts this long (a working day)"
+    )
+    review_cookie_secure: bool | None = Field(
+        default=None,
+        description="Mark the session cookie Secure; unset, it is Secure whenever the page "
+        "was asked for over https (set true behind a proxy that terminates TLS)",
+    )
+    review_login_max_failures: int = Field(
+        default=5, ge=1, description="Wrong passwords in a row before an account waits"
+    )
+    review_login_lockout_s: float = Field(
+        default=300.0, gt=0, description="How long an account waits after too many failures"
+    )
+    review_login_ip_failures: int = Field(
+        default=20, ge=1, description="Failed sign-ins per client address per lockout window"
+    )
+    review_page_size: int = Field(default=20, ge=1, le=200, description="Jobs per queue page")
+    review_thumbnail_px: int = Field(default=640, ge=32, le=2048)
+
+
+@lru_cache
+def review_settings() -> ReviewSettings:
+    return ReviewSettings()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -206,3 +206,79 @@ class Marker(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=200)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# The review desk: decisions on variants, reviewer accounts and their sessions.
+
+
+class DecisionAction(StrEnum):
+    approved = "approved"
+    edited = "edited"
+    rejected = "rejected"
+
+
+class ReviewerRole(StrEnum):
+    reviewer = "reviewer"
+    admin = "admin"  # may also re-decide a decided variant, and sees stats per tenant
+
+
+class Decision(SQLModel, table=True):
+    """One decision on one variant: who, when, what, why, and the text before and after.
+
+    A variant's current decision is its newest; an admin's re-decision adds a row and
+    marks the one it replaces (``superseded_by``), so the history stays whole. Style,
+    platform and model are copied from the variant, so that stats read one table."""
+
+    id: str = Field(default_factory=lambda: new_id("dec"), primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=40)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    variant_id: str = Field(foreign_key="variant.id", index=True, max_length=40)
+    reviewer_id: str | None = Field(default=None, foreign_key="reviewer.id", max_length=40)
+    decided_by: str = Field(max_length=320)  # a reviewer's e-mail, or "api-key:<prefix>"
+    action: str = Field(sa_type=String(16))
+    previous_state: str = Field(sa_type=String(20))
+    reason: str | None = Field(default=None, max_length=40)
+    note: str | None = Field(default=None, sa_type=Text)
+    text_before: str = Field(sa_type=Text)
+    text_after: str = Field(sa_type=Text)
+    style: str = Field(max_length=40)
+    platform: str = Field(max_length=40)
+    model_id: str | None = Field(default=None, max_length=300)
+    superseded_by: str | None = Field(default=None, max_length=40)
+    decided_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Reviewer(SQLModel, table=True):
+    """A person at the review desk. The password is stored as an argon2id hash."""
+
+    id: str = Field(default_factory=lambda: new_id("rev"), primary_key=True, max_length=40)
+    email: str = Field(unique=True, index=True, max_length=320)
+    password_hash: str = Field(sa_type=Text)
+    role: str = Field(default=ReviewerRole.reviewer, sa_type=String(16))
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    disabled_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewerGrant(SQLModel, table=True):
+    """A tenant whose jobs a reviewer may see and decide."""
+
+    reviewer_id: str = Field(foreign_key="reviewer.id", primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewSession(SQLModel, table=True):
+    """A signed-in browser. ``id`` is the SHA-256 of the cookie's token (the token itself
+    is never stored); ``csrf_token`` must come with every state-changing request."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    reviewer_id: str = Field(foreign_key="reviewer.id", index=True, max_length=40)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+# The review queue reads pending variants: found by state, not by scanning every variant.
+Index("ix_variant_review_state", Variant.__table__.c.review_state, Variant.__table__.c.job_id)  # type: ignore[attr-defined]

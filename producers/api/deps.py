@@ -48,6 +48,7 @@ def require(scope: str) -> Callable[..., Tenant]:
         tenant, key = found
         if not has_scope(key, scope):
             raise RequestError(f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden)
+        request.state.api_key = key  # who decides, for the review routes
         return tenant
 
     return dependency

@@ -17,6 +17,7 @@ STATUSES: dict[ErrorCode, int] = {
     ErrorCode.idempotency_in_progress: 409,
     ErrorCode.job_not_cancellable: 409,
     ErrorCode.endpoint_exists: 409,
+    ErrorCode.already_decided: 409,
     ErrorCode.payload_too_large: 413,
     ErrorCode.image_too_large: 413,
     ErrorCode.rate_limited: 429,
@@ -31,7 +32,7 @@ DOCUMENTED: dict[int, str] = {
     403: "The key lacks the scope",
     404: "No such resource for this tenant",
     409: "Conflict: a request with this idempotency key is still being created, the job"
-    " has already started, or the endpoint already exists",
+    " has already started, the endpoint already exists, or the variant is already decided",
     413: "Body or image too large",
     422: "Refused request, with a stable error code",
     429: "Rate limited; see Retry-After",

@@ -84,11 +84,14 @@ def demo(
         str | None, typer.Option(help="Hub id or local folder (default: a tiny random BLIP)")
     ] = None,
     images: Annotated[int, typer.Option(min=1, max=32, help="Sample images to submit")] = 4,
+    review: Annotated[
+        bool, typer.Option("--review", help="Then keep the review desk up on the demo's data")
+    ] = False,
 ) -> None:
     """Run the whole path offline: Redis, a worker, the database, signed callbacks."""
     from producers.demo import run_demo
 
-    raise typer.Exit(run_demo(model=model, n_images=images, console=console))
+    raise typer.Exit(run_demo(model=model, n_images=images, console=console, review=review))
 
 
 db_app = group("The database schema (Alembic migrations).")

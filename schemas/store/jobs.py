@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantBase, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode, RequestError
 from schemas.messages import DeliveryRef
+from schemas.store.decisions import auto_approved_rows
 from schemas.store.outbox import event_row
 from schemas.store.sessions import per_row
 from schemas.tables import (
@@ -326,6 +327,7 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> lis
         for job in jobs
         if job.callback_url
     ]
+    outbox += auto_approved_rows(jobs, variants, now=now)  # caption.approved, same transaction
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
     return [DeliveryRef(row["id"], row["url"]) for row in outbox]

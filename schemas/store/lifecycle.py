@@ -1,7 +1,7 @@
 """Data lifecycle: deleting a job with everything it owns, and purging by age.
 
-A job owns its variants, its deliveries (and their attempts), and its image
-when no other job points at the same bytes.
+A job owns its variants (and the decisions on them), its deliveries (and their
+attempts), and its image when no other job points at the same bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import delete, distinct, func
 from sqlmodel import Session, col, select
 
 from schemas.store.blobs import file_path
-from schemas.tables import Blob, Delivery, DeliveryAttempt, Job, Variant
+from schemas.tables import Blob, Decision, Delivery, DeliveryAttempt, Job, Variant
 
 
 def delete_job(*, session: Session, tenant_id: str, job_id: str, store: str) -> bool:
@@ -86,6 +86,7 @@ def _delete(session: Session, job_ids: Sequence[str], store: str) -> None:
     deliveries = select(Delivery.id).where(col(Delivery.job_id).in_(job_ids))
     session.execute(delete(DeliveryAttempt).where(col(DeliveryAttempt.delivery_id).in_(deliveries)))
     session.execute(delete(Delivery).where(col(Delivery.job_id).in_(job_ids)))
+    session.execute(delete(Decision).where(col(Decision.job_id).in_(job_ids)))
     session.execute(delete(Variant).where(col(Variant.job_id).in_(job_ids)))
     session.execute(delete(Job).where(col(Job.id).in_(job_ids)))
     still_used = set(

@@ -24,3 +24,4 @@ def test_the_demo_runs_end_to_end_and_says_what_it_used(redis_db: str) -> None:
     assert "noise" in out
     assert out.count("signature verified") == 2
     assert "2/2 callbacks received and verified" in out
+    assert "make demo ARGS=--review" in out  # how to open the review desk on this data

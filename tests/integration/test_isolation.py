@@ -1,5 +1,5 @@
 """Tenant isolation over every route of the API: tenant B, holding every scope, can
-neither read, list nor change tenant A's jobs, endpoints or deliveries.
+neither read, list nor change tenant A's jobs, endpoints, deliveries or variants.
 
 The routes are enumerated from the application, so a new route with a path
 parameter fails this test until it is covered here.
@@ -18,10 +18,15 @@ from producers.api import create_app
 from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import SCOPES, create_api_key, create_tenant
-from schemas.tables import Delivery, DeliveryStatus, Job
+from schemas.tables import Delivery, DeliveryStatus, Job, Variant
 from tests.support.images import png
 
-PARAMETERS = {"job_id": "job", "endpoint_id": "endpoint", "delivery_id": "delivery"}
+PARAMETERS = {
+    "job_id": "job",
+    "endpoint_id": "endpoint",
+    "delivery_id": "delivery",
+    "variant_id": "variant",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +64,13 @@ def world(database_url: str, redis_db: str) -> Iterator[tuple[TestClient, dict, 
                 payload="{}",
                 status=DeliveryStatus.dead,
             )
-            session.add(delivery)
+            # A variant waiting for review, as a worker would leave it.
+            variant = Variant(
+                job_id=job, style="minimal", platform="x", index=0, text="A", quality_score=0.5
+            )
+            session.add_all([delivery, variant])
             session.flush()
-            ids = {"job": job, "endpoint": endpoint, "delivery": delivery.id}
+            ids = {"job": job, "endpoint": endpoint, "delivery": delivery.id, "variant": variant.id}
         yield http, keys["tenant-a"], keys["tenant-b"], ids
 
 
@@ -125,3 +134,7 @@ def test_the_owner_still_sees_and_changes_its_own(
     assert replayed.json()["status"] == "pending"
     # B's attempts changed nothing of A's.
     assert http.get(f"/v1/jobs/{ids['job']}", headers=a).json()["status"] != "cancelled"
+    queue = http.get("/v1/review/queue", headers=a).json()
+    assert [v["review_state"] for j in queue["jobs"] for v in j["pending"]] == ["pending_review"]
+    approved = http.post(f"/v1/review/variants/{ids['variant']}/approve", json={}, headers=a)
+    assert approved.status_code == 200, approved.text

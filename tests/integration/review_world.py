@@ -1,0 +1,73 @@
+"""Reviewable jobs made directly in the store: a tenant, jobs that succeeded with
+variants waiting for review, as the worker leaves them (``complete_succeeded``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel import Session
+
+from schemas.store.jobs import Completed, VariantRow, claim, complete_succeeded
+from schemas.tables import Job, ReviewState, Tenant
+
+TEXTS = {
+    "x": "Sunlit shoes for long city walks.",
+    "instagram": "A bright pair of shoes, ready for the weekend #shoes",
+}
+
+
+def reviewable_job(
+    session: Session,
+    tenant: Tenant,
+    *,
+    styles: Sequence[str] = ("playful",),
+    platforms: Sequence[str] = ("x", "instagram"),
+    callback_url: str | None = "https://hooks.example.com/review",
+    flags: Sequence[str] = (),
+    score: float = 0.8,
+    review_state: str = ReviewState.pending_review,
+    model_id: str = "tiny-writer",
+    text: str | None = None,
+) -> Job:
+    """A succeeded job of ``tenant`` with one variant per style and platform."""
+    job = Job(
+        tenant_id=tenant.id,
+        styles=list(styles),
+        platforms=list(platforms),
+        variants=1,
+        request_hash="0" * 64,
+        callback_url=callback_url,
+        image_sha256=None,
+    )
+    session.add(job)
+    session.flush()
+    claim(session=session, job_ids=[job.id])
+    rows = [
+        VariantRow(
+            style=style,
+            platform=platform,
+            index=0,
+            text=text or TEXTS.get(platform, "Plain words for a plain picture."),
+            quality_score=score,
+            quality_parts={"compliance": 1.0, "policy": 1.0, "repetition": 1.0},
+            flags=list(flags),
+            review_state=review_state,
+            provenance={"model_id": model_id, "limit": 280},
+        )
+        for style in styles
+        for platform in platforms
+    ]
+    complete_succeeded(
+        session=session,
+        results=[
+            Completed(
+                job_id=job.id,
+                caption="a pair of shoes",
+                model_id="tiny-captioner",
+                model_revision=None,
+                variants=rows,
+            )
+        ],
+    )
+    session.refresh(job)
+    return job
