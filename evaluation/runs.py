@@ -150,6 +150,7 @@ def _open_provenance(
     info = captioner.info
     served = {
         "model_id": getattr(info, "model_id", config.model),
+        "source": getattr(info, "source", "") or config.model,
         "revision": getattr(info, "revision", config.revision),
         "generation": dict(getattr(info, "generation", {}) or {}),
     }

@@ -20,7 +20,8 @@ from sqlmodel import Session, col, select
 from schemas.errors import CaptionError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
-from schemas.store.jobs import Completed, claim, complete_failed, complete_succeeded, requeue
+from schemas.store.jobs import claim, requeue
+from schemas.store.results import Completed, complete_failed, complete_succeeded
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, Tenant
 from worker import pipeline, retry

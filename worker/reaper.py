@@ -38,7 +38,8 @@ from schemas import keys
 from schemas.messages import DeliveryRef, JobRef
 from schemas.names import TASK_CAPTION
 from schemas.settings import WorkerSettings
-from schemas.store.jobs import complete_failed, mark_queued, requeue
+from schemas.store.jobs import mark_queued, requeue
+from schemas.store.results import complete_failed
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, JobStatus, Marker, utcnow
 from worker import retry

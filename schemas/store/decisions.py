@@ -39,7 +39,7 @@ from schemas.checks.policy import check_copy
 from schemas.errors import ErrorCode, RequestError
 from schemas.messages import DeliveryRef
 from schemas.platforms import PLATFORMS
-from schemas.store.outbox import event_row
+from schemas.store.outbox import event_row, wanted
 from schemas.tables import (
     Decision,
     DecisionAction,
@@ -236,9 +236,11 @@ def _announce(
         note=decision.note,
     )
     event = REJECTED if decision.action == DecisionAction.rejected else APPROVED
-    row = _event_row(job, data, event)
-    session.connection().execute(insert(Delivery.__table__), [row])  # type: ignore[attr-defined]
-    return DeliveryRef(row["id"], row["url"])
+    rows = wanted(session, [_event_row(job, data, event)])
+    if not rows:  # the endpoint does not subscribe to this event
+        return None
+    session.connection().execute(insert(Delivery.__table__), rows)  # type: ignore[attr-defined]
+    return DeliveryRef(rows[0]["id"], rows[0]["url"])
 
 
 def _event_row(job: Job, data: CaptionDecision, event: str) -> dict[str, Any]:

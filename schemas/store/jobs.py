@@ -1,9 +1,8 @@
-"""Job store: creation, state transitions, results and their outbox rows.
+"""Jobs: creation (idempotent on the key), state transitions, and reading them back.
 
 Every transition is conditional (``UPDATE ... WHERE status = <expected>``), so a
-late or duplicate attempt cannot overwrite a newer state; variants have a
-unique slot, so a second set can never be added. Results and the callback
-rows are written in the caller's single transaction.
+late or duplicate attempt cannot overwrite a newer state. A job's results are
+stored by ``schemas.store.results``.
 
 A running job holds a lease (``lease_expires_at``) that its worker renews; the
 reaper re-publishes jobs whose lease expired. ``attempts`` counts claims.
@@ -13,28 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import case, insert, update
+from sqlalchemy import case, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from schemas.api import ErrorBody, JobPublic, JobRequest, VariantBase, VariantPublic, WebhookEvent
+from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic
 from schemas.errors import ErrorCode, RequestError
-from schemas.messages import DeliveryRef
-from schemas.store.decisions import auto_approved_rows
-from schemas.store.outbox import event_row
-from schemas.store.sessions import per_row
 from schemas.tables import (
-    Delivery,
     Job,
     JobStatus,
     Tenant,
     Variant,
-    new_id,
     utcnow,
 )
 
@@ -153,7 +144,7 @@ def _replay(session: Session, existing: Job, digest: str) -> Job:
     return existing
 
 
-def _transition(
+def transition(
     session: Session, job_ids: Sequence[str], *, expected: Sequence[JobStatus], **values: object
 ) -> list[str]:
     """Move jobs in one of ``expected`` states; returns the ids that moved.
@@ -173,7 +164,7 @@ def _transition(
 
 
 def mark_queued(*, session: Session, job_ids: Sequence[str]) -> list[str]:
-    return _transition(
+    return transition(
         session, job_ids, expected=[JobStatus.received], status=JobStatus.queued, queued_at=utcnow()
     )
 
@@ -209,7 +200,7 @@ def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -
 
 def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> list[str]:
     """Extend the lease of the jobs (still running) that this worker is working on."""
-    return _transition(
+    return transition(
         session,
         job_ids,
         expected=[JobStatus.running],
@@ -220,7 +211,7 @@ def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> 
 def requeue(*, session: Session, job_id: str) -> bool:
     """Put a running job back to queued (a transient failure that will be retried)."""
     return bool(
-        _transition(
+        transition(
             session,
             [job_id],
             expected=[JobStatus.running],
@@ -239,7 +230,7 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
     if job is None:
         raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
-    moved = _transition(
+    moved = transition(
         session,
         [job_id],
         expected=[JobStatus.received, JobStatus.queued],
@@ -258,140 +249,6 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
             code=ErrorCode.job_not_cancellable,
         )
     return job
-
-
-@dataclass(frozen=True)
-class Completed:
-    """A job's results, as a worker hands them to :func:`complete_succeeded`."""
-
-    job_id: str
-    caption: str
-    model_id: str
-    model_revision: str | None
-    variants: Sequence[VariantBase]
-
-
-def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[DeliveryRef]:
-    """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
-    longer running (a duplicate or late attempt) is left as it is. Returns the outbox
-    rows to send. Three statements for the whole batch, whatever its size: one
-    conditional UPDATE that returns the jobs as stored, one insert of the variants, one
-    of the outbox rows (column values: no ORM objects are built for them)."""
-    if not results:
-        return []
-    now = utcnow()
-    by_id = {result.job_id: result for result in results}
-    table = Job.__table__  # type: ignore[attr-defined]
-
-    def each(column: Any, value: Callable[[Completed], object]) -> Any:
-        return per_row(table.c.id, column, {i: value(r) for i, r in by_id.items()})
-
-    stored = (
-        update(Job)
-        .where(col(Job.id).in_(list(by_id)), col(Job.status) == JobStatus.running.value)
-        .values(
-            status=JobStatus.succeeded,
-            finished_at=now,
-            updated_at=now,
-            error_code=None,
-            error_message=None,
-            caption=each(table.c.caption, lambda r: r.caption),
-            model_id=each(table.c.model_id, lambda r: r.model_id),
-            model_revision=each(table.c.model_revision, lambda r: r.model_revision),
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    jobs = list(session.scalars(stored).all())
-    if not jobs:
-        return []
-    variants = {
-        job.id: [
-            {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}
-            for variant in by_id[job.id].variants
-        ]
-        for job in jobs
-    }
-    connection = session.connection()
-    rows = [row for job_rows in variants.values() for row in job_rows]
-    if rows:
-        connection.execute(insert(Variant.__table__), rows)  # type: ignore[attr-defined]
-    outbox = [
-        _job_event(
-            session,
-            job,
-            "job.succeeded",
-            variants=[VariantPublic.model_validate(row) for row in variants[job.id]],
-            now=now,
-        )
-        for job in jobs
-        if job.callback_url
-    ]
-    outbox += auto_approved_rows(jobs, variants, now=now)  # caption.approved, same transaction
-    if outbox:
-        connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
-    return [DeliveryRef(row["id"], row["url"]) for row in outbox]
-
-
-def complete_failed(
-    *,
-    session: Session,
-    job_id: str,
-    code: ErrorCode,
-    message: str,
-    expected: Sequence[JobStatus] = (JobStatus.running,),
-) -> Delivery | None:
-    moved = _transition(
-        session,
-        [job_id],
-        expected=expected,
-        status=JobStatus.failed,
-        error_code=code.value,
-        error_message=message[:2000],
-        finished_at=utcnow(),
-    )
-    if not moved:
-        return None
-    return _add_job_event(session, job_id, "job.failed")
-
-
-def _add_job_event(session: Session, job_id: str, event_type: str) -> Delivery | None:
-    """The callback row for the job's new state, added to the session."""
-    job = session.get(Job, job_id, populate_existing=True)
-    assert job is not None
-    if not job.callback_url:
-        session.flush()
-        return None
-    delivery = Delivery(**_job_event(session, job, event_type, now=utcnow()))
-    session.add(delivery)
-    session.flush()
-    return delivery
-
-
-def _job_event(
-    session: Session,
-    job: Job,
-    event_type: str,
-    *,
-    now: datetime,
-    variants: Sequence[VariantPublic] | None = None,
-) -> dict[str, Any]:
-    """The outbox row of a job event; the body is the job as it now is. ``variants``:
-    the rows just added, so the body needs no second read of them."""
-    body = WebhookEvent(
-        type=event_type,  # type: ignore[arg-type]
-        timestamp=now,
-        data=job_public(session=session, job=job, variants=variants),
-    )
-    assert job.callback_url is not None
-    return event_row(
-        tenant_id=job.tenant_id,
-        job_id=job.id,
-        event_type=event_type,
-        url=job.callback_url,
-        payload=body.model_dump_json(),
-        now=now,
-    )
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:

@@ -72,6 +72,28 @@ def event_row(
     }
 
 
+
+def wanted(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The event rows that their endpoint subscribes to: an event the endpoint does not
+    want is not a delivery at all (never sent, never dead, never replayed). A row with
+    no endpoint is kept: the sender records it as refused. One query for the batch."""
+    if not rows:
+        return []
+    found = session.exec(
+        select(WebhookEndpoint).where(
+            col(WebhookEndpoint.tenant_id).in_({r["tenant_id"] for r in rows}),
+            col(WebhookEndpoint.url).in_({r["url"] for r in rows}),
+        )
+    ).all()
+    endpoints = {(e.tenant_id, e.url): e for e in found}
+    return [
+        row
+        for row in rows
+        if (endpoint := endpoints.get((row["tenant_id"], row["url"]))) is None
+        or subscribed(endpoint, row["event_type"])
+    ]
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     status_code: int | None

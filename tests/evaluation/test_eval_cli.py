@@ -69,7 +69,8 @@ def test_run_resumes_after_interruption(tiny_blip: Path, data: tuple[Path, Path]
     preds = read_jsonl(out / PREDICTIONS_FILE)
     assert sorted(preds) == sorted(dataset.ids)
     provenance = json.loads((out / "run.json").read_text())
-    assert provenance["served"]["model_id"] == str(tiny_blip)
+    assert provenance["served"]["model_id"] == tiny_blip.name
+    assert provenance["served"]["source"] == str(tiny_blip)
     assert provenance["config"]["max_new_tokens"] == 6
     assert "resumed_at" in provenance
     other = RunConfig(model=str(tiny_blip), batch_size=2, max_new_tokens=7, device="cpu")

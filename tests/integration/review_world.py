@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from sqlmodel import Session
 
-from schemas.store.jobs import Completed, VariantRow, claim, complete_succeeded
+from schemas.api import VariantBase
+from schemas.store.jobs import claim
+from schemas.store.results import Completed, complete_succeeded
 from schemas.tables import Job, ReviewState, Tenant
 
 TEXTS = {
@@ -43,14 +45,14 @@ def reviewable_job(
     session.flush()
     claim(session=session, job_ids=[job.id])
     rows = [
-        VariantRow(
+        VariantBase(
             style=style,
             platform=platform,
             index=0,
             text=text or TEXTS.get(platform, "Plain words for a plain picture."),
             quality_score=score,
             quality_parts={"compliance": 1.0, "policy": 1.0, "repetition": 1.0},
-            flags=list(flags),
+            flags=tuple(flags),
             review_state=review_state,
             provenance={"model_id": model_id, "limit": 280},
         )

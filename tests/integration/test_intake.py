@@ -18,6 +18,7 @@ from sqlmodel import col, func, select
 
 from producers.api import create_app
 from producers.client import CaptionClient
+from schemas.errors import ErrorCode
 from schemas.settings import ApiSettings, CoreSettings
 from schemas.store.sessions import read_scope, session_scope
 from schemas.store.tenants import create_api_key, create_tenant
@@ -280,3 +281,48 @@ def test_the_sender_refuses_a_port_outside_the_rule_for_good() -> None:
         result = sender.post(msg_id="msg_1", body="{}")
     assert result.refused
     assert (result.error or "").startswith("url_blocked")
+
+
+# 6. An event the endpoint does not subscribe to is not a delivery at all.
+def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
+    from schemas.api import VariantBase
+    from schemas.store.endpoints import create_endpoint
+    from schemas.store.jobs import claim
+    from schemas.store.results import Completed, complete_failed, complete_succeeded
+    from schemas.tables import Delivery
+
+    url = "https://failures-only.example.com/hook"
+    with session_scope(api.settings.database_url) as session:
+        create_endpoint(
+            session=session, tenant_id=api.tenant_id, url=url, key=None, event_types=["job.failed"]
+        )
+    ids = [
+        api.http.post("/v1/jobs", json=job(callback_url=url), headers=api.auth).json()["id"]
+        for _ in range(2)
+    ]
+    variant = VariantBase(
+        style="playful",
+        platform="instagram",
+        index=0,
+        text="Hi",
+        quality_score=0.5,
+        quality_parts={},
+        flags=(),
+        review_state="pending_review",
+        provenance={},
+    )
+    with session_scope(api.settings.database_url) as session:
+        claim(session=session, job_ids=ids)
+        done = Completed(
+            job_id=ids[0], caption="c", model_id="m", model_revision=None, variants=[variant]
+        )
+        assert complete_succeeded(session=session, results=[done]) == []
+        assert (
+            complete_failed(
+                session=session, job_id=ids[1], code=ErrorCode.model_error, message="broke"
+            )
+            is not None
+        )
+    with read_scope(api.settings.database_url) as session:
+        rows = session.exec(select(Delivery).where(col(Delivery.job_id).in_(ids))).all()
+        assert [(r.job_id, r.event_type) for r in rows] == [(ids[1], "job.failed")]

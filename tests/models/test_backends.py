@@ -75,7 +75,8 @@ def test_image_model_backends_write_valid_results(
     engine = load_engine(settings_for(tiny_models[name]))
     assert isinstance(engine.captioner, captioner_cls)
     assert isinstance(engine.writer, writer_cls)
-    assert engine.captioner.info.model_id == str(tiny_models[name])
+    assert engine.captioner.info.model_id == tiny_models[name].name
+    assert engine.captioner.info.source == str(tiny_models[name])
     _assert_valid(write_batch(SPECS, images, engine=engine), engine)
 
 
@@ -102,7 +103,9 @@ def test_rewriter_backend_writes_from_the_quoted_caption(
     caption = results[0].caption  # type: ignore[union-attr]
     assert f'"{caption}"' in seen[0]
     assert results[0].variants[0].provenance["model_role"] == "rewriter"  # type: ignore[union-attr]
-    assert results[0].variants[0].provenance["caption_model_id"] == str(tiny_models["blip"])  # type: ignore[union-attr]
+    made = results[0].variants[0].provenance  # type: ignore[union-attr]
+    assert made["caption_model_id"] == tiny_models["blip"].name
+    assert made["caption_model_source"] == str(tiny_models["blip"])
 
 
 def test_clip_scorer_adds_the_image_text_part(
@@ -116,7 +119,7 @@ def test_clip_scorer_adds_the_image_text_part(
     results = write_batch(SPECS[:1], images[:1], engine=engine)
     variant = results[0].variants[0]  # type: ignore[union-attr]
     assert 0.0 <= variant.quality_parts["image_text"] <= 1.0
-    assert variant.provenance["clip_model_id"] == str(tiny_models["clip"])
+    assert variant.provenance["clip_model_id"] == tiny_models["clip"].name
 
 
 def test_same_inputs_and_seeds_write_the_same_texts(

@@ -30,12 +30,17 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Recorded with every result: which weights wrote it."""
+    """Recorded with every result: which weights wrote it.
+
+    ``model_id`` is the model's name as clients see it (the hub id, or a local folder's
+    name) and ``revision`` pins the weights; ``source`` is where this worker loaded them
+    from (a hub id, or a folder's path: for operators, kept in provenance only)."""
 
     model_id: str
     revision: str | None
     role: str  # "captioner", "vlm", "rewriter", "clip", "noop"
     generation: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
 
 
 @dataclass(frozen=True)

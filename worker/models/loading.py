@@ -72,6 +72,13 @@ def folder_fingerprint(folder: Path) -> str:
     return "local-" + digest.hexdigest()[:16]
 
 
+def model_name(source: Source) -> str:
+    """The name results carry: the hub id, or a local folder's own name (its path says
+    where this worker keeps it, which is no business of a client's)."""
+    folder = Path(source.model_id)
+    return folder.name if folder.is_dir() else source.model_id
+
+
 def resolved_revision(source: Source, model: Any) -> str | None:
     folder = Path(source.model_id)
     if folder.is_dir():
@@ -108,10 +115,11 @@ class HFModel:
     def __init__(self, auto_cls: Any, source: Source, generation: Generation | None = None) -> None:
         self.model, self.device, self.dtype = load_model(auto_cls, source)
         self.info = ModelInfo(
-            model_id=source.model_id,
+            model_id=model_name(source),
             revision=resolved_revision(source, self.model),
             role=self.role,
             generation=generation.as_dict() if generation is not None else {},
+            source=source.model_id,
         )
 
     def _new_texts(
