@@ -30,7 +30,7 @@ from schemas.store.reviewers import create_reviewer
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import ReviewerRole, Tenant
-from tests.support.services import migrated_database, unavailable
+from tests.support.services import LOOPBACK, migrated_database, unavailable
 from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -152,7 +152,9 @@ def desk(stack: Stack) -> Iterator[Desk]:
         create_reviewer(session=session, email=reviewer, password=PASSWORD, tenants=[shop],
                         role=ReviewerRole.reviewer)  # fmt: skip
         other_id = other.id
-    api = Served(create_api(ApiSettings(database_url=database_url, redis_url=redis_url)))
+    api = Served(
+        create_api(ApiSettings(database_url=database_url, redis_url=redis_url, **LOOPBACK))
+    )
     review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_url)))
     yield Desk(stack, api, review, key, other_id, reviewer)
     review.stop()
