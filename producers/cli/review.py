@@ -65,6 +65,15 @@ def _tenants(session, names: list[str]):  # type: ignore[no-untyped-def]
     return found
 
 
+def _reviewer(session, email: str):  # type: ignore[no-untyped-def]
+    from schemas.store.reviewers import reviewer_by_email
+
+    reviewer = reviewer_by_email(session=session, email=email)
+    if reviewer is None:
+        fail(f"no reviewer {email}", code=ErrorCode.not_found)
+    return reviewer
+
+
 @users.command("add")
 def user_add(
     email: str,
@@ -109,9 +118,7 @@ def user_grant(
     from schemas.store.sessions import session_scope
 
     with session_scope(core_settings().database_url) as session:
-        reviewer = reviewers.reviewer_by_email(session=session, email=email)
-        if reviewer is None:
-            fail(f"no reviewer {email}", code=ErrorCode.not_found)
+        reviewer = _reviewer(session, email)
         change = reviewers.revoke if revoke else reviewers.grant
         change(session=session, reviewer=reviewer, tenants=_tenants(session, tenant))
     console.print(f"{email}: {'revoked' if revoke else 'granted'} {', '.join(tenant)}")
@@ -125,9 +132,7 @@ def user_password(email: str) -> None:
     from schemas.store.sessions import session_scope
 
     with session_scope(core_settings().database_url) as session:
-        reviewer = reviewers.reviewer_by_email(session=session, email=email)
-        if reviewer is None:
-            fail(f"no reviewer {email}", code=ErrorCode.not_found)
+        reviewer = _reviewer(session, email)
         try:
             reviewers.set_password(session=session, reviewer=reviewer, password=_password(False))
         except ValueError as exc:
@@ -143,9 +148,7 @@ def user_disable(email: str) -> None:
     from schemas.store.sessions import session_scope
 
     with session_scope(core_settings().database_url) as session:
-        reviewer = reviewers.reviewer_by_email(session=session, email=email)
-        if reviewer is None:
-            fail(f"no reviewer {email}", code=ErrorCode.not_found)
+        reviewer = _reviewer(session, email)
         reviewers.disable(session=session, reviewer=reviewer)
     console.print(f"{email}: disabled")
 
