@@ -11,6 +11,7 @@ answer follows.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -18,11 +19,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from review import actions, auth, pages
 from review.announce import Announcer
 from schemas.settings import ReviewSettings, review_settings
+from schemas.store.sessions import is_outage
+
+log = logging.getLogger("captionq.review")
 
 HERE = Path(__file__).parent
 CSP = (
@@ -64,6 +69,8 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_exception_handler(auth.Refused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(auth.SignInRequired, _sign_in)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(Guard)
 
     @app.get("/healthz", include_in_schema=False)
@@ -80,6 +87,30 @@ async def _refused(request: Request, exc: auth.Refused) -> Response:
     return request.app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
         request, "error.html", {"error": exc, "desk": None}, status_code=exc.status
     )
+
+
+async def _database_error(request: Request, exc: DBAPIError) -> Response:
+    """The database away: 503, try again; any other database error is a bug."""
+    if not is_outage(exc):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return await _internal_error(request, exc)
+    away = auth.Refused(
+        503, "database_unavailable", "the database cannot be reached; retry shortly"
+    )
+    answer = await _refused(request, away)
+    answer.headers["retry-after"] = "5"
+    return answer
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: the reviewer still gets the desk's error page, with the security headers
+    (this answer is made outside :class:`Guard`); the traceback goes to the log."""
+    answer = await _refused(
+        request, auth.Refused(500, "internal_error", "something broke; it has been logged")
+    )
+    answer.headers.update({k: v for k, v in HEADERS.items() if k not in answer.headers})
+    answer.headers["cache-control"] = "no-store"
+    return answer
 
 
 async def _sign_in(request: Request, exc: auth.SignInRequired) -> Response:

@@ -14,7 +14,8 @@ countdown doubles with each attempt, with jitter, up to a cap (dramatiq's
       is not an outage
 
 A database outage is told by the driver's error class and SQLSTATE, never by the
-words of a message (:func:`database_outage`). Where each decision is acted on:
+words of a message (``schemas.store.sessions.is_outage``, which the API and the
+command line use too). Where each decision is acted on:
 
     a job's outcome in a batch   worker.batch: Retry requeues the job and publishes
                                  it after the countdown of its own attempts
@@ -43,9 +44,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from schemas.errors import CaptionError, ErrorCode, TransientError
+from schemas.store.sessions import is_outage
 
 log = logging.getLogger("captionq.worker")
 T = TypeVar("T")
@@ -118,38 +120,7 @@ def decide(
 
 
 def _transient(error: BaseException) -> bool:
-    return isinstance(error, TransientError) or database_outage(error)
-
-
-# PostgreSQL SQLSTATEs of a server that is away, or refuses for now. Class 08: connection
-# exceptions. 57P01 admin_shutdown (a restart, a failover, pg_terminate_backend),
-# 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, in recovery), 53300
-# too_many_connections. 40001 serialization_failure and 40P01 deadlock_detected are not
-# outages, but the server's own answer to them is the same: run the transaction again.
-OUTAGE_SQLSTATE_CLASSES = frozenset({"08"})
-OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
-# SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), "database is locked": another writer
-# held the lock past the busy timeout. Every other SQLite error, "operational" ones
-# such as a missing table included, is not an outage.
-SQLITE_OUTAGE_CODES = frozenset({5, 6})
-
-
-def database_outage(error: BaseException) -> bool:
-    """True when ``error`` says the database is briefly away (run the transaction again),
-    not that the transaction is wrong: by the driver's error class and SQLSTATE."""
-    if not isinstance(error, DBAPIError):
-        return False
-    if error.connection_invalidated:  # SQLAlchemy's dialect saw the connection drop
-        return True
-    sqlstate = getattr(error.orig, "sqlstate", None)  # psycopg
-    if isinstance(sqlstate, str):
-        return sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES or sqlstate in OUTAGE_SQLSTATES
-    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)  # sqlite3 (primary code: low byte)
-    if isinstance(sqlite_code, int):
-        return sqlite_code & 0xFF in SQLITE_OUTAGE_CODES
-    # A driver error with no server code at all: the client failed to reach or keep the
-    # server (refused, reset, closed), which DB-API calls an OperationalError.
-    return isinstance(error, OperationalError)
+    return isinstance(error, TransientError) or is_outage(error)
 
 
 def with_db_retry(operation: Callable[[], T]) -> T:

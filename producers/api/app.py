@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +17,7 @@ from producers.api.statuses import DOCUMENTED, status_for
 from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError, UnavailableError
 from schemas.settings import ApiSettings, api_settings
+from schemas.store.sessions import is_outage
 
 log = logging.getLogger("captionq.api")
 
@@ -44,7 +45,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(UnavailableError, _unavailable)  # type: ignore[arg-type]
-    app.add_exception_handler(OperationalError, _database_unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
 
@@ -86,7 +87,12 @@ async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:
     return response
 
 
-async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """The database away (by driver error class and SQLSTATE): 503, retry; any other
+    database error is a bug, answered as one."""
+    if not is_outage(exc):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return await _internal_error(request, exc)
     log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
     unavailable = UnavailableError(
         "the database cannot be reached; retry shortly", code=ErrorCode.database_unavailable

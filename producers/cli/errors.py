@@ -95,13 +95,12 @@ def _unavailable(exc: BaseException) -> CliError | None:
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-    from sqlalchemy.exc import InterfaceError
-    from sqlalchemy.exc import OperationalError as DatabaseError
 
     from schemas.settings import core_settings
+    from schemas.store.sessions import is_outage
 
     settings = core_settings()
-    if isinstance(exc, DatabaseError | InterfaceError):
+    if is_outage(exc):
         return CliError(
             f"cannot reach the database {_safe_url(settings.database_url)}: {_first_line(exc)}",
             code=ErrorCode.database_unavailable,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import case, event, literal
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
@@ -113,3 +114,34 @@ def migrate(url: str, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, revision)
+
+
+# PostgreSQL SQLSTATEs of a server that is away, or refuses for now. Class 08: connection
+# exceptions. 57P01 admin_shutdown (a restart, a failover, pg_terminate_backend),
+# 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, in recovery), 53300
+# too_many_connections. 40001 serialization_failure and 40P01 deadlock_detected are not
+# outages, but the server's own answer to them is the same: run the transaction again.
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08"})
+OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
+# SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), "database is locked": another writer
+# held the lock past the busy timeout. Every other SQLite error, "operational" ones
+# such as a missing table included, is not an outage.
+SQLITE_OUTAGE_CODES = frozenset({5, 6})
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when ``error`` says the database is briefly away (run the transaction again),
+    not that the transaction is wrong: by the driver's error class and SQLSTATE."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:  # SQLAlchemy's dialect saw the connection drop
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)  # psycopg
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES or sqlstate in OUTAGE_SQLSTATES
+    sqlite_code = getattr(error.orig, "sqlite_errorcode", None)  # sqlite3 (primary code: low byte)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF in SQLITE_OUTAGE_CODES
+    # A driver error with no server code at all: the client failed to reach or keep the
+    # server (refused, reset, closed), which DB-API calls an OperationalError.
+    return isinstance(error, OperationalError)

@@ -265,3 +265,22 @@ def test_sign_out_ends_the_session(world: World) -> None:
     assert http.post("/logout", data={"csrf_token": csrf(http)}).status_code == 303
     http.cookies.set("captionq_review", cookie or "")
     assert http.get("/").status_code == 303
+
+
+def test_the_database_away_is_a_503_page_with_the_security_headers(world: World) -> None:
+    """Sign-in needs the database: with it away the reviewer reads that (503, retry),
+    on the desk's own page and headers, not a bare server error."""
+    away = world.settings.model_copy(
+        update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/captionq"}
+    )
+    http = TestClient(create_app(away), raise_server_exceptions=False)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text)
+    assert token
+    answer = http.post(
+        "/login", data={"email": world.alice, "password": PASSWORD, "csrf_token": token[1]}
+    )
+    assert answer.status_code == 503, answer.text
+    assert "database_unavailable" in answer.text or "cannot be reached" in answer.text
+    assert answer.headers["retry-after"] == "5"
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-content-type-options"] == "nosniff"
