@@ -10,19 +10,19 @@ While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' le
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from schemas.errors import CaptionError
+from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import claim, requeue
 from schemas.store.results import Completed, complete_failed, complete_succeeded
-from schemas.store.sessions import session_scope
+from schemas.store.sessions import is_outage, session_scope
 from schemas.tables import Job, Tenant
 from worker import pipeline, retry
 from worker.errors import ClaimError
@@ -110,15 +110,15 @@ def _spec(job: Job, tenant: Tenant) -> JobSpec:
     )
 
 
-Stored = tuple[Job, Written | CaptionError]
+Result = tuple[Job, Written | CaptionError]
 
 
-def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: BatchReport) -> None:
+def _store_batch(results: list[Result], *, settings: WorkerSettings, report: BatchReport) -> None:
     """Store a batch's results in one transaction (one commit, one fsync); if that fails
     for a reason other than the database being away, store job by job, so one bad row
     cannot hold back the others. Safe to repeat: every write is conditional."""
 
-    def store(chunk: list[Stored]) -> BatchReport:
+    def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
         with session_scope(settings.database_url) as session:
             _store(session, chunk, settings=settings, report=part)
@@ -126,11 +126,11 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
 
     try:
         parts = [with_db_retry(lambda: store(results))]
-    except DBAPIError:
-        if len(results) == 1:
+    except DBAPIError as exc:
+        if is_outage(exc):  # still away after with_db_retry: the leases bring the jobs back
             raise
         log.exception("storing a batch of %d failed; storing job by job", len(results))
-        parts = [with_db_retry(lambda r=result: store([r])) for result in results]
+        parts = [_store_one(result, store) for result in results]
     for part in parts:
         report.deliveries += part.deliveries
         report.retry += part.retry
@@ -138,8 +138,22 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
         report.failed += part.failed
 
 
+def _store_one(result: Result, store: Callable[[list[Result]], BatchReport]) -> BatchReport:
+    """One job's result on its own; a result the database refuses for a reason of its
+    own (not an outage) fails that job with ``internal_error``, and only that job."""
+    job, _ = result
+    try:
+        return with_db_retry(lambda: store([result]))
+    except DBAPIError as exc:
+        if is_outage(exc):
+            raise
+        log.exception("job %s: its result cannot be stored; failing it", job.id)
+    unstorable = PermanentError("its result could not be stored", code=ErrorCode.internal_error)
+    return with_db_retry(lambda: store([(job, unstorable)]))
+
+
 def _store(
-    session: Session, chunk: list[Stored], *, settings: WorkerSettings, report: BatchReport
+    session: Session, chunk: list[Result], *, settings: WorkerSettings, report: BatchReport
 ) -> None:
     completed = [
         Completed(
@@ -152,8 +166,9 @@ def _store(
         for job, outcome in chunk
         if isinstance(outcome, Written)
     ]
-    outbox = complete_succeeded(session=session, results=completed)
-    report.succeeded += len(completed)
+    stored = complete_succeeded(session=session, results=completed)
+    outbox = stored.deliveries
+    report.succeeded += len(stored.job_ids)  # not a duplicate or late attempt's
     for job, outcome in chunk:
         if isinstance(outcome, Written):
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, update
 from sqlmodel import Session, col
@@ -37,14 +37,22 @@ class Completed:
     variants: Sequence[VariantBase]
 
 
-def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> list[DeliveryRef]:
+class Stored(NamedTuple):
+    """What :func:`complete_succeeded` stored: the jobs that moved, and the outbox rows
+    to send."""
+
+    job_ids: list[str]
+    deliveries: list[DeliveryRef]
+
+
+def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Stored:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
-    longer running (a duplicate or late attempt) is left as it is. Returns the outbox
-    rows to send. Three statements for the whole batch, whatever its size: one
-    conditional UPDATE that returns the jobs as stored, one insert of the variants, one
-    of the outbox rows (column values: no ORM objects are built for them)."""
+    longer running (a duplicate or late attempt) is left as it is. A few statements for
+    the whole batch, whatever its size: one conditional UPDATE that returns the jobs as
+    stored, one insert of the variants, one read of the endpoints' subscriptions, one
+    insert of the outbox rows (column values: no ORM objects are built for them)."""
     if not results:
-        return []
+        return Stored([], [])
     now = utcnow()
     by_id = {result.job_id: result for result in results}
     table = Job.__table__  # type: ignore[attr-defined]
@@ -70,7 +78,7 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> lis
     )
     jobs = list(session.scalars(stored).all())
     if not jobs:
-        return []
+        return Stored([], [])
     variants = {
         job.id: [
             {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}
@@ -97,7 +105,7 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> lis
     outbox = wanted(session, outbox)
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
-    return [DeliveryRef(row["id"], row["url"]) for row in outbox]
+    return Stored([job.id for job in jobs], [DeliveryRef(row["id"], row["url"]) for row in outbox])
 
 
 def complete_failed(

@@ -44,8 +44,10 @@ def test_a_unique_violation_that_names_a_connection_is_not_an_outage(
 
     def duplicate(connection: Connection, _: int) -> None:
         connection.execute(
-            text("INSERT INTO marker (name, value, updated_at) "
-                 "VALUES ('connection-pool', 'y', now())")
+            text(
+                "INSERT INTO marker (name, value, updated_at) "
+                "VALUES ('connection-pool', 'y', now())"
+            )
         )
 
     insert, tries = transaction(postgres_url, duplicate)
@@ -78,3 +80,64 @@ def test_a_terminated_session_is_run_again(postgres_url: str, slept: list[float]
     assert with_db_retry(run) == 1
     assert tries == [1, 2]
     assert len(slept) == 1
+
+
+def test_a_result_postgresql_refuses_fails_its_own_job_and_the_batch_beside_it_is_stored(
+    postgres_url: str, slept: list[float]
+) -> None:
+    """A variant text with NUL (which PostgreSQL cannot store in text): the batch's one
+    transaction fails for a reason that is no outage, so the results are stored job by
+    job; that job fails with internal_error, its neighbours succeed, nothing sleeps."""
+    from schemas.api import VariantBase
+    from schemas.settings import WorkerSettings
+    from schemas.store.jobs import claim
+    from schemas.store.tenants import create_tenant
+    from schemas.tables import Job
+    from worker.batch import BatchReport, _store_batch
+    from worker.pipeline import Written
+
+    with session_scope(postgres_url) as session:
+        tenant = create_tenant(session=session, name=f"refused-{time.monotonic_ns()}")
+        jobs = [
+            Job(
+                tenant_id=tenant.id,
+                styles=["playful"],
+                platforms=["x"],
+                variants=1,
+                request_hash="0" * 64,
+            )
+            for _ in range(3)
+        ]
+        session.add_all(jobs)
+        session.flush()
+        claimed = claim(session=session, job_ids=[job.id for job in jobs])
+        session.expunge_all()
+
+    def written(job: Job, text: str) -> Written:
+        variant = VariantBase(
+            style="playful",
+            platform="x",
+            index=0,
+            text=text,
+            quality_score=0.5,
+            quality_parts={},
+            flags=(),
+            review_state="pending_review",
+            provenance={},
+        )
+        return Written(job.id, "a caption", "m", None, (variant,))
+
+    results = [
+        (job, written(job, "bad\x00text" if at == 1 else "fine")) for at, job in enumerate(claimed)
+    ]
+    report = BatchReport()
+    _store_batch(results, settings=WorkerSettings(database_url=postgres_url), report=report)
+    assert (report.succeeded, report.failed) == (2, 1)
+    assert slept == []
+    with session_scope(postgres_url) as session:
+        stored = [session.get(Job, job.id) for job in claimed]
+        assert [(j.status, j.error_code) for j in stored if j] == [
+            ("succeeded", None),
+            ("failed", "internal_error"),
+            ("succeeded", None),
+        ]

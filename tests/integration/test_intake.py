@@ -316,7 +316,8 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
         done = Completed(
             job_id=ids[0], caption="c", model_id="m", model_revision=None, variants=[variant]
         )
-        assert complete_succeeded(session=session, results=[done]) == []
+        stored = complete_succeeded(session=session, results=[done])
+        assert (stored.job_ids, stored.deliveries) == ([ids[0]], [])
         assert (
             complete_failed(
                 session=session, job_id=ids[1], code=ErrorCode.model_error, message="broke"
