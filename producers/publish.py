@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from schemas.broker import celery_config, offer_deliveries, send_captions, send_deliveries
+from schemas.broker import celery_config, offer_deliveries, send_captions
 from schemas.messages import DeliveryRef, JobRef
 
 
@@ -21,11 +21,6 @@ def producer_app(redis_url: str) -> Celery:
 def publish_captions(*, redis_url: str, jobs: Sequence[JobRef]) -> None:
     """Publish one caption task per job, at its priority, over one broker connection."""
     send_captions(producer_app(redis_url), jobs)
-
-
-def publish_delivery(*, redis_url: str, delivery_id: str, url: str) -> None:
-    """Ask the IO workers to send an outbox row now (beat would find it anyway)."""
-    send_deliveries(producer_app(redis_url), [DeliveryRef(delivery_id, url)], batch_max=1)
 
 
 def publish_deliveries(*, redis_url: str, deliveries: Sequence[DeliveryRef]) -> None:

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
-from producers.publish import publish_delivery
+from producers.publish import publish_deliveries
 from producers.submit import callback_target
 from schemas.api import DeliveryPublic, EndpointCreate, EndpointPublic, EndpointSecret
+from schemas.messages import DeliveryRef
 from schemas.store import endpoints, outbox
 from schemas.tables import Delivery, DeliveryStatus, WebhookEndpoint
 
@@ -96,7 +97,9 @@ def ping(
     endpoint = endpoints.get_endpoint(session=session, tenant_id=tenant.id, endpoint_id=endpoint_id)
     delivery = outbox.create_ping(session=session, endpoint=endpoint)
     session.commit()
-    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery.id, url=delivery.url)
+    publish_deliveries(
+        redis_url=settings.redis_url, deliveries=[DeliveryRef(delivery.id, delivery.url)]
+    )
     return _delivery(delivery)
 
 

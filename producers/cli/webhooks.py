@@ -139,7 +139,8 @@ def ping(
     wait: Annotated[float, typer.Option(help="Seconds to wait for the outcome")] = 20.0,
 ) -> None:
     """Send a signed webhook.ping through the IO workers and report the outcome."""
-    from producers.publish import publish_delivery
+    from producers.publish import publish_deliveries
+    from schemas.messages import DeliveryRef
     from schemas.settings import core_settings
     from schemas.store import outbox
     from schemas.store.sessions import read_scope, session_scope
@@ -149,7 +150,7 @@ def ping(
     with session_scope(settings.database_url) as session:
         endpoint = _endpoint(session, tenant, endpoint_id)
         delivery_id, url = outbox.create_ping(session=session, endpoint=endpoint).id, endpoint.url
-    publish_delivery(redis_url=settings.redis_url, delivery_id=delivery_id, url=url)
+    publish_deliveries(redis_url=settings.redis_url, deliveries=[DeliveryRef(delivery_id, url)])
     deadline = time.monotonic() + wait
     while True:
         with read_scope(settings.database_url) as session:
