@@ -188,6 +188,14 @@ class Tally:
 GROUPS = ("style", "platform", "model_id", "tenant_id", "day")
 
 
+def _utc_day(session: Session, column: Any) -> Any:
+    """The UTC day of a timestamp, on both databases: PostgreSQL's ``date()`` of a
+    ``timestamptz`` takes the server's time zone, SQLite stores UTC text."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)
+
+
 def decision_tallies(
     *, session: Session, tenant_ids: Collection[str], group: str, days: int = 30
 ) -> list[Tally]:
@@ -196,7 +204,9 @@ def decision_tallies(
     if group not in GROUPS:
         raise ValueError(f"unknown group {group!r}; known: {GROUPS}")
     since = _midnight(utcnow().date() - timedelta(days=days - 1))
-    key: Any = func.date(col(Decision.decided_at)) if group == "day" else getattr(Decision, group)
+    key: Any = (
+        _utc_day(session, col(Decision.decided_at)) if group == "day" else getattr(Decision, group)
+    )
     rows = session.exec(
         select(key, Decision.action, func.count())
         .where(

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from schemas.api import CaptionEvent, RejectReason
@@ -85,21 +86,33 @@ def test_a_decided_variant_is_refused_unless_an_admin_redecides_on_purpose(db) -
         job = reviewable_job(session, tenant)
         x = _variants(session, job)["x"]
         first = decide(
-            session=session, tenant_ids=[tenant.id], variant_id=x.id,
-            action=DecisionAction.approved, decider=ALICE,
-        )  # fmt: skip
+            session=session,
+            tenant_ids=[tenant.id],
+            variant_id=x.id,
+            action=DecisionAction.approved,
+            decider=ALICE,
+        )
         for decider, redecide in ((ALICE, True), (ADMIN, False)):
             with pytest.raises(RequestError) as refused:
                 decide(
-                    session=session, tenant_ids=[tenant.id], variant_id=x.id,
-                    action=DecisionAction.rejected, decider=decider, redecide=redecide,
-                )  # fmt: skip
+                    session=session,
+                    tenant_ids=[tenant.id],
+                    variant_id=x.id,
+                    action=DecisionAction.rejected,
+                    decider=decider,
+                    redecide=redecide,
+                )
             assert refused.value.code == ErrorCode.already_decided
         again = decide(
-            session=session, tenant_ids=[tenant.id], variant_id=x.id,
-            action=DecisionAction.rejected, decider=ADMIN, redecide=True,
-            reason=RejectReason.off_brand, note="not our tone",
-        )  # fmt: skip
+            session=session,
+            tenant_ids=[tenant.id],
+            variant_id=x.id,
+            action=DecisionAction.rejected,
+            decider=ADMIN,
+            redecide=True,
+            reason=RejectReason.off_brand,
+            note="not our tone",
+        )
         assert again.variant.review_state == "rejected"
         rows = history(session=session, tenant_ids=[tenant.id], job_id=job.id)
         assert [(d.action, d.previous_state) for d in rows] == [
@@ -121,10 +134,13 @@ def test_an_edit_over_the_platform_limit_is_refused_naming_the_rule_and_saves_no
         original = x.text
         with pytest.raises(EditRefusedError) as refused:
             decide(
-                session=session, tenant_ids=[tenant.id], variant_id=x.id,
-                action=DecisionAction.edited, decider=ALICE,
+                session=session,
+                tenant_ids=[tenant.id],
+                variant_id=x.id,
+                action=DecisionAction.edited,
+                decider=ALICE,
                 text="Guaranteed comfort, mile after mile. " * 10,
-            )  # fmt: skip
+            )
         assert refused.value.code == ErrorCode.edit_refused
         assert {b.rule for b in refused.value.breaches} == {"too_long", "policy:claim.guarantee"}
         assert "too_long" in refused.value.message
@@ -142,9 +158,13 @@ def test_an_edit_that_passes_saves_the_text_and_says_so_in_its_callback(db) -> N
         x = _variants(session, job)["x"]
         original = x.text
         decided = decide(
-            session=session, tenant_ids=[tenant.id], variant_id=x.id,
-            action=DecisionAction.edited, decider=ALICE, text="  Shoes that  love the city. ",
-        )  # fmt: skip
+            session=session,
+            tenant_ids=[tenant.id],
+            variant_id=x.id,
+            action=DecisionAction.edited,
+            decider=ALICE,
+            text="  Shoes that  love the city. ",
+        )
         assert decided.variant.review_state == "edited"
         assert decided.variant.text == "Shoes that love the city."
         ((_, event),) = _events(session, job)
@@ -162,9 +182,12 @@ def test_another_tenants_variant_and_job_are_not_found(db) -> None:  # type: ign
         x = _variants(session, job)["x"]
         with pytest.raises(RequestError) as refused:
             decide(
-                session=session, tenant_ids=[other.id], variant_id=x.id,
-                action=DecisionAction.approved, decider=ALICE,
-            )  # fmt: skip
+                session=session,
+                tenant_ids=[other.id],
+                variant_id=x.id,
+                action=DecisionAction.approved,
+                decider=ALICE,
+            )
         assert refused.value.code == ErrorCode.not_found
         with pytest.raises(RequestError) as refused:
             approve_job(session=session, tenant_ids=[other.id], job_id=job.id, decider=ALICE)
@@ -181,9 +204,12 @@ def test_bulk_approve_answers_each_item_on_its_own_and_a_whole_job_can_be_approv
         two = reviewable_job(session, tenant, styles=("playful", "luxury"))
         ids = [v.id for v in _variants(session, one).values()]
         decide(
-            session=session, tenant_ids=[tenant.id], variant_id=ids[0],
-            action=DecisionAction.rejected, decider=ALICE,
-        )  # fmt: skip
+            session=session,
+            tenant_ids=[tenant.id],
+            variant_id=ids[0],
+            action=DecisionAction.rejected,
+            decider=ALICE,
+        )
         outcomes = bulk_approve(
             session=session,
             tenant_ids=[tenant.id],
@@ -218,9 +244,12 @@ def test_auto_approved_variants_announce_themselves_in_the_results_transaction(d
         assert len(succeeded) == 1
         with pytest.raises(RequestError) as refused:
             decide(
-                session=session, tenant_ids=[tenant.id], variant_id=events[0][1].data.variant_id,
-                action=DecisionAction.rejected, decider=ALICE,
-            )  # fmt: skip
+                session=session,
+                tenant_ids=[tenant.id],
+                variant_id=events[0][1].data.variant_id,
+                action=DecisionAction.rejected,
+                decider=ALICE,
+            )
         assert refused.value.code == ErrorCode.already_decided
 
 
@@ -228,8 +257,9 @@ def test_a_job_without_a_callback_url_is_decided_without_an_event(db) -> None:  
     url, tenant = db
     with session_scope(url) as session:
         job = reviewable_job(session, tenant, callback_url=None)
-        (decided,) = approve_job(session=session, tenant_ids=[tenant.id], job_id=job.id,
-                                 decider=ALICE)[:1]  # fmt: skip
+        (decided,) = approve_job(
+            session=session, tenant_ids=[tenant.id], job_id=job.id, decider=ALICE
+        )[:1]
         assert decided.delivery is None
         assert session.exec(select(Delivery).where(Delivery.job_id == job.id)).all() == []
 
@@ -292,14 +322,29 @@ def test_stats_count_current_decisions_by_group_and_day(db) -> None:  # type: ig
     with session_scope(url) as session:
         job = reviewable_job(session, tenant, styles=("playful", "luxury"))
         variants = session.exec(select(Variant).where(Variant.job_id == job.id)).all()
-        actions = [DecisionAction.approved, DecisionAction.rejected, DecisionAction.approved,
-                   DecisionAction.approved]  # fmt: skip
+        actions = [
+            DecisionAction.approved,
+            DecisionAction.rejected,
+            DecisionAction.approved,
+            DecisionAction.approved,
+        ]
         for variant, action in zip(variants, actions, strict=True):
-            decide(session=session, tenant_ids=[tenant.id], variant_id=variant.id,
-                   action=action, decider=ALICE)  # fmt: skip
-        decide(session=session, tenant_ids=[tenant.id], variant_id=variants[1].id,
-               action=DecisionAction.edited, decider=ADMIN, redecide=True,
-               text="Shoes, newly worded.")  # fmt: skip
+            decide(
+                session=session,
+                tenant_ids=[tenant.id],
+                variant_id=variant.id,
+                action=action,
+                decider=ALICE,
+            )
+        decide(
+            session=session,
+            tenant_ids=[tenant.id],
+            variant_id=variants[1].id,
+            action=DecisionAction.edited,
+            decider=ADMIN,
+            redecide=True,
+            text="Shoes, newly worded.",
+        )
         (overall,) = decision_tallies(session=session, tenant_ids=[tenant.id], group="tenant_id")
         assert (overall.approved, overall.edited, overall.rejected) == (3, 1, 0)
         assert overall.acceptance == 1.0
@@ -307,7 +352,30 @@ def test_stats_count_current_decisions_by_group_and_day(db) -> None:  # type: ig
         days = decision_tallies(session=session, tenant_ids=[tenant.id], group="day", days=7)
         assert len(days) == 7
         assert days[-1].decided == 4
-        styles = {t.key: t for t in decision_tallies(session=session, tenant_ids=[tenant.id],
-                                                      group="style")}  # fmt: skip
+        styles = {
+            t.key: t
+            for t in decision_tallies(session=session, tenant_ids=[tenant.id], group="style")
+        }
         assert set(styles) == {"playful", "luxury"}
         assert json.dumps(sorted(styles)) == '["luxury", "playful"]'
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_daily_stats_count_utc_days_whatever_the_server_time_zone(db, zone: str) -> None:  # type: ignore[no-untyped-def]
+    """A server whose time zone is 14 hours ahead of (or 11 behind) UTC puts decisions
+    on another date unless days are taken in UTC, as the keys are."""
+    url, tenant = db
+    with session_scope(url) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"SET TIME ZONE '{zone}'"))
+        job = reviewable_job(session, tenant, styles=("playful",), platforms=("x",))
+        (variant,) = session.exec(select(Variant).where(Variant.job_id == job.id)).all()
+        decide(
+            session=session,
+            tenant_ids=[tenant.id],
+            variant_id=variant.id,
+            action=DecisionAction.approved,
+            decider=ALICE,
+        )
+        days = decision_tallies(session=session, tenant_ids=[tenant.id], group="day", days=3)
+        assert [d.decided for d in days] == [0, 0, 1]
