@@ -201,17 +201,28 @@ def compare(
 def correlate(
     judgements: Annotated[Path, typer.Argument(help="Human judgements file.")],
     layout: Annotated[str, typer.Option(
-        help="generic (CSV/TSV: image, candidate, score[, rater]; raters averaged), "
-        "flickr8k-expert (ExpertAnnotations.txt), flickr8k-crowdflower "
-        "(CrowdFlowerAnnotations.txt).")] = "generic",
+        help="generic (CSV/TSV: image, candidate, score[, rater]), flickr8k-expert "
+        "(ExpertAnnotations.txt), flickr8k-crowdflower (CrowdFlowerAnnotations.txt).")] =
+        "generic",
     captions: Annotated[Path | None, typer.Option(
         help="Flickr8k.token.txt (caption texts and references) for the Flickr8K layouts.")] =
         None,
+    protocol: Annotated[str, typer.Option(
+        help="Flickr8K layouts. 'published' (the SPICE and CLIPScore papers' protocol): "
+        "Expert drops candidates that are one of the image's captions, scores the rest "
+        "against all five and keeps each expert's rating as a row; CrowdFlower keeps every "
+        "pair and removes the judged captions from the references. 'leave-one-out': keep "
+        "such candidates, score them against the other four, average the expert ratings.")] =
+        "published",
+    ratings: Annotated[str, typer.Option(
+        help="Generic layout: 'mean' averages the ratings of a pair into one row, 'each' "
+        "keeps every rating as its own row.")] = "mean",
     dataset: DatasetOpt = None,
     fmt: FormatOpt = "auto",
     split: SplitOpt = "test",
-    metrics: Annotated[str, typer.Option(help="Comma-separated COCO metrics.")] =
-        "Bleu_1,Bleu_4,METEOR,ROUGE_L,CIDEr,SPICE",
+    metrics: Annotated[str, typer.Option(
+        help="Comma-separated: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr (or CIDEr-D), SPICE, "
+        "CLIP-S, RefCLIP-S.")] = "Bleu_1,Bleu_4,METEOR,ROUGE_L,CIDEr,SPICE",
     images: ImagesOpt = None,
     clip_model: Annotated[str | None, typer.Option(help="CLIP model: adds CLIP-S, RefCLIP-S.")] =
         None,
@@ -219,26 +230,31 @@ def correlate(
 ) -> None:
     """Kendall tau-b and tau-c between each metric and human judgements."""
     from evaluation.correlate import correlate as run_correlate
-    from evaluation.judgements import LAYOUTS, load_judgements
+    from evaluation.judgements import load_judgements
+    from evaluation.metrics import resolve_metrics
 
     try:
-        if layout not in LAYOUTS:
-            raise EvaluationError(ErrorCode.unknown_format, f"--layout must be one of {LAYOUTS}")
-        rows = load_judgements(judgements, layout, captions=captions)  # type: ignore[arg-type]
+        wanted = resolve_metrics(metrics)
+        loaded = load_judgements(judgements, layout, captions=captions,  # type: ignore[arg-type]
+                                 protocol=protocol, ratings=ratings)  # type: ignore[arg-type]
         refs = None
         if dataset is not None:
             data = _dataset(dataset, fmt, split, "raw")
             refs = {s.image_file or s.image_id: s.references for s in data.samples}
             refs.update({s.image_id: s.references for s in data.samples})
-        results, unavailable = run_correlate(rows, references=refs, metrics=metrics.split(","),
+        results, unavailable = run_correlate(loaded, references=refs, metrics=wanted,
                                              images_dir=images, clip_model=clip_model)
     except EvaluationError as exc:
         raise _fail(exc) from exc
-    lines = [f"{c.metric}: tau_b={c.tau_b:.4f} (p={c.p_b:.3g}) tau_c={c.tau_c:.4f} "
-             f"(p={c.p_c:.3g}) n={c.pairs}" for c in results]
+    about = loaded.provenance()
+    lines = [f"{about['layout']}, protocol {about['protocol']}: {about['rows']} rows from "
+             f"{about['pairs']} judged pairs ({about['dropped']} dropped); published tables "
+             f"report tau_{about['reported_tau']}"]
+    lines += [f"{c.metric}: tau_b={c.tau_b:.4f} (p={c.p_b:.3g}) tau_c={c.tau_c:.4f} "
+              f"(p={c.p_c:.3g}) n={c.pairs}" for c in results]
     lines += [f"{m}: unavailable ({why})" for m, why in unavailable.items()]
-    _emit({"correlations": [c.as_dict() for c in results], "unavailable": unavailable},
-          as_json, "\n".join(lines))
+    _emit({"correlations": [c.as_dict() for c in results], "unavailable": unavailable,
+           "judgements": about}, as_json, "\n".join(lines))
 
 
 @app.command()
