@@ -34,8 +34,11 @@ FormatOpt = Annotated[str, typer.Option(
 SplitOpt = Annotated[str, typer.Option(
     "--split", help="Karpathy split to use (train, val, test, restval; 'all' for every image).")]
 RefsOpt = Annotated[str, typer.Option(
-    "--references", help="'raw': references are tokenised by the PTB tokenizer (as the COCO "
-    "code does); 'tokens': use Karpathy's pre-tokenised 'tokens' as they are.")]
+    "--references", help="How references reach the scorers: 'raw' (raw captions through the "
+    "PTB tokenizer, as the COCO code does), 'tokens' (the tokens as they are, no PTB), "
+    "'tokens-ptb' (the tokens through PTB, as COCOEvalCap does when given Karpathy's "
+    "tokens). Tokens are the layout's own ('tokens' in Karpathy and JSONL), otherwise the "
+    "text taken as already tokenised.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ImagesOpt = Annotated[Path | None, typer.Option(
     "--images", help="Folder of the images (needed by run, CLIP-S and report thumbnails).")]
@@ -51,12 +54,12 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _dataset(path: Path, fmt: str, split: str, references: str):  # noqa: ANN202
-    from evaluation.datasets import FORMATS, load_dataset
+    from evaluation.datasets import FORMATS, ROUTES, load_dataset
 
     if fmt not in FORMATS:
         raise EvaluationError(ErrorCode.unknown_format, f"--format must be one of {FORMATS}")
-    if references not in ("raw", "tokens"):
-        raise EvaluationError(ErrorCode.invalid_argument, "--references is 'raw' or 'tokens'")
+    if references not in ROUTES:
+        raise EvaluationError(ErrorCode.invalid_argument, f"--references is one of {ROUTES}")
     return load_dataset(path, fmt=fmt, split=None if split == "all" else split,  # type: ignore[arg-type]
                         references=references)  # type: ignore[arg-type]
 
@@ -102,6 +105,7 @@ def run(
             summary = run_captions(
                 captioner=captioner, config=config, dataset=data, images=paths, out_dir=out,
                 on_batch=lambda n: progress.advance(task, n),
+                dataset_source={"path": str(dataset.resolve()), "format": fmt, "split": split},
             )
     except EvaluationError as exc:
         raise _fail(exc) from exc
@@ -119,7 +123,8 @@ def score(
     split: SplitOpt = "test",
     references: RefsOpt = "raw",
     metrics: Annotated[str, typer.Option(
-        help="Comma-separated: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr, SPICE.")] =
+        help="Comma-separated: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr (or CIDEr-D), SPICE, "
+        "CLIP-S, RefCLIP-S; an unknown name is an error.")] =
         "Bleu_1,Bleu_2,Bleu_3,Bleu_4,METEOR,ROUGE_L,CIDEr,SPICE",
     images: ImagesOpt = None,
     clip_model: Annotated[str | None, typer.Option(
@@ -138,20 +143,25 @@ def score(
     Needs Java 8+ on PATH (PTB tokenizer, METEOR, SPICE); fails with java_missing otherwise.
     SPICE is reported unavailable, with the reason, when its CoreNLP jars are absent.
     """
+    from evaluation.metrics import resolve_metrics
     from evaluation.predictions import load_predictions
+    from evaluation.progress import stages
     from evaluation.scoring import evaluate
 
     try:
-        preds, provenance = load_predictions(predictions)
-        if dataset is not None:
-            data = _dataset(dataset, fmt, split, references)
-        else:
-            data = _dataset(predictions, "results", split, references)
-        result = evaluate(
-            data, preds, name=name or predictions.stem, metrics=metrics.split(","),
-            images_dir=images, clip_model=clip_model, corenlp_dir=corenlp_dir,
-            resamples=resamples, seed=seed, provenance=provenance,
-        )
+        wanted = resolve_metrics(metrics)
+        with stages("eval score") as stage:
+            stage("reading predictions and references")
+            preds, provenance = load_predictions(predictions)
+            if dataset is not None:
+                data = _dataset(dataset, fmt, split, references)
+            else:
+                data = _references_of(predictions, provenance, references)
+            result = evaluate(
+                data, preds, name=name or predictions.stem, metrics=wanted,
+                images_dir=images, clip_model=clip_model, corenlp_dir=corenlp_dir,
+                resamples=resamples, seed=seed, provenance=provenance, on_stage=stage,
+            )
     except EvaluationError as exc:
         raise _fail(exc) from exc
     if out is not None:
@@ -335,6 +345,30 @@ def report(
          "unavailable": r.unavailable} for r in results],
         "differences": [d.as_dict() for d in diffs]}
     _emit(machine, as_json, f"wrote {out}")
+
+
+def _references_of(predictions: Path, provenance: dict[str, Any], references: str):  # noqa: ANN202
+    """The references when no --dataset is given: the run's own data set, or a result list."""
+    from evaluation.datasets import detect_format
+
+    if predictions.is_dir():
+        source = provenance.get("dataset_source")
+        if not source:
+            raise EvaluationError(
+                ErrorCode.invalid_argument,
+                f"{predictions} names its data set ({provenance.get('dataset', 'unknown')}) "
+                "but not its file; pass --dataset")
+        return _dataset(Path(source["path"]), source.get("format", "auto"),
+                        source.get("split", "test"), references)
+    try:
+        layout = detect_format(predictions)
+    except EvaluationError:
+        layout = None
+    if layout != "results":
+        raise EvaluationError(
+            ErrorCode.invalid_argument,
+            f"{predictions} holds predictions only, no references; pass --dataset")
+    return _dataset(predictions, "results", "all", references)
 
 
 def _decision_rows(path: Path) -> list[tuple[float, str]]:
