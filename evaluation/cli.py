@@ -271,7 +271,8 @@ def correlate(
 def calibrate(
     target_precision: Annotated[float, typer.Option(
         help="Share of auto-approved variants that reviewers would have approved.")] = 0.95,
-    tenant: Annotated[str | None, typer.Option(help="Tenant id (reads the database).")] = None,
+    tenant: Annotated[str | None, typer.Option(
+        help="Tenant name (or id): reads its review decisions from the database.")] = None,
     database_url: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL (default: DATABASE_URL from the settings).")] = None,
     decisions: Annotated[Path | None, typer.Option(
@@ -288,27 +289,33 @@ def calibrate(
     Labels come from review decisions: 'approved' counts as positive; 'edited' and
     'rejected' count as negative; pending and auto-approved variants are left out.
     """
-    from evaluation.calibrate import calibrate_tenant, fit_threshold
+    from evaluation.calibrate import calibrate_tenant, fit_threshold, read_decisions
 
     try:
         if (tenant is None) == (decisions is None):
             raise EvaluationError(ErrorCode.invalid_argument,
                                   "pass either --tenant (database) or --decisions (CSV)")
         if decisions is not None:
-            result = fit_threshold(_decision_rows(decisions), target_precision,
+            result = fit_threshold(read_decisions(decisions), target_precision,
                                    min_support=min_support)
         else:
             from sqlmodel import Session
 
-            with Session(_engine(database_url)) as session:
-                result = calibrate_tenant(session=session, tenant_id=str(tenant),
-                                          target_precision=target_precision, store=store,
-                                          min_support=min_support)
+            engine = _engine(database_url)
+            try:
+                with Session(engine) as session:
+                    result = calibrate_tenant(session=session, tenant=str(tenant),
+                                              target_precision=target_precision, store=store,
+                                              min_support=min_support)
+            finally:
+                engine.dispose()
     except EvaluationError as exc:
         raise _fail(exc) from exc
-    point = result.point
-    text = (f"threshold: {result.threshold} (precision {point.precision:.3f}, recall "
-            f"{point.recall:.3f}, {point.auto_approved} auto-approved)" if point else
+    at = result.at_threshold
+    text = (f"threshold: {result.threshold} (precision {at.precision[0]:.3f} "
+            f"[{at.precision[1]:.3f}, {at.precision[2]:.3f}], recall {at.recall[0]:.3f} "
+            f"[{at.recall[1]:.3f}, {at.recall[2]:.3f}], {at.auto_approved_share:.1%} of "
+            "reviewed variants auto-approved)" if at else
             f"no threshold reaches precision {target_precision} with {min_support}+ variants")
     _emit(result.as_dict(), as_json, text)
 
@@ -369,20 +376,6 @@ def _references_of(predictions: Path, provenance: dict[str, Any], references: st
             ErrorCode.invalid_argument,
             f"{predictions} holds predictions only, no references; pass --dataset")
     return _dataset(predictions, "results", "all", references)
-
-
-def _decision_rows(path: Path) -> list[tuple[float, str]]:
-    import csv
-
-    if not path.is_file():
-        raise EvaluationError(ErrorCode.file_not_found, f"decisions not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    try:
-        return [(float(r["score"]), r["decision"].strip()) for r in rows]
-    except (KeyError, ValueError) as exc:
-        raise EvaluationError(ErrorCode.malformed,
-                              f"{path}: needs columns score, decision ({exc})") from exc
 
 
 def _engine(url: str | None):  # noqa: ANN202
