@@ -326,9 +326,13 @@ def report(
     out: Annotated[Path, typer.Option(help="HTML file to write.")],
     images: ImagesOpt = None,
     examples: Annotated[int, typer.Option(min=0, help="Best and worst examples shown.")] = 5,
+    variants: Annotated[Path | None, typer.Option(
+        help="JSONL of ad-copy variants ({style, platform, text, flags, job_id}, or jobs as "
+        "the API returns them): adds the ad-copy checks by style and by platform.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (metrics with CIs, plots, examples, provenance)."""
+    from evaluation.adcopy import read_variants
     from evaluation.compare import align_rows
     from evaluation.compare import compare as paired
     from evaluation.report import render_comparison, render_run
@@ -336,8 +340,9 @@ def report(
 
     try:
         results = [load_result(p) for p in scores]
+        copy = read_variants(variants) if variants is not None else None
         if len(results) == 1:
-            page = render_run(results[0], images_dir=images, examples=examples)
+            page = render_run(results[0], images_dir=images, examples=examples, variants=copy)
             diffs = []
         else:
             a = results[0]
