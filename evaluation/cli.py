@@ -342,7 +342,8 @@ def report(
         results = [load_result(p) for p in scores]
         copy = read_variants(variants) if variants is not None else None
         if len(results) == 1:
-            page = render_run(results[0], images_dir=images, examples=examples, variants=copy)
+            page = render_run(results[0], images_dir=images, examples=examples, variants=copy,
+                              warn=lambda m: typer.echo(f"warning: {m}", err=True))
             diffs = []
         else:
             a = results[0]

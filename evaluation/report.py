@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from evaluation.datasets import Dataset, Sample, check_images
 from evaluation.errors import DatasetError
 from evaluation.plots import histograms, metric_bars
 from evaluation.results import EvaluationResult, ImageRecord
+from schemas.errors import ErrorCode
 
 THUMBNAIL = (192, 192)
 _STYLE = """
@@ -39,7 +40,8 @@ th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
 
 def render_run(result: EvaluationResult, *, images_dir: Path | None = None,
                examples: int = 5, rank_by: str | None = None,
-               variants: Sequence[Mapping[str, Any]] | None = None) -> str:
+               variants: Sequence[Mapping[str, Any]] | None = None,
+               warn: Callable[[str], None] | None = None) -> str:
     rank = rank_by or next((m for m in ("CIDEr", "CLIP-S", "METEOR") if m in result.metrics),
                            next(iter(result.metrics), None))
     body = [f"<h1>Evaluation: {escape(result.name)}</h1>",
@@ -58,7 +60,7 @@ def render_run(result: EvaluationResult, *, images_dir: Path | None = None,
                                                       "metric bars")]
     if rank is not None and result.images and rank in result.images[0].scores:
         best, worst = best_and_worst(result.images, rank, examples)
-        thumbs = _thumbnails(best + worst, images_dir)
+        thumbs = _thumbnails(best + worst, images_dir, warn)
         body += [f"<h2>Best {len(best)} by {escape(rank)}</h2>",
                  *(_example(r, rank, thumbs) for r in best),
                  f"<h2>Worst {len(worst)} by {escape(rank)}</h2>",
@@ -159,16 +161,25 @@ def _example(record: ImageRecord, rank: str, thumbs: Mapping[str, str]) -> str:
             f"prediction: <i>{escape(record.prediction)}</i><ul>{refs}</ul></div></div>")
 
 
-def _thumbnails(records: Sequence[ImageRecord], images_dir: Path | None) -> dict[str, str]:
-    if images_dir is None:
+def _thumbnails(records: Sequence[ImageRecord], images_dir: Path | None,
+                warn: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Thumbnails of the shown images; none of them under ``images_dir`` is an error
+    (``image_missing``: the wrong folder), some of them a warning."""
+    if images_dir is None or not records:
         return {}
     dataset = Dataset(name="report", samples=tuple(
         Sample(r.image_id, tuple(r.references) or ("-",), r.image_file) for r in records))
     try:
         paths = check_images(dataset, images_dir)
-    except DatasetError:  # a report still renders; the missing ones show "(no image)"
+    except DatasetError as exc:
         paths = {s.image_id: images_dir / s.image_file for s in dataset.samples
                  if s.image_file and (images_dir / s.image_file).is_file()}
+        if not paths:
+            raise DatasetError(ErrorCode.image_missing,
+                               f"--images {images_dir} holds none of the report's images "
+                               f"({exc.message})") from exc
+        if warn is not None:
+            warn(f"{exc.message}; the report shows them as (no image)")
     return {image_id: _thumbnail(path) for image_id, path in paths.items()}
 
 

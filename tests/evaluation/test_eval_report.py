@@ -89,3 +89,33 @@ def test_report_shows_the_ad_copy_tables() -> None:
     assert "<h3>By platform</h3>" in html
     assert "<td>google_headline</td>" in html
     assert "contact_phone (1)" in html
+
+
+def test_report_images_folder_without_the_images(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evaluation.cli import app
+    from tests.evaluation.conftest import draw_images
+
+    records = _records([0.1, 0.5, 0.9])
+    for record in records:
+        record.image_file = f"{record.image_id}.png"
+    scores = tmp_path / "scores.json"
+    EvaluationResult(name="r", dataset="d", metrics={"CIDEr": Interval(0.5, 0.4, 0.6, 0.95, 3)},
+                     images=records).save(scores)
+    empty, some = tmp_path / "empty", tmp_path / "some"
+    empty.mkdir()
+    draw_images(some, count=1)
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["report", str(scores), "--images", str(empty),
+                                "--out", str(tmp_path / "a.html")])
+    assert wrong.exit_code == 2
+    assert "error[image_missing]" in wrong.stderr
+    assert "holds none of the report's images" in wrong.stderr
+    partly = runner.invoke(app, ["report", str(scores), "--images", str(some),
+                                 "--out", str(tmp_path / "b.html")])
+    assert partly.exit_code == 0, partly.output
+    assert "warning: 2 image(s) not found" in partly.stderr
+    html = (tmp_path / "b.html").read_text()
+    assert html.count("(no image)") == 2
+    assert html.count("data:image/jpeg;base64,") == 1
