@@ -12,13 +12,17 @@ they cover. The fitted threshold is the *lowest* t whose precision reaches the
 target with at least ``min_support`` variants above it, i.e. the one that
 auto-approves the most while keeping the target; ``None`` when no t does
 (the tenant should then not auto-approve at all).
+
+A threshold is only as good as the scores it was fitted on: a tenant is fitted on
+the variants scored under today's ``QUALITY_SCORE_VERSION`` only, and says how
+many reviewed variants scored under an older version it left out.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +66,20 @@ class Calibration:
     negatives: int
     curve: list[CurvePoint]
     at_threshold: AtThreshold | None = None
+    left_out_older: int = 0  # reviewed variants scored under an older quality score
+
+    def summary(self) -> str:
+        at = self.at_threshold
+        text = (f"threshold: {self.threshold} (precision {at.precision[0]:.3f} "
+                f"[{at.precision[1]:.3f}, {at.precision[2]:.3f}], recall {at.recall[0]:.3f} "
+                f"[{at.recall[1]:.3f}, {at.recall[2]:.3f}], {at.auto_approved_share:.1%} of "
+                "reviewed variants auto-approved)" if at else
+                f"no threshold reaches precision {self.target_precision} with "
+                f"{self.min_support}+ variants")
+        if self.left_out_older:
+            text += (f"\n{self.left_out_older} reviewed variant(s) scored under an older "
+                     "quality score left out")
+        return text
 
     @property
     def point(self) -> CurvePoint | None:
@@ -73,6 +91,7 @@ class Calibration:
             "min_support": self.min_support, "positives": self.positives,
             "negatives": self.negatives, "curve": [p.__dict__ for p in self.curve],
             "at_threshold": None if self.at_threshold is None else self.at_threshold.__dict__,
+            "left_out_older": self.left_out_older,
         }
 
 
@@ -147,7 +166,8 @@ def calibrate_tenant(
     min_support: int = 1,
 ) -> Calibration:
     """Fit the tenant's threshold (``tenant``: its name, or its id) from its reviewed
-    variants; ``store`` writes it with the quality-score version it was fitted on.
+    variants scored under today's quality score (provenance ``quality_score_version``;
+    the older ones are counted and left out); ``store`` writes it with that version.
 
     Storing an unreachable target writes ``None``: the tenant stops auto-approving.
     """
@@ -162,12 +182,20 @@ def calibrate_tenant(
     tenant_id = row.id
     reviewed = sorted(POSITIVE | NEGATIVE)
     rows = session.exec(
-        select(Variant.quality_score, Variant.review_state)
+        select(Variant.quality_score, Variant.review_state, Variant.provenance)
         .join(Job, Job.id == Variant.job_id)  # type: ignore[arg-type]
         .where(Job.tenant_id == tenant_id, Variant.review_state.in_(reviewed))  # type: ignore[attr-defined]
     ).all()
-    result = fit_threshold(((float(q), str(r)) for q, r in rows), target_precision,
-                           min_support=min_support)
+    current = [(float(q), str(r)) for q, r, made in rows if score_version(made) ==
+               QUALITY_SCORE_VERSION]
+    older = len(rows) - len(current)
+    if not current and older:
+        raise EvaluationError(
+            ErrorCode.no_decisions,
+            f"all {older} reviewed variants of {tenant!r} were scored under an older quality "
+            f"score than version {QUALITY_SCORE_VERSION}; review newer ones first")
+    result = replace(fit_threshold(current, target_precision, min_support=min_support),
+                     left_out_older=older)
     if store:
         row.auto_approve_threshold = result.threshold
         row.auto_approve_score_version = (
@@ -175,6 +203,12 @@ def calibrate_tenant(
         session.add(row)
         session.commit()
     return result
+
+
+def score_version(provenance: dict[str, object] | None) -> int:
+    """The quality-score version a variant was scored under (1: before versions)."""
+    version = (provenance or {}).get("quality_score_version")
+    return version if isinstance(version, int) else 1
 
 
 def read_decisions(path: Path) -> list[tuple[float, str]]:

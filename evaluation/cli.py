@@ -311,13 +311,7 @@ def calibrate(
                 engine.dispose()
     except EvaluationError as exc:
         raise _fail(exc) from exc
-    at = result.at_threshold
-    text = (f"threshold: {result.threshold} (precision {at.precision[0]:.3f} "
-            f"[{at.precision[1]:.3f}, {at.precision[2]:.3f}], recall {at.recall[0]:.3f} "
-            f"[{at.recall[1]:.3f}, {at.recall[2]:.3f}], {at.auto_approved_share:.1%} of "
-            "reviewed variants auto-approved)" if at else
-            f"no threshold reaches precision {target_precision} with {min_support}+ variants")
-    _emit(result.as_dict(), as_json, text)
+    _emit(result.as_dict(), as_json, result.summary())
 
 
 @app.command()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, SQLModel, col, create_engine, delete
 
 from evaluation.calibrate import calibrate_tenant, fit_threshold
 from evaluation.errors import EvaluationError
@@ -68,9 +68,44 @@ def _db(tmp_path: Path) -> Session:
         session.commit()
         for i, (score, state) in enumerate(pairs):
             session.add(Variant(job_id=job.id, style="plain", platform="x", index=i, text="t",
-                                quality_score=score, review_state=state))
+                                quality_score=score, review_state=state,
+                                provenance={"quality_score_version": QUALITY_SCORE_VERSION}))
     session.commit()
     return session
+
+
+def _older(session: Session, tenant: str, pairs: list[tuple[float, str]],
+           provenance: dict[str, object]) -> None:
+    job = Job(tenant_id=tenant, styles=["plain"], platforms=["x"], variants=len(pairs),
+              request_hash="h")
+    session.add(job)
+    session.commit()
+    for i, (score, state) in enumerate(pairs):
+        session.add(Variant(job_id=job.id, style="plain", platform="x", index=i, text="t",
+                            quality_score=score, review_state=state, provenance=provenance))
+    session.commit()
+
+
+def test_calibrate_fits_only_on_todays_quality_score(tmp_path: Path) -> None:
+    with _db(tmp_path) as session:
+        # Rejections that would lift the threshold, had they been scored the same way.
+        _older(session, "ten_a", [(0.75, "rejected")] * 3, {})  # before versions: 1
+        _older(session, "ten_a", [(0.72, "rejected")], {"quality_score_version": 1})
+        result = calibrate_tenant(session=session, tenant="shop-a", target_precision=0.8,
+                                  store=False)
+        assert (result.threshold, result.left_out_older) == (0.7, 4)
+        assert (result.positives, result.negatives) == (5, 3)
+        assert result.as_dict()["left_out_older"] == 4
+        assert "4 reviewed variant(s) scored under an older quality score left out" in (
+            result.summary())
+        _older(session, "ten_b", [(0.5, "approved")], {})
+        session.exec(delete(Variant).where(col(Variant.quality_score) == 0.99))
+        session.commit()
+        with pytest.raises(EvaluationError) as err:
+            calibrate_tenant(session=session, tenant="shop-b", target_precision=0.8,
+                             store=False)
+        assert err.value.code is ErrorCode.no_decisions
+        assert "older quality score" in err.value.message
 
 
 def test_calibrate_tenant_reads_only_its_variants_and_stores(tmp_path: Path) -> None:
