@@ -62,19 +62,11 @@ def _db(tmp_path: Path) -> Session:
                            webhook_secret_encrypted="s"))
     session.commit()
     for tenant, pairs in (("ten_a", PAIRS), ("ten_b", [(0.99, "rejected")] * 5)):
-        job = Job(tenant_id=tenant, styles=["plain"], platforms=["x"], variants=len(pairs),
-                  request_hash="h")
-        session.add(job)
-        session.commit()
-        for i, (score, state) in enumerate(pairs):
-            session.add(Variant(job_id=job.id, style="plain", platform="x", index=i, text="t",
-                                quality_score=score, review_state=state,
-                                provenance={"quality_score_version": QUALITY_SCORE_VERSION}))
-    session.commit()
+        _variants(session, tenant, pairs, {"quality_score_version": QUALITY_SCORE_VERSION})
     return session
 
 
-def _older(session: Session, tenant: str, pairs: list[tuple[float, str]],
+def _variants(session: Session, tenant: str, pairs: list[tuple[float, str]],
            provenance: dict[str, object]) -> None:
     job = Job(tenant_id=tenant, styles=["plain"], platforms=["x"], variants=len(pairs),
               request_hash="h")
@@ -89,8 +81,8 @@ def _older(session: Session, tenant: str, pairs: list[tuple[float, str]],
 def test_calibrate_fits_only_on_todays_quality_score(tmp_path: Path) -> None:
     with _db(tmp_path) as session:
         # Rejections that would lift the threshold, had they been scored the same way.
-        _older(session, "ten_a", [(0.75, "rejected")] * 3, {})  # before versions: 1
-        _older(session, "ten_a", [(0.72, "rejected")], {"quality_score_version": 1})
+        _variants(session, "ten_a", [(0.75, "rejected")] * 3, {})  # before versions: 1
+        _variants(session, "ten_a", [(0.72, "rejected")], {"quality_score_version": 1})
         result = calibrate_tenant(session=session, tenant="shop-a", target_precision=0.8,
                                   store=False)
         assert (result.threshold, result.left_out_older) == (0.7, 4)
@@ -98,7 +90,7 @@ def test_calibrate_fits_only_on_todays_quality_score(tmp_path: Path) -> None:
         assert result.as_dict()["left_out_older"] == 4
         assert "4 reviewed variant(s) scored under an older quality score left out" in (
             result.summary())
-        _older(session, "ten_b", [(0.5, "approved")], {})
+        _variants(session, "ten_b", [(0.5, "approved")], {})
         session.exec(delete(Variant).where(col(Variant.quality_score) == 0.99))
         session.commit()
         with pytest.raises(EvaluationError) as err:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import REPO, draw_images
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from evaluation.datasets import load_dataset
 from evaluation.errors import EvaluationError
 from evaluation.predictions import PREDICTIONS_FILE, read_jsonl
 from evaluation.runs import RunConfig, load_captioner, run_captions
+from tests.evaluation.conftest import REPO, draw_images
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()

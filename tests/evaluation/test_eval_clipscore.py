@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import draw_images
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from evaluation.clipscore import ClipScorer, clip_s, refclip_s
+from tests.evaluation.conftest import draw_images
 from worker.models.clip import PROMPT as PREFIX
 
 pytestmark = pytest.mark.unit
