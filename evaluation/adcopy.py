@@ -2,7 +2,8 @@
 
 A pure function of the texts and what the platform rules said about each one
 (compliant or not, and the flags raised), so it does not depend on how the
-rules are implemented. ``groups`` (e.g. the job id of each variant) scopes the
+rules are implemented; ``breakdown`` applies the platform rules and splits the
+metrics by style and by platform. ``groups`` (e.g. the job id of each variant) scopes the
 diversity measures: self-BLEU compares each variant with the *other variants
 of its job* (BLEU-4 with pycocoevalcap's BleuScorer, the others as
 references); lower self-BLEU and higher distinct-n mean more diverse copy.
@@ -10,9 +11,12 @@ references); lower self-BLEU and higher distinct-n mean more diverse copy.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import BleuScorer
@@ -83,3 +87,52 @@ def ad_copy_metrics(
         "flagged_rate": sum(1 for fs in flags if fs) / len(texts),
         "flags": dict(flag_counts.most_common()),
     }
+
+
+def read_variants(path: Path) -> list[dict[str, Any]]:
+    """Variants from a JSONL file: one variant per line ({style, platform, text[, flags,
+    job_id]}), or one job per line as the API returns it (its ``variants`` list)."""
+    if not path.is_file():
+        raise EvaluationError(ErrorCode.file_not_found, f"variants file not found: {path}")
+    out: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvaluationError(ErrorCode.malformed,
+                                  f"{path}:{number}: not valid JSON ({exc})") from exc
+        rows = ([{"job_id": row.get("id"), **v} for v in row["variants"]]
+                if isinstance(row, dict) and "variants" in row else [row])
+        for variant in rows:
+            if not isinstance(variant, dict) or not {"style", "platform", "text"} <= set(variant):
+                raise EvaluationError(ErrorCode.malformed,
+                                      f"{path}:{number}: a variant needs style, platform, text")
+            out.append(variant)
+    return out
+
+
+def breakdown(variants: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, object]]]:
+    """The ad-copy metrics of each style and of each platform. A variant complies when
+    its platform's rules (``schemas/checks/rules.py``) find no breach; its flags are the
+    policy flags it was stored with."""
+    from schemas.checks.rules import check
+    from schemas.platforms import PLATFORMS
+
+    unknown = sorted({str(v["platform"]) for v in variants} - set(PLATFORMS))
+    if unknown:
+        raise EvaluationError(ErrorCode.invalid_argument,
+                              f"unknown platforms {unknown}; known: {sorted(PLATFORMS)}")
+    out: dict[str, dict[str, dict[str, object]]] = {}
+    for key in ("style", "platform"):
+        groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for variant in variants:
+            groups[str(variant[key])].append(variant)
+        out[key] = {name: ad_copy_metrics(
+            [str(v["text"]) for v in rows],
+            [not check(str(v["text"]), PLATFORMS[str(v["platform"])]) for v in rows],
+            [list(v.get("flags") or ()) for v in rows],
+            [str(v.get("job_id") or i) for i, v in enumerate(rows)],
+        ) for name, rows in sorted(groups.items())}
+    return out

@@ -52,6 +52,8 @@ def distributions(
     if resamples < 1:
         raise EvaluationError(ErrorCode.invalid_argument, "resamples must be at least 1")
     n = sizes.pop() if sizes else 0
+    if n == 0:  # nothing to resample: every draw is undefined, never a division by zero
+        return {name: np.full(resamples, np.nan) for name in statistics}
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
     for start in range(0, resamples, _CHUNK):
@@ -75,6 +77,10 @@ def confidence_intervals(
     tail = (1 - confidence) / 2 * 100
     result = {}
     for name, statistic in statistics.items():
+        if len(statistic.rows) == 0:
+            result[name] = Interval(value=float("nan"), low=float("nan"), high=float("nan"),
+                                    confidence=confidence, resamples=resamples)
+            continue
         low, high = np.nanpercentile(draws[name], [tail, 100 - tail])
         result[name] = Interval(
             value=float(statistic.corpus()), low=float(low), high=float(high),

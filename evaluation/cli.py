@@ -34,8 +34,11 @@ FormatOpt = Annotated[str, typer.Option(
 SplitOpt = Annotated[str, typer.Option(
     "--split", help="Karpathy split to use (train, val, test, restval; 'all' for every image).")]
 RefsOpt = Annotated[str, typer.Option(
-    "--references", help="'raw': references are tokenised by the PTB tokenizer (as the COCO "
-    "code does); 'tokens': use Karpathy's pre-tokenised 'tokens' as they are.")]
+    "--references", help="How references reach the scorers: 'raw' (raw captions through the "
+    "PTB tokenizer, as the COCO code does), 'tokens' (the tokens as they are, no PTB), "
+    "'tokens-ptb' (the tokens through PTB, as COCOEvalCap does when given Karpathy's "
+    "tokens). Tokens are the layout's own ('tokens' in Karpathy and JSONL), otherwise the "
+    "text taken as already tokenised.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ImagesOpt = Annotated[Path | None, typer.Option(
     "--images", help="Folder of the images (needed by run, CLIP-S and report thumbnails).")]
@@ -51,12 +54,12 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _dataset(path: Path, fmt: str, split: str, references: str):  # noqa: ANN202
-    from evaluation.datasets import FORMATS, load_dataset
+    from evaluation.datasets import FORMATS, ROUTES, load_dataset
 
     if fmt not in FORMATS:
         raise EvaluationError(ErrorCode.unknown_format, f"--format must be one of {FORMATS}")
-    if references not in ("raw", "tokens"):
-        raise EvaluationError(ErrorCode.invalid_argument, "--references is 'raw' or 'tokens'")
+    if references not in ROUTES:
+        raise EvaluationError(ErrorCode.invalid_argument, f"--references is one of {ROUTES}")
     return load_dataset(path, fmt=fmt, split=None if split == "all" else split,  # type: ignore[arg-type]
                         references=references)  # type: ignore[arg-type]
 
@@ -102,6 +105,7 @@ def run(
             summary = run_captions(
                 captioner=captioner, config=config, dataset=data, images=paths, out_dir=out,
                 on_batch=lambda n: progress.advance(task, n),
+                dataset_source={"path": str(dataset.resolve()), "format": fmt, "split": split},
             )
     except EvaluationError as exc:
         raise _fail(exc) from exc
@@ -119,7 +123,8 @@ def score(
     split: SplitOpt = "test",
     references: RefsOpt = "raw",
     metrics: Annotated[str, typer.Option(
-        help="Comma-separated: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr, SPICE.")] =
+        help="Comma-separated: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr (or CIDEr-D), SPICE, "
+        "CLIP-S, RefCLIP-S; an unknown name is an error.")] =
         "Bleu_1,Bleu_2,Bleu_3,Bleu_4,METEOR,ROUGE_L,CIDEr,SPICE",
     images: ImagesOpt = None,
     clip_model: Annotated[str | None, typer.Option(
@@ -138,20 +143,25 @@ def score(
     Needs Java 8+ on PATH (PTB tokenizer, METEOR, SPICE); fails with java_missing otherwise.
     SPICE is reported unavailable, with the reason, when its CoreNLP jars are absent.
     """
+    from evaluation.metrics import resolve_metrics
     from evaluation.predictions import load_predictions
+    from evaluation.progress import stages
     from evaluation.scoring import evaluate
 
     try:
-        preds, provenance = load_predictions(predictions)
-        if dataset is not None:
-            data = _dataset(dataset, fmt, split, references)
-        else:
-            data = _dataset(predictions, "results", split, references)
-        result = evaluate(
-            data, preds, name=name or predictions.stem, metrics=metrics.split(","),
-            images_dir=images, clip_model=clip_model, corenlp_dir=corenlp_dir,
-            resamples=resamples, seed=seed, provenance=provenance,
-        )
+        wanted = resolve_metrics(metrics)
+        with stages("eval score") as stage:
+            stage("reading predictions and references")
+            preds, provenance = load_predictions(predictions)
+            if dataset is not None:
+                data = _dataset(dataset, fmt, split, references)
+            else:
+                data = _references_of(predictions, provenance, references)
+            result = evaluate(
+                data, preds, name=name or predictions.stem, metrics=wanted,
+                images_dir=images, clip_model=clip_model, corenlp_dir=corenlp_dir,
+                resamples=resamples, seed=seed, provenance=provenance, on_stage=stage,
+            )
     except EvaluationError as exc:
         raise _fail(exc) from exc
     if out is not None:
@@ -201,17 +211,28 @@ def compare(
 def correlate(
     judgements: Annotated[Path, typer.Argument(help="Human judgements file.")],
     layout: Annotated[str, typer.Option(
-        help="generic (CSV/TSV: image, candidate, score[, rater]; raters averaged), "
-        "flickr8k-expert (ExpertAnnotations.txt), flickr8k-crowdflower "
-        "(CrowdFlowerAnnotations.txt).")] = "generic",
+        help="generic (CSV/TSV: image, candidate, score[, rater]), flickr8k-expert "
+        "(ExpertAnnotations.txt), flickr8k-crowdflower (CrowdFlowerAnnotations.txt).")] =
+        "generic",
     captions: Annotated[Path | None, typer.Option(
         help="Flickr8k.token.txt (caption texts and references) for the Flickr8K layouts.")] =
         None,
+    protocol: Annotated[str, typer.Option(
+        help="Flickr8K layouts. 'published' (the SPICE and CLIPScore papers' protocol): "
+        "Expert drops candidates that are one of the image's captions, scores the rest "
+        "against all five and keeps each expert's rating as a row; CrowdFlower keeps every "
+        "pair and removes the judged captions from the references. 'leave-one-out': keep "
+        "such candidates, score them against the other four, average the expert ratings.")] =
+        "published",
+    ratings: Annotated[str, typer.Option(
+        help="Generic layout: 'mean' averages the ratings of a pair into one row, 'each' "
+        "keeps every rating as its own row.")] = "mean",
     dataset: DatasetOpt = None,
     fmt: FormatOpt = "auto",
     split: SplitOpt = "test",
-    metrics: Annotated[str, typer.Option(help="Comma-separated COCO metrics.")] =
-        "Bleu_1,Bleu_4,METEOR,ROUGE_L,CIDEr,SPICE",
+    metrics: Annotated[str, typer.Option(
+        help="Comma-separated: Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr (or CIDEr-D), SPICE, "
+        "CLIP-S, RefCLIP-S.")] = "Bleu_1,Bleu_4,METEOR,ROUGE_L,CIDEr,SPICE",
     images: ImagesOpt = None,
     clip_model: Annotated[str | None, typer.Option(help="CLIP model: adds CLIP-S, RefCLIP-S.")] =
         None,
@@ -219,33 +240,39 @@ def correlate(
 ) -> None:
     """Kendall tau-b and tau-c between each metric and human judgements."""
     from evaluation.correlate import correlate as run_correlate
-    from evaluation.judgements import LAYOUTS, load_judgements
+    from evaluation.judgements import load_judgements
+    from evaluation.metrics import resolve_metrics
 
     try:
-        if layout not in LAYOUTS:
-            raise EvaluationError(ErrorCode.unknown_format, f"--layout must be one of {LAYOUTS}")
-        rows = load_judgements(judgements, layout, captions=captions)  # type: ignore[arg-type]
+        wanted = resolve_metrics(metrics)
+        loaded = load_judgements(judgements, layout, captions=captions,  # type: ignore[arg-type]
+                                 protocol=protocol, ratings=ratings)  # type: ignore[arg-type]
         refs = None
         if dataset is not None:
             data = _dataset(dataset, fmt, split, "raw")
             refs = {s.image_file or s.image_id: s.references for s in data.samples}
             refs.update({s.image_id: s.references for s in data.samples})
-        results, unavailable = run_correlate(rows, references=refs, metrics=metrics.split(","),
+        results, unavailable = run_correlate(loaded, references=refs, metrics=wanted,
                                              images_dir=images, clip_model=clip_model)
     except EvaluationError as exc:
         raise _fail(exc) from exc
-    lines = [f"{c.metric}: tau_b={c.tau_b:.4f} (p={c.p_b:.3g}) tau_c={c.tau_c:.4f} "
-             f"(p={c.p_c:.3g}) n={c.pairs}" for c in results]
+    about = loaded.provenance()
+    lines = [f"{about['layout']}, protocol {about['protocol']}: {about['rows']} rows from "
+             f"{about['pairs']} judged pairs ({about['dropped']} dropped); published tables "
+             f"report tau_{about['reported_tau']}"]
+    lines += [f"{c.metric}: tau_b={c.tau_b:.4f} (p={c.p_b:.3g}) tau_c={c.tau_c:.4f} "
+              f"(p={c.p_c:.3g}) n={c.pairs}" for c in results]
     lines += [f"{m}: unavailable ({why})" for m, why in unavailable.items()]
-    _emit({"correlations": [c.as_dict() for c in results], "unavailable": unavailable},
-          as_json, "\n".join(lines))
+    _emit({"correlations": [c.as_dict() for c in results], "unavailable": unavailable,
+           "judgements": about}, as_json, "\n".join(lines))
 
 
 @app.command()
 def calibrate(
     target_precision: Annotated[float, typer.Option(
         help="Share of auto-approved variants that reviewers would have approved.")] = 0.95,
-    tenant: Annotated[str | None, typer.Option(help="Tenant id (reads the database).")] = None,
+    tenant: Annotated[str | None, typer.Option(
+        help="Tenant name (or id): reads its review decisions from the database.")] = None,
     database_url: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL (default: DATABASE_URL from the settings).")] = None,
     decisions: Annotated[Path | None, typer.Option(
@@ -262,29 +289,29 @@ def calibrate(
     Labels come from review decisions: 'approved' counts as positive; 'edited' and
     'rejected' count as negative; pending and auto-approved variants are left out.
     """
-    from evaluation.calibrate import calibrate_tenant, fit_threshold
+    from evaluation.calibrate import calibrate_tenant, fit_threshold, read_decisions
 
     try:
         if (tenant is None) == (decisions is None):
             raise EvaluationError(ErrorCode.invalid_argument,
                                   "pass either --tenant (database) or --decisions (CSV)")
         if decisions is not None:
-            result = fit_threshold(_decision_rows(decisions), target_precision,
+            result = fit_threshold(read_decisions(decisions), target_precision,
                                    min_support=min_support)
         else:
             from sqlmodel import Session
 
-            with Session(_engine(database_url)) as session:
-                result = calibrate_tenant(session=session, tenant_id=str(tenant),
-                                          target_precision=target_precision, store=store,
-                                          min_support=min_support)
+            engine = _engine(database_url)
+            try:
+                with Session(engine) as session:
+                    result = calibrate_tenant(session=session, tenant=str(tenant),
+                                              target_precision=target_precision, store=store,
+                                              min_support=min_support)
+            finally:
+                engine.dispose()
     except EvaluationError as exc:
         raise _fail(exc) from exc
-    point = result.point
-    text = (f"threshold: {result.threshold} (precision {point.precision:.3f}, recall "
-            f"{point.recall:.3f}, {point.auto_approved} auto-approved)" if point else
-            f"no threshold reaches precision {target_precision} with {min_support}+ variants")
-    _emit(result.as_dict(), as_json, text)
+    _emit(result.as_dict(), as_json, result.summary())
 
 
 @app.command()
@@ -293,9 +320,13 @@ def report(
     out: Annotated[Path, typer.Option(help="HTML file to write.")],
     images: ImagesOpt = None,
     examples: Annotated[int, typer.Option(min=0, help="Best and worst examples shown.")] = 5,
+    variants: Annotated[Path | None, typer.Option(
+        help="JSONL of ad-copy variants ({style, platform, text, flags, job_id}, or jobs as "
+        "the API returns them): adds the ad-copy checks by style and by platform.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (metrics with CIs, plots, examples, provenance)."""
+    from evaluation.adcopy import read_variants
     from evaluation.compare import align_rows
     from evaluation.compare import compare as paired
     from evaluation.report import render_comparison, render_run
@@ -303,8 +334,10 @@ def report(
 
     try:
         results = [load_result(p) for p in scores]
+        copy = read_variants(variants) if variants is not None else None
         if len(results) == 1:
-            page = render_run(results[0], images_dir=images, examples=examples)
+            page = render_run(results[0], images_dir=images, examples=examples, variants=copy,
+                              warn=lambda m: typer.echo(f"warning: {m}", err=True))
             diffs = []
         else:
             a = results[0]
@@ -321,18 +354,28 @@ def report(
     _emit(machine, as_json, f"wrote {out}")
 
 
-def _decision_rows(path: Path) -> list[tuple[float, str]]:
-    import csv
+def _references_of(predictions: Path, provenance: dict[str, Any], references: str):  # noqa: ANN202
+    """The references when no --dataset is given: the run's own data set, or a result list."""
+    from evaluation.datasets import detect_format
 
-    if not path.is_file():
-        raise EvaluationError(ErrorCode.file_not_found, f"decisions not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    if predictions.is_dir():
+        source = provenance.get("dataset_source")
+        if not source:
+            raise EvaluationError(
+                ErrorCode.invalid_argument,
+                f"{predictions} names its data set ({provenance.get('dataset', 'unknown')}) "
+                "but not its file; pass --dataset")
+        return _dataset(Path(source["path"]), source.get("format", "auto"),
+                        source.get("split", "test"), references)
     try:
-        return [(float(r["score"]), r["decision"].strip()) for r in rows]
-    except (KeyError, ValueError) as exc:
-        raise EvaluationError(ErrorCode.malformed,
-                              f"{path}: needs columns score, decision ({exc})") from exc
+        layout = detect_format(predictions)
+    except EvaluationError:
+        layout = None
+    if layout != "results":
+        raise EvaluationError(
+            ErrorCode.invalid_argument,
+            f"{predictions} holds predictions only, no references; pass --dataset")
+    return _dataset(predictions, "results", "all", references)
 
 
 def _engine(url: str | None):  # noqa: ANN202

@@ -1,14 +1,15 @@
 """CLIP-S and RefCLIP-S (Hessel et al., 2021, "CLIPScore"), from any local CLIP model.
 
 For an image embedding v, a candidate embedding c and reference embeddings
-r_1..r_k (all L2-normalised; texts prefixed with "A photo depicts "):
+r_1..r_k (all L2-normalised; texts prefixed with "A photo depicts "), by the one
+definition the worker's quality score uses too (``worker/models/clip.py``):
 
 - CLIP-S(c, v) = w * max(cos(c, v), 0), w = 2.5;
 - RefCLIP-S(c, R, v) = harmonic mean of CLIP-S(c, v) and max(max_i cos(c, r_i), 0).
 
 Corpus scores are the means of the per-image scores. The arithmetic lives in
-:func:`clip_s` and :func:`refclip_s` (pure numpy); :class:`ClipScorer` only
-embeds, with ``CLIPModel`` loaded by ``from_pretrained`` from a folder or hub id.
+:func:`clip_s` and :func:`refclip_s`; :class:`ClipScorer` only embeds, with the
+worker's CLIP backend loaded from a folder or hub id as the worker loads it.
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ from PIL import Image
 from evaluation.errors import EvaluationError
 from schemas.errors import ErrorCode
 
-W = 2.5
-PREFIX = "A photo depicts "
-
 
 def normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def clip_s(images: np.ndarray, candidates: np.ndarray, *, w: float = W) -> np.ndarray:
-    """Per-image CLIP-S from (n, d) image and candidate embeddings (normalised here)."""
-    cos = np.sum(normalize(images) * normalize(candidates), axis=1)
-    return w * np.clip(cos, 0, None)
+def clip_s(images: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Per-image CLIP-S from (n, d) image and candidate embeddings (normalised here),
+    by the worker's one definition (imported here: it brings torch)."""
+    from worker.models.clip import clip_s as of_cosines
+
+    return of_cosines(np.sum(normalize(images) * normalize(candidates), axis=1))
 
 
 def refclip_s(
@@ -60,47 +60,31 @@ class ClipScores:
 
 
 class ClipScorer:
+    """Embeds with the worker's :class:`~worker.models.clip.HFClipScorer` (same loading,
+    same prompt), so evaluation's CLIP-S is the worker's quality part before its cap."""
+
     def __init__(self, model: str | Path, *, device: str = "cpu", batch_size: int = 64) -> None:
-        import torch
-        from transformers import AutoProcessor, CLIPModel
+        from worker.models.clip import HFClipScorer
 
         try:
-            self.model = CLIPModel.from_pretrained(str(model)).to(device).eval()
-            self.processor = AutoProcessor.from_pretrained(str(model))
+            self.scorer = HFClipScorer(str(model), device=device, dtype="float32")
         except (OSError, ValueError) as exc:
             raise EvaluationError(
                 ErrorCode.model_error, f"cannot load a CLIP model from {model}: {exc}"
             ) from exc
-        self._torch = torch
-        self.device = device
         self.batch_size = batch_size
-        self.max_length = int(self.model.config.text_config.max_position_embeddings)
         self.model_id = str(model)
 
     def embed_images(self, images: Sequence[Image.Image | Path]) -> np.ndarray:
         """Images or image files (opened one batch at a time)."""
-        parts = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [_rgb(im) for im in images[start : start + self.batch_size]]
-            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
-            with self._torch.inference_mode():
-                out = self.model.get_image_features(pixel_values=pixels.to(self.device))
-            parts.append(_tensor(out).float().cpu().numpy())
+        parts = [self.scorer.embed_images([_rgb(im) for im in images[i : i + self.batch_size]])
+                 .numpy() for i in range(0, len(images), self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``PREFIX + text``, truncated to the model's context as CLIP does."""
-        parts = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = [PREFIX + t for t in texts[start : start + self.batch_size]]
-            tokens = self.processor(text=batch, return_tensors="pt", padding=True,
-                                    truncation=True, max_length=self.max_length)
-            with self._torch.inference_mode():
-                out = self.model.get_text_features(
-                    input_ids=tokens["input_ids"].to(self.device),
-                    attention_mask=tokens["attention_mask"].to(self.device),
-                )
-            parts.append(_tensor(out).float().cpu().numpy())
+        parts = [self.scorer.embed_texts(texts[i : i + self.batch_size]).numpy()
+                 for i in range(0, len(texts), self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 
     def score(
@@ -126,11 +110,6 @@ class ClipScorer:
             grouped.append(ref_emb[start : start + len(refs)])
             start += len(refs)
         return ClipScores(clip_s=per_image, refclip_s=refclip_s(per_image, cand_emb, grouped))
-
-
-def _tensor(output: object) -> object:
-    """transformers 5 returns a model output whose pooler_output is the projection."""
-    return getattr(output, "pooler_output", output)
 
 
 def _rgb(image: Image.Image | Path) -> Image.Image:

@@ -18,7 +18,7 @@ calling pycocoevalcap's ``COCOEvalCap`` directly are operational only:
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,7 @@ def score_captions(
     jars: CocoJars | None = None,
     corenlp_dir: Path | None = None,
     spice_cache: Path = spice.DEFAULT_CACHE,
+    on_stage: Callable[[str], None] = lambda _: None,
 ) -> CaptionScores:
     unknown = set(metrics) - set(COCO_METRICS)
     if unknown:
@@ -91,6 +92,7 @@ def score_captions(
     require_java()
     jars = jars or CocoJars.installed()
     hyps_raw = align(dataset, predictions)
+    on_stage(f"PTB tokenizer ({dataset.route} references, {len(dataset)} images)")
     refs, hyps, details = _tokenize(dataset, hyps_raw, jars)
     scores = CaptionScores(
         image_ids=dataset.ids, statistics={}, per_image={}, corpus={}, details=details
@@ -98,17 +100,22 @@ def score_captions(
     with ThreadPoolExecutor(max_workers=1) as pool:
         meteor = pool.submit(_meteor, jars, hyps, refs) if "METEOR" in metrics else None
         if any(m.startswith("Bleu_") for m in metrics):
+            on_stage("BLEU")
             _bleu(scores, hyps, refs, metrics)
         if "ROUGE_L" in metrics:
+            on_stage("ROUGE-L")
             _rouge(scores, hyps, refs)
         if "CIDEr" in metrics:
+            on_stage("CIDEr-D")
             _cider(scores, hyps, refs)
         if meteor is not None:
+            on_stage("METEOR")
             rows, per_image, corpus = meteor.result()
             scores.statistics["METEOR"] = meteor_statistic(rows)
             scores.per_image["METEOR"] = np.asarray(per_image)
             scores.corpus["METEOR"] = corpus
     if "SPICE" in metrics:
+        on_stage("SPICE")
         _spice(scores, hyps, refs, jars, corenlp_dir, spice_cache)
     return scores
 
@@ -132,7 +139,10 @@ def _tokenize(
         grouped.append(ref_texts[start : start + count])
         start += count
     details = {
-        "tokenization": "pretokenized references" if refs is None else "ptb",
+        "tokenization": {"raw": "raw references through PTB",
+                         "tokens": "references' tokens as they are",
+                         "tokens-ptb": "references' tokens through PTB"}[dataset.route],
+        "references_route": dataset.route,
         "ptb_tokens": {
             "references": refs.token_count if refs is not None else None,
             "predictions": hyps.token_count,

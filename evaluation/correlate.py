@@ -1,11 +1,13 @@
 """How well does each metric agree with people? Kendall's tau per metric.
 
-Each judged (image, candidate) pair is scored like a one-image prediction
-against the image's references (CIDEr's document frequencies come from all
-the judged pairs' references, as in the published Flickr8K protocol), and
-the per-pair metric values are correlated with the averaged human scores:
-Kendall tau-b (ties in both) and tau-c (Stuart's, for rectangular tables, as
-reported for Flickr8K-Expert in the CLIPScore paper).
+Each row of the judgements (see ``judgements.py`` for which rows a protocol
+keeps) is scored like a one-image prediction against its references, all rows
+in one pass (CIDEr's document frequencies come from all the rows' references,
+as in the published Flickr8K code), and the per-row metric values are
+correlated with the human scores: Kendall tau-b (ties in both) and tau-c
+(Stuart's, for rectangular tables, as reported for Flickr8K-Expert in the
+CLIPScore paper). Which of the two a published table reports is named in the
+output.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from evaluation.clipscore import ClipScorer
 from evaluation.coco import score_captions
 from evaluation.datasets import Dataset, Sample, check_images
 from evaluation.errors import DatasetError
-from evaluation.judgements import Judgement
-from evaluation.metrics import COCO_METRICS
+from evaluation.judgements import Judgement, Judgements
+from evaluation.metrics import COCO_METRICS, resolve_metrics
 from schemas.errors import ErrorCode
 
 
@@ -64,7 +66,7 @@ def judged_dataset(
 
 
 def correlate(
-    judgements: Sequence[Judgement],
+    judgements: Judgements | Sequence[Judgement],
     *,
     references: Mapping[str, Sequence[str]] | None = None,
     metrics: Collection[str] = COCO_METRICS,
@@ -72,8 +74,10 @@ def correlate(
     clip_model: str | None = None,
 ) -> tuple[list[Correlation], dict[str, str]]:
     """Correlations per metric, and the metrics that could not run (with the reason)."""
-    dataset, predictions = judged_dataset(judgements, references)
-    humans = [j.score for j in judgements]
+    rows = judgements.rows if isinstance(judgements, Judgements) else list(judgements)
+    metrics = resolve_metrics(list(metrics))
+    dataset, predictions = judged_dataset(rows, references)
+    humans = [j.score for j in rows]
     scores = score_captions(dataset, predictions, metrics=[m for m in metrics
                                                            if m in COCO_METRICS])
     per_metric = dict(scores.per_image)

@@ -9,17 +9,28 @@ Four layouts load into one :class:`Dataset`:
 - ``results``: result lists such as MAGIC's ``magic_result.json`` (``image_name``,
   ``captions``, ``prediction``), which carry the predictions too.
 
-References are *raw* (the scorer tokenises them with the PTB tokenizer, as the
-COCO code does) or *tokens* (already tokenised, e.g. Karpathy's ``tokens``; the
-scorer leaves them as they are). Which one is an explicit choice of the loader,
-recorded on the data set.
+References reach the scorer by one of three routes, each one a published
+pipeline took; the choice is the loader's, recorded on the data set and named in
+the scores' provenance:
+
+- ``raw``: the raw captions through the PTB tokenizer (the COCO code as shipped;
+  reproduces the COCO leaderboard and papers that call ``COCOEvalCap``);
+- ``tokens``: the tokens as they are, no PTB (pipelines that fed pre-tokenised
+  references straight to the scorers);
+- ``tokens-ptb``: the tokens joined by spaces, then through PTB (pipelines that
+  handed Karpathy's ``tokens`` to ``COCOEvalCap``, which tokenises them again).
+
+The tokens of a reference are the layout's own token list where it has one
+(Karpathy's ``tokens``; a ``tokens`` list beside ``references`` in JSONL, or on a
+COCO annotation), otherwise its text, taken as already tokenised. Predictions
+always go through PTB, as in the COCO code.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,8 +38,9 @@ from evaluation.errors import DatasetError
 from schemas.errors import ErrorCode
 
 Format = Literal["auto", "coco", "karpathy", "jsonl", "results"]
-ReferenceForm = Literal["raw", "tokens"]
+ReferenceForm = Literal["raw", "tokens", "tokens-ptb"]
 FORMATS: tuple[str, ...] = ("auto", "coco", "karpathy", "jsonl", "results")
+ROUTES: tuple[str, ...] = ("raw", "tokens", "tokens-ptb")
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,7 @@ class Sample:
 class Dataset:
     name: str
     samples: tuple[Sample, ...]
-    references_tokenized: bool = False
+    route: ReferenceForm = "raw"  # how the references reach the scorer (see the docstring)
     # Result lists carry one prediction per image; other layouts carry none.
     predictions: Mapping[str, str] | None = field(default=None, compare=False)
 
@@ -52,6 +64,11 @@ class Dataset:
     @property
     def ids(self) -> list[str]:
         return [s.image_id for s in self.samples]
+
+    @property
+    def references_tokenized(self) -> bool:
+        """The references skip the PTB tokenizer."""
+        return self.route == "tokens"
 
     def by_id(self) -> dict[str, Sample]:
         return {s.image_id: s for s in self.samples}
@@ -67,22 +84,31 @@ def load_dataset(
     """Load any supported layout; ``fmt="auto"`` looks at the file to decide."""
     if not path.is_file():
         raise DatasetError(ErrorCode.file_not_found, f"data set file not found: {path}")
+    if references not in ROUTES:
+        raise DatasetError(ErrorCode.invalid_argument, f"references route must be one of {ROUTES}")
     if fmt == "auto":
         fmt = detect_format(path)
-    if references == "tokens" and fmt != "karpathy":
-        raise DatasetError(
-            ErrorCode.invalid_argument,
-            f"--references tokens needs a layout that ships tokens (karpathy), not {fmt}",
-        )
     if fmt == "coco":
-        return load_coco(path)
-    if fmt == "karpathy":
-        return load_karpathy(path, split=split, references=references)
-    if fmt == "jsonl":
-        return load_jsonl(path)
-    if fmt == "results":
-        return load_results(path)
-    raise DatasetError(ErrorCode.unknown_format, f"unknown data set format {fmt!r}")
+        data = load_coco(path, references=references)
+    elif fmt == "karpathy":
+        data = load_karpathy(path, split=split, references=references)
+    elif fmt == "jsonl":
+        data = load_jsonl(path, references=references)
+    elif fmt == "results":
+        data = load_results(path, references=references)
+    else:
+        raise DatasetError(ErrorCode.unknown_format, f"unknown data set format {fmt!r}")
+    return replace(data, route=references)
+
+
+def reference_texts(raw: Sequence[Any], tokens: Sequence[Any] | None, route: ReferenceForm
+                    ) -> list[str]:
+    """What the scorer is given for one image: raw texts, or the tokens joined by spaces."""
+    if route == "raw":
+        return [str(r) for r in raw]
+    if tokens is None:
+        return [" ".join(str(r).split()) for r in raw]
+    return [" ".join(t) if isinstance(t, list) else " ".join(str(t).split()) for t in tokens]
 
 
 def detect_format(path: Path) -> Format:
@@ -105,7 +131,7 @@ def detect_format(path: Path) -> Format:
     )
 
 
-def load_coco(path: Path) -> Dataset:
+def load_coco(path: Path, *, references: ReferenceForm = "raw") -> Dataset:
     data = _read_json(path)
     if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
         raise DatasetError(ErrorCode.malformed, f"{path}: expected 'images' and 'annotations'")
@@ -116,6 +142,7 @@ def load_coco(path: Path) -> Dataset:
             raise DatasetError(ErrorCode.duplicate_id, f"{path}: image id {image_id} twice")
         files[image_id] = image.get("file_name")
     refs: dict[str, list[str]] = {i: [] for i in files}
+    raw_route = references == "raw"
     seen_ann: set[str] = set()
     for ann in data["annotations"]:
         ann_id = str(ann.get("id", len(seen_ann)))
@@ -128,7 +155,10 @@ def load_coco(path: Path) -> Dataset:
                 ErrorCode.unknown_image,
                 f"{path}: annotation {ann_id} names unknown image {image_id}",
             )
-        refs[image_id].append(str(ann.get("caption", "")))
+        caption = str(ann.get("caption", ""))
+        refs[image_id].extend(reference_texts(
+            [caption], None if raw_route or "tokens" not in ann else [ann["tokens"]],
+            references))
     samples = [_sample(i, refs[i], files[i], path) for i in files]
     return Dataset(name=path.stem, samples=tuple(samples))
 
@@ -147,10 +177,8 @@ def load_karpathy(
         key = "cocoid" if "cocoid" in image else "imgid"
         image_id = _id(image, key, path)
         sentences = image.get("sentences") or []
-        if references == "tokens":
-            texts = [" ".join(s.get("tokens") or []) for s in sentences]
-        else:
-            texts = [str(s.get("raw", "")) for s in sentences]
+        texts = reference_texts([s.get("raw", "") for s in sentences],
+                                [s.get("tokens") or [] for s in sentences], references)
         filename = image.get("filename")
         if filename and image.get("filepath"):
             filename = f"{image['filepath']}/{filename}"
@@ -158,15 +186,12 @@ def load_karpathy(
     if not samples:
         raise DatasetError(ErrorCode.malformed, f"{path}: no image in split {split!r}")
     _check_unique(samples, path)
-    return Dataset(
-        name=f"{path.stem}:{split or 'all'}",
-        samples=tuple(samples),
-        references_tokenized=references == "tokens",
-    )
+    return Dataset(name=f"{path.stem}:{split or 'all'}", samples=tuple(samples))
 
 
-def load_jsonl(path: Path) -> Dataset:
-    """Lines of ``{"image": "a.jpg", "references": ["...", ...], "id": optional}``."""
+def load_jsonl(path: Path, *, references: ReferenceForm = "raw") -> Dataset:
+    """Lines of ``{"image": "a.jpg", "references": ["...", ...], "id": optional}``, with an
+    optional ``"tokens"``: one token list per reference."""
     samples: list[Sample] = []
     for number, row in _read_jsonl(path):
         image = row.get("image")
@@ -175,12 +200,17 @@ def load_jsonl(path: Path) -> Dataset:
         refs = row.get("references")
         if not isinstance(refs, list):
             raise DatasetError(ErrorCode.malformed, f"{path}:{number}: 'references' is not a list")
-        samples.append(_sample(str(row.get("id", image)), refs, image, path))
+        tokens = row.get("tokens")
+        if tokens is not None and (not isinstance(tokens, list) or len(tokens) != len(refs)):
+            raise DatasetError(ErrorCode.malformed,
+                               f"{path}:{number}: 'tokens' needs one list per reference")
+        samples.append(_sample(str(row.get("id", image)),
+                               reference_texts(refs, tokens, references), image, path))
     _check_unique(samples, path)
     return Dataset(name=path.stem, samples=tuple(samples))
 
 
-def load_results(path: Path) -> Dataset:
+def load_results(path: Path, *, references: ReferenceForm = "raw") -> Dataset:
     """A result list: ``image_name`` (or ``image_id``), ``captions``, ``prediction``."""
     data = _read_json(path)
     if not isinstance(data, list):
@@ -192,7 +222,8 @@ def load_results(path: Path) -> Dataset:
         if name is None:
             raise DatasetError(ErrorCode.malformed, f"{path}: a result has no image_name")
         image_id = str(name)
-        samples.append(_sample(image_id, row.get("captions") or [], str(name), path))
+        texts = reference_texts(row.get("captions") or [], None, references)
+        samples.append(_sample(image_id, texts, str(name), path))
         if image_id in predictions:
             raise DatasetError(ErrorCode.duplicate_id, f"{path}: image {image_id} twice")
         predictions[image_id] = str(row.get("prediction", ""))

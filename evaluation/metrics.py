@@ -17,15 +17,21 @@ weight vector and a matrix product instead of re-running a scorer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from evaluation.errors import EvaluationError
 from evaluation.meteor import meteor_from_stats
+from schemas.errors import ErrorCode
 
 BLEU_ORDER = 4
 COCO_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+CLIP_METRICS = ("CLIP-S", "RefCLIP-S")
+KNOWN_METRICS = COCO_METRICS + CLIP_METRICS
+# Other names people use for the same numbers: pycocoevalcap's "CIDEr" is CIDEr-D.
+ALIASES = {"CIDEr-D": "CIDEr"}
 # The pycocoevalcap guards against zero counts, reproduced exactly.
 _TINY, _SMALL = 1e-15, 1e-9
 
@@ -77,3 +83,20 @@ def meteor_statistic(rows: np.ndarray) -> Statistic:
 def mean_statistic(name: str, scores: np.ndarray) -> Statistic:
     scores = np.asarray(scores, dtype=float)
     return Statistic(name, np.stack([scores, np.ones_like(scores)], axis=1), mean_of)
+
+
+def resolve_metrics(names: str | Sequence[str]) -> list[str]:
+    """Metric names as given (comma-separated or a list), checked, aliases resolved, once each.
+
+    An unknown name is an error that lists the known ones; nothing is dropped silently.
+    """
+    given = names.split(",") if isinstance(names, str) else list(names)
+    wanted = [n.strip() for n in given if n.strip()]
+    unknown = [n for n in wanted if n not in KNOWN_METRICS and n not in ALIASES]
+    if unknown:
+        known = ", ".join([*KNOWN_METRICS, *ALIASES])
+        raise EvaluationError(ErrorCode.invalid_argument,
+                              f"unknown metric(s) {', '.join(unknown)}; known: {known}")
+    if not wanted:
+        raise EvaluationError(ErrorCode.invalid_argument, "no metric named")
+    return list(dict.fromkeys(ALIASES.get(n, n) for n in wanted))

@@ -107,10 +107,17 @@ def run_captions(
     images: Mapping[str, Path],
     out_dir: Path,
     on_batch: Callable[[int], None] | None = None,
+    dataset_source: Mapping[str, str] | None = None,
 ) -> RunSummary:
-    """Caption every image not yet in ``out_dir``; ``on_batch(n)`` after each batch."""
+    """Caption every image not yet in ``out_dir``; ``on_batch(n)`` after each batch.
+
+    ``dataset_source`` (the data set's file, format and split) is kept in ``run.json``,
+    so that ``eval score RUN`` finds the references without ``--dataset``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = _open_provenance(out_dir, config, captioner, dataset)
+    if dataset_source is not None:
+        provenance["dataset_source"] = dict(dataset_source)
     done = read_jsonl(out_dir / PREDICTIONS_FILE, repair=True)
     unknown = sorted(set(done) - set(dataset.ids))
     if unknown:

@@ -8,7 +8,7 @@ and for later comparisons.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from evaluation.clipscore import ClipScorer
 from evaluation.coco import align, score_captions
 from evaluation.datasets import Dataset, check_images
 from evaluation.errors import EvaluationError
-from evaluation.metrics import COCO_METRICS, Statistic, mean_statistic
+from evaluation.metrics import CLIP_METRICS, COCO_METRICS, Statistic, mean_statistic
 from evaluation.results import EvaluationResult, ImageRecord
 from evaluation.spice import DEFAULT_CACHE
 from schemas.errors import ErrorCode
@@ -39,16 +39,22 @@ def evaluate(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     provenance: Mapping[str, Any] | None = None,
+    on_stage: Callable[[str], None] = lambda _: None,
 ) -> EvaluationResult:
     coco_metrics = [m for m in metrics if m in COCO_METRICS]
+    if clip_model is None and set(metrics) & set(CLIP_METRICS):
+        raise EvaluationError(ErrorCode.invalid_argument,
+                              "CLIP-S and RefCLIP-S need --clip-model (and --images)")
     scores = score_captions(dataset, predictions, metrics=coco_metrics,
-                            corenlp_dir=corenlp_dir, spice_cache=spice_cache)
+                            corenlp_dir=corenlp_dir, spice_cache=spice_cache,
+                            on_stage=on_stage)
     statistics: dict[str, Statistic] = dict(scores.statistics)
     per_image = dict(scores.per_image)
     if clip_model is not None:
         if images_dir is None:
             raise EvaluationError(ErrorCode.invalid_argument, "CLIP-S needs --images")
         paths = check_images(dataset, images_dir)
+        on_stage(f"CLIP-S ({clip_model})")
         scorer = ClipScorer(clip_model)
         clip = scorer.score([paths[i] for i in dataset.ids], align(dataset, predictions),
                             [list(s.references) for s in dataset.samples])
@@ -58,6 +64,7 @@ def evaluate(
             per_image["RefCLIP-S"] = clip.refclip_s
             statistics["RefCLIP-S"] = mean_statistic("RefCLIP-S", clip.refclip_s)
         scores.details["clip_model"] = clip_model
+    on_stage(f"bootstrap intervals ({resamples} resamples)")
     intervals = confidence_intervals(statistics, resamples=resamples, seed=seed)
     for metric, value in scores.corpus.items():  # report the reference code's own number
         intervals[metric] = replace(intervals[metric], value=value)

@@ -366,3 +366,18 @@ class CaptionEvent(BaseModel):
     type: Literal["caption.approved", "caption.rejected"]
     timestamp: datetime
     data: CaptionDecision
+
+
+class TenantPolicyPublic(BaseModel):
+    """The calling tenant's auto-approve setting. ``auto_approve_threshold`` null: nothing
+    is auto-approved. ``threshold_stale``: the threshold was fitted on quality scores of
+    ``auto_approve_score_version`` (null: before scores were versioned, i.e. 1), not on the
+    ``quality_score_version`` the worker computes now; recalibrate (``captionq eval
+    calibrate --tenant NAME --store``) before trusting it."""
+
+    id: str
+    name: str
+    auto_approve_threshold: float | None
+    auto_approve_score_version: int | None
+    quality_score_version: int
+    threshold_stale: bool

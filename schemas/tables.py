@@ -54,6 +54,12 @@ class DeliveryStatus(StrEnum):
     dead = "dead"
 
 
+# What a variant's quality score means (worker/quality.py). 2: the image-text part is the
+# evaluator's CLIP-S, text prompted "A photo depicts " (1 scored the bare text). A stored
+# threshold fitted on another version is stale until the tenant is calibrated again.
+QUALITY_SCORE_VERSION = 2
+
+
 class Tenant(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("ten"), primary_key=True, max_length=40)
     name: str = Field(unique=True, index=True, max_length=100)
@@ -61,11 +67,19 @@ class Tenant(SQLModel, table=True):
     webhook_secret_encrypted: str = Field(sa_type=Text)
     # None means "never auto-approve": everything goes to review until calibrated.
     auto_approve_threshold: float | None = None
+    # The QUALITY_SCORE_VERSION the threshold was fitted on; None: before versions (1).
+    auto_approve_score_version: int | None = None
     # Copy policy, on top of the global one (schemas/checks/policy.py).
     banned_terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     allow_domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     allow_handles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def threshold_stale(self) -> bool:
+        """A threshold fitted on scores that meant something else than today's."""
+        return self.auto_approve_threshold is not None and (
+            (self.auto_approve_score_version or 1) != QUALITY_SCORE_VERSION)
 
 
 class ApiKey(SQLModel, table=True):

@@ -222,9 +222,9 @@ def _score(
     agreement: list[float | None] = [None] * len(slots)
     scorer = engine.scorer
     if scorer is not None and slots:
-        cosines = scorer.cosine([s.image for s in slots], [s.text for s in slots])
-        check_batch(scorer.info.model_id, len(cosines), len(slots))
-        agreement = [quality.clip_s(c) for c in cosines]
+        scores = scorer.clip_s([s.image for s in slots], [s.text for s in slots])
+        check_batch(scorer.info.model_id, len(scores), len(slots))
+        agreement = [quality.image_text(s) for s in scores]
     out: dict[int, list[VariantBase]] = {}
     for slot, image_text in zip(slots, agreement, strict=True):
         out.setdefault(slot.job, []).append(_variant(slot, specs[slot.job], engine, image_text))

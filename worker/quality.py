@@ -7,11 +7,15 @@ Parts (each in [0, 1]):
                 is still in breach (empty).
 ``policy``      1.0 with no copy-policy flag (``schemas.checks.policy.check_copy``), else 0.0.
 ``repetition``  distinct word uni- and bigram ratio: 1.0 for no repeated words.
-``image_text``  CLIP-S = 2.5 * max(cos, 0), capped at 1, when a CLIP model is configured.
+``image_text``  CLIP-S (``worker.models.clip``: 2.5 * max(cos, 0) with the text prompted
+                "A photo depicts ", the evaluator's CLIP-S), capped at 1, when a CLIP
+                model is configured.
 
-The score is the weighted mean of the parts present. Flags (``policy:<rule id>``,
-``near_duplicate``, ``repetitive``, ``empty``) block auto-approval whatever
-the score.
+The score is the weighted mean of the parts present. ``QUALITY_SCORE_VERSION``
+(``schemas.tables``) names this definition: each variant's provenance and each
+stored threshold carry it, and a threshold fitted on another version is stale.
+Flags (``policy:<rule id>``, ``near_duplicate``, ``repetitive``, ``empty``) block
+auto-approval whatever the score.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from schemas.checks.policy import check_copy
 
 WEIGHTS = {"compliance": 0.35, "policy": 0.25, "repetition": 0.2, "image_text": 0.2}
 REPETITIVE_BELOW = 0.5
-CLIP_S_WEIGHT = 2.5
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ class Quality:
         return threshold is not None and not self.flags and self.score >= threshold
 
 
-def clip_s(cosine: float) -> float:
-    """CLIPScore (Hessel et al. 2021) with w = 2.5, capped to [0, 1]."""
-    return min(1.0, CLIP_S_WEIGHT * max(cosine, 0.0))
+def image_text(clip_s: float) -> float:
+    """The image-text part: CLIP-S capped to [0, 1]."""
+    return min(1.0, max(0.0, clip_s))
 
 
 def repetition(text: str) -> float:

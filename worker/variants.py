@@ -22,6 +22,7 @@ from PIL import Image
 from schemas.checks import rules
 from schemas.platforms import RULES_VERSION, Platform
 from schemas.styles import Style
+from schemas.tables import QUALITY_SCORE_VERSION
 from worker.models import Engine, WriteRequest
 from worker.models.base import check_batch
 
@@ -141,6 +142,7 @@ def provenance(slot: Slot, engine: Engine) -> dict[str, Any]:
         "regenerated": len(slot.attempts) > 1,
         "repairs": slot.repairs,
     }
+    made["quality_score_version"] = QUALITY_SCORE_VERSION
     if engine.scorer is not None:
         made["clip_model_id"] = engine.scorer.info.model_id
         made["clip_model_revision"] = engine.scorer.info.revision

@@ -199,6 +199,7 @@ def policy(
     The threshold is normally fitted by captionq eval calibrate."""
     from schemas.settings import core_settings
     from schemas.store.sessions import session_scope
+    from schemas.tables import QUALITY_SCORE_VERSION
 
     with session_scope(core_settings().database_url) as session:
         tenant = require_tenant(name, session=session)
@@ -210,8 +211,10 @@ def policy(
             tenant.allow_handles = sorted(set(allow_handle))
         if never:
             tenant.auto_approve_threshold = None
+            tenant.auto_approve_score_version = None
         elif threshold is not None:
             tenant.auto_approve_threshold = threshold
+            tenant.auto_approve_score_version = QUALITY_SCORE_VERSION
         session.add(tenant)
         typer.echo(
             json.dumps(
@@ -221,6 +224,9 @@ def policy(
                     "allow_domains": tenant.allow_domains,
                     "allow_handles": tenant.allow_handles,
                     "auto_approve_threshold": tenant.auto_approve_threshold,
+                    "auto_approve_score_version": tenant.auto_approve_score_version,
+                    # Fitted on an older quality score: run captionq eval calibrate again.
+                    "threshold_stale": tenant.threshold_stale,
                 }
             )
         )

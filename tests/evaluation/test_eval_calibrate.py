@@ -3,12 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, SQLModel, col, create_engine, delete
 
 from evaluation.calibrate import calibrate_tenant, fit_threshold
 from evaluation.errors import EvaluationError
 from schemas.errors import ErrorCode
-from schemas.tables import Job, Tenant, Variant
+from schemas.tables import QUALITY_SCORE_VERSION, Job, Tenant, Variant
 
 pytestmark = pytest.mark.unit
 
@@ -58,30 +58,65 @@ def _db(tmp_path: Path) -> Session:
     SQLModel.metadata.create_all(engine)
     session = Session(engine)
     for tenant in ("ten_a", "ten_b"):
-        session.add(Tenant(id=tenant, name=tenant, webhook_secret_encrypted="s"))
+        session.add(Tenant(id=tenant, name=tenant.replace("ten_", "shop-"),
+                           webhook_secret_encrypted="s"))
     session.commit()
     for tenant, pairs in (("ten_a", PAIRS), ("ten_b", [(0.99, "rejected")] * 5)):
-        job = Job(tenant_id=tenant, styles=["plain"], platforms=["x"], variants=len(pairs),
-                  request_hash="h")
-        session.add(job)
-        session.commit()
-        for i, (score, state) in enumerate(pairs):
-            session.add(Variant(job_id=job.id, style="plain", platform="x", index=i, text="t",
-                                quality_score=score, review_state=state))
-    session.commit()
+        _variants(session, tenant, pairs, {"quality_score_version": QUALITY_SCORE_VERSION})
     return session
+
+
+def _variants(session: Session, tenant: str, pairs: list[tuple[float, str]],
+           provenance: dict[str, object]) -> None:
+    job = Job(tenant_id=tenant, styles=["plain"], platforms=["x"], variants=len(pairs),
+              request_hash="h")
+    session.add(job)
+    session.commit()
+    for i, (score, state) in enumerate(pairs):
+        session.add(Variant(job_id=job.id, style="plain", platform="x", index=i, text="t",
+                            quality_score=score, review_state=state, provenance=provenance))
+    session.commit()
+
+
+def test_calibrate_fits_only_on_todays_quality_score(tmp_path: Path) -> None:
+    with _db(tmp_path) as session:
+        # Rejections that would lift the threshold, had they been scored the same way.
+        _variants(session, "ten_a", [(0.75, "rejected")] * 3, {})  # before versions: 1
+        _variants(session, "ten_a", [(0.72, "rejected")], {"quality_score_version": 1})
+        result = calibrate_tenant(session=session, tenant="shop-a", target_precision=0.8,
+                                  store=False)
+        assert (result.threshold, result.left_out_older) == (0.7, 4)
+        assert (result.positives, result.negatives) == (5, 3)
+        assert result.as_dict()["left_out_older"] == 4
+        assert "4 reviewed variant(s) scored under an older quality score left out" in (
+            result.summary())
+        _variants(session, "ten_b", [(0.5, "approved")], {})
+        session.exec(delete(Variant).where(col(Variant.quality_score) == 0.99))
+        session.commit()
+        with pytest.raises(EvaluationError) as err:
+            calibrate_tenant(session=session, tenant="shop-b", target_precision=0.8,
+                             store=False)
+        assert err.value.code is ErrorCode.no_decisions
+        assert "older quality score" in err.value.message
 
 
 def test_calibrate_tenant_reads_only_its_variants_and_stores(tmp_path: Path) -> None:
     with _db(tmp_path) as session:
-        dry = calibrate_tenant(session=session, tenant_id="ten_a", target_precision=0.8,
+        dry = calibrate_tenant(session=session, tenant="shop-a", target_precision=0.8,
                                store=False)
         assert dry.threshold == 0.7
+        assert dry.at_threshold is not None
+        low, high = dry.at_threshold.precision[1:]
+        assert low <= dry.at_threshold.precision[0] <= high
         assert session.get(Tenant, "ten_a").auto_approve_threshold is None
-        calibrate_tenant(session=session, tenant_id="ten_a", target_precision=0.8, store=True)
+        calibrate_tenant(session=session, tenant="shop-a", target_precision=0.8, store=True)
         session.expire_all()
-        assert session.get(Tenant, "ten_a").auto_approve_threshold == 0.7
+        stored = session.get(Tenant, "ten_a")
+        assert (stored.auto_approve_threshold, stored.threshold_stale) == (0.7, False)
+        assert stored.auto_approve_score_version == QUALITY_SCORE_VERSION
+        stored.auto_approve_score_version = None  # fitted before scores were versioned
+        assert stored.threshold_stale
         assert session.get(Tenant, "ten_b").auto_approve_threshold is None
         with pytest.raises(EvaluationError) as err:
-            calibrate_tenant(session=session, tenant_id="nope", target_precision=0.8, store=True)
+            calibrate_tenant(session=session, tenant="nope", target_precision=0.8, store=True)
         assert err.value.code is ErrorCode.tenant_not_found

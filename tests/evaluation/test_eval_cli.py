@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import REPO, draw_images
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from evaluation.datasets import load_dataset
 from evaluation.errors import EvaluationError
 from evaluation.predictions import PREDICTIONS_FILE, read_jsonl
 from evaluation.runs import RunConfig, load_captioner, run_captions
+from tests.evaluation.conftest import REPO, draw_images
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -94,13 +94,18 @@ def test_run_score_compare_report(tiny_blip: Path, tiny_clip: Path, data: tuple[
                                 "--batch-size", "3", "--max-new-tokens", "6", "--device", "cpu",
                                 "--json"])
     assert json.loads(again.stdout)["generated"] == 0
-    scored = runner.invoke(app, ["score", str(tmp_path / "run"), "--dataset", str(dataset),
+    # The run keeps where its data set is: no --dataset needed.
+    scored = runner.invoke(app, ["score", str(tmp_path / "run"),
                                  "--images", str(images), "--clip-model", str(tiny_clip),
                                  "--resamples", "50", "--out", str(tmp_path / "a.json"),
                                  "--json"])
     assert scored.exit_code == 0, scored.output
     summary = json.loads(scored.stdout)
     assert {"CIDEr", "METEOR", "CLIP-S", "RefCLIP-S"} <= set(summary["metrics"])
+    assert summary["details"]["references_route"] == "raw"
+    # Off a terminal, one line per stage on stderr.
+    assert "eval score: METEOR [" in scored.stderr
+    assert "eval score: CLIP-S (" in scored.stderr
     # B: the references' first sentence as the prediction -> better on every n-gram metric.
     refs = [json.loads(line) for line in dataset.read_text().splitlines()]
     (tmp_path / "b.jsonl").write_text("".join(
@@ -144,6 +149,50 @@ def test_errors_have_codes_and_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["score", str(tmp_path / "missing.json")])
     assert result.exit_code == 2
     assert "error[file_not_found]" in result.stderr
+
+
+def test_metric_names_are_checked(data: tuple[Path, Path], tmp_path: Path) -> None:
+    dataset, _ = data
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"image_id": f"img_{i}.png", "caption": "a photo"}) + "\n"
+                             for i in range(4)))
+    bad = runner.invoke(app, ["score", str(preds), "--dataset", str(dataset),
+                              "--metrics", "Bleu_4,CIDEr-D,cider"])
+    assert bad.exit_code == 2
+    assert "error[invalid_argument]: unknown metric(s) cider; known: Bleu_1" in bad.stderr
+    good = runner.invoke(app, ["score", str(preds), "--dataset", str(dataset),
+                               "--metrics", "CIDEr-D", "--resamples", "20", "--json"])
+    assert good.exit_code == 0, good.output
+    assert list(json.loads(good.stdout)["metrics"]) == ["CIDEr"]
+    clip = runner.invoke(app, ["score", str(preds), "--dataset", str(dataset),
+                               "--metrics", "CLIP-S"])
+    assert "error[invalid_argument]: CLIP-S and RefCLIP-S need --clip-model" in clip.stderr
+
+
+def test_score_says_what_is_missing(data: tuple[Path, Path], tmp_path: Path) -> None:
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"image_id": "img_0.png", "caption": "a photo"}) + "\n")
+    alone = runner.invoke(app, ["score", str(preds)])
+    assert alone.exit_code == 2
+    assert "holds predictions only, no references; pass --dataset" in alone.stderr
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "predictions.jsonl").write_text(preds.read_text())
+    (run / "run.json").write_text(json.dumps({"dataset": "refs"}))
+    old = runner.invoke(app, ["score", str(run)])
+    assert "names its data set (refs) but not its file; pass --dataset" in old.stderr
+
+
+def test_bootstrap_of_an_empty_metric_is_undefined_not_a_crash() -> None:
+    import numpy as np
+
+    from evaluation.bootstrap import confidence_intervals
+    from evaluation.metrics import mean_statistic
+
+    empty = mean_statistic("CIDEr", np.zeros(0))
+    interval = confidence_intervals({"CIDEr": empty}, resamples=10)["CIDEr"]
+    assert all(np.isnan(v) for v in (interval.value, interval.low, interval.high))
+    assert confidence_intervals({}, resamples=10) == {}
 
 
 def test_calibrate_from_csv(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import draw_images
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from evaluation.clipscore import PREFIX, ClipScorer, clip_s, refclip_s
+from evaluation.clipscore import ClipScorer, clip_s, refclip_s
+from tests.evaluation.conftest import draw_images
+from worker.models.clip import PROMPT as PREFIX
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +66,19 @@ def test_tiny_clip_matches_the_paper_formula(tiny_clip: Path, tmp_path: Path) ->
     assert got.clip_s.shape == (3,)
     assert np.all(got.clip_s >= 0)
     assert np.all(got.clip_s <= 2.5)
+
+
+def test_the_worker_and_the_evaluator_compute_the_same_clip_s(tiny_clip: Path,
+                                                              tmp_path: Path) -> None:
+    """One definition: the worker's image-text quality part is the evaluator's CLIP-S,
+    capped at 1, on the same model, image and text."""
+    from worker.models.clip import HFClipScorer
+    from worker.quality import image_text
+
+    names = draw_images(tmp_path, 2)
+    texts = ["a red dog on the grass", "two cat sitting"]
+    images = [Image.open(tmp_path / n).convert("RGB") for n in names]
+    served = HFClipScorer(str(tiny_clip), device="cpu", dtype="float32").clip_s(images, texts)
+    evaluated = ClipScorer(tiny_clip).score([tmp_path / n for n in names], texts).clip_s
+    np.testing.assert_allclose(served, evaluated, rtol=1e-6, atol=1e-7)
+    assert [image_text(s) for s in served] == [min(1.0, s) for s in served]

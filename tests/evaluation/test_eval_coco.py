@@ -87,7 +87,7 @@ def test_spice_without_corenlp_is_unavailable_with_reason(ours, tmp_path: Path) 
 
 def test_pretokenized_references_are_not_retokenized() -> None:
     ds = Dataset("tok", (Sample("1", ("a man rides a horse", "a horse on a beach")),),
-                 references_tokenized=True)
+                 route="tokens")
     scores = score_captions(ds, {"1": "A man rides a horse."}, metrics=["Bleu_1", "CIDEr"])
     assert scores.details["ptb_tokens"]["references"] is None
     assert scores.corpus["Bleu_1"] == pytest.approx(1.0)

@@ -61,9 +61,11 @@ def test_karpathy_raw_or_tokens_is_explicit(tmp_path: Path) -> None:
     assert len(load_dataset(karpathy(tmp_path), split=None)) == 2
 
 
-def test_tokens_need_a_layout_that_has_them(tmp_path: Path) -> None:
+def test_every_layout_takes_every_route(tmp_path: Path) -> None:
+    for route in ("raw", "tokens", "tokens-ptb"):
+        assert load_dataset(coco(tmp_path), references=route).route == route
     with pytest.raises(DatasetError) as err:
-        load_dataset(coco(tmp_path), references="tokens")
+        load_dataset(coco(tmp_path), references="ptb")  # type: ignore[arg-type]
     assert err.value.code is ErrorCode.invalid_argument
 
 

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from schemas.api import VariantBase
 from schemas.store.jobs import claim
 from schemas.store.results import Completed, complete_succeeded
-from schemas.tables import Job, ReviewState, Tenant
+from schemas.tables import QUALITY_SCORE_VERSION, Job, ReviewState, Tenant
 
 TEXTS = {
     "x": "Sunlit shoes for long city walks.",
@@ -54,7 +54,8 @@ def reviewable_job(
             quality_parts={"compliance": 1.0, "policy": 1.0, "repetition": 1.0},
             flags=tuple(flags),
             review_state=review_state,
-            provenance={"model_id": model_id, "limit": 280},
+            provenance={"model_id": model_id, "limit": 280,
+                        "quality_score_version": QUALITY_SCORE_VERSION},
         )
         for style in styles
         for platform in platforms

@@ -117,9 +117,13 @@ class Writer(Protocol):
 
 
 class ImageTextScorer(Protocol):
+    """CLIP-S of each image with its text (``worker/models/clip.py`` defines it)."""
+
     info: ModelInfo
 
     def cosine(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]: ...
+
+    def clip_s(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]: ...
 
 
 def check_batch(what: str, got: int, expected: int) -> None:

@@ -1,7 +1,11 @@
-"""Image–text agreement: a CLIP model's cosine similarity between image and text.
+"""CLIP-S (Hessel et al. 2021, "CLIPScore"): the one definition, for serving and evaluation.
 
-Used for the ``image_text`` quality part (CLIP-S = 2.5 * max(cos, 0)). Texts
-are cut to the model's context (77 tokens for CLIP).
+CLIP-S(c, v) = W * max(cos(E(PROMPT + c), E(v)), 0), W = 2.5, PROMPT = "A photo depicts ".
+The worker's quality part ``image_text`` (``worker/quality.py``) and the evaluation
+toolkit's CLIP-S and RefCLIP-S (``evaluation/clipscore.py``) both come from
+:func:`clip_s` and :class:`HFClipScorer`'s embeddings, so the score a tenant's
+threshold is calibrated on is the score the worker serves. Texts are cut to the
+model's context (77 tokens for CLIP).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Unpack
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
@@ -16,6 +21,14 @@ from transformers import AutoModel, AutoProcessor
 from worker.models.base import check_batch
 from worker.models.device import out_of_memory_as_transient
 from worker.models.loading import HFModel, Source, SourceArgs
+
+PROMPT = "A photo depicts "
+W = 2.5
+
+
+def clip_s(cosines: Sequence[float] | np.ndarray) -> np.ndarray:
+    """CLIP-S from the cosines of prompted text and image embeddings: W * max(cos, 0)."""
+    return W * np.clip(np.asarray(cosines, dtype=np.float64), 0, None)
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -33,21 +46,34 @@ class HFClipScorer(HFModel):
         self.max_length = int(getattr(self.model.config.text_config,
                                       "max_position_embeddings", 77))
 
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """L2-normalised image embeddings, (n, d) float32."""
+        pixels = self.processor(images=[im.convert("RGB") for im in images],
+                                return_tensors="pt")["pixel_values"]
+        with torch.inference_mode(), out_of_memory_as_transient(f"{self.info.model_id} score"):
+            out = _features(self.model.get_image_features(
+                pixel_values=pixels.to(self.device, self.dtype)))
+        return torch.nn.functional.normalize(out.float(), dim=-1).cpu()
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised embeddings of ``PROMPT + text``, (n, d) float32."""
+        tokens = self.processor(text=[PROMPT + t for t in texts], padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt").to(self.device)
+        with torch.inference_mode(), out_of_memory_as_transient(f"{self.info.model_id} score"):
+            out = _features(self.model.get_text_features(
+                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
+        return torch.nn.functional.normalize(out.float(), dim=-1).cpu()
+
     def cosine(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]:
+        """Cosine of each image with its prompted text."""
         check_batch("clip texts", len(texts), len(images))
         if not images:
             return []
-        inputs = self.processor(
-            images=list(images), text=list(texts), padding=True, truncation=True,
-            max_length=self.max_length, return_tensors="pt",
-        ).to(self.device)
-        with torch.inference_mode(), out_of_memory_as_transient(f"{self.info.model_id} score"):
-            image = _features(self.model.get_image_features(
-                pixel_values=inputs["pixel_values"].to(self.dtype)))
-            text = _features(self.model.get_text_features(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))
-        cos = torch.nn.functional.cosine_similarity(image.float(), text.float(), dim=-1)
-        return [float(c) for c in cos.cpu()]
+        cos = (self.embed_images(images) * self.embed_texts(texts)).sum(dim=-1)
+        return [float(c) for c in cos]
+
+    def clip_s(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]:
+        return [float(s) for s in clip_s(self.cosine(images, texts))]
 
     def warm_up(self) -> None:
         self.cosine([Image.new("RGB", (64, 64), (127, 127, 127))], ["a grey square"])
