@@ -62,7 +62,8 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.templates = templates()
     app.state.announcer = Announcer(settings.redis_url)
-    app.state.login_failures = auth.AddressLimiter()
+    app.state.login_failures = auth.FailureWindow()  # per client address
+    app.state.unknown_emails = auth.FailureWindow()  # e-mails with no account
     app.include_router(auth.router)
     app.include_router(pages.router)
     app.include_router(actions.router)

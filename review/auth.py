@@ -117,22 +117,40 @@ def local_path(target: str | None, default: str = "/") -> str:
     return target
 
 
-class AddressLimiter:
-    """Failed sign-ins per client address within a sliding window, in this process."""
+class FailureWindow:
+    """Failed sign-ins per key (a client address, or an e-mail with no account) within a
+    sliding window, in this process; at most ``MAX_KEYS`` keys, the oldest dropped."""
+
+    MAX_KEYS = 10_000
 
     def __init__(self) -> None:
         self.failures: dict[str, deque[float]] = {}
 
-    def blocked(self, address: str, *, limit: int, window_s: float) -> bool:
-        recent = self.failures.get(address)
+    def blocked(self, key: str, *, limit: int, window_s: float) -> bool:
+        recent = self.failures.get(key)
         if not recent:
             return False
         while recent and recent[0] < time.monotonic() - window_s:
             recent.popleft()
+        if not recent:
+            del self.failures[key]
         return len(recent) >= limit
 
-    def failed(self, address: str) -> None:
-        self.failures.setdefault(address, deque(maxlen=1000)).append(time.monotonic())
+    def failed(self, key: str) -> None:
+        if key not in self.failures and len(self.failures) >= self.MAX_KEYS:
+            del self.failures[next(iter(self.failures))]
+        self.failures.setdefault(key, deque(maxlen=1000)).append(time.monotonic())
+
+
+def _phantom_locked(request: Request, email: str, settings: ReviewSettings) -> bool:
+    """An e-mail with no account locks after as many failures as a real one would."""
+    unknown: FailureWindow = request.app.state.unknown_emails
+    unknown.failed(email.strip().lower())
+    return unknown.blocked(
+        email.strip().lower(),
+        limit=settings.review_login_max_failures,
+        window_s=settings.review_login_lockout_s,
+    )
 
 
 def _secure(request: Request, settings: ReviewSettings) -> bool:
@@ -175,7 +193,7 @@ def login(
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(csrf_token.encode(), expected.encode()):
         raise Refused(403, "forbidden", "the sign-in form expired; reload the page")
-    limiter: AddressLimiter = request.app.state.login_failures
+    limiter: FailureWindow = request.app.state.login_failures
     address = request.client.host if request.client else "unknown"
     window = settings.review_login_lockout_s
     if limiter.blocked(address, limit=settings.review_login_ip_failures, window_s=window):
@@ -190,7 +208,8 @@ def login(
     if outcome.reviewer is None:
         limiter.failed(address)
         session.commit()  # the failure counts, whatever is answered
-        problem = "locked" if outcome.locked else "mismatch"
+        locked = outcome.locked or (not outcome.known and _phantom_locked(request, email, settings))
+        problem = "locked" if locked else "mismatch"
         return RedirectResponse(
             f"/login?problem={problem}&next={quote(local_path(next))}", status_code=303
         )

@@ -118,18 +118,21 @@ class SignIn:
 
     reviewer: Reviewer | None
     locked: bool = False
+    known: bool = True  # False: no such account (or a disabled one); the caller counts it
 
 
 def sign_in(
     *, session: Session, email: str, password: str, max_failures: int, lockout_s: float
 ) -> SignIn:
-    """Check a password. Unknown e-mails, disabled accounts and wrong passwords look
-    alike to the caller; a locked account refuses even the right password."""
+    """Check a password; a locked account refuses even the right password. Unknown
+    e-mails and disabled accounts cost the same hash as a wrong password and say only
+    ``known=False``: the caller counts their failures to the same lockout, so that
+    neither the answer nor its timing tells whether an account exists."""
     reviewer = reviewer_by_email(session=session, email=email)
     now = utcnow()
     if reviewer is None or reviewer.disabled_at is not None:
         _verify(_DUMMY_HASH, password)
-        return SignIn(None)
+        return SignIn(None, known=False)
     if reviewer.locked_until is not None and reviewer.locked_until > now:
         return SignIn(None, locked=True)
     if not _verify(reviewer.password_hash, password):

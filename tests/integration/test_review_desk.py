@@ -46,8 +46,9 @@ def world(database_url: str, redis_db: str) -> World:
     with session_scope(database_url) as session:
         a = create_tenant(session=session, name=f"shop-a-{suffix}")
         b = create_tenant(session=session, name=f"shop-b-{suffix}")
-        job_a = reviewable_job(session, a, text=HOSTILE, platforms=("instagram",),
-                               styles=("playful", "luxury"))  # fmt: skip
+        job_a = reviewable_job(
+            session, a, text=HOSTILE, platforms=("instagram",), styles=("playful", "luxury")
+        )
         job_b = reviewable_job(session, b)
         for job in (job_a, job_b):
             job.image_sha256 = put_blob(session=session, store="db", data=png())
@@ -55,8 +56,9 @@ def world(database_url: str, redis_db: str) -> World:
         alice = f"alice-{suffix}@example.com"
         admin = f"admin-{suffix}@example.com"
         create_reviewer(session=session, email=alice, password=PASSWORD, tenants=[a])
-        create_reviewer(session=session, email=admin, password=PASSWORD, tenants=[a, b],
-                        role=ReviewerRole.admin)  # fmt: skip
+        create_reviewer(
+            session=session, email=admin, password=PASSWORD, tenants=[a, b], role=ReviewerRole.admin
+        )
         session.flush()
         variants_a = list(session.exec(select(Variant).where(Variant.job_id == job_a.id)).all())
     settings = ReviewSettings(
@@ -284,3 +286,27 @@ def test_the_database_away_is_a_503_page_with_the_security_headers(world: World)
     assert answer.headers["retry-after"] == "5"
     assert "script-src 'self'" in answer.headers["content-security-policy"]
     assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_email_with_no_account_answers_as_an_account_would(world: World) -> None:
+    """Same answers, in the same order, for an account and for an e-mail that has none:
+    the lockout cannot be used to learn which e-mails exist."""
+    real = f"real-{uuid.uuid4().hex[:6]}@example.com"
+    with session_scope(world.url) as session:
+        owner = session.get(Tenant, world.job_a.tenant_id)
+        assert owner is not None
+        create_reviewer(session=session, email=real, password=PASSWORD, tenants=[owner])
+    answers: dict[str, list[str]] = {}
+    for email in (real, f"nobody-{uuid.uuid4().hex[:6]}@example.com"):
+        http = TestClient(create_app(world.settings), follow_redirects=False)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text)
+        assert token is not None
+        answers[email] = [
+            http.post(
+                "/login",
+                data={"email": email, "password": "wrong password!", "csrf_token": token[1]},
+            ).headers["location"]
+            for _ in range(4)
+        ]
+    assert len(set(map(tuple, answers.values()))) == 1, answers
+    assert "problem=locked" in answers[real][-1]
