@@ -76,7 +76,9 @@ def event_row(
 def wanted(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The event rows that their endpoint subscribes to: an event the endpoint does not
     want is not a delivery at all (never sent, never dead, never replayed). A row with
-    no endpoint is kept: the sender records it as refused. One query for the batch."""
+    no endpoint is kept: the sender records it as refused. One query for the batch.
+    (A tenant who narrows an endpoint's subscriptions after a row was written sees
+    that row dead, with the reason, rather than lost.)"""
     if not rows:
         return []
     found = session.exec(
