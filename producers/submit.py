@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kombu.exceptions import OperationalError as BrokerError
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -34,6 +35,11 @@ from schemas.tables import Job, JobStatus, Tenant
 
 log = logging.getLogger("captionq.submit")
 Checked = tuple[JobRequest, bytes | None]  # a request that passed its checks, its image bytes
+SUBMITTED = Counter(
+    "captionq_jobs_submitted_total",
+    "Jobs submitted, by outcome (accepted, refused) and the refusal's error code",
+    ["outcome", "error_code"],
+)
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,11 @@ def submit_many(
         mark_queued(session=session, job_ids=[job.id for job in to_publish])
         session.commit()
         queued = {job.id for job in to_publish}
+    for outcome in outcomes:
+        if isinstance(outcome, RequestError):
+            SUBMITTED.labels(outcome="refused", error_code=outcome.code.value).inc()
+        else:
+            SUBMITTED.labels(outcome="accepted", error_code="").inc()
     return [
         Submitted(o.job_id, JobStatus.queued, o.created)
         if isinstance(o, Submitted) and o.job_id in queued

@@ -185,6 +185,24 @@ class WorkerSettings(CoreSettings):
     job_max_attempts: int = Field(
         default=5, ge=1, description="Claims of one job; past it the job fails attempts_exhausted"
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which this worker or beat process serves its Prometheus metrics "
+        "(/metrics); unset, none is served",
+    )
+    heartbeat_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a worker refreshes its heartbeat (a Redis key that lives three "
+        "intervals, and the heartbeat file); status and the no-worker alert read it",
+    )
+    heartbeat_file: str | None = Field(
+        default=None,
+        description="A file the worker touches with each heartbeat once its models are "
+        "loaded and its consumer runs (the Kubernetes liveness probe reads its age)",
+    )
 
     @property
     def callback_schedule_s(self) -> list[float]:

@@ -10,8 +10,10 @@ While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' le
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
@@ -23,7 +25,7 @@ from schemas.settings import WorkerSettings
 from schemas.store.jobs import claim, requeue
 from schemas.store.results import Completed, complete_failed, complete_succeeded
 from schemas.store.sessions import session_scope
-from schemas.tables import Job, Tenant
+from schemas.tables import Job, Tenant, utcnow
 from worker import pipeline, retry
 from worker.errors import ClaimError
 from worker.intake import decoder, load_all
@@ -48,6 +50,10 @@ class BatchReport:
     retry: list[Retried] = field(default_factory=list)  # jobs to publish again
     succeeded: int = 0
     failed: int = 0
+    failed_codes: list[str] = field(default_factory=list)  # one per failed job
+    retried_codes: list[str] = field(default_factory=list)  # one per job put back
+    model_s: float = 0.0  # seconds in the pipeline
+    durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
 
 
 def process(
@@ -79,12 +85,26 @@ def process(
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
         ]
+        started = time.perf_counter()
         outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
+        report.model_s = time.perf_counter() - started
         _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
+        finished = utcnow()
+        retried = {again.job.id for again in report.retry}
+        report.durations_s = [
+            (finished - _aware(job.created_at)).total_seconds()
+            for job in jobs
+            if job.id not in retried
+        ]
     finally:
         if lease is not None:
             lease.release()
     return report
+
+
+def _aware(at: datetime) -> datetime:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
@@ -136,6 +156,8 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
         report.retry += part.retry
         report.succeeded += part.succeeded
         report.failed += part.failed
+        report.failed_codes += part.failed_codes
+        report.retried_codes += part.retried_codes
 
 
 def _store(
@@ -165,11 +187,13 @@ def _store(
                         job.id, outcome.code, outcome, decision.countdown_s)
             if requeue(session=session, job_id=job.id):
                 report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
+                report.retried_codes.append(outcome.code.value)
             continue
         delivery = complete_failed(
             session=session, job_id=job.id, code=decision.code, message=decision.message
         )
         report.failed += 1
+        report.failed_codes.append(decision.code.value)
         if delivery is not None:
             outbox.append(DeliveryRef(delivery.id, delivery.url))
     report.deliveries += outbox

@@ -30,7 +30,7 @@ from schemas.names import (
 from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, reaper, retry, sender
+from worker import batch, metrics, reaper, retry, sender
 from worker.app import app, engine, lease_keeper, publisher, settings
 from worker.errors import ClaimError
 
@@ -59,6 +59,11 @@ def caption(requests: list[SimpleRequest]) -> None:
                     len(job_ids), exc, decision.countdown_s)
         publisher.captions(jobs, countdown=decision.countdown_s)
         return
+    metrics.batch_done(
+        size=len(job_ids), model_s=report.model_s, failed_codes=report.failed_codes,
+        succeeded=report.succeeded, retried_codes=report.retried_codes,
+        durations_s=report.durations_s,
+    )  # fmt: skip
     publisher.deliveries(report.deliveries)
     publisher.captions(
         [retried.job for retried in report.retry],
@@ -97,7 +102,7 @@ def deliver(self: Task, message: dict[str, object]) -> None:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return
     try:
-        sender.send_batch(delivery_ids, settings=settings)
+        metrics.deliveries_sent(sender.send_batch(delivery_ids, settings=settings))
     except Exception as exc:
         decision = retry.decide(exc, attempt=self.request.retries + 1,
                                 max_attempts=retry.DELIVER_ATTEMPTS, backoff=retry.DELIVER_BACKOFF)
@@ -128,6 +133,10 @@ def _redis() -> redis.Redis:
 @app.task(name=TASK_REAP, ignore_result=True)
 def reap() -> None:
     found = reaper.reap(settings=settings, client=_redis())
+    metrics.reaped({
+        "received": found.received, "broker_lost": found.broker_lost,
+        "stranded": found.unacked, "lease_expired": found.expired, "exhausted": found.exhausted,
+    })  # fmt: skip
     if not found:
         return
     publisher.captions(found.publish)

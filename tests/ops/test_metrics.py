@@ -1,0 +1,83 @@
+"""Metrics as ops read them: a real Prometheus scrapes the API and a worker after real
+jobs, and its query API shows the counters moved by exactly what happened; the KEDA
+ScaledObject's own query returns N queued + M in flight."""
+
+from __future__ import annotations
+
+import yaml
+from kombu import Connection
+
+from producers.client import CaptionClient
+from schemas.broker import celery_config
+from schemas.names import QUEUE_GPU
+from tests.ops.conftest import DEPLOY, World
+from tests.support.waiting import wait_for
+
+JOBS = 3
+
+
+def settles(world: World, expr: str, expected: float, timeout_s: float = 60.0) -> None:
+    """Wait until Prometheus answers ``expected`` for ``expr`` (scrapes are every second)."""
+    seen: list[float | None] = []
+
+    def check() -> bool:
+        seen.append(world.prometheus.value(expr))
+        return seen[-1] == expected
+
+    try:
+        wait_for(check, timeout_s=timeout_s, what=f"{expr} == {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last answer {seen[-1:]}\n{world.stack.logs()}") from None
+
+
+def test_counters_move_by_what_happened(world: World) -> None:
+    client: CaptionClient = world.stack.client
+    wait_for(world.prometheus.targets_up, timeout_s=30, what="both targets up")
+    refused = world.submit(1, styles=["playful"], image_base64="bm90IGFuIGltYWdl")
+    assert refused == []
+    ids = world.submit(JOBS)
+    assert len(ids) == JOBS
+    for job_id in ids:
+        assert client.wait(job_id, timeout_s=120).status == "succeeded", world.stack.logs()
+    wait_for(lambda: {r.job_id for r in world.stack.receiver.received} >= set(ids))
+
+    settles(world, 'captionq_jobs_submitted_total{outcome="accepted"}', JOBS)
+    settles(world, 'sum(captionq_jobs_submitted_total{outcome="refused"})', 1)
+    settles(world, 'captionq_jobs_finished_total{outcome="succeeded"}', JOBS)
+    settles(world, "captionq_images_processed_total", JOBS)
+    settles(world, "captionq_batch_size_sum", JOBS)
+    settles(world, "captionq_job_duration_seconds_count", JOBS)
+    settles(world, 'captionq_deliveries_total{outcome="delivered",status_class="2xx"}', JOBS)
+    settles(world, 'captionq_jobs{status="succeeded"}', JOBS)
+    settles(world, "captionq_deliveries_dead", 0)
+    settles(world, 'captionq_workers_alive{pool="gpu+io"}', 1)
+    settles(world, "captionq_jobs_in_flight", 0)
+    settles(world, 'sum(captionq_queue_depth{queue="captionq.gpu"})', 0)
+    settles(world, 'captionq_dependency_up{dependency="database"}', 1)
+    assert world.prometheus.value("captionq_model_load_seconds") > 0
+    assert world.prometheus.value("captionq_model_seconds_count") >= 1
+
+
+def keda_query() -> str:
+    documents = yaml.safe_load_all((DEPLOY / "k8s" / "keda-scaledobject.yaml").read_text())
+    (scaled,) = [d for d in documents if d and d["kind"] == "ScaledObject"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    return str(trigger["metadata"]["query"])
+
+
+def test_keda_query_counts_queued_and_in_flight(world: World) -> None:
+    """No worker consumes; M messages are taken and held unacknowledged, as a worker
+    holds its prefetched and running jobs; the autoscaler's query says N + M."""
+    world.worker.stop()
+    settles(world, 'captionq_workers_alive{pool="gpu+io"}', 0)
+    queued, in_flight = 5, 3
+    assert len(world.submit(queued + in_flight)) == queued + in_flight
+    transport = celery_config(world.stack.settings.redis_url)["broker_transport_options"]
+    with Connection(world.stack.settings.redis_url, transport_options=transport) as conn:
+        channel = conn.channel()
+        held = [channel.basic_get(QUEUE_GPU, no_ack=False) for _ in range(in_flight)]
+        assert all(message is not None for message in held)
+        settles(world, 'sum(captionq_queue_taken{queue="captionq.gpu"})', in_flight)
+        settles(world, keda_query(), queued + in_flight)
+        settles(world, "captionq:gpu_work", queued + in_flight)
