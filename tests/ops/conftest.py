@@ -70,6 +70,7 @@ def world(
         **LOOPBACK_ENV,
     }
     logdir = tmp_path_factory.mktemp("ops")
+    env["HEARTBEAT_FILE"] = str(logdir / "heartbeat")
     stack = Stack.open(settings, env=env, logdir=logdir)
     with session_scope(postgres_url) as session:
         tenant = tenant_by_name(session=session, name=TENANT)

@@ -4,10 +4,15 @@ ScaledObject's own query returns N queued + M in flight."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import redis
 import yaml
 from kombu import Connection
 
 from producers.client import CaptionClient
+from schemas import heartbeats
 from schemas.broker import celery_config
 from schemas.names import QUEUE_GPU
 from tests.ops.conftest import DEPLOY, World
@@ -58,6 +63,23 @@ def test_counters_move_by_what_happened(world: World) -> None:
     assert world.prometheus.value("captionq_model_seconds_count") >= 1
 
 
+def test_worker_heartbeat_lives_without_celery_events(world: World) -> None:
+    """The worker runs without Celery's heartbeat, gossip and mingle; its own heartbeat
+    says it is alive, what it holds, and keeps its liveness file fresh."""
+    client = redis.Redis.from_url(world.stack.settings.redis_url)
+    (beat,) = heartbeats.alive(client)
+    assert beat.pool == "gpu+io"
+    assert beat.pid == world.worker.process.pid
+    assert beat.in_flight == 0
+    assert time.time() - beat.at < 3 * 1.0 + 1
+    touched = Path(world.stack.env["HEARTBEAT_FILE"])
+    first = touched.stat().st_mtime
+    wait_for(lambda: touched.stat().st_mtime > first, timeout_s=10, what="a fresh heartbeat")
+    last = world.prometheus.value("captionq_worker_heartbeat_timestamp_seconds")
+    assert last is not None
+    assert time.time() - last < 10
+
+
 def keda_query() -> str:
     documents = yaml.safe_load_all((DEPLOY / "k8s" / "keda-scaledobject.yaml").read_text())
     (scaled,) = [d for d in documents if d and d["kind"] == "ScaledObject"]
@@ -71,6 +93,7 @@ def test_keda_query_counts_queued_and_in_flight(world: World) -> None:
     holds its prefetched and running jobs; the autoscaler's query says N + M."""
     world.worker.stop()
     settles(world, 'captionq_workers_alive{pool="gpu+io"}', 0)
+    assert heartbeats.alive(redis.Redis.from_url(world.stack.settings.redis_url)) == []
     queued, in_flight = 5, 3
     assert len(world.submit(queued + in_flight)) == queued + in_flight
     transport = celery_config(world.stack.settings.redis_url)["broker_transport_options"]
