@@ -84,6 +84,12 @@ class CoreSettings(BaseSettings):
         "REDIS_URL and WEBHOOK_SECRETS_KEY",
     )
 
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines: json (one object per line, README 'Operations'), text, or "
+        "auto: text on a terminal, json elsewhere",
+    )
+
     @model_validator(mode="after")
     def _production_is_explicit(self) -> CoreSettings:
         if self.captionq_env != "production":

@@ -22,6 +22,7 @@ from datetime import timedelta
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from schemas import logs
 from schemas.broker import celery_config
 from schemas.names import (
     QUEUE_GPU,
@@ -113,6 +114,18 @@ def _load_models(**_: object) -> None:
     except Exception:
         log.exception("cannot load the models; this worker stops")
         os._exit(3)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: object) -> None:
+    """JSON lines (``schemas.logs``) unless on a terminal or ``LOG_FORMAT=text``."""
+    logs.use_format(logger, settings.log_format)
+
+
+@signals.task_prerun.connect
+def _log_context(task_id: str | None = None, task: object = None, **_: object) -> None:
+    logs.begin(task=getattr(task, "name", None), task_id=task_id)
 
 
 @signals.worker_init.connect

@@ -107,6 +107,11 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+def _about(job: Job) -> dict[str, object]:
+    """A job's fields on a log line (``schemas.logs``)."""
+    return {"job_id": job.id, "tenant": job.tenant_id, "attempt": job.attempts}
+
+
 def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
     if not jobs:
         return {}
@@ -178,13 +183,14 @@ def _store(
     report.succeeded += len(completed)
     for job, outcome in chunk:
         if isinstance(outcome, Written):
+            log.info("job %s succeeded", job.id, extra=_about(job))
             continue
         decision = retry.decide(
             outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
         )
         if isinstance(decision, retry.Retry):
             log.warning("job %s: transient %s (%s), retrying in %.1fs",
-                        job.id, outcome.code, outcome, decision.countdown_s)
+                        job.id, outcome.code, outcome, decision.countdown_s, extra=_about(job))
             if requeue(session=session, job_id=job.id):
                 report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
                 report.retried_codes.append(outcome.code.value)
@@ -193,6 +199,7 @@ def _store(
             session=session, job_id=job.id, code=decision.code, message=decision.message
         )
         report.failed += 1
+        log.info("job %s failed: %s", job.id, decision.code.value, extra=_about(job))
         report.failed_codes.append(decision.code.value)
         if delivery is not None:
             outbox.append(DeliveryRef(delivery.id, delivery.url))

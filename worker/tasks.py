@@ -10,6 +10,7 @@ what follows. Whether a failure is retried, and when, is ``worker.retry``'s to s
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 from functools import lru_cache
 
@@ -18,6 +19,7 @@ from celery import Task
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
+from schemas import logs
 from schemas.messages import CaptionMessage, DeliverMessage, JobRef
 from schemas.names import (
     TASK_CAPTION,
@@ -45,6 +47,7 @@ log = logging.getLogger("captionq.worker")
     acks_late=True,
 )
 def caption(requests: list[SimpleRequest]) -> None:
+    logs.begin(task=TASK_CAPTION, batch_id=uuid.uuid4().hex[:16])
     jobs = [job for job in map(caption_job, requests) if job is not None]
     job_ids = [job.id for job in jobs]
     try:

@@ -67,6 +67,7 @@ def world(
         "MAX_NEW_TOKENS": "8",
         "HF_HUB_OFFLINE": "1",
         "HEARTBEAT_INTERVAL_S": "1",
+        "LOG_FORMAT": "json",
         **LOOPBACK_ENV,
     }
     logdir = tmp_path_factory.mktemp("ops")

@@ -94,7 +94,12 @@ def launch(
     log = logdir / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            argv, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            argv,
+            cwd=REPO,
+            # Human lines unless a test asks for JSON (their log is a file, not a terminal).
+            env={**os.environ, "LOG_FORMAT": "text", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     proc = Proc(name, process, log)
     deadline = time.monotonic() + READY_S

@@ -1,9 +1,11 @@
-"""Metrics as ops read them: a real Prometheus scrapes the API and a worker after real
-jobs, and its query API shows the counters moved by exactly what happened; the KEDA
+"""A running captionq as ops see it: a real Prometheus scrapes the API and a worker
+after real jobs, and its query API shows the counters moved by exactly what happened;
+the worker's own heartbeat; JSON log lines with the documented fields; the KEDA
 ScaledObject's own query returns N queued + M in flight."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -70,14 +72,45 @@ def test_worker_heartbeat_lives_without_celery_events(world: World) -> None:
     (beat,) = heartbeats.alive(client)
     assert beat.pool == "gpu+io"
     assert beat.pid == world.worker.process.pid
-    assert beat.in_flight == 0
     assert time.time() - beat.at < 3 * 1.0 + 1
+    # The jobs above are finished: a beat after them says the worker holds none.
+    wait_for(lambda: heartbeats.alive(client)[0].in_flight == 0, timeout_s=10, what="idle")
     touched = Path(world.stack.env["HEARTBEAT_FILE"])
     first = touched.stat().st_mtime
     wait_for(lambda: touched.stat().st_mtime > first, timeout_s=10, what="a fresh heartbeat")
     last = world.prometheus.value("captionq_worker_heartbeat_timestamp_seconds")
     assert last is not None
     assert time.time() - last < 10
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in lines]
+
+
+def test_log_lines_are_json_with_the_documented_fields(world: World) -> None:
+    """After the jobs above: each job's line carries its id, tenant, attempt, batch and
+    task; every JSON line has the base fields; the API's lines are JSON too."""
+    ids = world.submit(2)
+    for job_id in ids:
+        world.stack.client.wait(job_id, timeout_s=120)
+    lines = json_lines(world.worker.output())
+    assert lines, world.worker.output()[-2000:]
+    for line in lines:
+        assert {"ts", "level", "logger", "message", "process"} <= set(line)
+    for job_id in ids:
+        (done,) = [line for line in lines if line.get("job_id") == job_id]
+        assert done["message"] == f"job {job_id} succeeded"
+        assert done["task"] == "captionq.caption"
+        assert done["tenant"] == world.stack.client.tenant_id
+        assert done["attempt"] == 1
+        assert isinstance(done["batch_id"], str)
+        assert done["batch_id"]
+    delivered = [line for line in lines if line.get("task") == "captionq.deliver"]
+    assert delivered
+    assert all(line.get("task_id") for line in delivered)
+    api = json_lines(world.api.output())
+    assert any(line["logger"] == "uvicorn.access" for line in api), world.api.output()[-2000:]
 
 
 def keda_query() -> str:
