@@ -39,3 +39,6 @@ def queue_lists(queue: str, steps: int = 10) -> list[str]:
     """The Redis lists of one Celery queue: one per priority step, the first under the
     queue's own name (``captionq.gpu``, ``captionq.gpu:1``, ... ``captionq.gpu:9``)."""
     return [queue, *(f"{queue}:{step}" for step in range(1, steps))]
+
+# The reaper's last pass: when it ended and what it found (``captionq status`` reads it).
+REAPER_LAST_RUN: Final = "captionq:reaper:last-run"

@@ -9,7 +9,9 @@ what follows. Whether a failure is retried, and when, is ``worker.retry``'s to s
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from datetime import timedelta
 from functools import lru_cache
@@ -19,7 +21,7 @@ from celery import Task
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
-from schemas import logs
+from schemas import keys, logs
 from schemas.messages import CaptionMessage, DeliverMessage, JobRef
 from schemas.names import (
     TASK_CAPTION,
@@ -136,10 +138,12 @@ def _redis() -> redis.Redis:
 @app.task(name=TASK_REAP, ignore_result=True)
 def reap() -> None:
     found = reaper.reap(settings=settings, client=_redis())
-    metrics.reaped({
+    counts = {
         "received": found.received, "broker_lost": found.broker_lost,
         "stranded": found.unacked, "lease_expired": found.expired, "exhausted": found.exhausted,
-    })  # fmt: skip
+    }  # fmt: skip
+    metrics.reaped(counts)
+    _redis().set(keys.REAPER_LAST_RUN, json.dumps({"at": time.time(), **counts}))
     if not found:
         return
     publisher.captions(found.publish)

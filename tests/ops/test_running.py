@@ -6,17 +6,24 @@ ScaledObject's own query returns N queued + M in flight."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 import yaml
 from kombu import Connection
+from sqlmodel import select
 
 from producers.client import CaptionClient
 from schemas import heartbeats
 from schemas.broker import celery_config
 from schemas.names import QUEUE_GPU
+from schemas.store.sessions import session_scope
+from schemas.tables import Job
 from tests.ops.conftest import DEPLOY, World
 from tests.support.waiting import wait_for
 
@@ -113,6 +120,37 @@ def test_log_lines_are_json_with_the_documented_fields(world: World) -> None:
     assert any(line["logger"] == "uvicorn.access" for line in api), world.api.output()[-2000:]
 
 
+def status(world: World) -> dict[str, Any]:
+    """``captionq status --json`` as a script runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "status", "--json"],
+        env={**os.environ, **world.stack.env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_status_shows_workers_queues_and_jobs(world: World) -> None:
+    found = status(world)
+    (worker,) = found["workers"]
+    assert worker["pool"] == "gpu+io"
+    assert worker["pid"] == world.worker.process.pid
+    assert worker["in_flight"] == 0
+    gpu = next(q for q in found["queues"] if q["queue"] == QUEUE_GPU)
+    assert (gpu["waiting"], gpu["taken"], gpu["oldest_age_s"]) == (0, 0, 0)
+    with session_scope(world.stack.database_url) as session:
+        succeeded = len(session.exec(select(Job).where(Job.status == "succeeded")).all())
+    assert found["jobs"] == {"succeeded": succeeded}
+    assert found["dead_deliveries"] == 0
+    screen = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "status"],
+        env={**os.environ, **world.stack.env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert screen.returncode == 0, screen.stderr
+    assert worker["worker"] in screen.stdout
+    assert "dead deliveries: 0" in screen.stdout
+
+
 def keda_query() -> str:
     documents = yaml.safe_load_all((DEPLOY / "k8s" / "keda-scaledobject.yaml").read_text())
     (scaled,) = [d for d in documents if d and d["kind"] == "ScaledObject"]
@@ -137,3 +175,8 @@ def test_keda_query_counts_queued_and_in_flight(world: World) -> None:
         settles(world, 'sum(captionq_queue_taken{queue="captionq.gpu"})', in_flight)
         settles(world, keda_query(), queued + in_flight)
         settles(world, "captionq:gpu_work", queued + in_flight)
+        found = status(world)
+    assert found["workers"] == []
+    gpu = next(q for q in found["queues"] if q["queue"] == QUEUE_GPU)
+    assert (gpu["waiting"], gpu["taken"]) == (queued, in_flight)
+    assert gpu["oldest_age_s"] > 0
