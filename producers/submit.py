@@ -31,6 +31,7 @@ from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
 from schemas.store.endpoints import ensure_endpoint
 from schemas.store.jobs import create_job, create_jobs, mark_queued
+from schemas.store.usage import Used, add_usage
 from schemas.tables import Job, JobStatus, Tenant
 
 log = logging.getLogger("captionq.submit")
@@ -187,6 +188,8 @@ def submit_many(
             to_publish.append(JobRef(job.id, priority))
             publishing.add(job.id)
             backlog += 1
+    created_now = sum(1 for o in outcomes if isinstance(o, Submitted) and o.created)
+    add_usage(session=session, used={tenant.id: Used(jobs=created_now)})
     session.commit()
     queued: set[str] = set()
     if to_publish and _published(settings, to_publish):

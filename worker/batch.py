@@ -25,6 +25,7 @@ from schemas.settings import WorkerSettings
 from schemas.store.jobs import claim, requeue
 from schemas.store.results import Completed, complete_failed, complete_succeeded
 from schemas.store.sessions import session_scope
+from schemas.store.usage import Used, add_usage
 from schemas.tables import Job, Tenant, utcnow
 from worker import pipeline, retry
 from worker.errors import ClaimError
@@ -143,10 +144,14 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
     for a reason other than the database being away, store job by job, so one bad row
     cannot hold back the others. Safe to repeat: every write is conditional."""
 
+    share_s = report.model_s / max(1, len(results))  # each job's share of the model time
+
     def store(chunk: list[Stored]) -> BatchReport:
         part = BatchReport()
         with session_scope(settings.database_url) as session:
             _store(session, chunk, settings=settings, report=part)
+            retried = {again.job.id for again in part.retry}
+            add_usage(session=session, used=_used(chunk, share_s, retried=retried))
         return part
 
     try:
@@ -163,6 +168,22 @@ def _store_batch(results: list[Stored], *, settings: WorkerSettings, report: Bat
         report.failed += part.failed
         report.failed_codes += part.failed_codes
         report.retried_codes += part.retried_codes
+
+
+def _used(chunk: list[Stored], share_s: float, *, retried: set[str]) -> dict[str, Used]:
+    """Usage by tenant of the jobs in ``chunk`` that are done (a job put back is counted
+    when it is done): an image each, its variants, its share of the model seconds."""
+    used: dict[str, Used] = {}
+    for job, outcome in chunk:
+        if job.id in retried:
+            continue
+        figures = used.setdefault(job.tenant_id, Used())
+        figures += Used(
+            images=1,
+            variants=len(outcome.variants) if isinstance(outcome, Written) else 0,
+            model_seconds=share_s,
+        )
+    return used
 
 
 def _store(

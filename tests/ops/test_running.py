@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 import yaml
 from kombu import Connection
@@ -23,8 +24,10 @@ from schemas import heartbeats
 from schemas.broker import celery_config
 from schemas.names import QUEUE_GPU
 from schemas.store.sessions import session_scope
-from schemas.tables import Job
+from schemas.store.tenants import create_api_key
+from schemas.tables import Delivery, Job, Tenant, Variant, utcnow
 from tests.ops.conftest import DEPLOY, World
+from tests.support.stack import TENANT
 from tests.support.waiting import wait_for
 
 JOBS = 3
@@ -149,6 +152,40 @@ def test_status_shows_workers_queues_and_jobs(world: World) -> None:
     assert screen.returncode == 0, screen.stderr
     assert worker["worker"] in screen.stdout
     assert "dead deliveries: 0" in screen.stdout
+
+
+def test_usage_by_tenant_and_day_after_real_jobs(world: World) -> None:
+    """The API (admin scope) and the CLI give the same figures as the store's rows."""
+    with session_scope(world.stack.database_url) as session:
+        jobs = session.exec(select(Job)).all()
+        variants = session.exec(select(Variant)).all()
+        delivered = session.exec(select(Delivery).where(Delivery.status == "delivered")).all()
+        tenant = session.get(Tenant, world.stack.client.tenant_id)
+        assert tenant is not None
+        admin = create_api_key(session=session, tenant=tenant, scopes=["admin"])[1]
+    headers = {"authorization": f"Bearer {admin}"}
+    answer = httpx.get(f"{world.api_url}/v1/usage", headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    (today,) = answer.json()["days"]
+    assert today["day"] == utcnow().date().isoformat()
+    assert (today["jobs"], today["images"], today["variants"], today["callbacks"]) == (
+        len(jobs), len(jobs), len(variants), len(delivered)
+    )
+    assert today["model_seconds"] > 0
+    refused = httpx.get(f"{world.api_url}/v1/usage", headers={"authorization": f"Bearer "
+                        f"{world.key}"}, timeout=10)  # fmt: skip
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "forbidden"
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "tenant", "usage", TENANT, "--json"],
+        env={**os.environ, **world.stack.env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["tenant"] == TENANT
+    assert {k: row[k] for k in ("day", "jobs", "images", "variants", "callbacks")} == {
+        k: today[k] for k in ("day", "jobs", "images", "variants", "callbacks")
+    }
 
 
 def keda_query() -> str:
