@@ -68,6 +68,7 @@ def world(
         "HF_HUB_OFFLINE": "1",
         "HEARTBEAT_INTERVAL_S": "1",
         "LOG_FORMAT": "json",
+        "REAPER_INTERVAL_S": "1",
         **LOOPBACK_ENV,
     }
     logdir = tmp_path_factory.mktemp("ops")
@@ -77,14 +78,16 @@ def world(
         tenant = tenant_by_name(session=session, name=TENANT)
         assert tenant is not None
         key = create_api_key(session=session, tenant=tenant)[1]
-    api_port, worker_port = free_port(), free_port()
+    api_port, worker_port, beat_port = free_port(), free_port(), free_port()
     api = start_api(env=stack.env, logdir=logdir, port=api_port)
     stack.procs[api.name] = api
     prometheus: Prometheus | None = None
     try:
         worker = stack.start("gpu+io", METRICS_PORT=str(worker_port))
+        stack.start("beat", METRICS_PORT=str(beat_port))
+        targets = {"api": api_port, "worker": worker_port, "beat": beat_port}
         prometheus = Prometheus.start(
-            {"api": f"127.0.0.1:{api_port}", "worker": f"127.0.0.1:{worker_port}"},
+            {name: f"127.0.0.1:{port}" for name, port in targets.items()},
             tmp_path_factory.mktemp("prometheus"),
             rule_files=(DEPLOY / "prometheus" / "recording-rules.yaml",),
         )

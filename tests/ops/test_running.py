@@ -49,7 +49,7 @@ def settles(world: World, expr: str, expected: float, timeout_s: float = 60.0) -
 
 def test_counters_move_by_what_happened(world: World) -> None:
     client: CaptionClient = world.stack.client
-    wait_for(world.prometheus.targets_up, timeout_s=30, what="both targets up")
+    wait_for(world.prometheus.targets_up, timeout_s=30, what="every target up")
     refused = world.submit(1, styles=["playful"], image_base64="bm90IGFuIGltYWdl")
     assert refused == []
     ids = world.submit(JOBS)
@@ -60,19 +60,19 @@ def test_counters_move_by_what_happened(world: World) -> None:
 
     settles(world, 'captionq_jobs_submitted_total{outcome="accepted"}', JOBS)
     settles(world, 'sum(captionq_jobs_submitted_total{outcome="refused"})', 1)
-    settles(world, 'captionq_jobs_finished_total{outcome="succeeded"}', JOBS)
-    settles(world, "captionq_images_processed_total", JOBS)
-    settles(world, "captionq_batch_size_sum", JOBS)
-    settles(world, "captionq_job_duration_seconds_count", JOBS)
-    settles(world, 'captionq_deliveries_total{outcome="delivered",status_class="2xx"}', JOBS)
+    settles(world, 'sum(captionq_jobs_finished_total{outcome="succeeded"})', JOBS)
+    settles(world, "sum(captionq_images_processed_total)", JOBS)
+    settles(world, "sum(captionq_batch_size_sum)", JOBS)
+    settles(world, "sum(captionq_job_duration_seconds_count)", JOBS)
+    settles(world, 'sum(captionq_deliveries_total{outcome="delivered",status_class="2xx"})', JOBS)
     settles(world, 'captionq_jobs{status="succeeded"}', JOBS)
     settles(world, "captionq_deliveries_dead", 0)
     settles(world, 'captionq_workers_alive{pool="gpu+io"}', 1)
-    settles(world, "captionq_jobs_in_flight", 0)
+    settles(world, 'captionq_jobs_in_flight{job="worker"}', 0)
     settles(world, 'sum(captionq_queue_depth{queue="captionq.gpu"})', 0)
     settles(world, 'captionq_dependency_up{dependency="database"}', 1)
-    assert world.prometheus.value("captionq_model_load_seconds") > 0
-    assert world.prometheus.value("captionq_model_seconds_count") >= 1
+    assert world.prometheus.value('captionq_model_load_seconds{job="worker"}') > 0
+    assert world.prometheus.value('captionq_model_seconds_count{job="worker"}') >= 1
 
 
 def test_worker_heartbeat_lives_without_celery_events(world: World) -> None:
@@ -88,9 +88,19 @@ def test_worker_heartbeat_lives_without_celery_events(world: World) -> None:
     touched = Path(world.stack.env["HEARTBEAT_FILE"])
     first = touched.stat().st_mtime
     wait_for(lambda: touched.stat().st_mtime > first, timeout_s=10, what="a fresh heartbeat")
-    last = world.prometheus.value("captionq_worker_heartbeat_timestamp_seconds")
+    last = world.prometheus.value('captionq_worker_heartbeat_timestamp_seconds{job="worker"}')
     assert last is not None
     assert time.time() - last < 10
+
+
+def test_every_dashboard_query_returns_data(world: World) -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "captionq.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(queries) >= 15
+    settles(world, "sum(captionq_reaper_actions_total) >= bool 0", 1)
+    empty = [q for q in queries if not world.prometheus.query(q)]
+    assert empty == [], empty
+    assert world.prometheus.value('captionq_process_start_time_seconds{role="beat"}')
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
@@ -145,6 +155,7 @@ def test_status_shows_workers_queues_and_jobs(world: World) -> None:
         succeeded = len(session.exec(select(Job).where(Job.status == "succeeded")).all())
     assert found["jobs"] == {"succeeded": succeeded}
     assert found["dead_deliveries"] == 0
+    assert found["reaper"]["age_s"] < 30  # beat's reaper runs every second here
     screen = subprocess.run(
         [sys.executable, "-m", "producers.cli", "status"],
         env={**os.environ, **world.stack.env}, capture_output=True, text=True, timeout=60,
@@ -189,7 +200,7 @@ def test_usage_by_tenant_and_day_after_real_jobs(world: World) -> None:
 
 
 def keda_query() -> str:
-    documents = yaml.safe_load_all((DEPLOY / "k8s" / "keda-scaledobject.yaml").read_text())
+    documents = yaml.safe_load_all((DEPLOY / "k8s" / "base" / "keda-scaledobject.yaml").read_text())
     (scaled,) = [d for d in documents if d and d["kind"] == "ScaledObject"]
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "prometheus"
