@@ -129,11 +129,20 @@ def _log_context(task_id: str | None = None, task: object = None, **_: object) -
 
 
 @signals.worker_init.connect
+@signals.beat_init.connect
 def _init_sentry(**_: object) -> None:
+    """Sentry's Celery integration in every worker process and in beat, whose periodic
+    tasks check in to Sentry Crons (one monitor per beat_schedule entry)."""
     if settings.sentry_dsn:
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
         from schemas.sentry import init_sentry
 
-        init_sentry(settings.sentry_dsn)
+        init_sentry(
+            settings.sentry_dsn,
+            environment=settings.captionq_env,
+            integrations=[CeleryIntegration(monitor_beat_tasks=True)],
+        )
 
 
 publisher = Publisher(app, settings)

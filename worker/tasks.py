@@ -34,7 +34,7 @@ from schemas.names import (
 from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, metrics, reaper, retry, sender
+from worker import batch, crons, metrics, reaper, retry, sender
 from worker.app import app, engine, lease_keeper, publisher, settings
 from worker.errors import ClaimError
 
@@ -127,6 +127,7 @@ def dispatch() -> int:
             limit=settings.delivery_dispatch_limit,
         )
     publisher.deliveries(due)
+    crons.check_in("captionq-dispatch")
     return len(due)
 
 
@@ -143,6 +144,7 @@ def reap() -> None:
         "stranded": found.unacked, "lease_expired": found.expired, "exhausted": found.exhausted,
     }  # fmt: skip
     metrics.reaped(counts)
+    crons.check_in("captionq-reaper")
     _redis().set(keys.REAPER_LAST_RUN, json.dumps({"at": time.time(), **counts}))
     if not found:
         return
