@@ -23,7 +23,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from schemas import heartbeats, queues
-from schemas.names import QUEUE_GPU, QUEUE_IO
 from schemas.settings import CoreSettings
 from schemas.store import census
 from schemas.store.sessions import read_scope
@@ -96,37 +95,32 @@ class StoreCollector(Collector):
 
     def _store(self) -> Iterator[Metric]:
         with read_scope(self.settings.database_url) as session:
-            ages = {
-                QUEUE_GPU: census.oldest_queued_s(session=session),
-                QUEUE_IO: census.oldest_due_delivery_s(session=session),
-            }
-            review_age = census.oldest_pending_review_s(session=session)
-            dead = census.dead_deliveries(session=session)
-            jobs = census.jobs_by_status(session=session)
-            decisions = census.decisions_by_action(session=session)
+            found = census.take_census(session=session)
         age = GaugeMetricFamily(
             "captionq_queue_oldest_age_seconds",
             "Age of the oldest job waiting for a GPU worker, or the most overdue callback",
             labels=["queue"],
         )
-        for queue, seconds in ages.items():
+        for queue, seconds in found.oldest_waiting_s.items():
             age.add_metric([queue], seconds)
         yield age
         yield GaugeMetricFamily(
             "captionq_review_oldest_pending_age_seconds",
-            "Age of the oldest variant waiting for a reviewer", value=review_age,
+            "Age of the oldest variant waiting for a reviewer",
+            value=found.oldest_pending_review_s,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "captionq_deliveries_dead", "Callbacks dead-lettered (listed, replayable)", value=dead
+            "captionq_deliveries_dead", "Callbacks dead-lettered (listed, replayable)",
+            value=found.dead_deliveries,
         )
         by_status = GaugeMetricFamily("captionq_jobs", "Jobs stored, by state", labels=["status"])
-        for status, count in jobs.items():
+        for status, count in found.jobs.items():
             by_status.add_metric([status], count)
         yield by_status
         actions = CounterMetricFamily(
             "captionq_review_decisions", "Review decisions stored, by action", labels=["action"]
         )
-        for action, count in decisions.items():
+        for action, count in found.decisions.items():
             actions.add_metric([action], count)
         yield actions
 

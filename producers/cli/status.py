@@ -19,7 +19,6 @@ from rich.table import Table
 
 from producers.cli.output import JsonOpt, as_json, console
 from schemas import heartbeats, keys, queues
-from schemas.names import QUEUE_GPU, QUEUE_IO
 
 
 def snapshot() -> dict[str, Any]:
@@ -36,13 +35,7 @@ def snapshot() -> dict[str, Any]:
     taken = queues.taken(client)
     now = time.time()
     with read_scope(settings.database_url) as session:
-        ages = {
-            QUEUE_GPU: census.oldest_queued_s(session=session),
-            QUEUE_IO: census.oldest_due_delivery_s(session=session),
-        }
-        dead = census.dead_deliveries(session=session)
-        jobs = census.jobs_by_status(session=session)
-        review_age = census.oldest_pending_review_s(session=session)
+        found = census.take_census(session=session)
     raw = client.get(keys.REAPER_LAST_RUN)
     reaper = json.loads(raw) if raw else None
     if reaper is not None:
@@ -53,7 +46,7 @@ def snapshot() -> dict[str, Any]:
                 "queue": queue,
                 "waiting": sum(d.waiting for d in depths if d.queue == queue),
                 "taken": taken[queue],
-                "oldest_age_s": round(ages[queue], 1),
+                "oldest_age_s": round(found.oldest_waiting_s[queue], 1),
             }
             for queue in queues.QUEUES
         ],
@@ -61,9 +54,9 @@ def snapshot() -> dict[str, Any]:
             {**beat.model_dump(), "seen_s_ago": round(now - beat.at, 1)}
             for beat in heartbeats.alive(client)
         ],
-        "dead_deliveries": dead,
-        "jobs": jobs,
-        "review_oldest_pending_age_s": round(review_age, 1),
+        "dead_deliveries": found.dead_deliveries,
+        "jobs": found.jobs,
+        "review_oldest_pending_age_s": round(found.oldest_pending_review_s, 1),
         "reaper": reaper,
     }
 

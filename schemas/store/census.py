@@ -5,11 +5,13 @@ callbacks, jobs by state, review decisions by action. Read by the API's metrics 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from schemas.names import QUEUE_GPU, QUEUE_IO
 from schemas.tables import (
     Decision,
     Delivery,
@@ -75,3 +77,27 @@ def jobs_by_status(*, session: Session) -> dict[str, int]:
 def decisions_by_action(*, session: Session) -> dict[str, int]:
     rows = session.exec(select(Decision.action, func.count()).group_by(Decision.action)).all()
     return {str(action): int(count) for action, count in rows}
+
+
+@dataclass(frozen=True)
+class Census:
+    """Every figure above, read in one session."""
+
+    oldest_waiting_s: dict[str, float]  # queue -> age of its oldest waiting work
+    oldest_pending_review_s: float
+    dead_deliveries: int
+    jobs: dict[str, int]
+    decisions: dict[str, int]
+
+
+def take_census(*, session: Session) -> Census:
+    return Census(
+        oldest_waiting_s={
+            QUEUE_GPU: oldest_queued_s(session=session),
+            QUEUE_IO: oldest_due_delivery_s(session=session),
+        },
+        oldest_pending_review_s=oldest_pending_review_s(session=session),
+        dead_deliveries=dead_deliveries(session=session),
+        jobs=jobs_by_status(session=session),
+        decisions=decisions_by_action(session=session),
+    )
