@@ -131,8 +131,9 @@ def _log_context(task_id: str | None = None, task: object = None, **_: object) -
 @signals.worker_init.connect
 @signals.beat_init.connect
 def _init_sentry(**_: object) -> None:
-    """Sentry's Celery integration in every worker process and in beat, whose periodic
-    tasks check in to Sentry Crons (one monitor per beat_schedule entry)."""
+    """Sentry's Celery integration in every worker process and in beat: beat's periodic
+    tasks check in to Sentry Crons (its own monitors for schedules of a minute or more;
+    ``worker.crons`` for the reaper and dispatcher, which run more often)."""
     if settings.sentry_dsn:
         from sentry_sdk.integrations.celery import CeleryIntegration
 
