@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kombu.exceptions import OperationalError as BrokerError
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -30,10 +31,16 @@ from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
 from schemas.store.endpoints import ensure_endpoint
 from schemas.store.jobs import create_job, create_jobs, mark_queued
+from schemas.store.usage import Used, add_usage
 from schemas.tables import Job, JobStatus, Tenant
 
 log = logging.getLogger("captionq.submit")
 Checked = tuple[JobRequest, bytes | None]  # a request that passed its checks, its image bytes
+SUBMITTED = Counter(
+    "captionq_jobs_submitted_total",
+    "Jobs submitted, by outcome (accepted, refused) and the refusal's error code",
+    ["outcome", "error_code"],
+)
 
 
 @dataclass(frozen=True)
@@ -181,12 +188,19 @@ def submit_many(
             to_publish.append(JobRef(job.id, priority))
             publishing.add(job.id)
             backlog += 1
+    created_now = sum(1 for o in outcomes if isinstance(o, Submitted) and o.created)
+    add_usage(session=session, used={tenant.id: Used(jobs=created_now)})
     session.commit()
     queued: set[str] = set()
     if to_publish and _published(settings, to_publish):
         mark_queued(session=session, job_ids=[job.id for job in to_publish])
         session.commit()
         queued = {job.id for job in to_publish}
+    for outcome in outcomes:
+        if isinstance(outcome, RequestError):
+            SUBMITTED.labels(outcome="refused", error_code=outcome.code.value).inc()
+        else:
+            SUBMITTED.labels(outcome="accepted", error_code="").inc()
     return [
         Submitted(o.job_id, JobStatus.queued, o.created)
         if isinstance(o, Submitted) and o.job_id in queued

@@ -6,7 +6,7 @@ Strict: unknown fields are refused, every list and string is bounded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
@@ -381,3 +381,19 @@ class TenantPolicyPublic(BaseModel):
     auto_approve_score_version: int | None
     quality_score_version: int
     threshold_stale: bool
+
+
+class UsagePublic(BaseModel):
+    """What a tenant used on one UTC day (``GET /v1/usage``)."""
+
+    day: date
+    jobs: int = Field(description="Submissions accepted")
+    images: int = Field(description="Images that went through the model")
+    variants: int = Field(description="Variants written")
+    model_seconds: float = Field(description="The tenant's share of its batches' model time")
+    callbacks: int = Field(description="Callbacks delivered (2xx)")
+
+
+class UsagePage(BaseModel):
+    tenant_id: str
+    days: list[UsagePublic]

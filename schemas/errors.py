@@ -79,6 +79,7 @@ class ErrorCode(StrEnum):
     database_unavailable = "database_unavailable"
     broker_unavailable = "broker_unavailable"
     wait_timeout = "wait_timeout"
+    settings_invalid = "settings_invalid"  # a process refuses to start
     # Evaluation (data sets, predictions, judgements, runs, external scorers; the
     # image and model codes above serve evaluation too).
     file_not_found = "file_not_found"

@@ -23,3 +23,22 @@ UNACKED_INDEX: Final = "unacked_index"  # delivery tag -> time it was delivered
 def rate_limit(tenant_id: str) -> str:
     """The tenant's submission bucket at the API (GCRA: its theoretical arrival time)."""
     return f"captionq:ratelimit:{tenant_id}"
+
+
+# Worker heartbeats: one key per worker process, refreshed by the worker itself (not by
+# Celery's events), living three heartbeat intervals; its value says what it holds.
+HEARTBEAT_PREFIX: Final = "captionq:heartbeat:"
+
+
+def heartbeat(worker: str) -> str:
+    """The heartbeat key of one worker process (``gpu@host:pid``)."""
+    return f"{HEARTBEAT_PREFIX}{worker}"
+
+
+def queue_lists(queue: str, steps: int = 10) -> list[str]:
+    """The Redis lists of one Celery queue: one per priority step, the first under the
+    queue's own name (``captionq.gpu``, ``captionq.gpu:1``, ... ``captionq.gpu:9``)."""
+    return [queue, *(f"{queue}:{step}" for step in range(1, steps))]
+
+# The reaper's last pass: when it ended and what it found (``captionq status`` reads it).
+REAPER_LAST_RUN: Final = "captionq:reaper:last-run"

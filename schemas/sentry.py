@@ -20,13 +20,14 @@ PII is off (``send_default_pii=False``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sentry_sdk
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
 if TYPE_CHECKING:
+    from sentry_sdk.integrations import Integration
     from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
 FILTERED: Final = "[Filtered]"
@@ -125,12 +126,17 @@ def repr_without_bytes(value: object) -> str | None:
     return None
 
 
-def init_sentry(dsn: str, *, environment: str | None = None) -> None:
-    """Turn Sentry on for this process, with every scrubber in place."""
+def init_sentry(
+    dsn: str, *, environment: str | None = None, integrations: Sequence[Integration] = ()
+) -> None:
+    """Turn Sentry on for this process, with every scrubber in place. ``integrations``:
+    the process's own (Celery with Crons check-ins in workers and beat, FastAPI in the
+    API), which schemas cannot import; they report through the same scrubbers."""
     denylist = [*DEFAULT_DENYLIST, *sorted(SENSITIVE_KEYS)]
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
+        integrations=list(integrations),
         send_default_pii=False,
         include_local_variables=True,
         max_request_body_size="never",

@@ -1,8 +1,10 @@
 """Settings: the only module that reads the environment.
 
 One class per deployable. Names carry their units. The embedded defaults
-(SQLite file, Redis on localhost) make a development machine work with no
-configuration; production sets ``DATABASE_URL`` and ``REDIS_URL``.
+(SQLite file, Redis on localhost, a generated secrets key file) make a development
+machine work with no configuration; with ``CAPTIONQ_ENV=production`` every process
+refuses to start unless ``DATABASE_URL``, ``REDIS_URL`` and ``WEBHOOK_SECRETS_KEY`` are
+set explicitly, naming those that are missing.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.checks.urls import Ports, parse_ports
 from schemas.messages import DELIVER_BATCH_MAX
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "captionq"
+# What a production process must be given: no embedded default is right there.
+PRODUCTION_REQUIRED = ("database_url", "redis_url", "webhook_secrets_key")
 
 
 class CoreSettings(BaseSettings):
@@ -74,6 +78,30 @@ class CoreSettings(BaseSettings):
         ge=0,
         description="After a secret rotation, how long the old secret also signs callbacks",
     )
+    captionq_env: Literal["development", "production"] = Field(
+        default="development",
+        description="production: refuse to start on the embedded defaults of DATABASE_URL, "
+        "REDIS_URL and WEBHOOK_SECRETS_KEY",
+    )
+
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines: json (one object per line, README 'Operations'), text, or "
+        "auto: text on a terminal, json elsewhere",
+    )
+
+    @model_validator(mode="after")
+    def _production_is_explicit(self) -> CoreSettings:
+        if self.captionq_env != "production":
+            return self
+        missing = [name.upper() for name in PRODUCTION_REQUIRED if name not in self.model_fields_set
+                   or not getattr(self, name)]  # fmt: skip
+        if missing:
+            raise ValueError(
+                f"CAPTIONQ_ENV=production needs {', '.join(missing)} set explicitly "
+                "(the embedded defaults are for development and the demo)"
+            )
+        return self
 
 
 class ApiSettings(CoreSettings):
@@ -184,6 +212,24 @@ class WorkerSettings(CoreSettings):
     )
     job_max_attempts: int = Field(
         default=5, ge=1, description="Claims of one job; past it the job fails attempts_exhausted"
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which this worker or beat process serves its Prometheus metrics "
+        "(/metrics); unset, none is served",
+    )
+    heartbeat_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a worker refreshes its heartbeat (a Redis key that lives three "
+        "intervals, and the heartbeat file); status and the no-worker alert read it",
+    )
+    heartbeat_file: str | None = Field(
+        default=None,
+        description="A file the worker touches with each heartbeat once its models are "
+        "loaded and its consumer runs (the Kubernetes liveness probe reads its age)",
     )
 
     @property

@@ -7,7 +7,7 @@ the migrations and these models agree on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -296,3 +296,19 @@ class ReviewSession(SQLModel, table=True):
 
 # The review queue reads pending variants: found by state, not by scanning every variant.
 Index("ix_variant_review_state", Variant.__table__.c.review_state, Variant.__table__.c.job_id)  # type: ignore[attr-defined]
+
+
+class UsageDay(SQLModel, table=True):
+    """What one tenant used on one UTC day: the basis of quotas and invoices. Rows are
+    added to, never rewritten (``schemas.store.usage``), and outlive the jobs they
+    count (retention purges jobs, not usage)."""
+
+    __tablename__ = "usage_day"
+
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=40)
+    day: date = Field(primary_key=True)
+    jobs: int = 0  # accepted submissions
+    images: int = 0  # images that went through the model
+    variants: int = 0  # variants written
+    model_seconds: float = 0.0  # the tenant's share of its batches' model time
+    callbacks: int = 0  # callbacks delivered (2xx)

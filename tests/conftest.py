@@ -30,6 +30,7 @@ FOLDER_MARKERS = {
     "unit": "unit",
     "reliability": "reliability",
     "browser": "browser",
+    "ops": "ops",
 }
 
 

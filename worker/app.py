@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import timedelta
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from schemas import logs
 from schemas.broker import celery_config
 from schemas.names import (
     QUEUE_GPU,
@@ -32,6 +34,8 @@ from schemas.names import (
     TASK_REAP,
 )
 from schemas.settings import worker_settings
+from worker import metrics
+from worker.heartbeat import Heartbeat
 from worker.lease import LeaseKeeper
 from worker.models import Engine, load_engine
 from worker.publish import Publisher
@@ -95,7 +99,9 @@ def engine() -> Engine:
     with _engine_lock:
         if _engine is None:
             log.info("loading models: captioner=%s", settings.captioner_model)
+            started = time.perf_counter()
             _engine = load_engine(settings)
+            metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
             log.info("models ready: %s", _engine.captioner.info)
         return _engine
 
@@ -110,20 +116,69 @@ def _load_models(**_: object) -> None:
         os._exit(3)
 
 
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: object) -> None:
+    """JSON lines (``schemas.logs``) unless on a terminal or ``LOG_FORMAT=text``."""
+    logs.use_format(logger, settings.log_format)
+
+
+@signals.task_prerun.connect
+def _log_context(task_id: str | None = None, task: object = None, **_: object) -> None:
+    logs.begin(task=getattr(task, "name", None), task_id=task_id)
+
+
 @signals.worker_init.connect
+@signals.beat_init.connect
 def _init_sentry(**_: object) -> None:
+    """Sentry's Celery integration in every worker process and in beat: beat's periodic
+    tasks check in to Sentry Crons (its own monitors for schedules of a minute or more;
+    ``worker.crons`` for the reaper and dispatcher, which run more often)."""
     if settings.sentry_dsn:
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
         from schemas.sentry import init_sentry
 
-        init_sentry(settings.sentry_dsn)
+        init_sentry(
+            settings.sentry_dsn,
+            environment=settings.captionq_env,
+            integrations=[CeleryIntegration(monitor_beat_tasks=True)],
+        )
 
 
 publisher = Publisher(app, settings)
 lease_keeper = LeaseKeeper(settings, hand_back=publisher.hand_back)
 
 
+_heartbeat: Heartbeat | None = None
+
+
+@signals.worker_ready.connect
+def _alive(sender: object = None, **_: object) -> None:
+    """The consumer runs: export metrics and start the heartbeat (``worker.heartbeat``)."""
+    global _heartbeat
+    consumed = sorted(app.amqp.queues.consume_from or ())
+    pool = "+".join(q.removeprefix("captionq.") for q in consumed) or "worker"
+    metrics.serve(settings.metrics_port, role=pool)
+    metrics.IN_FLIGHT.set_function(lambda: lease_keeper.held)
+    from worker.models.device import memory_in_use
+
+    metrics.watch_gpu_memory(memory_in_use)
+    _heartbeat = Heartbeat(
+        settings, pool=pool, held=lambda: lease_keeper.held, model=settings.captioner_model
+    )
+    _heartbeat.start()
+
+
+@signals.beat_init.connect
+def _beat_metrics(**_: object) -> None:
+    metrics.serve(settings.metrics_port, role="beat")
+
+
 @signals.worker_shutting_down.connect
 def _bound_shutdown(**_: object) -> None:
     """SIGTERM: stop taking work (Celery does), and bound the batch in hand."""
+    if _heartbeat is not None:
+        _heartbeat.stop()
     log.info("shutting down: the batch in hand has %.0fs to finish", settings.shutdown_grace_s)
     lease_keeper.begin_shutdown()

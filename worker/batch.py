@@ -10,8 +10,10 @@ While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' le
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
@@ -23,7 +25,8 @@ from schemas.settings import WorkerSettings
 from schemas.store.jobs import claim, requeue
 from schemas.store.results import Completed, complete_failed, complete_succeeded
 from schemas.store.sessions import is_outage, session_scope
-from schemas.tables import Job, Tenant
+from schemas.store.usage import Used, add_usage
+from schemas.tables import Job, Tenant, utcnow
 from worker import pipeline, retry
 from worker.errors import ClaimError
 from worker.intake import decoder, load_all
@@ -48,6 +51,10 @@ class BatchReport:
     retry: list[Retried] = field(default_factory=list)  # jobs to publish again
     succeeded: int = 0
     failed: int = 0
+    failed_codes: list[str] = field(default_factory=list)  # one per failed job
+    retried_codes: list[str] = field(default_factory=list)  # one per job put back
+    model_s: float = 0.0  # seconds in the pipeline
+    durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
 
 
 def process(
@@ -79,12 +86,31 @@ def process(
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
         ]
+        started = time.perf_counter()
         outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
+        report.model_s = time.perf_counter() - started
         _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
+        finished = utcnow()
+        retried = {again.job.id for again in report.retry}
+        report.durations_s = [
+            (finished - _aware(job.created_at)).total_seconds()
+            for job in jobs
+            if job.id not in retried
+        ]
     finally:
         if lease is not None:
             lease.release()
     return report
+
+
+def _aware(at: datetime) -> datetime:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _about(job: Job) -> dict[str, object]:
+    """A job's fields on a log line (``schemas.logs``)."""
+    return {"job_id": job.id, "tenant": job.tenant_id, "attempt": job.attempts}
 
 
 def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
@@ -118,10 +144,14 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
     for a reason other than the database being away, store job by job, so one bad row
     cannot hold back the others. Safe to repeat: every write is conditional."""
 
+    share_s = report.model_s / max(1, len(results))  # each job's share of the model time
+
     def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
         with session_scope(settings.database_url) as session:
             _store(session, chunk, settings=settings, report=part)
+            retried = {again.job.id for again in part.retry}
+            add_usage(session=session, used=_used(chunk, share_s, retried=retried))
         return part
 
     try:
@@ -136,6 +166,24 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
         report.retry += part.retry
         report.succeeded += part.succeeded
         report.failed += part.failed
+        report.failed_codes += part.failed_codes
+        report.retried_codes += part.retried_codes
+
+
+def _used(chunk: list[Result], share_s: float, *, retried: set[str]) -> dict[str, Used]:
+    """Usage by tenant of the jobs in ``chunk`` that are done (a job put back is counted
+    when it is done): an image each, its variants, its share of the model seconds."""
+    used: dict[str, Used] = {}
+    for job, outcome in chunk:
+        if job.id in retried:
+            continue
+        figures = used.setdefault(job.tenant_id, Used())
+        figures += Used(
+            images=1,
+            variants=len(outcome.variants) if isinstance(outcome, Written) else 0,
+            model_seconds=share_s,
+        )
+    return used
 
 
 def _store_one(result: Result, store: Callable[[list[Result]], BatchReport]) -> BatchReport:
@@ -171,20 +219,24 @@ def _store(
     report.succeeded += len(stored.job_ids)  # not a duplicate or late attempt's
     for job, outcome in chunk:
         if isinstance(outcome, Written):
+            log.info("job %s succeeded", job.id, extra=_about(job))
             continue
         decision = retry.decide(
             outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
         )
         if isinstance(decision, retry.Retry):
             log.warning("job %s: transient %s (%s), retrying in %.1fs",
-                        job.id, outcome.code, outcome, decision.countdown_s)
+                        job.id, outcome.code, outcome, decision.countdown_s, extra=_about(job))
             if requeue(session=session, job_id=job.id):
                 report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
+                report.retried_codes.append(outcome.code.value)
             continue
         delivery = complete_failed(
             session=session, job_id=job.id, code=decision.code, message=decision.message
         )
         report.failed += 1
+        log.info("job %s failed: %s", job.id, decision.code.value, extra=_about(job))
+        report.failed_codes.append(decision.code.value)
         if delivery is not None:
             outbox.append(DeliveryRef(delivery.id, delivery.url))
     report.deliveries += outbox

@@ -60,6 +60,11 @@ class LeaseKeeper:
             self._started = time.monotonic()
         self.start()
 
+    @property
+    def held(self) -> int:
+        """Jobs in the batch in hand (claimed, not finished)."""
+        return len(self._jobs)
+
     def release(self) -> None:
         with self._lock:
             self._jobs = ()

@@ -30,6 +30,7 @@ from schemas.settings import WorkerSettings
 from schemas.store.endpoints import find_endpoint, signing_secrets
 from schemas.store.outbox import AttemptResult, Sent, Taken, record, subscribed, take
 from schemas.store.sessions import session_scope
+from schemas.store.usage import Used, add_usage
 from schemas.tables import WebhookEndpoint
 from worker.connection import Deadline, PinnedBackend, resolve
 
@@ -205,8 +206,13 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
     for key, group in groups.items():
         _send_group(group, endpoints[key], settings=settings, last_end=last_end, sent=sent)
     if rows:
+        delivered: dict[str, Used] = {}
+        for row in rows:
+            if row.id in sent.attempts and sent.attempts[row.id][1].ok:
+                delivered.setdefault(row.tenant_id, Used()).callbacks += 1
         with session_scope(settings.database_url) as session:
             record(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
+            add_usage(session=session, used=delivered)
     return sent
 
 

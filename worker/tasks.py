@@ -9,7 +9,10 @@ what follows. Whether a failure is retried, and when, is ``worker.retry``'s to s
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import uuid
 from datetime import timedelta
 from functools import lru_cache
 
@@ -18,6 +21,7 @@ from celery import Task
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
 
+from schemas import keys, logs
 from schemas.messages import CaptionMessage, DeliverMessage, JobRef
 from schemas.names import (
     TASK_CAPTION,
@@ -30,7 +34,7 @@ from schemas.names import (
 from schemas.store import lifecycle, outbox
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, reaper, retry, sender
+from worker import batch, crons, metrics, reaper, retry, sender
 from worker.app import app, engine, lease_keeper, publisher, settings
 from worker.errors import ClaimError
 
@@ -45,6 +49,7 @@ log = logging.getLogger("captionq.worker")
     acks_late=True,
 )
 def caption(requests: list[SimpleRequest]) -> None:
+    logs.begin(task=TASK_CAPTION, batch_id=uuid.uuid4().hex[:16])
     jobs = [job for job in map(caption_job, requests) if job is not None]
     job_ids = [job.id for job in jobs]
     try:
@@ -59,6 +64,11 @@ def caption(requests: list[SimpleRequest]) -> None:
                     len(job_ids), exc, decision.countdown_s)
         publisher.captions(jobs, countdown=decision.countdown_s)
         return
+    metrics.batch_done(
+        size=len(job_ids), model_s=report.model_s, failed_codes=report.failed_codes,
+        succeeded=report.succeeded, retried_codes=report.retried_codes,
+        durations_s=report.durations_s,
+    )  # fmt: skip
     publisher.deliveries(report.deliveries)
     publisher.captions(
         [retried.job for retried in report.retry],
@@ -97,7 +107,7 @@ def deliver(self: Task, message: dict[str, object]) -> None:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return
     try:
-        sender.send_batch(delivery_ids, settings=settings)
+        metrics.deliveries_sent(sender.send_batch(delivery_ids, settings=settings))
     except Exception as exc:
         decision = retry.decide(exc, attempt=self.request.retries + 1,
                                 max_attempts=retry.DELIVER_ATTEMPTS, backoff=retry.DELIVER_BACKOFF)
@@ -117,6 +127,7 @@ def dispatch() -> int:
             limit=settings.delivery_dispatch_limit,
         )
     publisher.deliveries(due)
+    crons.check_in("captionq-dispatch")
     return len(due)
 
 
@@ -128,6 +139,13 @@ def _redis() -> redis.Redis:
 @app.task(name=TASK_REAP, ignore_result=True)
 def reap() -> None:
     found = reaper.reap(settings=settings, client=_redis())
+    counts = {
+        "received": found.received, "broker_lost": found.broker_lost,
+        "stranded": found.unacked, "lease_expired": found.expired, "exhausted": found.exhausted,
+    }  # fmt: skip
+    metrics.reaped(counts)
+    crons.check_in("captionq-reaper")
+    _redis().set(keys.REAPER_LAST_RUN, json.dumps({"at": time.time(), **counts}))
     if not found:
         return
     publisher.captions(found.publish)

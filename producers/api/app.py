@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.api import jobs, review, tenant, webhooks
+from producers.api import health, jobs, metrics, review, tenant, usage, webhooks
 from producers.api.statuses import DOCUMENTED, status_for
 from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError, UnavailableError
@@ -42,6 +42,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(review.router)
     app.include_router(tenant.router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(usage.router)
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ STATUSES: dict[ErrorCode, int] = {
     ErrorCode.rate_limited: 429,
     ErrorCode.database_unavailable: 503,
     ErrorCode.broker_unavailable: 503,
+    ErrorCode.settings_invalid: 500,  # never answered: the process does not start
 }
 REFUSED = 422
 

@@ -87,7 +87,21 @@ def expected(exc: BaseException) -> CliError | None:
         )
     if isinstance(exc, FileNotFoundError):
         return CliError(f"no such file: {exc.filename}", code=ErrorCode.image_missing)
-    return _unavailable(exc)
+    return _settings(exc) or _unavailable(exc)
+
+
+def _settings(exc: BaseException) -> CliError | None:
+    """Settings the process cannot start with (``schemas.settings``): each problem named."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or not exc.title.endswith("Settings"):
+        return None
+    problems = "; ".join(
+        (f"{'.'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+        + str(e["msg"]).removeprefix("Value error, ")
+        for e in exc.errors()
+    )
+    return CliError(f"cannot start: {problems}", code=ErrorCode.settings_invalid)
 
 
 def _unavailable(exc: BaseException) -> CliError | None:

@@ -69,13 +69,18 @@ def api(
 ) -> None:
     """Serve the HTTP ingestion API (OpenAPI at /openapi.json, docs at /docs)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from producers.api import create_app
+    from schemas.logs import uvicorn_config
     from schemas.settings import api_settings
 
     settings = api_settings()
     uvicorn.run(
-        create_app(settings), host=host or settings.api_host, port=port or settings.api_port
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=uvicorn_config(settings.log_format) or LOGGING_CONFIG,
     )
 
 

@@ -181,6 +181,36 @@ def _iso(when: datetime | None) -> str | None:
     return None if when is None else when.isoformat().replace("+00:00", "Z")
 
 
+@app.command("usage")
+def usage_(
+    name: Annotated[str | None, typer.Argument(help="Tenant name (default: every tenant)")] = None,
+    since: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])] = None,
+    until: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Usage by tenant and UTC day: jobs, images, variants, model seconds, callbacks."""
+    from sqlmodel import select
+
+    from schemas.settings import core_settings
+    from schemas.store.sessions import read_scope
+    from schemas.store.usage import usage
+    from schemas.tables import Tenant
+
+    with read_scope(core_settings().database_url) as session:
+        tenant_id = require_tenant(name, session=session).id if name else None
+        names = {t.id: t.name for t in session.exec(select(Tenant)).all()}
+        rows = [
+            {**row.model_dump(), "day": row.day.isoformat(), "tenant": names[row.tenant_id],
+             "model_seconds": round(row.model_seconds, 3)}
+            for row in usage(
+                session=session, tenant_id=tenant_id,
+                since=since.date() if since else None, until=until.date() if until else None,
+            )
+        ]  # fmt: skip
+    columns = ["day", "tenant", "jobs", "images", "variants", "model_seconds", "callbacks"]
+    emit(rows, columns=columns, json_out=json_out, empty="no usage recorded")
+
+
 @app.command("policy")
 def policy(
     name: str,

@@ -161,6 +161,28 @@ def test_sigterm_during_a_batch(stack: FaultStack) -> None:
     assert _succeeded(stack, ids) == len(ids)
 
 
+def test_sigterm_to_the_whole_gpu_pool_while_jobs_stream_in(stack: FaultStack) -> None:
+    """Scale-in as Kubernetes does it, pool-wide: SIGTERM to every GPU worker at once
+    while jobs keep arriving. Each exits within SHUTDOWN_GRACE_S, its batch finished or
+    handed back; a new pool finishes everything, nothing lost or stored twice."""
+    stack.start("io")
+    stack.start("beat")
+    pool = [stack.start("gpu") for _ in range(3)]
+    ids = stack.submit(12)
+    wait_for(lambda: _running(stack, ids) > 0, 60, "batches in hand")
+    ids += stack.submit(12)
+    for worker in pool:
+        worker.signal(signal.SIGTERM)
+    ids += stack.submit(12)  # still streaming in while the pool winds down
+    for worker in pool:
+        assert worker.process.wait(timeout=45) in (0, 75), stack.logs()
+    ids += stack.submit(12)
+    for _ in range(2):
+        stack.start("gpu")
+    _check(stack, ids, "sigterm-whole-pool", timeout_s=120)
+    assert _succeeded(stack, ids) == len(ids)
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # PostgreSQL's fault
 def test_postgres_connections_killed_while_workers_write(stack: FaultStack) -> None:
     stack.start("io")

@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,18 +69,41 @@ def start(kind: str, *, env: dict[str, str], logdir: Path) -> Proc:
     process's environment; wait until it is ready (or fail with its log)."""
     name = f"{kind.replace('+', '-')}-{uuid.uuid4().hex[:6]}"
     args, ready = celery_args(kind, name, logdir)
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", *args]
+    return launch(name, argv, env=env, logdir=logdir, ready=lambda p: ready in p.output())
+
+
+def start_api(*, env: dict[str, str], logdir: Path, port: int) -> Proc:
+    """The ingestion API (``captionq api``) on ``port``; ready once ``/livez`` answers."""
+
+    def ready(_: Proc) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    argv = [sys.executable, "-m", "producers.cli", "api", "--port", str(port)]
+    return launch(f"api-{port}", argv, env=env, logdir=logdir, ready=ready)
+
+
+def launch(
+    name: str, argv: list[str], *, env: dict[str, str], logdir: Path,
+    ready: Callable[[Proc], bool],
+) -> Proc:  # fmt: skip
     log = logdir / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", *args],
+            argv,
             cwd=REPO,
-            env={**os.environ, **env},
+            # Human lines unless a test asks for JSON (their log is a file, not a terminal).
+            env={**os.environ, "LOG_FORMAT": "text", **env},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     proc = Proc(name, process, log)
     deadline = time.monotonic() + READY_S
-    while ready not in proc.output():
+    while not ready(proc):
         if process.poll() is not None or time.monotonic() > deadline:
             proc.stop()
             raise RuntimeError(f"{name} did not start:\n{proc.output()[-3000:]}")

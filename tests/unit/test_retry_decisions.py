@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
 from schemas.messages import DeliverMessage
+from schemas.store.outbox import Sent
 from worker import retry, sender
 from worker.errors import ClaimError, ModelContractError, OutOfMemoryError, WorkerLostError
 
@@ -75,10 +76,11 @@ def test_a_deliver_task_is_retried_while_the_database_is_away(
 
     calls: list[list[str]] = []
 
-    def send_batch(ids: list[str], **_: object) -> None:
+    def send_batch(ids: list[str], **_: object) -> Sent:
         calls.append(ids)
         if len(calls) < 3:
             raise OUTAGE
+        return Sent()  # sent nothing (what the real one returns)
 
     monkeypatch.setattr(sender, "send_batch", send_batch)
     message = DeliverMessage(delivery_ids=["msg_1"]).model_dump()

@@ -25,6 +25,13 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def memory_in_use() -> dict[str, int]:
+    """Bytes of accelerator memory this process holds, per CUDA device ({} without CUDA)."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {f"cuda:{i}": torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())}
+
+
 @contextmanager
 def out_of_memory_as_transient(what: str) -> Iterator[None]:
     """Raise :class:`OutOfMemoryError` (transient: split the batch, retry) from the cause."""

@@ -1,0 +1,143 @@
+"""``GET /metrics``: the API's own counters, and what only the store and Redis know,
+read at each scrape (prometheus-client's text format).
+
+Read at scrape: queue depth per queue and priority step and the messages workers hold
+(``schemas.queues``), the age of the oldest waiting job, callback and review variant
+(``schemas.store.census``), dead deliveries, workers alive by pool (their heartbeats),
+and whether the database and Redis answered; submissions are counted where they are
+made (``producers.submit``). The README's "Operations" section lists
+every metric with its labels. Run the API with one process per target (uvicorn's
+default): counters are per process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import lru_cache
+
+import redis
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from schemas import heartbeats, queues
+from schemas.settings import CoreSettings
+from schemas.store import census
+from schemas.store.sessions import read_scope
+
+log = logging.getLogger("captionq.api")
+
+router = APIRouter(include_in_schema=False)
+
+
+@lru_cache(maxsize=8)
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+class StoreCollector(Collector):
+    """Figures of the database and the broker, read when Prometheus scrapes."""
+
+    def __init__(self, settings: CoreSettings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "captionq_dependency_up", "Whether the dependency answered this scrape",
+            labels=["dependency"],
+        )  # fmt: skip
+        try:
+            yield from self._broker()
+            up.add_metric(["redis"], 1)
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis away: %s", exc)
+            up.add_metric(["redis"], 0)
+        try:
+            yield from self._store()
+            up.add_metric(["database"], 1)
+        except Exception as exc:  # the database away: the other figures still go out
+            log.warning("metrics: database away: %s", exc)
+            up.add_metric(["database"], 0)
+        yield up
+
+    def _broker(self) -> Iterator[Metric]:
+        client = _redis(self.settings.redis_url)
+        depth = GaugeMetricFamily(
+            "captionq_queue_depth", "Messages waiting in a queue, per priority step (0 first)",
+            labels=["queue", "step"],
+        )  # fmt: skip
+        for row in queues.depths(client):
+            depth.add_metric([row.queue, str(row.step)], row.waiting)
+        held = GaugeMetricFamily(
+            "captionq_queue_taken", "Messages workers have taken and not acknowledged "
+            "(prefetched, batched or running)", labels=["queue"],
+        )  # fmt: skip
+        for queue, count in queues.taken(client).items():
+            held.add_metric([queue], count)
+        alive = GaugeMetricFamily(
+            "captionq_workers_alive", "Workers whose heartbeat lives, by pool", labels=["pool"]
+        )
+        in_flight = GaugeMetricFamily(
+            "captionq_workers_in_flight", "Jobs claimed and not finished, by pool, as the "
+            "workers' heartbeats say", labels=["pool"],
+        )  # fmt: skip
+        pools: dict[str, list[int]] = {"gpu": [0, 0], "io": [0, 0], "gpu+io": [0, 0]}
+        for beat in heartbeats.alive(client):
+            counts = pools.setdefault(beat.pool, [0, 0])
+            counts[0] += 1
+            counts[1] += beat.in_flight
+        for pool, (workers, jobs) in pools.items():
+            alive.add_metric([pool], workers)
+            in_flight.add_metric([pool], jobs)
+        yield from (depth, held, alive, in_flight)
+
+    def _store(self) -> Iterator[Metric]:
+        with read_scope(self.settings.database_url) as session:
+            found = census.take_census(session=session)
+        age = GaugeMetricFamily(
+            "captionq_queue_oldest_age_seconds",
+            "Age of the oldest job waiting for a GPU worker, or the most overdue callback",
+            labels=["queue"],
+        )
+        for queue, seconds in found.oldest_waiting_s.items():
+            age.add_metric([queue], seconds)
+        yield age
+        yield GaugeMetricFamily(
+            "captionq_review_oldest_pending_age_seconds",
+            "Age of the oldest variant waiting for a reviewer",
+            value=found.oldest_pending_review_s,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "captionq_deliveries_dead", "Callbacks dead-lettered (listed, replayable)",
+            value=found.dead_deliveries,
+        )
+        by_status = GaugeMetricFamily("captionq_jobs", "Jobs stored, by state", labels=["status"])
+        for status, count in found.jobs.items():
+            by_status.add_metric([status], count)
+        yield by_status
+        actions = CounterMetricFamily(
+            "captionq_review_decisions", "Review decisions stored, by action", labels=["action"]
+        )
+        for action, count in found.decisions.items():
+            actions.add_metric([action], count)
+        yield actions
+
+
+_collector: StoreCollector | None = None
+
+
+def watch(settings: CoreSettings) -> None:
+    """Read the store and broker of ``settings`` at each scrape."""
+    global _collector
+    if _collector is None:
+        _collector = StoreCollector(settings)
+        REGISTRY.register(_collector)
+    _collector.settings = settings
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    watch(request.app.state.settings)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,103 @@
+"""Figures of the whole store for operators: how old the oldest waiting work is, dead
+callbacks, jobs by state, review decisions by action. Read by the API's metrics and by
+``captionq status``; each is one aggregate query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from schemas.names import QUEUE_GPU, QUEUE_IO
+from schemas.tables import (
+    Decision,
+    Delivery,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    ReviewState,
+    Variant,
+    utcnow,
+)
+
+
+def _age_s(oldest: datetime | None, now: datetime) -> float:
+    if oldest is None:
+        return 0.0
+    oldest = oldest if oldest.tzinfo is not None else oldest.replace(tzinfo=UTC)
+    return max(0.0, (now - oldest).total_seconds())
+
+
+def oldest_queued_s(*, session: Session) -> float:
+    """Age of the oldest job waiting for a GPU worker (queued, or received and not yet
+    published); 0 when none waits."""
+    waiting = [JobStatus.queued.value, JobStatus.received.value]
+    oldest = session.exec(
+        select(func.min(func.coalesce(col(Job.queued_at), col(Job.created_at)))).where(
+            col(Job.status).in_(waiting)
+        )
+    ).one()
+    return _age_s(oldest, utcnow())
+
+
+def oldest_due_delivery_s(*, session: Session) -> float:
+    """How late the most overdue pending callback is; 0 when none is due."""
+    now = utcnow()
+    oldest = session.exec(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.status == DeliveryStatus.pending.value, Delivery.next_attempt_at <= now
+        )
+    ).one()
+    return _age_s(oldest, now)
+
+
+def oldest_pending_review_s(*, session: Session) -> float:
+    oldest = session.exec(
+        select(func.min(Variant.created_at)).where(
+            Variant.review_state == ReviewState.pending_review.value
+        )
+    ).one()
+    return _age_s(oldest, utcnow())
+
+
+def dead_deliveries(*, session: Session) -> int:
+    return session.exec(
+        select(func.count()).where(Delivery.status == DeliveryStatus.dead.value)
+    ).one()
+
+
+def jobs_by_status(*, session: Session) -> dict[str, int]:
+    rows = session.exec(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+def decisions_by_action(*, session: Session) -> dict[str, int]:
+    rows = session.exec(select(Decision.action, func.count()).group_by(Decision.action)).all()
+    return {str(action): int(count) for action, count in rows}
+
+
+@dataclass(frozen=True)
+class Census:
+    """Every figure above, read in one session."""
+
+    oldest_waiting_s: dict[str, float]  # queue -> age of its oldest waiting work
+    oldest_pending_review_s: float
+    dead_deliveries: int
+    jobs: dict[str, int]
+    decisions: dict[str, int]
+
+
+def take_census(*, session: Session) -> Census:
+    return Census(
+        oldest_waiting_s={
+            QUEUE_GPU: oldest_queued_s(session=session),
+            QUEUE_IO: oldest_due_delivery_s(session=session),
+        },
+        oldest_pending_review_s=oldest_pending_review_s(session=session),
+        dead_deliveries=dead_deliveries(session=session),
+        jobs=jobs_by_status(session=session),
+        decisions=decisions_by_action(session=session),
+    )

@@ -1,0 +1,112 @@
+"""A worker or beat process's Prometheus metrics (prometheus-client), and the server that
+exports them on ``METRICS_PORT``.
+
+Every name is ``captionq_``-prefixed, in base units, and carries no per-job label.
+GPU workers run the solo pool and IO workers threads, so each process is one target of
+its own; what only the store or Redis knows (queue depth and age, dead deliveries,
+workers alive) is exported by the API (``producers.api.metrics``). The README's
+"Operations" section lists every metric with its labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from schemas.store.outbox import Sent
+
+log = logging.getLogger("captionq.worker")
+
+JOBS_FINISHED = Counter(
+    "captionq_jobs_finished_total",
+    "Jobs a worker finished, by outcome (succeeded, failed) and error code ('' on success)",
+    ["outcome", "error_code"],
+)
+JOBS_RETRIED = Counter(
+    "captionq_jobs_retried_total", "Jobs put back after a transient failure", ["error_code"]
+)
+IN_FLIGHT = Gauge("captionq_jobs_in_flight", "Jobs this worker has claimed and not finished")
+BATCH_SIZE = Histogram(
+    "captionq_batch_size", "Jobs per model batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+MODEL_SECONDS = Histogram(
+    "captionq_model_seconds",
+    "Seconds the models spent on one batch (decode, caption, variants, rules, score)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+JOB_SECONDS = Histogram(
+    "captionq_job_duration_seconds",
+    "Seconds from a job's submission to its result, for jobs finished by this worker",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+IMAGES = Counter("captionq_images_processed_total", "Images that went through the model")
+DELIVERIES = Counter(
+    "captionq_deliveries_total",
+    "Callback attempts, by outcome (delivered, failed, refused) and HTTP status class",
+    ["outcome", "status_class"],
+)
+REAPED = Counter(
+    "captionq_reaper_actions_total",
+    "Jobs the reaper acted on, by reason (received, broker_lost, stranded, lease_expired, "
+    "exhausted)",
+    ["reason"],
+)
+REAPER_LAST_RUN = Gauge(
+    "captionq_reaper_last_run_timestamp_seconds", "When the reaper last finished a pass"
+)
+START_TIME = Gauge(
+    "captionq_process_start_time_seconds", "When this process started", ["role"]
+)
+MODEL_LOAD_SECONDS = Gauge("captionq_model_load_seconds", "Seconds this process took to load")
+GPU_MEMORY = Gauge(
+    "captionq_gpu_memory_bytes", "Accelerator memory this process holds (CUDA only)", ["device"]
+)
+HEARTBEAT = Gauge(
+    "captionq_worker_heartbeat_timestamp_seconds", "When this worker last beat its heartbeat"
+)
+
+
+def serve(port: int | None, *, role: str) -> None:
+    """Export this process's metrics on ``port`` (none when unset)."""
+    START_TIME.labels(role=role).set(time.time())
+    if port is None:
+        return
+    start_http_server(port)
+    log.info("metrics on :%d/metrics", port)
+
+
+def watch_gpu_memory(read: Callable[[], dict[str, int]]) -> None:
+    """Report ``read()`` (device name → bytes in use) at every scrape."""
+    for device in read():
+        GPU_MEMORY.labels(device=device).set_function(lambda d=device: read().get(d, 0))
+
+
+def batch_done(*, size: int, model_s: float, failed_codes: list[str], succeeded: int,
+               retried_codes: list[str], durations_s: list[float]) -> None:  # fmt: skip
+    BATCH_SIZE.observe(size)
+    MODEL_SECONDS.observe(model_s)
+    IMAGES.inc(size)
+    JOBS_FINISHED.labels(outcome="succeeded", error_code="").inc(succeeded)
+    for code in failed_codes:
+        JOBS_FINISHED.labels(outcome="failed", error_code=code).inc()
+    for code in retried_codes:
+        JOBS_RETRIED.labels(error_code=code).inc()
+    for seconds in durations_s:
+        JOB_SECONDS.observe(seconds)
+
+
+def deliveries_sent(sent: Sent) -> None:
+    for _, result in sent.attempts.values():
+        code = result.status_code
+        status_class = f"{code // 100}xx" if code is not None else "none"
+        outcome = "delivered" if result.ok else "refused" if result.refused else "failed"
+        DELIVERIES.labels(outcome=outcome, status_class=status_class).inc()
+
+
+def reaped(counts: dict[str, int]) -> None:
+    for reason, count in counts.items():
+        REAPED.labels(reason=reason).inc(count)
+    REAPER_LAST_RUN.set(time.time())
