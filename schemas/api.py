@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -32,31 +34,48 @@ IdempotencyKey = Annotated[
 Name = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
-class JobRequest(BaseModel):
-    """One caption job. Exactly one of ``image_url`` and ``image_base64``."""
+def _whole_number(value: object) -> object:
+    """JSON Schema calls 8.0 an integer: accept it as 8 (and nothing else that is not an int)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _catalogue_name(names: frozenset[str]) -> Any:
+    """A style or platform name: the schema lists the catalogue (so clients and docs
+    see it); a name outside it is refused with ``unknown_style`` / ``unknown_platform``
+    by :func:`catalogue_problem`, not by the parser."""
+    return Annotated[Name, WithJsonSchema({"type": "string", "enum": sorted(names)})]
+
+
+StyleName = _catalogue_name(STYLE_NAMES)
+PlatformName = _catalogue_name(PLATFORM_NAMES)
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+
+
+class JobFields(BaseModel):
+    """A job without its image: what an upload's ``job`` form field holds, as JSON."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    image_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
-    image_base64: str | None = Field(default=None, description="Inline image bytes, base64")
-    styles: list[Name] = Field(min_length=1, max_length=len(STYLE_NAMES))
-    platforms: list[Name] = Field(min_length=1, max_length=len(PLATFORM_NAMES))
-    variants: int = Field(
-        default=3, description=f"Variants per style and platform, 1..{MAX_VARIANTS}"
+    styles: list[StyleName] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=len(STYLE_NAMES), json_schema_extra={"uniqueItems": True}
+    )
+    platforms: list[PlatformName] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=len(PLATFORM_NAMES), json_schema_extra={"uniqueItems": True}
+    )
+    variants: WholeNumber = Field(
+        default=3,
+        description=f"Variants per style and platform, 1..{MAX_VARIANTS}",
+        json_schema_extra={"minimum": 1, "maximum": MAX_VARIANTS},
     )
     brand_voice: Annotated[str, StringConstraints(max_length=200)] | None = None
     callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     idempotency_key: IdempotencyKey | None = None
-    priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    priority: WholeNumber = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     metadata: dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool] = (
         Field(default_factory=dict, max_length=32)
     )
-
-    @model_validator(mode="after")
-    def _one_image(self) -> JobRequest:
-        if (self.image_url is None) == (self.image_base64 is None):
-            raise ValueError("give exactly one of image_url and image_base64")
-        return self
 
     @field_validator("styles", "platforms")
     @classmethod
@@ -64,6 +83,19 @@ class JobRequest(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("duplicate entries")
         return value
+
+
+class JobRequest(JobFields):
+    """One caption job. Exactly one of ``image_url`` and ``image_base64``."""
+
+    image_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    image_base64: str | None = Field(default=None, description="Inline image bytes, base64")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> JobRequest:
+        if (self.image_url is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of image_url and image_base64")
+        return self
 
 
 def catalogue_problem(
@@ -366,3 +398,70 @@ class CaptionEvent(BaseModel):
     type: Literal["caption.approved", "caption.rejected"]
     timestamp: datetime
     data: CaptionDecision
+
+
+# The catalogue an integrator discovers (GET /v1/styles, GET /v1/platforms).
+
+
+class StylePublic(BaseModel):
+    name: str
+    version: int
+    description: str
+
+
+class StyleCatalogue(BaseModel):
+    styles: list[StylePublic]
+
+
+class PlatformPublic(BaseModel):
+    """A platform's rules: ``max_chars`` counted as ``counting`` says."""
+
+    name: str
+    label: str
+    max_chars: int
+    limit_kind: Literal["hard", "recommended"]
+    counting: str
+    max_hashtags: int | None
+    allow_emoji: bool
+    allow_hash: bool
+
+
+class PlatformCatalogue(BaseModel):
+    rules_version: str
+    platforms: list[PlatformPublic]
+
+
+# A tenant's API keys (routes that need the ``admin`` scope).
+
+KeyScope = Literal["submit", "read", "review", "admin"]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scopes: list[KeyScope] = Field(
+        default_factory=lambda: ["submit", "read"], min_length=1, max_length=4
+    )
+    expires_at: datetime | None = None
+
+
+class KeyExpiry(BaseModel):
+    """When a key stops working; null: never."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    expires_at: datetime | None
+
+
+class KeyPublic(BaseModel):
+    prefix: str
+    scopes: list[str]
+    state: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The key itself: shown once, stored hashed")

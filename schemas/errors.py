@@ -40,6 +40,7 @@ from enum import StrEnum
 class ErrorCode(StrEnum):
     # Requests: refused before anything is stored, or a failed job.
     invalid_request = "invalid_request"
+    invalid_json = "invalid_json"
     unknown_style = "unknown_style"
     unknown_platform = "unknown_platform"
     variants_out_of_range = "variants_out_of_range"

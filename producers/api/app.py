@@ -7,12 +7,13 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.api import jobs, review, webhooks
+from producers.api import callbacks, catalogue, jobs, keys, review, webhooks
 from producers.api.statuses import DOCUMENTED, status_for
 from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError, UnavailableError
@@ -27,7 +28,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         from schemas.sentry import init_sentry
 
         init_sentry(settings.sentry_dsn)
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets in the package: no CDN.
+    app = FastAPIOffline(
         responses={
             status: {"model": ErrorResponse, "description": description}
             for status, description in DOCUMENTED.items()
@@ -40,6 +42,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(review.router)
+    app.include_router(keys.router)
+    app.include_router(catalogue.router)
+    app.webhooks.include_router(callbacks.router)
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -75,8 +80,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    code = ErrorCode.invalid_request
-    return _error(status_for(code), code.value, "request does not match the schema", errors)
+    if any(e["type"] == "json_invalid" for e in errors):
+        code, message = ErrorCode.invalid_json, "the body is not JSON"
+    else:
+        code, message = ErrorCode.invalid_request, "request does not match the schema"
+    return _error(status_for(code), code.value, message, errors)
 
 
 async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:

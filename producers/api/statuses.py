@@ -10,6 +10,7 @@ from __future__ import annotations
 from schemas.errors import ErrorCode
 
 STATUSES: dict[ErrorCode, int] = {
+    ErrorCode.invalid_json: 400,
     ErrorCode.unauthorized: 401,
     ErrorCode.forbidden: 403,
     ErrorCode.not_found: 404,
@@ -27,7 +28,7 @@ STATUSES: dict[ErrorCode, int] = {
 REFUSED = 422
 
 DOCUMENTED: dict[int, str] = {
-    400: "Malformed body",
+    400: "The body is not JSON (invalid_json)",
     401: "Missing, invalid, revoked or expired API key",
     403: "The key lacks the scope",
     404: "No such resource for this tenant",

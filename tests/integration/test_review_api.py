@@ -37,7 +37,7 @@ def desk(stack: Stack) -> Iterator[tuple[TestClient, dict[str, str], list[str]]]
     for job_id in ids:
         assert stack.client.wait(job_id, timeout_s=120).status == "succeeded"
     with session_scope(stack.settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         key = create_api_key(session=session, tenant=tenant, scopes=["review"])[1]
         admin = create_api_key(session=session, tenant=tenant, scopes=["admin"])[1]
@@ -165,7 +165,7 @@ def test_a_key_without_the_review_scope_is_refused(
 ) -> None:
     http, _, _ = desk
     with session_scope(stack.settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         key = create_api_key(session=session, tenant=tenant, scopes=["read"])[1]
     answer = http.get("/v1/review/queue", headers={"authorization": f"Bearer {key}"})
@@ -176,7 +176,7 @@ def test_a_key_without_the_review_scope_is_refused(
 def test_variants_the_worker_auto_approves_are_called_back_as_approved(stack: Stack) -> None:
     """Last in this module: it gives the tenant a threshold that approves everything."""
     with session_scope(stack.settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         tenant.auto_approve_threshold = 0.0
         session.add(tenant)

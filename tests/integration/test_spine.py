@@ -71,7 +71,7 @@ def test_signature_verifies_with_standardwebhooks_and_fails_with_another_secret(
         delivery = session.exec(
             Delivery.__table__.select().where(Delivery.job_id == job_id)  # type: ignore[attr-defined]
         ).first()
-        secret = webhook_secret(session.get(Tenant, stack.client.tenant_id))  # type: ignore[arg-type]
+        secret = webhook_secret(session.get(Tenant, stack.tenant_id))  # type: ignore[arg-type]
     assert delivery is not None
     from datetime import UTC, datetime
 

@@ -1,0 +1,62 @@
+"""The callbacks captionq sends, as OpenAPI ``webhooks``: what a tenant's endpoint receives.
+
+Standard Webhooks: each POST carries ``webhook-id`` (one id per event, the same on every
+retry and replay: deduplicate on it), ``webhook-timestamp`` (Unix seconds) and
+``webhook-signature`` (``v1,<base64 HMAC-SHA256>`` of ``id.timestamp.body`` with the
+endpoint's secret; two signatures, space-separated, during a secret rotation). Any 2xx
+acknowledges; anything else, or no answer within ``CALLBACK_TIMEOUT_S``, is retried on
+``CALLBACK_RETRY_SCHEDULE_S`` (by default 0 s, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h),
+after which the delivery is dead: listed and replayable at ``/v1/webhooks/deliveries``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+
+from schemas.api import CaptionEvent, WebhookEvent
+
+router = APIRouter(tags=["callbacks"])
+
+WebhookId = Annotated[str, Header(alias="webhook-id", description="The event's id (dedupe on it)")]
+WebhookTimestamp = Annotated[
+    str, Header(alias="webhook-timestamp", description="Unix seconds when this attempt was signed")
+]
+WebhookSignature = Annotated[
+    str,
+    Header(
+        alias="webhook-signature",
+        description="v1,<base64 HMAC-SHA256 of '{webhook-id}.{webhook-timestamp}.{body}'>; "
+        "space-separated when a rotated secret also signs",
+    ),
+]
+ACK = {"description": "Any 2xx acknowledges the event; anything else is retried"}
+
+
+def _job_event(kind: str) -> None:
+    @router.post(kind, responses={200: ACK}, summary=f"{kind}: a job finished")
+    def event(
+        body: WebhookEvent,
+        webhook_id: WebhookId,
+        webhook_timestamp: WebhookTimestamp,
+        webhook_signature: WebhookSignature,
+    ) -> None:
+        """``data`` is the job as ``GET /v1/jobs/{id}`` answers it."""
+
+
+def _caption_event(kind: str) -> None:
+    @router.post(kind, responses={200: ACK}, summary=f"{kind}: a variant was decided")
+    def event(
+        body: CaptionEvent,
+        webhook_id: WebhookId,
+        webhook_timestamp: WebhookTimestamp,
+        webhook_signature: WebhookSignature,
+    ) -> None:
+        """``data`` is one variant's decision (edited and auto-approved say so)."""
+
+
+for _kind in ("job.succeeded", "job.failed"):
+    _job_event(_kind)
+for _kind in ("caption.approved", "caption.rejected"):
+    _caption_event(_kind)
