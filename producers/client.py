@@ -72,8 +72,8 @@ class _Routes:
         return self._call(calls.submit(job))
 
     def submit_bulk(self, jobs: Sequence[Mapping[str, Any]]) -> Any:
-        """Submit jobs (mappings of :meth:`submit`'s arguments) in one request ->
-        ``BulkAccepted``: each item accepted (``.job``) or refused (``.error``) on its own."""
+        """Submit jobs (mappings of :meth:`submit`'s arguments) in one request, each judged
+        on its own -> a list, in order, of ``JobAccepted`` or the ``ApiError`` refusing it."""
         return self._call(calls.submit_bulk(jobs))
 
     def upload(self, *, image: str | Path | bytes, filename: str = "image", **job: Any) -> Any:

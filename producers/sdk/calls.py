@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from producers.api.statuses import status_for
+from producers.sdk.errors import ApiError
 from schemas.api import (
     BulkAccepted,
     BulkDecided,
@@ -48,13 +50,16 @@ class Call:
     data: Mapping[str, str] | None = None
     files: Mapping[str, tuple[str, bytes]] | None = None
     retry_safe: bool = field(default=False)  # may be sent again after no answer
+    then: Callable[[Any], Any] | None = None  # what the client returns, from the result
 
     def parse(self, content: bytes) -> Any:
         if self.result is None:
             return None
         if isinstance(self.result, TypeAdapter):
-            return self.result.validate_json(content)
-        return self.result.model_validate_json(content)
+            parsed = self.result.validate_json(content)
+        else:
+            parsed = self.result.model_validate_json(content)
+        return self.then(parsed) if self.then is not None else parsed
 
 
 def read(path: str, result: Any, **params: Any) -> Call:
@@ -120,7 +125,23 @@ def submit_bulk(jobs: Sequence[Mapping[str, Any]]) -> Call:
     """The jobs as one bulk request; a job the SDK cannot even build (a file that cannot
     be read) is sent as it is, so that the API judges it with the others."""
     body = [job_fields(job) for job in jobs]
-    return Call("POST", "/v1/jobs/bulk", BulkAccepted, json={"jobs": body}, retry_safe=True)
+    return Call(
+        "POST", "/v1/jobs/bulk", BulkAccepted, json={"jobs": body}, retry_safe=True, then=_items
+    )
+
+
+def _items(bulk: BulkAccepted) -> list[JobAccepted | ApiError]:
+    """Each item of a bulk answer: its ``JobAccepted``, or the ``ApiError`` that refused
+    it (with the status the API answers that code with alone)."""
+    return [
+        item.job
+        if item.job is not None
+        else ApiError(
+            item.error.message, code=item.error.code, status=status_for(ErrorCode(item.error.code))
+        )
+        for item in bulk.jobs
+        if item.job is not None or item.error is not None
+    ]
 
 
 def upload(image: str | Path | bytes, job: Mapping[str, Any], filename: str) -> Call:
