@@ -13,8 +13,7 @@ from producers.api.serve import Served
 from producers.client import CaptionClient
 from producers.direct import DirectProducer
 from schemas.settings import ApiSettings, CoreSettings
-from schemas.store.sessions import session_scope
-from schemas.store.tenants import create_api_key, create_tenant, webhook_secret
+from tests.support.api import client_of, new_tenant
 from tests.support.processes import Proc, start
 from tests.support.receivers import Receiver
 
@@ -40,22 +39,24 @@ class Stack:
         its webhook secret; ``env`` adds to the database, Redis and blob store that the
         processes share."""
         api_settings = ApiSettings(**settings.model_dump())
-        with session_scope(settings.database_url) as session:
-            tenant = create_tenant(session=session, name=TENANT, key=settings.webhook_secrets_key)
-            secret = webhook_secret(tenant, key=settings.webhook_secrets_key)
-            scopes = ("submit", "read", "review", "admin")
-            key = create_api_key(session=session, tenant=tenant, scopes=scopes)[1]
-            tenant_id = tenant.id
+        tenant = new_tenant(settings, TENANT)
         api = Served(create_app(api_settings))
-        client = CaptionClient(api.url, api_key=key)
+        client = client_of(api, tenant)
+        receiver = Receiver(secret=tenant.webhook_secret)
         shared = {
             "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url,
             "BLOB_STORE": settings.blob_store,
         }
-        receiver = Receiver(secret=secret)
         return cls(
-            api_settings, client, tenant_id, api, receiver, {**shared, **env}, logdir, **extra
+            api_settings,
+            client,
+            tenant.tenant_id,
+            api,
+            receiver,
+            {**shared, **env},
+            logdir,
+            **extra,
         )
 
     def direct(self) -> DirectProducer:
