@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, func, select
 
 from producers.api import create_app
-from producers.client import CaptionClient
+from producers.sdk.calls import job_fields
+from producers.submit import Submitted, submit_many
+from schemas.api import JobRequest
 from schemas.errors import ErrorCode
 from schemas.settings import ApiSettings, CoreSettings
 from schemas.store.sessions import read_scope, session_scope
-from schemas.store.tenants import create_api_key, create_tenant
+from schemas.store.tenants import create_api_key, create_tenant, tenant_by_name
 from schemas.tables import Job, JobStatus, WebhookEndpoint
 from tests.support.images import png
 
@@ -191,25 +194,38 @@ def test_admission_without_redis_is_503_with_the_envelope_and_writes_nothing(
 def test_a_committed_job_is_accepted_while_the_broker_is_away(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The client writes without admission: once the row is committed the job is
-    accepted as ``received`` (the reaper publishes it later), and a retry with the same
-    idempotency key finds it rather than making a second (past the short window in
-    which a replay answers ``idempotency_in_progress``)."""
+    """Submission past admission (the broker went away after it): once the row is
+    committed the job is accepted as ``received`` (the reaper publishes it later), and a
+    retry with the same idempotency key finds it rather than making a second (past the
+    short window in which a replay answers ``idempotency_in_progress``)."""
     from schemas.store import jobs
 
     monkeypatch.setattr(jobs, "IDEMPOTENCY_IN_PROGRESS_S", 0.0)
+    submit = submitter(database_url, "broker-away")
+    first = submit(image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1")
+    assert first.status == JobStatus.received
+    again = submit(image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1")
+    assert (again.job_id, again.created) == (first.job_id, False)
+
+
+def submitter(database_url: str, name: str) -> Callable[..., Submitted]:
+    """Submits one job for a new tenant ``name`` past admission, with the broker away."""
     settings = CoreSettings(database_url=database_url, redis_url=DEAD_REDIS)
     with session_scope(database_url) as session:
-        create_tenant(session=session, name="broker-away")
-    client = CaptionClient(tenant="broker-away", settings=settings)
-    first = client.submit(
-        image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1"
-    )
-    assert client.get(first).status == JobStatus.received
-    again = client.submit(
-        image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1"
-    )
-    assert again == first
+        create_tenant(session=session, name=name)
+
+    def submit(**job: Any) -> Submitted:
+        with session_scope(database_url) as session:
+            tenant = tenant_by_name(session=session, name=name)
+            assert tenant is not None
+            request = JobRequest(**job_fields(job))
+            (outcome,) = submit_many(
+                session=session, settings=settings, tenant=tenant, requests=[request]
+            )
+        assert isinstance(outcome, Submitted), outcome
+        return outcome
+
+    return submit
 
 
 # 6. What a client reads.
@@ -225,19 +241,17 @@ def test_an_unreadable_image_says_so_without_object_reprs(api: Api) -> None:
 def test_a_job_cancelled_between_attempts_does_not_say_it_never_ran(database_url: str) -> None:
     from schemas.store.jobs import cancel_job, claim, requeue
 
-    settings = CoreSettings(database_url=database_url, redis_url=DEAD_REDIS)
+    submit = submitter(database_url, "cancel-between")
+    job_id = submit(image=png(), styles=["playful"], platforms=["x"]).job_id
     with session_scope(database_url) as session:
-        create_tenant(session=session, name="cancel-between")
-    client = CaptionClient(tenant="cancel-between", settings=settings)
-    job_id = client.submit(image=png(), styles=["playful"], platforms=["x"])
-    with session_scope(database_url) as session:
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
         assert claim(session=session, job_ids=[job_id])
         assert requeue(session=session, job_id=job_id)
-        cancelled = cancel_job(session=session, tenant_id=client.tenant_id, job_id=job_id)
+        cancelled = cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
         assert cancelled.error_message == "cancelled while waiting to be tried again"
-    never = client.submit(image=png(), styles=["playful"], platforms=["x"])
+    never = submit(image=png(), styles=["playful"], platforms=["x"]).job_id
     with session_scope(database_url) as session:
-        cancelled = cancel_job(session=session, tenant_id=client.tenant_id, job_id=never)
+        cancelled = cancel_job(session=session, tenant_id=tenant_id, job_id=never)
         assert cancelled.error_message == "cancelled before it ran"
 
 

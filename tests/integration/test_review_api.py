@@ -22,7 +22,7 @@ from tests.support.waiting import wait_for
 
 @pytest.fixture(scope="module")
 def desk(stack: Stack) -> Iterator[tuple[TestClient, dict[str, str], list[str]]]:
-    ids = stack.client.submit_many(
+    accepted = stack.client.submit_bulk(
         [
             {
                 "image": png((40 * i, 120, 90)),
@@ -34,6 +34,7 @@ def desk(stack: Stack) -> Iterator[tuple[TestClient, dict[str, str], list[str]]]
             for i in range(3)
         ]
     )
+    ids = [a.id for a in accepted]
     for job_id in ids:
         assert stack.client.wait(job_id, timeout_s=120).status == "succeeded"
     with session_scope(stack.settings.database_url) as session:
@@ -186,7 +187,7 @@ def test_variants_the_worker_auto_approves_are_called_back_as_approved(stack: St
         platforms=["x"],
         variants=1,
         callback_url=stack.receiver.url,
-    )
+    ).id
     job = stack.client.wait(job_id, timeout_s=120)
     assert [v.review_state for v in job.variants] == ["auto_approved"]
     wait_for(lambda: len(_caption_events(stack, [job_id])) >= 1)

@@ -11,7 +11,7 @@ from producers.api.serve import Served
 from producers.client import CaptionClient
 from schemas.settings import ApiSettings, CoreSettings
 from schemas.store.sessions import session_scope
-from schemas.store.tenants import create_api_key, create_tenant, webhook_secret
+from schemas.store.tenants import create_api_key, ensure_tenant, webhook_secret
 
 EVERY_SCOPE = ("submit", "read", "review", "admin")
 
@@ -26,9 +26,10 @@ class TenantKey:
 def new_tenant(
     settings: CoreSettings, name: str, *, scopes: Sequence[str] = EVERY_SCOPE
 ) -> TenantKey:
-    """A tenant (created, as ``captionq tenant create`` does) and one API key of it."""
+    """The tenant ``name`` (created unless a test made it already, as ``captionq tenant
+    create`` does) and a new API key of it."""
     with session_scope(settings.database_url) as session:
-        tenant = create_tenant(session=session, name=name, key=settings.webhook_secrets_key)
+        tenant = ensure_tenant(session=session, name=name, key=settings.webhook_secrets_key)
         key = create_api_key(session=session, tenant=tenant, scopes=scopes)[1]
         secret = webhook_secret(tenant, key=settings.webhook_secrets_key)
         return TenantKey(tenant.id, key, secret)
