@@ -31,22 +31,21 @@ class DirectProducer:
         self.settings = settings or api_settings()
         with read_scope(self.settings.database_url) as session:
             found = tenant_by_name(session=session, name=tenant)
-        if found is None:
-            raise RequestError(
-                f"no tenant {tenant!r}: create it with captionq tenant create",
-                code=ErrorCode.not_found,
-            )
-        self.tenant: Tenant = found
-
-    @property
-    def tenant_id(self) -> str:
-        return self.tenant.id
+            if found is None:
+                raise RequestError(
+                    f"no tenant {tenant!r}: create it with captionq tenant create",
+                    code=ErrorCode.not_found,
+                )
+            self.tenant_id: str = found.id
 
     def submit_each(self, requests: Sequence[JobRequest]) -> list[Submitted | RequestError]:
         """Admit the batch (or raise the 429-coded ``RateLimitedError``), then submit it:
         each request accepted (``Submitted``) or refused (its ``RequestError``), in order."""
         with session_scope(self.settings.database_url) as session:
-            admit(self.settings, session, self.tenant, len(requests))
+            tenant = session.get(Tenant, self.tenant_id)
+            if tenant is None:
+                raise RequestError(f"tenant {self.tenant_id} is gone", code=ErrorCode.not_found)
+            admit(self.settings, session, tenant, len(requests))
             return submit_many(
-                session=session, settings=self.settings, tenant=self.tenant, requests=requests
+                session=session, settings=self.settings, tenant=tenant, requests=requests
             )

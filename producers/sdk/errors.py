@@ -47,7 +47,7 @@ class ApiUnreachableError(ApiError):
     """No answer: connection refused, reset or timed out."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, code=ErrorCode.internal_error, status=0)
+        super().__init__(message, code=ErrorCode.api_unavailable, status=0)
 
 
 def _known(code: str) -> ErrorCode | None:

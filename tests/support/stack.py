@@ -25,6 +25,7 @@ class Stack:
     settings: ApiSettings
     client: CaptionClient
     tenant_id: str
+    api_key: str  # every scope
     api: Served
     receiver: Receiver
     env: dict[str, str]  # every process's settings, over this process's environment
@@ -52,6 +53,7 @@ class Stack:
             api_settings,
             client,
             tenant.tenant_id,
+            tenant.key,
             api,
             receiver,
             {**shared, **env},
