@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from producers.client import ApiError, CaptionClient
 from producers.submit import fair_priority
-from schemas.errors import ErrorCode
+from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
 from schemas.store.blobs import put_blob
 from schemas.store.lifecycle import purge
@@ -223,3 +223,28 @@ def test_retention_is_scheduled_only_when_configured() -> None:
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         ).stdout
         assert ("purge-expired-jobs" in json.loads(out)) is expected
+
+
+def test_the_in_cluster_producer_admits_as_the_api_does_and_creates_no_tenant(
+    database_url: str, redis_db: str
+) -> None:
+    from producers.direct import DirectProducer
+    from producers.limits import RateLimitedError
+    from schemas.api import JobRequest
+    from schemas.store.tenants import tenant_by_name
+
+    settings = ApiSettings(
+        database_url=database_url, redis_url=redis_db, rate_limit_jobs_per_s=0.5,
+        rate_limit_burst=2, max_in_flight=1000,
+    )  # fmt: skip
+    with pytest.raises(RequestError) as typo:
+        DirectProducer(tenant="acme-typo", settings=settings)
+    assert typo.value.code == ErrorCode.not_found
+    with session_scope(database_url) as session:
+        assert tenant_by_name(session=session, name="acme-typo") is None
+        create_tenant(session=session, name="in-cluster")
+    producer = DirectProducer(tenant="in-cluster", settings=settings)
+    request = JobRequest(image_url="https://example.com/a.png", styles=["minimal"], platforms=["x"])
+    assert len(producer.submit_each([request, request])) == 2
+    with pytest.raises(RateLimitedError):
+        producer.submit_each([request])
