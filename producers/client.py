@@ -185,7 +185,7 @@ class _Routes:
     ) -> Any:
         return self._call(calls.create_key(scopes, expires_at))
 
-    def keys(self) -> Any:
+    def list_keys(self) -> Any:
         return self._call(calls.read("/v1/keys", calls.Keys))
 
     def revoke_key(self, prefix: str) -> Any:
