@@ -214,16 +214,18 @@ EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 
 class WebhookEvent(BaseModel):
-    """The body of a callback (Standard Webhooks: type, timestamp, data)."""
+    """The body of a ``job.*`` callback (Standard Webhooks: type, timestamp, data)."""
 
-    type: EventType
+    type: Literal["job.succeeded", "job.failed"]
     timestamp: datetime
     data: JobPublic
 
 
 class EndpointCreate(BaseModel):
     url: Annotated[str, Field(max_length=2048)]
-    event_types: list[str] = Field(default_factory=list)
+    event_types: list[
+        Annotated[str, WithJsonSchema({"type": "string", "enum": list(EVENT_TYPES)})]
+    ] = Field(default_factory=list, description="The events it receives; empty: every one")
 
 
 class EndpointPublic(BaseModel):
