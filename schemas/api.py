@@ -32,6 +32,7 @@ IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+NO_NUL = "^[^\\u0000]*$"
 
 
 def _whole_number(value: object) -> object:
@@ -74,7 +75,23 @@ class JobFields(BaseModel):
     idempotency_key: IdempotencyKey | None = None
     priority: WholeNumber = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     metadata: dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool] = (
-        Field(default_factory=dict, max_length=32)
+        Field(
+            default_factory=dict,
+            max_length=32,
+            # What a database can store (no NUL; JSON numbers are finite): checked on
+            # submission as ``invalid_request``, the same on every database.
+            json_schema_extra={
+                "propertyNames": {"maxLength": 64, "pattern": NO_NUL},
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "string", "pattern": NO_NUL},
+                        {"type": "integer"},
+                        {"type": "number"},
+                        {"type": "boolean"},
+                    ]
+                },
+            },
+        )
     )
 
     @field_validator("styles", "platforms")
@@ -87,6 +104,27 @@ class JobFields(BaseModel):
 
 class JobRequest(JobFields):
     """One caption job. Exactly one of ``image_url`` and ``image_base64``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["image_url"],
+                    "properties": {
+                        "image_url": {"type": "string"},
+                        "image_base64": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["image_base64"],
+                    "properties": {
+                        "image_base64": {"type": "string"},
+                        "image_url": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
 
     image_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     image_base64: str | None = Field(default=None, description="Inline image bytes, base64")
@@ -121,10 +159,37 @@ def catalogue_problem(
     return None
 
 
+def _judged_each(schema: dict[str, Any]) -> dict[str, Any]:
+    """A job's schema as a bulk item: styles, platforms, variants and metadata values
+    unconstrained by the catalogue and storage rules, since each item is judged on its
+    own (``unknown_style``, ``variants_out_of_range``, ``invalid_request``... in the
+    item's place; the others go on)."""
+    properties = dict(schema["properties"])
+    for name in ("styles", "platforms"):
+        item = {"type": "string", "minLength": 1, "maxLength": 40}
+        properties[name] = {**properties[name], "items": item}
+    properties["variants"] = {"type": "integer", "default": 3}
+    values = [{"type": t} for t in ("string", "integer", "number", "boolean")]  # storable: each
+    properties["metadata"] = {
+        "type": "object",
+        "maxProperties": 32,
+        "propertyNames": {"maxLength": 64},
+        "additionalProperties": {"anyOf": values},
+    }
+    return {**schema, "properties": properties, "title": "BulkJob"}
+
+
+BulkJob = Annotated[JobRequest, WithJsonSchema(_judged_each(JobRequest.model_json_schema()))]
+
+
 class BulkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    jobs: list[JobRequest] = Field(min_length=1)
+    jobs: list[BulkJob] = Field(
+        min_length=1,
+        description="At most BULK_MAX_JOBS (500 unless configured); more is 413",
+        json_schema_extra={"maxItems": 500},
+    )
 
 
 class ErrorBody(BaseModel):
@@ -277,7 +342,7 @@ REJECT_REASON_LABELS = {
     RejectReason.duplicate: "Duplicate",
     RejectReason.other: "Other",
 }
-Note = Annotated[str, StringConstraints(max_length=1000)]
+Note = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 EDIT_MAX_CHARS = 5000
 
 
@@ -298,13 +363,13 @@ class EditRequest(ApproveRequest):
     """Replace a variant's text and approve it. The text is checked against its platform's
     rules and the tenant's copy policy first; a refusal (``edit_refused``) names the rules."""
 
-    text: Annotated[str, StringConstraints(min_length=1, max_length=EDIT_MAX_CHARS)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=EDIT_MAX_CHARS, pattern=NO_NUL)]
 
 
 class BulkApproveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    variant_ids: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
+    variant_ids: list[Annotated[str, StringConstraints(max_length=40, pattern=NO_NUL)]] = Field(
         min_length=1, max_length=500
     )
     note: Note | None = None
@@ -435,6 +500,16 @@ class PlatformCatalogue(BaseModel):
 
 # A tenant's API keys (routes that need the ``admin`` scope).
 
+
+def _iso_only(value: object) -> object:
+    """A time as the schema says (an RFC 3339 string), not a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("a date-time string, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+
 KeyScope = Literal["submit", "read", "review", "admin"]
 
 
@@ -444,7 +519,7 @@ class KeyCreate(BaseModel):
     scopes: list[KeyScope] = Field(
         default_factory=lambda: ["submit", "read"], min_length=1, max_length=4
     )
-    expires_at: datetime | None = None
+    expires_at: IsoDatetime | None = None
 
 
 class KeyExpiry(BaseModel):
@@ -452,7 +527,7 @@ class KeyExpiry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    expires_at: datetime | None
+    expires_at: IsoDatetime | None
 
 
 class KeyPublic(BaseModel):

@@ -45,6 +45,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(catalogue.router)
     app.webhooks.include_router(callbacks.router)
+    schema = app.openapi
+    app.openapi = lambda: jobs.documented_limits(schema(), settings)  # type: ignore[method-assign]
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

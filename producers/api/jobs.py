@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import Json
@@ -25,6 +25,7 @@ from schemas.api import (
     JobRequest,
 )
 from schemas.errors import ErrorCode, RequestError
+from schemas.settings import ApiSettings
 from schemas.store.jobs import cancel_job, get_job, job_public, list_jobs
 from schemas.store.lifecycle import delete_job
 from schemas.tables import JobStatus
@@ -165,3 +166,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise RequestError("malformed cursor", code=ErrorCode.invalid_request) from exc
+
+
+def documented_limits(schema: dict[str, Any], settings: ApiSettings) -> dict[str, Any]:
+    """The OpenAPI with this deployment's limits: a bulk request's most jobs."""
+    jobs = schema["components"]["schemas"]["BulkRequest"]["properties"]["jobs"]
+    jobs["maxItems"] = settings.bulk_max_jobs
+    return schema

@@ -8,11 +8,13 @@ and published at once.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from producers.api.deps import SessionDep, SettingsDep, require
 from producers.api.statuses import status_for
@@ -40,6 +42,16 @@ from schemas.store.review_queue import QueueFilter, review_queue
 from schemas.tables import DecisionAction, Job, Tenant, Variant
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
+
+
+def _calendar_date(value: object) -> object:
+    """A day as the schema says (YYYY-MM-DD), not a number of seconds."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date, YYYY-MM-DD")
+    return value
+
+
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 ReviewTenant = Annotated[Tenant, Depends(require("review"))]
 
 _REFUSALS = {
@@ -105,8 +117,8 @@ def queue(
     min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     max_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     flagged: bool | None = None,
-    since: date | None = None,
-    until: date | None = None,
+    since: CalendarDate | None = None,
+    until: CalendarDate | None = None,
     order: Annotated[str, Query(pattern="^(oldest|newest)$")] = "oldest",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
