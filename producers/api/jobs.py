@@ -14,6 +14,7 @@ from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from producers.limits import admit
 from producers.submit import Submitted, submit_many
 from schemas.api import (
+    NO_NUL,
     BulkAccepted,
     BulkItem,
     BulkRequest,
@@ -141,7 +142,7 @@ def read_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     limit: int = Query(default=50, ge=1, le=200),
-    cursor: str | None = Query(default=None, max_length=200),
+    cursor: str | None = Query(default=None, max_length=200, pattern=NO_NUL),
 ) -> JobPage:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
     jobs = list_jobs(
@@ -163,6 +164,8 @@ def _encode_cursor(created: datetime, job_id: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        if "\x00" in job_id:
+            raise ValueError("NUL in a cursor")
         return datetime.fromisoformat(created), job_id
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise RequestError("malformed cursor", code=ErrorCode.invalid_request) from exc

@@ -20,6 +20,7 @@ from producers.api.deps import SessionDep, SettingsDep, require
 from producers.api.statuses import status_for
 from producers.publish import publish_deliveries
 from schemas.api import (
+    NO_NUL,
     ApproveRequest,
     BulkApproveRequest,
     BulkDecided,
@@ -111,9 +112,9 @@ def _committed(session: SessionDep, settings: ApiSettings, made: list[decisions.
 def queue(
     tenant: ReviewTenant,
     session: SessionDep,
-    style: str | None = None,
-    platform: str | None = None,
-    model: Annotated[str | None, Query(max_length=300)] = None,
+    style: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    platform: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    model: Annotated[str | None, Query(max_length=300, pattern=NO_NUL)] = None,
     min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     max_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     flagged: bool | None = None,
@@ -121,7 +122,7 @@ def queue(
     until: CalendarDate | None = None,
     order: Annotated[str, Query(pattern="^(oldest|newest)$")] = "oldest",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> ReviewQueuePage | JSONResponse:
     """Jobs with variants waiting for review, oldest first (``order=newest`` for the
     newest); each with its matching pending variants. Pass ``next_cursor`` back as
