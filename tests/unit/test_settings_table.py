@@ -16,16 +16,21 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 READ_BY_LIBRARIES = {"HF_HUB_OFFLINE"}
 
 
+def settings_classes() -> dict[str, type[BaseSettings]]:
+    return {
+        name: member
+        for name, member in vars(schemas.settings).items()
+        if inspect.isclass(member) and issubclass(member, BaseSettings)
+        if member is not BaseSettings
+    }
+
+
 def settings_variables() -> dict[str, str]:
-    """Each environment variable a settings class reads, with the class that reads it."""
+    """Each environment variable a settings class reads, with the first class that reads it."""
     found: dict[str, str] = {}
-    for name, member in vars(schemas.settings).items():
-        if (
-            inspect.isclass(member)
-            and issubclass(member, BaseSettings)
-            and member is not BaseSettings
-        ):
-            found.update({field.upper(): name for field in member.model_fields})
+    for name, member in settings_classes().items():
+        for field in member.model_fields:
+            found.setdefault(field.upper(), name)
     return found
 
 
