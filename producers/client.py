@@ -34,7 +34,8 @@ from producers.sdk.errors import (
     backoff_s,
     from_response,
 )
-from schemas.api import DeliveryPublic, JobAccepted, JobDecided, JobPublic, KeyPublic
+from schemas.api import DeliveryPublic, JobAccepted, JobPublic, KeyPublic
+from schemas.decisions import JobDecided
 from schemas.names import PRIORITY_DEFAULT
 
 __all__ = ["ApiError", "ApiUnreachableError", "AsyncCaptionClient", "CaptionClient", "ImageInput"]
@@ -333,9 +334,7 @@ class AsyncCaptionClient(_Routes):
         while True:
             attempt += 1
             try:
-                response: httpx.Response | None = await self._http.request(
-                    **self._t.request(call)
-                )
+                response: httpx.Response | None = await self._http.request(**self._t.request(call))
             except httpx.TransportError:
                 response = None
             wait_s = self._t.outcome(call, response, attempt)
@@ -344,9 +343,7 @@ class AsyncCaptionClient(_Routes):
                 return call.parse(response.content)
             await asyncio.sleep(wait_s)
 
-    async def wait(
-        self, job: JobRef, *, timeout_s: float = 60.0, poll_s: float = 0.2
-    ) -> JobPublic:
+    async def wait(self, job: JobRef, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:
         job_id, deadline = _job_id(job), time.monotonic() + timeout_s
         while True:
             found: JobPublic = await self.get(job_id)

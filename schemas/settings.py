@@ -47,6 +47,7 @@ class CoreSettings(BaseSettings):
         description="Ports that image and callback URLs may use (one rule for both), as "
         'JSON: ports and "low-high" ranges, e.g. [80, 443, "8000-8100"]',
     )
+
     @field_validator("url_allowed_ports")
     @classmethod
     def _ports(cls, value: list[int | str]) -> list[int | str]:

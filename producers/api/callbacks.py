@@ -15,7 +15,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from schemas.api import CaptionEvent, WebhookEvent
+from schemas.api import WebhookEvent
+from schemas.decisions import CaptionEvent
 
 router = APIRouter(tags=["callbacks"])
 

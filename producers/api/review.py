@@ -19,22 +19,19 @@ from pydantic import BeforeValidator
 from producers.api.deps import SessionDep, SettingsDep, require
 from producers.api.statuses import status_for
 from producers.publish import publish_deliveries
-from schemas.api import (
-    NO_NUL,
+from schemas.api import NO_NUL, ErrorBody, ErrorResponse, VariantPublic
+from schemas.decisions import (
     ApproveRequest,
     BulkApproveRequest,
     BulkDecided,
     BulkDecisionItem,
     DecisionPublic,
     EditRequest,
-    ErrorBody,
-    ErrorResponse,
     JobDecided,
     RejectRequest,
     ReviewQueueJob,
     ReviewQueuePage,
     VariantDecided,
-    VariantPublic,
 )
 from schemas.errors import RequestError
 from schemas.settings import ApiSettings

@@ -18,21 +18,18 @@ from producers.api.statuses import status_for
 from producers.sdk.errors import ApiError
 from schemas.api import (
     BulkAccepted,
-    BulkDecided,
     DeliveryPublic,
     EndpointPublic,
     EndpointSecret,
     JobAccepted,
-    JobDecided,
     JobPage,
     JobPublic,
     KeyCreated,
     KeyPublic,
     PlatformCatalogue,
-    ReviewQueuePage,
     StyleCatalogue,
-    VariantDecided,
 )
+from schemas.decisions import BulkDecided, JobDecided, ReviewQueuePage, VariantDecided
 from schemas.errors import ErrorCode, RequestError
 
 ImageInput = str | Path | bytes

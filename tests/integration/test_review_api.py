@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from producers.api import create_app
-from schemas.api import CaptionEvent
+from schemas.decisions import CaptionEvent
 from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key

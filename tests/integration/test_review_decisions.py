@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlmodel import Session, col, select
 
-from schemas.api import CaptionEvent, RejectReason
+from schemas.decisions import CaptionEvent, RejectReason
 from schemas.errors import ErrorCode, RequestError
 from schemas.store.decisions import (
     Decider,
