@@ -17,6 +17,7 @@ key (every submission gets one), so a retry never makes a second job.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -227,6 +228,15 @@ class _Transport:
         hinted = error.retry_after_s if error is not None else None
         return backoff_s(attempt, hinted=hinted, cap_s=self.max_retry_wait_s)
 
+    def settle(self, call: Call, response: httpx.Response | None, attempt: int) -> tuple[bool, Any]:
+        """(True, the result) when ``call`` is answered; (False, seconds to wait) when it is
+        to be sent again; raises when it has failed for good."""
+        wait_s = self.outcome(call, response, attempt)
+        if wait_s is None:
+            assert response is not None
+            return True, call.parse(response.content)
+        return False, wait_s
+
     def request(self, call: Call) -> dict[str, Any]:
         return {
             "method": call.method,
@@ -250,10 +260,10 @@ def _next_poll(poll_s: float, deadline: float, job: JobPublic, job_id: str, limi
 POLL_GROWTH, POLL_MAX_S = 1.5, 5.0
 
 
-class CaptionClient(_Routes):
-    """The API, over one kept-alive connection pool. ``timeout_s`` bounds each request;
-    ``retries`` (after 429, 503, or no answer to a request safe to repeat) waits as
-    ``Retry-After`` says, at most ``max_retry_wait_s`` each."""
+class _Client(_Routes):
+    """What both clients share: their settings and an httpx client of ``_http_class``."""
+
+    _http_class: Any
 
     def __init__(
         self,
@@ -263,29 +273,35 @@ class CaptionClient(_Routes):
         timeout_s: float = 30.0,
         retries: int = 4,
         max_retry_wait_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._t = _Transport(base_url, api_key, timeout_s, retries, max_retry_wait_s)
-        self._http = httpx.Client(
+        self._http = self._http_class(
             base_url=self._t.base_url,
             headers=self._t.headers,
             timeout=self._t.timeout,
             transport=transport,
         )
 
+
+class CaptionClient(_Client):
+    """The API, over one kept-alive connection pool. ``timeout_s`` bounds each request;
+    ``retries`` (after 429, 503, or no answer to a request safe to repeat) waits as
+    ``Retry-After`` says, at most ``max_retry_wait_s`` each."""
+
+    _http_class = httpx.Client
+
     def _call(self, call: Call) -> Any:
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
             try:
                 response: httpx.Response | None = self._http.request(**self._t.request(call))
             except httpx.TransportError:
                 response = None
-            wait_s = self._t.outcome(call, response, attempt)
-            if wait_s is None:
-                assert response is not None
-                return call.parse(response.content)
-            time.sleep(wait_s)
+            done, value = self._t.settle(call, response, attempt)
+            if done:
+                return value
+            time.sleep(value)
+        raise AssertionError("unreachable")
 
     def wait(self, job: JobRef, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:
         """Poll until the job is succeeded, failed or cancelled (every ``poll_s``, growing
@@ -308,40 +324,22 @@ class CaptionClient(_Routes):
         self.close()
 
 
-class AsyncCaptionClient(_Routes):
+class AsyncCaptionClient(_Client):
     """:class:`CaptionClient` for asyncio: the same methods, awaited."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 30.0,
-        retries: int = 4,
-        max_retry_wait_s: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._t = _Transport(base_url, api_key, timeout_s, retries, max_retry_wait_s)
-        self._http = httpx.AsyncClient(
-            base_url=self._t.base_url,
-            headers=self._t.headers,
-            timeout=self._t.timeout,
-            transport=transport,
-        )
+    _http_class = httpx.AsyncClient
 
     async def _call(self, call: Call) -> Any:
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
             try:
-                response: httpx.Response | None = await self._http.request(**self._t.request(call))
+                response = await self._http.request(**self._t.request(call))
             except httpx.TransportError:
                 response = None
-            wait_s = self._t.outcome(call, response, attempt)
-            if wait_s is None:
-                assert response is not None
-                return call.parse(response.content)
-            await asyncio.sleep(wait_s)
+            done, value = self._t.settle(call, response, attempt)
+            if done:
+                return value
+            await asyncio.sleep(value)
+        raise AssertionError("unreachable")
 
     async def wait(self, job: JobRef, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:
         job_id, deadline = _job_id(job), time.monotonic() + timeout_s

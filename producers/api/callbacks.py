@@ -11,9 +11,11 @@ after which the delivery is dead: listed and replayable at ``/v1/webhooks/delive
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated
 
 from fastapi import APIRouter, Header
+from pydantic import BaseModel
 
 from schemas.api import WebhookEvent
 from schemas.decisions import CaptionEvent
@@ -35,29 +37,32 @@ WebhookSignature = Annotated[
 ACK = {"description": "Any 2xx acknowledges the event; anything else is retried"}
 
 
-def _job_event(kind: str) -> None:
-    @router.post(kind, responses={200: ACK}, summary=f"{kind}: a job finished")
+def _event(kind: str, body: type[BaseModel], summary: str, data: str) -> None:
+    """Declare the callback ``kind``: its body model and the Standard Webhooks headers."""
+
     def event(
-        body: WebhookEvent,
+        body: BaseModel,
         webhook_id: WebhookId,
         webhook_timestamp: WebhookTimestamp,
         webhook_signature: WebhookSignature,
-    ) -> None:
-        """``data`` is the job as ``GET /v1/jobs/{id}`` answers it."""
+    ) -> None: ...
 
-
-def _caption_event(kind: str) -> None:
-    @router.post(kind, responses={200: ACK}, summary=f"{kind}: a variant was decided")
-    def event(
-        body: CaptionEvent,
-        webhook_id: WebhookId,
-        webhook_timestamp: WebhookTimestamp,
-        webhook_signature: WebhookSignature,
-    ) -> None:
-        """``data`` is one variant's decision (edited and auto-approved say so)."""
+    event.__doc__ = data
+    event.__annotations__ = {**typing.get_type_hints(event, include_extras=True), "body": body}
+    router.post(kind, responses={200: ACK}, summary=f"{kind}: {summary}")(event)
 
 
 for _kind in ("job.succeeded", "job.failed"):
-    _job_event(_kind)
+    _event(
+        _kind,
+        WebhookEvent,
+        "a job finished",
+        "``data`` is the job as ``GET /v1/jobs/{id}`` answers it.",
+    )
 for _kind in ("caption.approved", "caption.rejected"):
-    _caption_event(_kind)
+    _event(
+        _kind,
+        CaptionEvent,
+        "a variant was decided",
+        "``data`` is one variant's decision (edited and auto-approved say so).",
+    )

@@ -26,7 +26,8 @@ def api(database_url: str, redis_db: str) -> Iterator[Served]:
 
 @pytest.fixture
 def offline(browser: Any) -> Iterator[tuple[Any, list[str]]]:
-    """A tab that may reach loopback only; what it tried to fetch elsewhere is listed."""
+    """A tab that may reach loopback only; what it tried to fetch elsewhere is listed.
+    (Every document, script and stylesheet of the docs pages comes through here.)"""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     elsewhere: list[str] = []
 
@@ -42,12 +43,17 @@ def offline(browser: Any) -> Iterator[tuple[Any, list[str]]]:
     context.close()
 
 
+def open_docs(offline: tuple[Any, list[str]], url: str, ready: str) -> tuple[Any, list[str]]:
+    page, elsewhere = offline
+    page.goto(url)
+    page.wait_for_selector(ready, timeout=20_000)
+    return page, elsewhere
+
+
 def test_swagger_ui_renders_offline_with_an_authorize_button(
     api: Served, offline: tuple[Any, list[str]]
 ) -> None:
-    page, elsewhere = offline
-    page.goto(f"{api.url}/docs")
-    page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+    page, elsewhere = open_docs(offline, f"{api.url}/docs", ".swagger-ui .opblock")
     authorize = page.locator("button.authorize")
     assert authorize.is_visible()
     assert page.locator(".opblock-summary-path", has_text="/v1/jobs/upload").count() == 1
@@ -62,9 +68,7 @@ def test_swagger_ui_renders_offline_with_an_authorize_button(
 def test_redoc_renders_offline_with_the_callbacks(
     api: Served, offline: tuple[Any, list[str]]
 ) -> None:
-    page, elsewhere = offline
-    page.goto(f"{api.url}/redoc")
-    page.wait_for_selector("h1", timeout=20_000)
+    page, elsewhere = open_docs(offline, f"{api.url}/redoc", "h1")
     page.get_by_text("job.succeeded: a job finished").first.wait_for(state="attached")
     assert "captionq ingestion API" in page.locator("h1").first.inner_text()
     page.screenshot(path=str(ARTEFACTS / "redoc.png"))
