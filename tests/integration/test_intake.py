@@ -340,3 +340,62 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
     with read_scope(api.settings.database_url) as session:
         rows = session.exec(select(Delivery).where(col(Delivery.job_id).in_(ids))).all()
         assert [(r.job_id, r.event_type) for r in rows] == [(ids[1], "job.failed")]
+
+
+# 7. The schema says what the server does.
+NOT_JSON = ['{"styles": ["playful"], ', "not json at all", '{"jobs": [}']
+
+
+@pytest.mark.parametrize("text", NOT_JSON, ids=["cut", "prose", "bad"])
+def test_a_body_that_is_not_json_is_400_invalid_json_as_documented(api: Api, text: str) -> None:
+    for path in ("/v1/jobs", "/v1/jobs/bulk"):
+        response = post_raw(api, path, text)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_json"
+    responses = api.http.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]["responses"]
+    assert "invalid_json" in responses["400"]["description"]
+
+
+def test_a_whole_number_written_as_a_float_is_the_integer_json_schema_says_it_is(
+    api: Api,
+) -> None:
+    accepted = api.http.post("/v1/jobs", json=job(variants=2.0, priority=7.0), headers=api.auth)
+    assert accepted.status_code == 202, accepted.text
+    with read_scope(api.settings.database_url) as session:
+        stored = session.get(Job, accepted.json()["id"])
+        assert stored is not None
+        assert (stored.variants, stored.priority) == (2, 7)
+    for bad in (2.5, "2", True):
+        refused = api.http.post("/v1/jobs", json=job(variants=bad), headers=api.auth)
+        assert refused.status_code == 422, (bad, refused.text)
+
+
+def test_the_schema_lists_the_catalogue_and_types_the_upload_job_field(api: Api) -> None:
+    schema = api.http.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["JobRequest"]["properties"]
+    assert fields["styles"]["items"]["enum"] == sorted(["informative", "inspirational", "luxury",
+        "minimal", "playful", "professional", "promotional"])  # fmt: skip
+    assert "instagram" in fields["platforms"]["items"]["enum"]
+    assert (fields["variants"]["minimum"], fields["variants"]["maximum"]) == (1, 10)
+    upload = schema["paths"]["/v1/jobs/upload"]["post"]["requestBody"]["content"]
+    form = upload["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    job_field = schema["components"]["schemas"][form]["properties"]["job"]
+    assert job_field["contentMediaType"] == "application/json"
+    assert job_field["contentSchema"] == {"$ref": "#/components/schemas/JobFields"}
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert set(schema["webhooks"]) == {
+        "job.succeeded", "job.failed", "caption.approved", "caption.rejected"
+    }  # fmt: skip
+
+
+def test_status_url_starts_with_public_base_url(database_url: str, redis_db: str) -> None:
+    settings = ApiSettings(
+        database_url=database_url, redis_url=redis_db, public_base_url="https://captionq.example/"
+    )
+    with session_scope(database_url) as session:
+        key = create_api_key(session=session, tenant=create_tenant(session=session, name="pub"))[1]
+    with TestClient(create_app(settings)) as http:
+        answer = http.post("/v1/jobs", json=job(), headers={"authorization": f"Bearer {key}"})
+    job_id = answer.json()["id"]
+    assert answer.json()["status_url"] == f"https://captionq.example/v1/jobs/{job_id}"
+    assert answer.headers["location"] == answer.json()["status_url"]
