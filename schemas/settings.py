@@ -80,9 +80,11 @@ class CoreSettings(BaseSettings):
 class ApiSettings(CoreSettings):
     """The ingestion API (and the in-cluster producer, which admits jobs as it does)."""
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    bulk_max_jobs: int = Field(default=500, ge=1)
+    api_host: str = Field(default="127.0.0.1", description="Where `captionq api` listens")
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    bulk_max_jobs: int = Field(
+        default=500, ge=1, description="Jobs in one bulk request, at most (the OpenAPI says it)"
+    )
     rate_limit_jobs_per_s: float = Field(
         default=50.0, gt=0, description="Sustained submissions per second, per tenant"
     )

@@ -20,10 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from producers.api import create_app as create_api
 from producers.api.serve import Served
 from review.app import create_app as create_desk
-from schemas.settings import ApiSettings, ReviewSettings
+from schemas.settings import ReviewSettings
 from schemas.store.reviewers import create_reviewer
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key, create_tenant
@@ -126,8 +125,6 @@ def desk(stack: Stack) -> Iterator[Desk]:
         create_reviewer(session=session, email=reviewer, password=PASSWORD, tenants=[shop],
                         role=ReviewerRole.reviewer)  # fmt: skip
         other_id = other.id
-    api = Served(create_api(ApiSettings(database_url=database_url, redis_url=redis_url)))
     review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_url)))
-    yield Desk(stack, api, review, key, other_id, reviewer)
+    yield Desk(stack, stack.api, review, key, other_id, reviewer)  # the stack's API
     review.stop()
-    api.stop()
