@@ -15,6 +15,15 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 AdminTenant = Annotated[Tenant, Depends(require("admin"))]
 
 
+def owned_key(prefix: str, tenant: AdminTenant, session: SessionDep) -> ApiKey:
+    """The tenant's key with this prefix; 404 (another tenant's, or none) before the body
+    is even read."""
+    return tenants.get_api_key(session=session, tenant_id=tenant.id, prefix=prefix)
+
+
+OwnedKey = Annotated[ApiKey, Depends(owned_key)]
+
+
 def _public(key: ApiKey) -> KeyPublic:
     return KeyPublic(
         prefix=key.prefix,
@@ -45,14 +54,12 @@ def list_keys(tenant: AdminTenant, session: SessionDep) -> list[KeyPublic]:
 
 
 @router.post("/{prefix}/revoke", response_model=KeyPublic)
-def revoke_key(prefix: str, tenant: AdminTenant, session: SessionDep) -> KeyPublic:
+def revoke_key(key: OwnedKey, session: SessionDep) -> KeyPublic:
     """Revoke a key now (revoking a revoked key changes nothing)."""
-    key = tenants.get_api_key(session=session, tenant_id=tenant.id, prefix=prefix)
     return _public(tenants.revoke_api_key(session=session, key=key))
 
 
 @router.put("/{prefix}/expiry", response_model=KeyPublic)
-def set_expiry(prefix: str, body: KeyExpiry, tenant: AdminTenant, session: SessionDep) -> KeyPublic:
+def set_expiry(key: OwnedKey, body: KeyExpiry, session: SessionDep) -> KeyPublic:
     """Set when a key stops working (``null``: never)."""
-    key = tenants.get_api_key(session=session, tenant_id=tenant.id, prefix=prefix)
     return _public(tenants.set_key_expiry(session=session, key=key, expires_at=body.expires_at))

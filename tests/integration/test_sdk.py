@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -168,7 +169,9 @@ def test_the_async_client_has_the_same_methods(
                 return accepted, again, found, styles, exc
             raise AssertionError("no error for a job that does not exist")
 
-    accepted, again, found, styles, error = asyncio.run(use())
+    # Its own thread and loop: a browser test's Playwright may hold this thread's loop.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        accepted, again, found, styles, error = thread.submit(asyncio.run, use()).result()
     assert (again.id, again.created) == (accepted.id, False)
     assert found.id == accepted.id
     assert "playful" in {s.name for s in styles.styles}
