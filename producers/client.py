@@ -1,49 +1,60 @@
-"""The Python client: submit jobs, read them back, wait for them.
+"""The Python SDK: an HTTP client of the ingestion API, sync and async.
 
     from producers.client import CaptionClient
 
-    client = CaptionClient(tenant="acme")
-    job_id = client.submit(image="shoe.jpg", styles=["playful"], platforms=["instagram"])
-    result = client.wait(job_id, timeout_s=60)
+    with CaptionClient("https://captionq.example.com", api_key="cq_...") as client:
+        accepted = client.submit(image="shoe.jpg", styles=["playful"], platforms=["instagram"])
+        job = client.wait(accepted)          # polls politely until succeeded/failed/cancelled
+        print(job.caption, [v.text for v in job.variants])
 
-It writes the job rows and publishes to the broker directly (same database and
-Redis as the workers); services without database access use the HTTP API.
+``AsyncCaptionClient`` has the same methods, to ``await``. Every route is a method;
+results are the API's models from ``schemas.api``; a refusal raises
+:class:`producers.sdk.errors.ApiError` (a ``RequestError``: ``.code``, ``.message``,
+``.status``). 429 and 503 are retried after ``Retry-After`` with the same idempotency
+key (every submission gets one), so a retry never makes a second job.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import itertools
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import ValidationError
+import httpx
 
-from producers.submit import Submitted, submit_many
-from schemas.api import JobPublic, JobRequest
-from schemas.errors import ErrorCode, RequestError
+from producers.sdk import calls
+from producers.sdk.calls import Call, ImageInput
+from producers.sdk.errors import (
+    RETRIED_STATUSES,
+    ApiError,
+    ApiUnreachableError,
+    backoff_s,
+    from_response,
+)
+from schemas.api import DeliveryPublic, JobAccepted, JobPublic, KeyPublic
+from schemas.decisions import JobDecided
 from schemas.names import PRIORITY_DEFAULT
-from schemas.settings import CoreSettings, core_settings
-from schemas.store.jobs import get_job, job_public
-from schemas.store.sessions import read_scope, session_scope
-from schemas.store.tenants import ensure_tenant
-from schemas.tables import Tenant
 
-ImageInput = str | Path | bytes
+__all__ = ["ApiError", "ApiUnreachableError", "AsyncCaptionClient", "CaptionClient", "ImageInput"]
+JobRef = str | JobAccepted | JobPublic
 
 
-class CaptionClient:
-    def __init__(self, *, tenant: str = "default", settings: CoreSettings | None = None) -> None:
-        self.settings = settings or core_settings()
-        with session_scope(self.settings.database_url) as session:
-            self._tenant: Tenant = ensure_tenant(
-                session=session, name=tenant, key=self.settings.webhook_secrets_key
-            )
+def _job_id(job: JobRef) -> str:
+    return job if isinstance(job, str) else job.id
 
-    @property
-    def tenant_id(self) -> str:
-        return self._tenant.id
+
+class _Routes:
+    """Every route once; ``_call`` (sync or async) sends it. Each method returns the
+    result (``CaptionClient``) or an awaitable of it (``AsyncCaptionClient``)."""
+
+    def _call(self, call: Call) -> Any:
+        raise NotImplementedError
+
+    # --- jobs ----------------------------------------------------------------------
 
     def submit(
         self,
@@ -57,100 +68,293 @@ class CaptionClient:
         priority: int = PRIORITY_DEFAULT,
         brand_voice: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Submit one job; returns its id. Raises ``RequestError`` (with ``.code``) if refused."""
-        (job_id,) = self.submit_many(
-            [
-                {
-                    "image": image,
-                    "styles": styles,
-                    "platforms": platforms,
-                    "variants": variants,
-                    "callback_url": callback_url,
-                    "idempotency_key": idempotency_key,
-                    "priority": priority,
-                    "brand_voice": brand_voice,
-                    "metadata": metadata or {},
-                }
-            ]
+    ) -> Any:
+        """Submit one job (``image``: a path, bytes or an http(s) URL) -> ``JobAccepted``."""
+        job = {k: v for k, v in locals().items() if k != "self"}
+        return self._call(calls.submit(job))
+
+    def submit_bulk(self, jobs: Sequence[Mapping[str, Any]]) -> Any:
+        """Submit jobs (mappings of :meth:`submit`'s arguments) in one request, each judged
+        on its own -> a list, in order, of ``JobAccepted`` or the ``ApiError`` refusing it."""
+        return self._call(calls.submit_bulk(jobs))
+
+    def upload(self, *, image: str | Path | bytes, filename: str = "image", **job: Any) -> Any:
+        """Submit one job whose image goes as a multipart file -> ``JobAccepted``."""
+        name = Path(image).name if isinstance(image, str | Path) else filename
+        return self._call(calls.upload(image, job, name))
+
+    def get(self, job: JobRef) -> Any:
+        """One job -> ``JobPublic``."""
+        return self._call(calls.get_job(_job_id(job)))
+
+    def list(self, *, status: str | None = None, limit: int = 50, cursor: str | None = None) -> Any:
+        """A page of jobs, newest first -> ``JobPage`` (pass ``next_cursor`` back)."""
+        return self._call(calls.list_jobs(status, limit, cursor))
+
+    def cancel(self, job: JobRef) -> Any:
+        """Cancel a job that has not started -> ``JobPublic`` (409 once it runs)."""
+        return self._call(calls.cancel(_job_id(job)))
+
+    def delete(self, job: JobRef) -> Any:
+        """Delete a job with its image, variants and deliveries."""
+        return self._call(calls.delete_job(_job_id(job)))
+
+    # --- webhooks ------------------------------------------------------------------
+
+    def create_endpoint(self, url: str, *, event_types: Sequence[str] = ()) -> Any:
+        """Register a callback URL -> ``EndpointSecret`` (the secret, shown once)."""
+        return self._call(calls.create_endpoint(url, event_types))
+
+    def endpoints(self) -> Any:
+        return self._call(calls.read("/v1/webhooks", calls.Endpoints))
+
+    def rotate_endpoint(self, endpoint_id: str) -> Any:
+        return self._call(calls.endpoint_action(endpoint_id, "rotate"))
+
+    def enable_endpoint(self, endpoint_id: str) -> Any:
+        return self._call(calls.endpoint_action(endpoint_id, "enable"))
+
+    def disable_endpoint(self, endpoint_id: str) -> Any:
+        return self._call(calls.endpoint_action(endpoint_id, "disable"))
+
+    def delete_endpoint(self, endpoint_id: str) -> Any:
+        return self._call(Call("DELETE", f"/v1/webhooks/{endpoint_id}"))
+
+    def ping_endpoint(self, endpoint_id: str) -> Any:
+        """Send a signed ``webhook.ping`` -> its ``DeliveryPublic``."""
+        return self._call(calls.endpoint_action(endpoint_id, "ping"))
+
+    def delivery(self, delivery_id: str) -> Any:
+        return self._call(calls.read(f"/v1/webhooks/deliveries/{delivery_id}", DeliveryPublic))
+
+    def deliveries(self, *, status: str | None = None, limit: int = 100) -> Any:
+        return self._call(calls.list_deliveries(status, limit))
+
+    def replay(self, delivery_id: str) -> Any:
+        """Send an event again: same ``webhook-id``, same body."""
+        path = f"/v1/webhooks/deliveries/{delivery_id}/replay"
+        return self._call(calls.post(path, DeliveryPublic))
+
+    def replay_dead(self) -> Any:
+        return self._call(calls.post("/v1/webhooks/deliveries/replay-dead", calls.Replayed))
+
+    # --- review --------------------------------------------------------------------
+
+    def review_queue(self, **filters: Any) -> Any:
+        """Jobs with variants waiting for review -> ``ReviewQueuePage``."""
+        return self._call(calls.review_queue(filters))
+
+    def approve(self, variant_id: str, *, note: str | None = None, redecide: bool = False) -> Any:
+        return self._call(calls.decide(variant_id, "approve", {"note": note, "redecide": redecide}))
+
+    def reject(
+        self,
+        variant_id: str,
+        *,
+        reason: str = "other",
+        note: str | None = None,
+        redecide: bool = False,
+    ) -> Any:
+        body = {"reason": reason, "note": note, "redecide": redecide}
+        return self._call(calls.decide(variant_id, "reject", body))
+
+    def edit(
+        self, variant_id: str, text: str, *, note: str | None = None, redecide: bool = False
+    ) -> Any:
+        body = {"text": text, "note": note, "redecide": redecide}
+        return self._call(calls.decide(variant_id, "edit", body))
+
+    def approve_job(self, job: JobRef, *, note: str | None = None) -> Any:
+        return self._call(calls.approve_job(_job_id(job), note))
+
+    def decisions(self, job: JobRef) -> Any:
+        path = f"/v1/review/jobs/{_job_id(job)}/decisions"
+        return self._call(calls.read(path, JobDecided))
+
+    def bulk_approve(self, variant_ids: Sequence[str], *, note: str | None = None) -> Any:
+        return self._call(calls.bulk_approve(variant_ids, note))
+
+    # --- the catalogue and the tenant's keys (admin scope) -------------------------
+
+    def styles(self) -> Any:
+        return self._call(calls.STYLES)
+
+    def platforms(self) -> Any:
+        return self._call(calls.PLATFORMS)
+
+    def create_key(
+        self, *, scopes: Sequence[str] = ("submit", "read"), expires_at: datetime | None = None
+    ) -> Any:
+        return self._call(calls.create_key(scopes, expires_at))
+
+    def list_keys(self) -> Any:
+        return self._call(calls.read("/v1/keys", calls.Keys))
+
+    def revoke_key(self, prefix: str) -> Any:
+        return self._call(calls.post(f"/v1/keys/{prefix}/revoke", KeyPublic))
+
+    def set_key_expiry(self, prefix: str, expires_at: datetime | None) -> Any:
+        return self._call(calls.set_key_expiry(prefix, expires_at))
+
+
+class _Transport:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float,
+        retries: int,
+        max_retry_wait_s: float,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"user-agent": "captionq-sdk/1"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
+        self.timeout = httpx.Timeout(timeout_s)
+        self.retries = retries
+        self.max_retry_wait_s = max_retry_wait_s
+
+    def outcome(self, call: Call, response: httpx.Response | None, attempt: int) -> float | None:
+        """Seconds to wait before sending ``call`` again, or None: it is answered (the
+        caller reads ``response``) or it has failed for good (raised here)."""
+        if response is not None and response.status_code < 400:
+            return None
+        error = from_response(response) if response is not None else None
+        retriable = (error is None and call.retry_safe) or (
+            error is not None and error.status in RETRIED_STATUSES
         )
-        return job_id
+        if not retriable or attempt > self.retries:
+            raise error or ApiUnreachableError(f"{call.method} {call.path}: no answer from the API")
+        hinted = error.retry_after_s if error is not None else None
+        return backoff_s(attempt, hinted=hinted, cap_s=self.max_retry_wait_s)
 
-    def submit_each(self, jobs: Sequence[Mapping[str, Any]]) -> list[Submitted | RequestError]:
-        """Submit several jobs in one call, each accepted or refused on its own: a
-        ``Submitted`` (id and status) or the ``RequestError`` that refused it, in order."""
-        outcomes: list[Submitted | RequestError | None] = [None] * len(jobs)
-        requests: list[JobRequest] = []
-        positions: list[int] = []
-        for index, job in enumerate(jobs):
+    def settle(self, call: Call, response: httpx.Response | None, attempt: int) -> tuple[bool, Any]:
+        """(True, the result) when ``call`` is answered; (False, seconds to wait) when it is
+        to be sent again; raises when it has failed for good."""
+        wait_s = self.outcome(call, response, attempt)
+        if wait_s is None:
+            assert response is not None
+            return True, call.parse(response.content)
+        return False, wait_s
+
+    def request(self, call: Call) -> dict[str, Any]:
+        return {
+            "method": call.method,
+            "url": call.path,
+            "params": call.params,
+            "json": call.json,
+            "data": call.data,
+            "files": call.files,
+        }
+
+
+def _next_poll(poll_s: float, deadline: float, job: JobPublic, job_id: str, limit: float) -> float:
+    """How long ``wait`` sleeps next: ``poll_s`` growing by half up to 5 s, never past the
+    deadline; ``TimeoutError`` once the deadline has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"job {job_id} still {job.status} after {limit} s")
+    return min(poll_s, left)
+
+
+POLL_GROWTH, POLL_MAX_S = 1.5, 5.0
+
+
+class _Client(_Routes):
+    """What both clients share: their settings and an httpx client of ``_http_class``."""
+
+    _http_class: Any
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        max_retry_wait_s: float = 30.0,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._t = _Transport(base_url, api_key, timeout_s, retries, max_retry_wait_s)
+        self._http = self._http_class(
+            base_url=self._t.base_url,
+            headers=self._t.headers,
+            timeout=self._t.timeout,
+            transport=transport,
+        )
+
+
+class CaptionClient(_Client):
+    """The API, over one kept-alive connection pool. ``timeout_s`` bounds each request;
+    ``retries`` (after 429, 503, or no answer to a request safe to repeat) waits as
+    ``Retry-After`` says, at most ``max_retry_wait_s`` each."""
+
+    _http_class = httpx.Client
+
+    def _call(self, call: Call) -> Any:
+        for attempt in itertools.count(1):
             try:
-                requests.append(self._request(job))
-                positions.append(index)
-            except (RequestError, OSError) as exc:
-                outcomes[index] = _refusal(exc)
-        with session_scope(self.settings.database_url) as session:
-            submitted = submit_many(
-                session=session, settings=self.settings, tenant=self._tenant, requests=requests
-            )
-        for index, outcome in zip(positions, submitted, strict=True):
-            outcomes[index] = outcome
-        return outcomes  # type: ignore[return-value]
+                response: httpx.Response | None = self._http.request(**self._t.request(call))
+            except httpx.TransportError:
+                response = None
+            done, value = self._t.settle(call, response, attempt)
+            if done:
+                return value
+            time.sleep(value)
+        raise AssertionError("unreachable")
 
-    def submit_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Submit several jobs in one call (one transaction, one broker connection).
-
-        Each mapping takes the keyword arguments of :meth:`submit`. If any is refused,
-        raises the first ``RequestError`` after the others were submitted; its
-        ``index`` attribute says which.
-        """
-        requests = [self._request(job) for job in jobs]
-        with session_scope(self.settings.database_url) as session:
-            outcomes = submit_many(
-                session=session, settings=self.settings, tenant=self._tenant, requests=requests
-            )
-        for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, RequestError):
-                outcome.index = index  # type: ignore[attr-defined]
-                raise outcome
-        return [o.job_id for o in outcomes]  # type: ignore[union-attr]
-
-    def get(self, job_id: str) -> JobPublic:
-        with read_scope(self.settings.database_url) as session:
-            job = get_job(session=session, tenant_id=self._tenant.id, job_id=job_id)
-            if job is None:
-                raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
-            return job_public(session=session, job=job)
-
-    def wait(self, job_id: str, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:
-        """Poll until the job is succeeded, failed or cancelled; ``TimeoutError`` past the limit."""
-        deadline = time.monotonic() + timeout_s
+    def wait(self, job: JobRef, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:
+        """Poll until the job is succeeded, failed or cancelled (every ``poll_s``, growing
+        to 5 s); ``TimeoutError`` past ``timeout_s``."""
+        job_id, deadline = _job_id(job), time.monotonic() + timeout_s
         while True:
-            job = self.get(job_id)
-            if job.terminal:
-                return job
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout_s} s")
-            time.sleep(poll_s)
+            found: JobPublic = self.get(job_id)
+            if found.terminal:
+                return found
+            time.sleep(_next_poll(poll_s, deadline, found, job_id, timeout_s))
+            poll_s = min(POLL_MAX_S, poll_s * POLL_GROWTH)
 
-    @staticmethod
-    def _request(job: Mapping[str, Any]) -> JobRequest:
-        fields = {k: v for k, v in job.items() if k != "image" and v is not None}
-        image = job.get("image")
-        if isinstance(image, str) and image.startswith(("http://", "https://")):
-            fields["image_url"] = image
-        elif image is not None:
-            data = image if isinstance(image, bytes) else Path(image).read_bytes()
-            fields["image_base64"] = base64.b64encode(data).decode()
-        try:
-            return JobRequest(**fields)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise RequestError(problems, code=ErrorCode.invalid_request) from exc
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
-def _refusal(exc: RequestError | OSError) -> RequestError:
-    if isinstance(exc, RequestError):
-        return exc
-    return RequestError(f"cannot read {exc.filename}: {exc.strerror}", code=ErrorCode.image_missing)
+class AsyncCaptionClient(_Client):
+    """:class:`CaptionClient` for asyncio: the same methods, awaited."""
+
+    _http_class = httpx.AsyncClient
+
+    async def _call(self, call: Call) -> Any:
+        for attempt in itertools.count(1):
+            try:
+                response = await self._http.request(**self._t.request(call))
+            except httpx.TransportError:
+                response = None
+            done, value = self._t.settle(call, response, attempt)
+            if done:
+                return value
+            await asyncio.sleep(value)
+        raise AssertionError("unreachable")
+
+    async def wait(self, job: JobRef, *, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobPublic:
+        job_id, deadline = _job_id(job), time.monotonic() + timeout_s
+        while True:
+            found: JobPublic = await self.get(job_id)
+            if found.terminal:
+                return found
+            await asyncio.sleep(_next_poll(poll_s, deadline, found, job_id, timeout_s))
+            poll_s = min(POLL_MAX_S, poll_s * POLL_GROWTH)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

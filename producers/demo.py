@@ -2,7 +2,8 @@
 
 Redis (REDIS_URL, else localhost:6379, else a redis-server it starts), a SQLite
 database (DATABASE_URL, else a fresh file), a real Celery worker process, the
-Python client, and a local receiver that verifies each signed callback.
+ingestion API on a loopback port with the demo tenant's key, the HTTP SDK, and a
+local receiver that verifies each signed callback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +30,10 @@ from rich.console import Console
 from rich.table import Table
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from producers.api import create_app
+from producers.api.serve import Served, free_port
 from producers.client import CaptionClient
-from schemas.settings import CoreSettings
+from schemas.settings import ApiSettings, CoreSettings
 from schemas.store.sessions import migrate
 
 # Runs in a child process: the producers never import the worker's model code.
@@ -102,30 +104,29 @@ def run_demo(*, model: str | None, n_images: int, console: Console, review: bool
         settings = CoreSettings(database_url=database_url, redis_url=redis_url, blob_store="db")
         model_id = _model(model, workdir, console)
 
-        receiver = CallbackReceiver(secret=_secret(settings))
+        tenant_id, secret, key = _tenant(settings)
+        receiver = CallbackReceiver(secret=secret)
         stack.callback(receiver.stop)
         console.print(f"Callback receiver: {describe_url(receiver.url)}")
         # Callbacks may reach exactly that receiver, and nothing else on this machine.
         settings = settings.model_copy(update=_reach(receiver))
-        client = CaptionClient(tenant="demo", settings=settings)
+        api = Served(create_app(ApiSettings(**settings.model_dump())))
+        stack.callback(api.stop)
+        client = stack.enter_context(CaptionClient(api.url, api_key=key))
+        console.print(f"API: {api.url} (docs at {api.url}/docs), tenant demo's key {key[:16]}…")
 
         worker = _start_worker(settings, model_id, workdir)
         stack.callback(_stop, worker)
 
         started = time.monotonic()
-        job_ids = client.submit_many(
+        job = {"styles": STYLES, "platforms": PLATFORMS, "variants": 1}
+        accepted = client.submit_bulk(
             [
-                {
-                    "image": data,
-                    "styles": STYLES,
-                    "platforms": PLATFORMS,
-                    "variants": 1,
-                    "callback_url": receiver.url,
-                    "metadata": {"sample": i},
-                }
+                {**job, "image": data, "callback_url": receiver.url, "metadata": {"sample": i}}
                 for i, data in enumerate(sample_images(n_images))
             ]
         )
+        job_ids = [a.id for a in accepted]
         console.print(f"Submitted {len(job_ids)} jobs; waiting for the worker…")
         jobs = [client.wait(job_id, timeout_s=300) for job_id in job_ids]
         _wait_for(lambda: len(receiver.received) >= len(job_ids), timeout_s=60)
@@ -139,13 +140,13 @@ def run_demo(*, model: str | None, n_images: int, console: Console, review: bool
             f"{sum(r.verified for r in receiver.received)}/{len(job_ids)} callbacks received and "
             "verified with the standardwebhooks library"
         )
-        _review_desk(settings, client, console, receiver, keep_up=review)
+        _review_desk(settings, tenant_id, console, receiver, keep_up=review)
         return 0 if ok and len(receiver.received) >= len(job_ids) else 1
 
 
 def _review_desk(
     settings: CoreSettings,
-    client: CaptionClient,
+    tenant_id: str,
     console: Console,
     receiver: CallbackReceiver,
     *,
@@ -162,7 +163,7 @@ def _review_desk(
 
     email, password = "reviewer@demo.example", secrets.token_urlsafe(12)
     with session_scope(settings.database_url) as session:
-        tenant = session.get(Tenant, client.tenant_id)
+        tenant = session.get(Tenant, tenant_id)
         create_reviewer(session=session, email=email, password=password,
                         role=ReviewerRole.admin, tenants=[tenant] if tenant else [])  # fmt: skip
     port = free_port()
@@ -185,14 +186,16 @@ def _review_desk(
         _stop(desk)
 
 
-def _secret(settings: CoreSettings) -> str:
-    """The demo tenant's webhook secret (the tenant is created on first use)."""
+def _tenant(settings: CoreSettings) -> tuple[str, str, str]:
+    """The demo tenant (made here, as an operator would with ``captionq tenant create``):
+    its id, its webhook secret and a new API key."""
     from schemas.store.sessions import session_scope
-    from schemas.store.tenants import ensure_tenant, webhook_secret
+    from schemas.store.tenants import create_api_key, ensure_tenant, webhook_secret
 
     with session_scope(settings.database_url) as session:
         tenant = ensure_tenant(session=session, name="demo", key=settings.webhook_secrets_key)
-        return webhook_secret(tenant, key=settings.webhook_secrets_key)
+        key = create_api_key(session=session, tenant=tenant)[1]
+        return tenant.id, webhook_secret(tenant, key=settings.webhook_secrets_key), key
 
 
 def _reach(receiver: CallbackReceiver) -> dict[str, list[int | str]]:
@@ -275,12 +278,6 @@ def verified(secret: str, body: bytes, headers: dict[str, str]) -> bool:
     except WebhookVerificationError:
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:

@@ -17,7 +17,8 @@ from sqlmodel import Session, col, select
 
 from schemas import keys
 from schemas.errors import ErrorCode, RequestError, UnavailableError
-from schemas.tables import Job, JobStatus
+from schemas.settings import ApiSettings
+from schemas.tables import Job, JobStatus, Tenant
 
 IN_FLIGHT = (JobStatus.received, JobStatus.queued, JobStatus.running)
 
@@ -87,3 +88,16 @@ def check_in_flight(*, session: Session, tenant_id: str, adding: int, cap: int) 
             retry_after_s=5,
         )
     return current
+
+
+def admit(settings: ApiSettings, session: Session, tenant: Tenant, count: int) -> None:
+    """Admission, for every way in: 429 with Retry-After when the tenant is over its
+    jobs in flight or its rate."""
+    check_in_flight(session=session, tenant_id=tenant.id, adding=count, cap=settings.max_in_flight)
+    take(
+        redis_url=settings.redis_url,
+        tenant_id=tenant.id,
+        cost=count,
+        per_s=settings.rate_limit_jobs_per_s,
+        burst=settings.rate_limit_burst,
+    )

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from review import views
 from review.auth import CheckedDesk, Desk, Refused, SessionDep, local_path
-from schemas.api import EDIT_MAX_CHARS, RejectReason
+from schemas.decisions import EDIT_MAX_CHARS, RejectReason
 from schemas.errors import ErrorCode, RequestError
 from schemas.store import decisions
 from schemas.tables import DecisionAction

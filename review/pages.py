@@ -16,8 +16,8 @@ from sqlmodel import Session, col, select
 
 from review import views
 from review.auth import DeskDep, Refused, SessionDep, SettingsDep
-from schemas.api import REJECT_REASON_LABELS
 from schemas.checks.images import decode_image, thumbnail_jpeg
+from schemas.decisions import REJECT_REASON_LABELS
 from schemas.errors import ImageError, RequestError
 from schemas.platforms import PLATFORMS
 from schemas.store.blobs import get_blobs

@@ -40,6 +40,8 @@ from enum import StrEnum
 class ErrorCode(StrEnum):
     # Requests: refused before anything is stored, or a failed job.
     invalid_request = "invalid_request"
+    invalid_json = "invalid_json"
+    api_unavailable = "api_unavailable"  # the SDK got no answer from the API
     unknown_style = "unknown_style"
     unknown_platform = "unknown_platform"
     variants_out_of_range = "variants_out_of_range"

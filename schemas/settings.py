@@ -51,6 +51,7 @@ class CoreSettings(BaseSettings):
         description="Ports that image and callback URLs may use (one rule for both), as "
         'JSON: ports and "low-high" ranges, e.g. [80, 443, "8000-8100"]',
     )
+
     @field_validator("url_allowed_ports")
     @classmethod
     def _ports(cls, value: list[int | str]) -> list[int | str]:
@@ -105,11 +106,13 @@ class CoreSettings(BaseSettings):
 
 
 class ApiSettings(CoreSettings):
-    """The ingestion API and the Python client."""
+    """The ingestion API (and the in-cluster producer, which admits jobs as it does)."""
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    bulk_max_jobs: int = Field(default=500, ge=1)
+    api_host: str = Field(default="127.0.0.1", description="Where `captionq api` listens")
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    bulk_max_jobs: int = Field(
+        default=500, ge=1, description="Jobs in one bulk request, at most (the OpenAPI says it)"
+    )
     rate_limit_jobs_per_s: float = Field(
         default=50.0, gt=0, description="Sustained submissions per second, per tenant"
     )
@@ -117,8 +120,14 @@ class ApiSettings(CoreSettings):
     max_in_flight: int = Field(
         default=20_000, ge=1, description="Jobs per tenant not yet finished, at most"
     )
-    request_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
-    public_base_url: str = "http://127.0.0.1:8000"
+    request_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1, description="Request bodies over this are 413"
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="How clients reach this API (behind a proxy, its public https URL): "
+        "the base of each accepted job's status_url and Location header",
+    )
 
 
 class WorkerSettings(CoreSettings):
@@ -241,6 +250,27 @@ class WorkerSettings(CoreSettings):
                 : self.callback_max_attempts
             ]
         return schedule
+
+
+class ClientSettings(BaseSettings):
+    """Where the command line's API calls go (``captionq submit``, ``captionq job``): the
+    API's URL and a key. Needs no database or Redis."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    api_url: str = Field(default="http://127.0.0.1:8000", description="The ingestion API")
+    api_key: str | None = Field(
+        default=None, description="An API key (cq_...); unset, the key saved for --tenant"
+    )
+    api_keys_file: Path = Field(
+        default=DEFAULT_HOME / "api-keys.json",
+        description="Keys saved by `captionq tenant key NAME --save`, one per tenant",
+    )
+
+
+@lru_cache
+def client_settings() -> ClientSettings:
+    return ClientSettings()
 
 
 @lru_cache

@@ -7,12 +7,24 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.api import health, jobs, metrics, review, tenant, usage, webhooks
+from producers.api import (
+    callbacks,
+    catalogue,
+    health,
+    jobs,
+    keys,
+    metrics,
+    review,
+    tenant,
+    usage,
+    webhooks,
+)
 from producers.api.statuses import DOCUMENTED, status_for
 from schemas.api import ErrorResponse
 from schemas.errors import ErrorCode, RequestError, UnavailableError
@@ -28,7 +40,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         from schemas.sentry import init_sentry
 
         init_sentry(settings.sentry_dsn)
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets in the package: no CDN.
+    app = FastAPIOffline(
         responses={
             status: {"model": ErrorResponse, "description": description}
             for status, description in DOCUMENTED.items()
@@ -45,6 +58,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(usage.router)
+    app.include_router(keys.router)
+    app.include_router(catalogue.router)
+    app.webhooks.include_router(callbacks.router)
+    schema = app.openapi
+    app.openapi = lambda: jobs.documented_limits(schema(), settings)  # type: ignore[method-assign]
     app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -80,8 +98,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    code = ErrorCode.invalid_request
-    return _error(status_for(code), code.value, "request does not match the schema", errors)
+    if any(e["type"] == "json_invalid" for e in errors):
+        code, message = ErrorCode.invalid_json, "the body is not JSON"
+    else:
+        code, message = ErrorCode.invalid_request, "request does not match the schema"
+    return _error(status_for(code), code.value, message, errors)
 
 
 async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:

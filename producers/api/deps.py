@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from schemas.errors import ErrorCode, RequestError
@@ -30,19 +31,27 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+# Declared in the OpenAPI as the ``bearer`` security scheme (the docs' Authorize button).
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="cq_<prefix>_<secret>",
+    description="An API key: `captionq tenant key NAME` or POST /v1/keys",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials.strip():
         raise RequestError(
             "missing API key: send 'Authorization: Bearer cq_...'", code=ErrorCode.unauthorized
         )
-    return token.strip()
+    return credentials.credentials.strip()
 
 
 def require(scope: str) -> Callable[..., Tenant]:
-    def dependency(request: Request, session: SessionDep) -> Tenant:
-        found = authenticate(session=session, presented=_bearer(request))
+    def dependency(request: Request, session: SessionDep, credentials: Credentials) -> Tenant:
+        found = authenticate(session=session, presented=_token(credentials))
         if found is None:
             raise RequestError("invalid, revoked or expired API key", code=ErrorCode.unauthorized)
         tenant, key = found

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
-from sqlmodel import Session
+from pydantic import Json
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
-from producers.limits import check_in_flight, take
+from producers.limits import admit
 from producers.submit import Submitted, submit_many
 from schemas.api import (
+    NO_NUL,
     BulkAccepted,
     BulkItem,
     BulkRequest,
     ErrorBody,
     JobAccepted,
+    JobFields,
     JobPage,
     JobPublic,
     JobRequest,
@@ -28,7 +29,7 @@ from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
 from schemas.store.jobs import cancel_job, get_job, job_public, list_jobs
 from schemas.store.lifecycle import delete_job
-from schemas.tables import JobStatus, Tenant
+from schemas.tables import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -65,12 +66,8 @@ def submit_job(
 def submit_upload(
     image: Annotated[UploadFile, File(description="The image file (JPEG, PNG, WEBP, GIF)")],
     job: Annotated[
-        str,
-        Form(
-            max_length=8192,
-            description='The job without its image, as JSON: {"styles": [...], '
-            '"platforms": [...], "variants": 3, ...}',
-        ),
+        Json[JobFields],
+        Form(description="The job without its image, as JSON (a JobFields object)"),
     ],
     tenant: SubmitTenant,
     settings: SettingsDep,
@@ -84,13 +81,7 @@ def submit_upload(
             f"image is over {settings.image_max_bytes} bytes",
             code=ErrorCode.image_too_large,
         )
-    try:
-        fields = json.loads(job)
-        if not isinstance(fields, dict):
-            raise TypeError("job must be a JSON object")
-        request = JobRequest(**fields, image_base64=base64.b64encode(data).decode())
-    except (ValueError, TypeError) as exc:  # JSON, shape and pydantic validation errors
-        raise RequestError(f"job: {exc}", code=ErrorCode.invalid_request) from exc
+    request = JobRequest(**dict(job), image_base64=base64.b64encode(data).decode())
     return submit_job(request, tenant, settings, session, response)
 
 
@@ -114,18 +105,6 @@ def submit_bulk(
             else BulkItem(index=i, job=_accepted(settings, o))
             for i, o in enumerate(outcomes)
         ]
-    )
-
-
-def admit(settings: ApiSettings, session: Session, tenant: Tenant, count: int) -> None:
-    """429 with Retry-After when the tenant is over its rate or its jobs in flight."""
-    check_in_flight(session=session, tenant_id=tenant.id, adding=count, cap=settings.max_in_flight)
-    take(
-        redis_url=settings.redis_url,
-        tenant_id=tenant.id,
-        cost=count,
-        per_s=settings.rate_limit_jobs_per_s,
-        burst=settings.rate_limit_burst,
     )
 
 
@@ -163,7 +142,7 @@ def read_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     limit: int = Query(default=50, ge=1, le=200),
-    cursor: str | None = Query(default=None, max_length=200),
+    cursor: str | None = Query(default=None, max_length=200, pattern=NO_NUL),
 ) -> JobPage:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
     jobs = list_jobs(
@@ -185,6 +164,15 @@ def _encode_cursor(created: datetime, job_id: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        if "\x00" in job_id:
+            raise ValueError("NUL in a cursor")
         return datetime.fromisoformat(created), job_id
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise RequestError("malformed cursor", code=ErrorCode.invalid_request) from exc
+
+
+def documented_limits(schema: dict[str, Any], settings: ApiSettings) -> dict[str, Any]:
+    """The OpenAPI with this deployment's limits: a bulk request's most jobs."""
+    jobs = schema["components"]["schemas"]["BulkRequest"]["properties"]["jobs"]
+    jobs["maxItems"] = settings.bulk_max_jobs
+    return schema

@@ -8,30 +8,30 @@ and published at once.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from producers.api.deps import SessionDep, SettingsDep, require
 from producers.api.statuses import status_for
 from producers.publish import publish_deliveries
-from schemas.api import (
+from schemas.api import NO_NUL, ErrorBody, ErrorResponse, VariantPublic
+from schemas.decisions import (
     ApproveRequest,
     BulkApproveRequest,
     BulkDecided,
     BulkDecisionItem,
     DecisionPublic,
     EditRequest,
-    ErrorBody,
-    ErrorResponse,
     JobDecided,
     RejectRequest,
     ReviewQueueJob,
     ReviewQueuePage,
     VariantDecided,
-    VariantPublic,
 )
 from schemas.errors import RequestError
 from schemas.settings import ApiSettings
@@ -40,6 +40,16 @@ from schemas.store.review_queue import QueueFilter, review_queue
 from schemas.tables import DecisionAction, Job, Tenant, Variant
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
+
+
+def _calendar_date(value: object) -> object:
+    """A day as the schema says (YYYY-MM-DD), not a number of seconds."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date, YYYY-MM-DD")
+    return value
+
+
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 ReviewTenant = Annotated[Tenant, Depends(require("review"))]
 
 _REFUSALS = {
@@ -99,17 +109,17 @@ def _committed(session: SessionDep, settings: ApiSettings, made: list[decisions.
 def queue(
     tenant: ReviewTenant,
     session: SessionDep,
-    style: str | None = None,
-    platform: str | None = None,
-    model: Annotated[str | None, Query(max_length=300)] = None,
+    style: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    platform: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    model: Annotated[str | None, Query(max_length=300, pattern=NO_NUL)] = None,
     min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     max_score: Annotated[float | None, Query(ge=0, le=1)] = None,
     flagged: bool | None = None,
-    since: date | None = None,
-    until: date | None = None,
+    since: CalendarDate | None = None,
+    until: CalendarDate | None = None,
     order: Annotated[str, Query(pattern="^(oldest|newest)$")] = "oldest",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> ReviewQueuePage | JSONResponse:
     """Jobs with variants waiting for review, oldest first (``order=newest`` for the
     newest); each with its matching pending variants. Pass ``next_cursor`` back as

@@ -10,10 +10,12 @@ from __future__ import annotations
 from schemas.errors import ErrorCode
 
 STATUSES: dict[ErrorCode, int] = {
+    ErrorCode.invalid_json: 400,
     ErrorCode.unauthorized: 401,
     ErrorCode.forbidden: 403,
     ErrorCode.not_found: 404,
     ErrorCode.method_not_allowed: 405,
+    ErrorCode.idempotency_conflict: 409,
     ErrorCode.idempotency_in_progress: 409,
     ErrorCode.job_not_cancellable: 409,
     ErrorCode.endpoint_exists: 409,
@@ -28,11 +30,12 @@ STATUSES: dict[ErrorCode, int] = {
 REFUSED = 422
 
 DOCUMENTED: dict[int, str] = {
-    400: "Malformed body",
+    400: "The body is not JSON (invalid_json)",
     401: "Missing, invalid, revoked or expired API key",
     403: "The key lacks the scope",
     404: "No such resource for this tenant",
-    409: "Conflict: a request with this idempotency key is still being created, the job"
+    409: "Conflict: this idempotency key was used with another body, or its request is"
+    " still being created; the job"
     " has already started, the endpoint already exists, or the variant is already decided",
     413: "Body or image too large",
     422: "Refused request, with a stable error code",

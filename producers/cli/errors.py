@@ -6,7 +6,7 @@ on standard error (and, where it helps, what to do) and exits with one of:
     0  done
     1  refused: what was named does not exist, or is in a state that forbids it
     2  bad input: a usage error, or a request refused as given (fix it and retry)
-    3  unavailable: the database or the broker cannot be reached (retry later)
+    3  unavailable: the API, the database or the broker cannot be reached (retry later)
     4  timed out: ``--wait`` ran out before the job finished (the job goes on)
 
 Anything else is a bug and keeps its traceback.
@@ -45,7 +45,12 @@ _REFUSED: Final = frozenset(
     }
 )
 _UNAVAILABLE: Final = frozenset(
-    {ErrorCode.rate_limited, ErrorCode.database_unavailable, ErrorCode.broker_unavailable}
+    {
+        ErrorCode.rate_limited,
+        ErrorCode.database_unavailable,
+        ErrorCode.broker_unavailable,
+        ErrorCode.api_unavailable,
+    }
 )
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)

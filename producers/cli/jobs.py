@@ -11,6 +11,7 @@ import typer
 
 from producers.cli.errors import EXIT_BAD_INPUT, fail, stderr
 from producers.cli.output import JsonOpt, as_json, console
+from producers.cli.remote import ApiKeyOpt, ApiUrlOpt, api_client
 from producers.cli.tenants import TenantOpt, require_tenant
 from schemas.errors import ErrorCode
 from schemas.names import PRIORITY_DEFAULT
@@ -35,15 +36,14 @@ def submit(
     brand_voice: Annotated[str | None, typer.Option(help="Up to 200 characters")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the result (0: don't)")] = 0,
     json_out: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
-    """Submit jobs; prints each job's id and status (--json: the full record).
+    """Submit jobs through the API; prints each job's id and status (--json: the record).
 
     A folder submits each image in it; a .jsonl file submits one job per line (an object
     with image and any job field; the options fill what a line leaves out)."""
-    from producers.client import CaptionClient
-
-    require_tenant(tenant)
-    client = CaptionClient(tenant=tenant)
+    client = api_client(tenant, api_url, api_key)
     defaults = {
         "styles": style,
         "platforms": platform,
@@ -57,19 +57,15 @@ def submit(
         if wait or idempotency_key:
             fail("--wait and --idempotency-key apply to one job", code=ErrorCode.invalid_request)
         raise typer.Exit(_submit_bulk(client, _sources(path, defaults), json_out=json_out))
-    (outcome,) = client.submit_each(
-        [{**defaults, "image": source, "idempotency_key": idempotency_key}]
-    )
-    if isinstance(outcome, Exception):
-        raise outcome
+    outcome = client.submit(**{**defaults, "image": source, "idempotency_key": idempotency_key})
     if wait <= 0:
         typer.echo(
-            as_json(client.get(outcome.job_id).model_dump(mode="json"))
+            as_json(client.get(outcome).model_dump(mode="json"))
             if json_out
-            else f"{outcome.job_id} {outcome.status.value}"
+            else f"{outcome.id} {outcome.status.value}"
         )
         return
-    job = client.wait(outcome.job_id, timeout_s=wait)
+    job = client.wait(outcome, timeout_s=wait)
     if json_out:
         typer.echo(job.model_dump_json(indent=2))
         return
@@ -133,7 +129,7 @@ def _submit_bulk(
         for start in range(0, len(sources), CHUNK):
             chunk = sources[start : start + CHUNK]
             jobs = [job for _, job in chunk if not isinstance(job, Exception)]
-            outcomes = iter(client.submit_each(jobs))
+            outcomes = iter(_submitted(client, jobs))
             for where, job in chunk:
                 outcome = job if isinstance(job, Exception) else next(outcomes)
                 results.append(_result(where, outcome))
@@ -156,20 +152,38 @@ def _submit_bulk(
     return EXIT_BAD_INPUT if refused else 0
 
 
+def _submitted(client: Any, jobs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """One bulk request for readable jobs; a file that cannot be read is refused here, on
+    its own, with ``image_missing``."""
+    from schemas.errors import RequestError
+
+    readable: list[Mapping[str, Any]] = []
+    outcomes: list[Any] = []
+    for job in jobs:
+        image = job["image"]
+        if image.startswith(("http://", "https://")) or Path(image).is_file():
+            readable.append(job)
+            outcomes.append(None)
+        else:
+            outcomes.append(RequestError(f"no such file: {image}", code=ErrorCode.image_missing))
+    sent = iter(client.submit_bulk(readable) if readable else [])
+    return [next(sent) if o is None else o for o in outcomes]
+
+
 def _result(where: str, outcome: Any) -> dict[str, object]:
     if isinstance(outcome, Exception):
         code = getattr(outcome, "code", ErrorCode.invalid_request)
         message = getattr(outcome, "message", str(outcome))
         return {"source": where, "error": {"code": str(code), "message": message}}
-    return {"source": where, "id": outcome.job_id, "status": outcome.status.value}
+    return {"source": where, "id": outcome.id, "status": outcome.status.value}
 
 
-def job(job_id: str, tenant: TenantOpt = "default") -> None:
-    """Print a job (its caption, variants, or error) as JSON."""
-    from producers.client import CaptionClient
-
-    require_tenant(tenant)
-    typer.echo(CaptionClient(tenant=tenant).get(job_id).model_dump_json(indent=2))
+def job(
+    job_id: str, tenant: TenantOpt = "default", api_url: ApiUrlOpt = None, api_key: ApiKeyOpt = None
+) -> None:
+    """Print a job (its caption, variants, or error) as JSON, read through the API."""
+    with api_client(tenant, api_url, api_key) as client:
+        typer.echo(client.get(job_id).model_dump_json(indent=2))
 
 
 def cancel(job_id: str, tenant: TenantOpt = "default") -> None:

@@ -69,6 +69,9 @@ def key(
     expires_in_days: Annotated[
         float | None, typer.Option(min=0, help="Stop working after this many days")
     ] = None,
+    save: Annotated[
+        bool, typer.Option("--save", help="Also keep it for this machine's commands (--tenant)")
+    ] = False,
 ) -> None:
     """Create an API key (default scopes: submit, read); printed once, stored hashed."""
     from schemas.settings import core_settings
@@ -85,6 +88,10 @@ def key(
             raise typer.BadParameter(str(exc), param_hint="--scope") from exc
         if expires_in_days is not None:
             set_key_expiry(session=session, key=created, expires_at=_in_days(expires_in_days))
+        if save:
+            from producers.cli.remote import save_key
+
+            save_key(name, plaintext)
         typer.echo(
             json.dumps(
                 {

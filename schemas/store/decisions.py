@@ -33,9 +33,9 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
-from schemas.api import CaptionDecision, CaptionEvent, RejectReason, RuleBreach
 from schemas.checks import rules
 from schemas.checks.policy import check_copy
+from schemas.decisions import CaptionDecision, CaptionEvent, RejectReason, RuleBreach
 from schemas.errors import ErrorCode, RequestError
 from schemas.messages import DeliveryRef
 from schemas.platforms import PLATFORMS

@@ -11,7 +11,6 @@ tests fail in CI and skip, saying why, elsewhere.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,17 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from producers.api import create_app as create_api
-from producers.demo import free_port
+from producers.api.serve import Served
 from review.app import create_app as create_desk
-from schemas.settings import ApiSettings, ReviewSettings
+from schemas.settings import ReviewSettings
 from schemas.store.reviewers import create_reviewer
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key, create_tenant
 from schemas.tables import ReviewerRole, Tenant
-from tests.support.services import LOOPBACK, migrated_database, unavailable
+from tests.support.services import migrated_database, unavailable
 from tests.support.stack import Stack
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -44,30 +41,6 @@ CHROMIUM_ARGS = [
 ]
 ARTEFACTS = Path(__file__).parent / "artefacts"
 PASSWORD = "a long reviewer passphrase"
-
-
-class Served:
-    """An ASGI app served by uvicorn in a thread, on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass
@@ -85,7 +58,7 @@ class Desk:
 
     @property
     def tenant_id(self) -> str:
-        return self.stack.client.tenant_id
+        return self.stack.tenant_id
 
     @property
     def receiver(self) -> Any:
@@ -145,17 +118,13 @@ def desk(stack: Stack) -> Iterator[Desk]:
     database_url, redis_url = stack.database_url, stack.settings.redis_url
     reviewer = "rita@acme.example"
     with session_scope(database_url) as session:
-        shop = session.get(Tenant, stack.client.tenant_id)
+        shop = session.get(Tenant, stack.tenant_id)
         assert shop is not None
         other = create_tenant(session=session, name="elsewhere")
         key = create_api_key(session=session, tenant=shop, scopes=["submit", "read"])[1]
         create_reviewer(session=session, email=reviewer, password=PASSWORD, tenants=[shop],
                         role=ReviewerRole.reviewer)  # fmt: skip
         other_id = other.id
-    api = Served(
-        create_api(ApiSettings(database_url=database_url, redis_url=redis_url, **LOOPBACK))
-    )
     review = Served(create_desk(ReviewSettings(database_url=database_url, redis_url=redis_url)))
-    yield Desk(stack, api, review, key, other_id, reviewer)
+    yield Desk(stack, stack.api, review, key, other_id, reviewer)  # the stack's API
     review.stop()
-    api.stop()

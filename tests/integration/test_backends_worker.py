@@ -12,6 +12,7 @@ from producers.client import CaptionClient
 from schemas.settings import CoreSettings
 from schemas.store.sessions import migrate, session_scope
 from schemas.store.tenants import ensure_tenant
+from tests.support.api import client_of, new_tenant, served_api
 from tests.support.images import png
 from tests.support.processes import start
 from worker.models import tiny
@@ -31,7 +32,14 @@ def run_jobs(
     if prepare is not None:
         prepare(url)
     settings = CoreSettings(database_url=url, redis_url=redis_db)
-    client = CaptionClient(tenant="brand", settings=settings)
+    tenant = new_tenant(settings, "brand")
+    with served_api(settings) as api, client_of(api, tenant) as client:
+        return _through(folder, url, redis_db, env, client, n)
+
+
+def _through(
+    folder: Path, url: str, redis_db: str, env: dict[str, str], client: CaptionClient, n: int
+) -> list:  # type: ignore[type-arg]
     worker = start(
         "gpu+io",
         env={"DATABASE_URL": url, "REDIS_URL": redis_db, "MAX_NEW_TOKENS": "6",
@@ -39,8 +47,8 @@ def run_jobs(
         logdir=folder,
     )  # fmt: skip
     try:
-        ids = client.submit_many([{"image": png((40 * i, 90, 160)), **JOB} for i in range(n)])
-        return [client.wait(job_id, timeout_s=180) for job_id in ids]
+        accepted = client.submit_bulk([{"image": png((40 * i, 90, 160)), **JOB} for i in range(n)])
+        return [client.wait(job, timeout_s=180) for job in accepted]
     finally:
         worker.stop()
 

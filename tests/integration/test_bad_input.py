@@ -1,5 +1,6 @@
-"""Hostile input through the whole path: each bad job fails (or is refused) with its code,
-and a good job submitted in the same batch still succeeds on the same worker.
+"""Hostile input through the whole path, as integrators send it (the HTTP SDK, a served
+API): each bad job fails (or is refused) with its code, and a good job submitted in the
+same batch still succeeds on the same worker.
 
 Images are served by a loopback server the test starts; the worker may reach exactly
 that server (127.0.0.1/32 on its port) and nothing else that is not public.
@@ -22,6 +23,7 @@ from PIL import Image
 from producers.client import CaptionClient
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import CoreSettings
+from tests.support.api import client_of, new_tenant, served_api
 from tests.support.images import png, png_with_header
 from tests.support.processes import Proc, start
 from tests.support.servers import LoopbackServer, redirect, send
@@ -136,7 +138,9 @@ def hostile(
         },
         logdir=folder,
     )
-    yield Hostile(server, CaptionClient(tenant="hostile", settings=settings), worker)
+    tenant = new_tenant(settings, "hostile")
+    with served_api(settings) as api, client_of(api, tenant) as client:
+        yield Hostile(server, client, worker)
     worker.stop()
     server.stop()
 
@@ -164,7 +168,7 @@ WORKER_CASES = [
 def test_a_bad_image_fails_its_job_and_the_good_one_beside_it_succeeds(
     hostile: Hostile, path: str, codes: set[ErrorCode]
 ) -> None:
-    bad, good = hostile.client.submit_many(
+    bad, good = hostile.client.submit_bulk(
         [{"image": hostile.url(path), **JOB}, {"image": hostile.url("/good.png"), **JOB}]
     )
     bad_job = hostile.client.wait(bad, timeout_s=90)

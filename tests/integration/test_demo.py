@@ -20,6 +20,7 @@ def test_the_demo_runs_end_to_end_and_says_what_it_used(redis_db: str) -> None:
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
     assert f"Redis: {redis_db} (from REDIS_URL)" in out
     assert "Database: sqlite:///" in out
+    assert "API: http://127.0.0.1:" in out  # the demo submits through its own API, with a key
     assert "tiny randomly initialised BLIP" in out
     assert "noise" in out
     assert out.count("signature verified") == 2

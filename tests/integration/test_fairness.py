@@ -1,4 +1,5 @@
 """Fairness between tenants: a small tenant's job is not stuck behind a large tenant's flood.
+Both submit as integrators do, through the HTTP SDK and a served API.
 
 The flood and the small job are queued first, then one worker drains the queue,
 so the order of service is the broker's (priority) order, not a race.
@@ -13,6 +14,7 @@ import pytest
 from producers.client import CaptionClient
 from schemas.settings import CoreSettings
 from schemas.store.sessions import migrate
+from tests.support.api import client_of, new_tenant, served_api
 from tests.support.images import png
 from tests.support.processes import start
 
@@ -27,11 +29,20 @@ def rank_of_small_tenant(
     url = f"sqlite:///{tmp_path / 'fair.db'}"
     migrate(url)
     settings = CoreSettings(database_url=url, redis_url=redis_db, fair_share_steps=steps)
-    big = CaptionClient(tenant="big", settings=settings)
-    small = CaptionClient(tenant="small", settings=settings)
+    with (
+        served_api(settings) as api,
+        client_of(api, new_tenant(settings, "big")) as big,
+        client_of(api, new_tenant(settings, "small")) as small,
+    ):
+        return _race(tmp_path, url, redis_db, big, small)
+
+
+def _race(
+    tmp_path: Path, url: str, redis_db: str, big: CaptionClient, small: CaptionClient
+) -> tuple[int, float, float]:
     job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
-    flood_ids = big.submit_many([job] * FLOOD)
-    small_id = small.submit(**job)
+    flood_ids = [accepted.id for accepted in big.submit_bulk([job] * FLOOD)]
+    small_id = small.submit(**job).id
     worker = start(
         "gpu+io",
         env={
@@ -83,10 +94,18 @@ def test_an_urgent_job_overtakes_a_queued_backlog(
     url = f"sqlite:///{folder / 'priority.db'}"
     migrate(url)
     settings = CoreSettings(database_url=url, redis_url=redis_db, fair_share_steps=[])
-    client = CaptionClient(tenant="one", settings=settings)
-    job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
-    backlog = client.submit_many([{**job, "priority": 1}] * 60)
-    urgent = client.submit(**job, priority=9)
+    with served_api(settings) as api, client_of(api, new_tenant(settings, "one")) as client:
+        job = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
+        backlog = [a.id for a in client.submit_bulk([{**job, "priority": 1}] * 60)]
+        urgent = client.submit(**job, priority=9).id
+        order = _drain(folder, url, redis_db, client, [*backlog, urgent])
+    assert order.index(urgent) < 12  # within the first prefetch window, not 61st
+
+
+def _drain(
+    folder: Path, url: str, redis_db: str, client: CaptionClient, ids: list[str]
+) -> list[str]:
+    """Start one worker on the queued jobs; their ids in the order they finished."""
     worker = start(
         "gpu+io",
         env={"DATABASE_URL": url, "REDIS_URL": redis_db, "CAPTIONER_MODEL": "captionq/noop",
@@ -94,8 +113,7 @@ def test_an_urgent_job_overtakes_a_queued_backlog(
         logdir=folder,
     )  # fmt: skip
     try:
-        done = [client.wait(job_id, timeout_s=120) for job_id in [*backlog, urgent]]
+        done = [client.wait(job_id, timeout_s=120) for job_id in ids]
     finally:
         worker.stop()
-    order = [j.id for j in sorted(done, key=lambda j: j.finished_at)]
-    assert order.index(urgent) < 12  # within the first prefetch window, not 61st
+    return [j.id for j in sorted(done, key=lambda j: j.finished_at)]

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, func, select
 
 from producers.api import create_app
-from producers.client import CaptionClient
+from producers.sdk.calls import job_fields
+from producers.submit import Submitted, submit_many
+from schemas.api import JobRequest
 from schemas.errors import ErrorCode
 from schemas.settings import ApiSettings, CoreSettings
 from schemas.store.sessions import read_scope, session_scope
-from schemas.store.tenants import create_api_key, create_tenant
+from schemas.store.tenants import create_api_key, create_tenant, tenant_by_name
 from schemas.tables import Job, JobStatus, WebhookEndpoint
 from tests.support.images import png
 
@@ -191,25 +194,38 @@ def test_admission_without_redis_is_503_with_the_envelope_and_writes_nothing(
 def test_a_committed_job_is_accepted_while_the_broker_is_away(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The client writes without admission: once the row is committed the job is
-    accepted as ``received`` (the reaper publishes it later), and a retry with the same
-    idempotency key finds it rather than making a second (past the short window in
-    which a replay answers ``idempotency_in_progress``)."""
+    """Submission past admission (the broker went away after it): once the row is
+    committed the job is accepted as ``received`` (the reaper publishes it later), and a
+    retry with the same idempotency key finds it rather than making a second (past the
+    short window in which a replay answers ``idempotency_in_progress``)."""
     from schemas.store import jobs
 
     monkeypatch.setattr(jobs, "IDEMPOTENCY_IN_PROGRESS_S", 0.0)
+    submit = submitter(database_url, "broker-away")
+    first = submit(image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1")
+    assert first.status == JobStatus.received
+    again = submit(image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1")
+    assert (again.job_id, again.created) == (first.job_id, False)
+
+
+def submitter(database_url: str, name: str) -> Callable[..., Submitted]:
+    """Submits one job for a new tenant ``name`` past admission, with the broker away."""
     settings = CoreSettings(database_url=database_url, redis_url=DEAD_REDIS)
     with session_scope(database_url) as session:
-        create_tenant(session=session, name="broker-away")
-    client = CaptionClient(tenant="broker-away", settings=settings)
-    first = client.submit(
-        image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1"
-    )
-    assert client.get(first).status == JobStatus.received
-    again = client.submit(
-        image=png(), styles=["playful"], platforms=["x"], idempotency_key="away-1"
-    )
-    assert again == first
+        create_tenant(session=session, name=name)
+
+    def submit(**job: Any) -> Submitted:
+        with session_scope(database_url) as session:
+            tenant = tenant_by_name(session=session, name=name)
+            assert tenant is not None
+            request = JobRequest(**job_fields(job))
+            (outcome,) = submit_many(
+                session=session, settings=settings, tenant=tenant, requests=[request]
+            )
+        assert isinstance(outcome, Submitted), outcome
+        return outcome
+
+    return submit
 
 
 # 6. What a client reads.
@@ -225,19 +241,17 @@ def test_an_unreadable_image_says_so_without_object_reprs(api: Api) -> None:
 def test_a_job_cancelled_between_attempts_does_not_say_it_never_ran(database_url: str) -> None:
     from schemas.store.jobs import cancel_job, claim, requeue
 
-    settings = CoreSettings(database_url=database_url, redis_url=DEAD_REDIS)
+    submit = submitter(database_url, "cancel-between")
+    job_id = submit(image=png(), styles=["playful"], platforms=["x"]).job_id
     with session_scope(database_url) as session:
-        create_tenant(session=session, name="cancel-between")
-    client = CaptionClient(tenant="cancel-between", settings=settings)
-    job_id = client.submit(image=png(), styles=["playful"], platforms=["x"])
-    with session_scope(database_url) as session:
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
         assert claim(session=session, job_ids=[job_id])
         assert requeue(session=session, job_id=job_id)
-        cancelled = cancel_job(session=session, tenant_id=client.tenant_id, job_id=job_id)
+        cancelled = cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
         assert cancelled.error_message == "cancelled while waiting to be tried again"
-    never = client.submit(image=png(), styles=["playful"], platforms=["x"])
+    never = submit(image=png(), styles=["playful"], platforms=["x"]).job_id
     with session_scope(database_url) as session:
-        cancelled = cancel_job(session=session, tenant_id=client.tenant_id, job_id=never)
+        cancelled = cancel_job(session=session, tenant_id=tenant_id, job_id=never)
         assert cancelled.error_message == "cancelled before it ran"
 
 
@@ -327,3 +341,62 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
     with read_scope(api.settings.database_url) as session:
         rows = session.exec(select(Delivery).where(col(Delivery.job_id).in_(ids))).all()
         assert [(r.job_id, r.event_type) for r in rows] == [(ids[1], "job.failed")]
+
+
+# 7. The schema says what the server does.
+NOT_JSON = ['{"styles": ["playful"], ', "not json at all", '{"jobs": [}']
+
+
+@pytest.mark.parametrize("text", NOT_JSON, ids=["cut", "prose", "bad"])
+def test_a_body_that_is_not_json_is_400_invalid_json_as_documented(api: Api, text: str) -> None:
+    for path in ("/v1/jobs", "/v1/jobs/bulk"):
+        response = post_raw(api, path, text)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_json"
+    responses = api.http.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]["responses"]
+    assert "invalid_json" in responses["400"]["description"]
+
+
+def test_a_whole_number_written_as_a_float_is_the_integer_json_schema_says_it_is(
+    api: Api,
+) -> None:
+    accepted = api.http.post("/v1/jobs", json=job(variants=2.0, priority=7.0), headers=api.auth)
+    assert accepted.status_code == 202, accepted.text
+    with read_scope(api.settings.database_url) as session:
+        stored = session.get(Job, accepted.json()["id"])
+        assert stored is not None
+        assert (stored.variants, stored.priority) == (2, 7)
+    for bad in (2.5, "2", True):
+        refused = api.http.post("/v1/jobs", json=job(variants=bad), headers=api.auth)
+        assert refused.status_code == 422, (bad, refused.text)
+
+
+def test_the_schema_lists_the_catalogue_and_types_the_upload_job_field(api: Api) -> None:
+    schema = api.http.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["JobRequest"]["properties"]
+    assert fields["styles"]["items"]["enum"] == sorted(["informative", "inspirational", "luxury",
+        "minimal", "playful", "professional", "promotional"])  # fmt: skip
+    assert "instagram" in fields["platforms"]["items"]["enum"]
+    assert (fields["variants"]["minimum"], fields["variants"]["maximum"]) == (1, 10)
+    upload = schema["paths"]["/v1/jobs/upload"]["post"]["requestBody"]["content"]
+    form = upload["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    job_field = schema["components"]["schemas"][form]["properties"]["job"]
+    assert job_field["contentMediaType"] == "application/json"
+    assert job_field["contentSchema"] == {"$ref": "#/components/schemas/JobFields"}
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert set(schema["webhooks"]) == {
+        "job.succeeded", "job.failed", "caption.approved", "caption.rejected"
+    }  # fmt: skip
+
+
+def test_status_url_starts_with_public_base_url(database_url: str, redis_db: str) -> None:
+    settings = ApiSettings(
+        database_url=database_url, redis_url=redis_db, public_base_url="https://captionq.example/"
+    )
+    with session_scope(database_url) as session:
+        key = create_api_key(session=session, tenant=create_tenant(session=session, name="pub"))[1]
+    with TestClient(create_app(settings)) as http:
+        answer = http.post("/v1/jobs", json=job(), headers={"authorization": f"Bearer {key}"})
+    job_id = answer.json()["id"]
+    assert answer.json()["status_url"] == f"https://captionq.example/v1/jobs/{job_id}"
+    assert answer.headers["location"] == answer.json()["status_url"]

@@ -1,5 +1,5 @@
 """Tenant isolation over every route of the API: tenant B, holding every scope, can
-neither read, list nor change tenant A's jobs, endpoints, deliveries or variants.
+neither read, list nor change tenant A's jobs, endpoints, deliveries, variants or keys.
 
 The routes are enumerated from the application, so a new route with a path
 parameter fails this test until it is covered here.
@@ -26,18 +26,20 @@ PARAMETERS = {
     "endpoint_id": "endpoint",
     "delivery_id": "delivery",
     "variant_id": "variant",
+    "prefix": "key",
 }
 
 
 @pytest.fixture(scope="module")
 def world(database_url: str, redis_db: str) -> Iterator[tuple[TestClient, dict, dict, dict]]:
     settings = ApiSettings(database_url=database_url, redis_url=redis_db)
-    keys = {}
+    keys, prefixes = {}, {}
     with session_scope(database_url) as session:
         for name in ("tenant-a", "tenant-b"):
             tenant = create_tenant(session=session, name=name)
-            key = create_api_key(session=session, tenant=tenant, scopes=SCOPES)[1]
-            keys[name] = {"authorization": f"Bearer {key}"}
+            key, plaintext = create_api_key(session=session, tenant=tenant, scopes=SCOPES)
+            keys[name] = {"authorization": f"Bearer {plaintext}"}
+            prefixes[name] = key.prefix
     with TestClient(create_app(settings)) as http:
         a = keys["tenant-a"]
         job = http.post(
@@ -70,7 +72,8 @@ def world(database_url: str, redis_db: str) -> Iterator[tuple[TestClient, dict, 
             )
             session.add_all([delivery, variant])
             session.flush()
-            ids = {"job": job, "endpoint": endpoint, "delivery": delivery.id, "variant": variant.id}
+            ids = {"job": job, "endpoint": endpoint, "delivery": delivery.id, "variant": variant.id,
+                   "key": prefixes["tenant-a"]}  # fmt: skip
         yield http, keys["tenant-a"], keys["tenant-b"], ids
 
 

@@ -29,7 +29,7 @@ def test_ping_reaches_the_endpoint_signed_with_its_own_secret(
         **LOOPBACK,
     )
     with session_scope(settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         key = create_api_key(session=session, tenant=tenant, scopes=["submit", "read"])[1]
     auth = {"authorization": f"Bearer {key}"}

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from producers.demo import free_port
+from producers.api.serve import free_port
 from tests.support.images import png
 from tests.support.processes import REPO
 
@@ -58,6 +58,8 @@ def test_every_readme_command_runs_as_written(
         "MAX_NEW_TOKENS": "8",
         "HF_HUB_OFFLINE": "1",
         "API_PORT": str(port),
+        "API_URL": f"http://127.0.0.1:{port}",  # where submit and job send their requests
+        "API_KEYS_FILE": str(tmp_path / "api-keys.json"),  # where tenant key --save keeps it
         "PYTHONPATH": str(REPO),
         "COLUMNS": "80",
     }

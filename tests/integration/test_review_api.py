@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from producers.api import create_app
-from schemas.api import CaptionEvent
+from schemas.decisions import CaptionEvent
 from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key
@@ -22,7 +22,7 @@ from tests.support.waiting import wait_for
 
 @pytest.fixture(scope="module")
 def desk(stack: Stack) -> Iterator[tuple[TestClient, dict[str, str], list[str]]]:
-    ids = stack.client.submit_many(
+    accepted = stack.client.submit_bulk(
         [
             {
                 "image": png((40 * i, 120, 90)),
@@ -34,10 +34,11 @@ def desk(stack: Stack) -> Iterator[tuple[TestClient, dict[str, str], list[str]]]
             for i in range(3)
         ]
     )
+    ids = [a.id for a in accepted]
     for job_id in ids:
         assert stack.client.wait(job_id, timeout_s=120).status == "succeeded"
     with session_scope(stack.settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         key = create_api_key(session=session, tenant=tenant, scopes=["review"])[1]
         admin = create_api_key(session=session, tenant=tenant, scopes=["admin"])[1]
@@ -165,7 +166,7 @@ def test_a_key_without_the_review_scope_is_refused(
 ) -> None:
     http, _, _ = desk
     with session_scope(stack.settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         key = create_api_key(session=session, tenant=tenant, scopes=["read"])[1]
     answer = http.get("/v1/review/queue", headers={"authorization": f"Bearer {key}"})
@@ -176,7 +177,7 @@ def test_a_key_without_the_review_scope_is_refused(
 def test_variants_the_worker_auto_approves_are_called_back_as_approved(stack: Stack) -> None:
     """Last in this module: it gives the tenant a threshold that approves everything."""
     with session_scope(stack.settings.database_url) as session:
-        tenant = session.get(Tenant, stack.client.tenant_id)
+        tenant = session.get(Tenant, stack.tenant_id)
         assert tenant is not None
         tenant.auto_approve_threshold = 0.0
         session.add(tenant)
@@ -186,7 +187,7 @@ def test_variants_the_worker_auto_approves_are_called_back_as_approved(stack: St
         platforms=["x"],
         variants=1,
         callback_url=stack.receiver.url,
-    )
+    ).id
     job = stack.client.wait(job_id, timeout_s=120)
     assert [v.review_state for v in job.variants] == ["auto_approved"]
     wait_for(lambda: len(_caption_events(stack, [job_id])) >= 1)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from schemas.api import CaptionEvent, RejectReason
+from schemas.decisions import CaptionEvent, RejectReason
 from schemas.errors import ErrorCode, RequestError
 from schemas.store.decisions import (
     Decider,

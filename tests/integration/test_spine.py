@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from producers.client import ApiError
+from schemas.api import JobAccepted
 from schemas.errors import ErrorCode, RequestError
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import webhook_secret
@@ -18,7 +20,7 @@ PLATFORMS = ["instagram", "x"]
 
 
 def test_jobs_succeed_with_variants_and_verified_callbacks(stack: Stack) -> None:
-    ids = stack.client.submit_many(
+    accepted = stack.client.submit_bulk(
         [
             {
                 "image": png((i * 60, 100, 200)),
@@ -31,6 +33,7 @@ def test_jobs_succeed_with_variants_and_verified_callbacks(stack: Stack) -> None
             for i in range(3)
         ]
     )
+    ids = [a.id for a in accepted]
     jobs = [stack.client.wait(job_id, timeout_s=120) for job_id in ids]
     for job in jobs:
         assert job.status == "succeeded", (job.error, stack.logs())
@@ -74,13 +77,13 @@ def test_signature_verifies_with_standardwebhooks_and_fails_with_another_secret(
         platforms=["x"],
         variants=1,
         callback_url=stack.receiver.url,
-    )
+    ).id
     wait_for(lambda: any(r.job_id == job_id for r in stack.receiver.received))
     with session_scope(stack.settings.database_url) as session:
         delivery = session.exec(
             Delivery.__table__.select().where(Delivery.job_id == job_id)  # type: ignore[attr-defined]
         ).first()
-        secret = webhook_secret(session.get(Tenant, stack.client.tenant_id))  # type: ignore[arg-type]
+        secret = webhook_secret(session.get(Tenant, stack.tenant_id))  # type: ignore[arg-type]
     assert delivery is not None
     from datetime import UTC, datetime
 
@@ -100,7 +103,7 @@ def test_signature_verifies_with_standardwebhooks_and_fails_with_another_secret(
 
 def test_bad_image_fails_its_own_job_and_the_worker_keeps_serving(stack: Stack) -> None:
     truncated = png(size=(200, 200))[:120]  # a PNG header, then nothing: passes the sniff
-    bad, good = stack.client.submit_many(
+    bad, good = stack.client.submit_bulk(
         [
             {
                 "image": truncated,
@@ -121,7 +124,7 @@ def test_bad_image_fails_its_own_job_and_the_worker_keeps_serving(stack: Stack) 
     assert good_job.status == "succeeded"
     wait_for(
         lambda: any(
-            r.job_id == bad and r.event_type == "job.failed" for r in stack.receiver.received
+            r.job_id == bad.id and r.event_type == "job.failed" for r in stack.receiver.received
         )
     )
     # The worker is still serving.
@@ -156,33 +159,23 @@ def test_bad_requests_are_refused_with_a_code(stack: Stack, job: dict, code: Err
 
 
 def test_a_refused_item_does_not_stop_the_rest_of_a_batch(stack: Stack) -> None:
-    with pytest.raises(RequestError) as refused:
-        stack.client.submit_many(
-            [
-                {
-                    "image": png(),
-                    "styles": ["playful"],
-                    "platforms": ["x"],
-                    "variants": 1,
-                    "idempotency_key": "batch-good-1",
-                },
-                {"image": png(), "styles": ["nope"], "platforms": ["x"], "variants": 1},
-            ]
-        )
-    assert refused.value.index == 1  # type: ignore[attr-defined]
-    # The good one was submitted: replaying its key returns it.
-    (job_id,) = stack.client.submit_many(
+    job = {"image": png(), "platforms": ["x"], "variants": 1}
+    good, bad = stack.client.submit_bulk(
         [
-            {
-                "image": png(),
-                "styles": ["playful"],
-                "platforms": ["x"],
-                "variants": 1,
-                "idempotency_key": "batch-good-1",
-            }
+            {**job, "styles": ["playful"], "idempotency_key": "batch-good-1"},
+            {**job, "styles": ["nope"]},
         ]
     )
-    assert stack.client.wait(job_id, timeout_s=60).status == "succeeded"
+    assert isinstance(bad, ApiError)
+    assert (bad.code, bad.status) == (ErrorCode.unknown_style, 422)
+    assert isinstance(good, JobAccepted)
+    # The good one was submitted: replaying its key returns it.
+    (again,) = stack.client.submit_bulk(
+        [{**job, "styles": ["playful"], "idempotency_key": "batch-good-1"}]
+    )
+    assert isinstance(again, JobAccepted)
+    assert (again.id, again.created) == (good.id, False)
+    assert stack.client.wait(again, timeout_s=60).status == "succeeded"
 
 
 def test_idempotency_key_returns_the_same_job_and_refuses_another_body(stack: Stack) -> None:
@@ -192,7 +185,7 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(stack: St
     again = stack.client.submit(
         image=png(), styles=["playful"], platforms=["x"], variants=1, idempotency_key="order-42"
     )
-    assert again == first
+    assert (again.id, again.created) == (first.id, False)
     with pytest.raises(RequestError) as refused:
         stack.client.submit(
             image=png(), styles=["luxury"], platforms=["x"], variants=1, idempotency_key="order-42"
@@ -201,12 +194,12 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(stack: St
     job = stack.client.wait(first, timeout_s=60)
     assert job.status == "succeeded"
     with session_scope(stack.settings.database_url) as session:
-        rows = session.exec(Variant.__table__.select().where(Variant.job_id == first)).all()  # type: ignore[attr-defined]
+        rows = session.exec(Variant.__table__.select().where(Variant.job_id == first.id)).all()  # type: ignore[attr-defined]
     assert len(rows) == 1  # results stored once
 
 
 def test_wait_times_out_with_a_clear_error(stack: Stack) -> None:
-    job_id = stack.client.submit(image=png(), styles=["playful"], platforms=["x"], variants=1)
+    job_id = stack.client.submit(image=png(), styles=["playful"], platforms=["x"], variants=1).id
     with pytest.raises(TimeoutError, match=job_id):
         stack.client.wait(job_id, timeout_s=0)
     stack.client.wait(job_id, timeout_s=60)

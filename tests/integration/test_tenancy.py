@@ -2,101 +2,101 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from producers.api import create_app
+from producers.client import ApiError, CaptionClient
 from producers.submit import fair_priority
+from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
 from schemas.store.blobs import put_blob
 from schemas.store.lifecycle import purge
 from schemas.store.sessions import session_scope
-from schemas.store.tenants import create_api_key, create_tenant
+from schemas.store.tenants import create_tenant
 from schemas.tables import Blob, Delivery, Job, Variant, utcnow
+from tests.support.api import client_of, new_tenant, served_api
 from tests.support.images import png
 
 
-def make_api(database_url: str, redis_db: str, **limits: object) -> TestClient:
-    return TestClient(
-        create_app(ApiSettings(database_url=database_url, redis_url=redis_db, **limits))
-    )
+@contextmanager
+def sdk(
+    database_url: str, redis_db: str, *names: str, retries: int = 0, **limits: object
+) -> Iterator[list[CaptionClient]]:
+    """A served API with ``limits``, and an SDK client for each new tenant in ``names``
+    (no retries unless asked: these tests look at the refusals themselves)."""
+    settings = ApiSettings(database_url=database_url, redis_url=redis_db, **limits)  # type: ignore[arg-type]
+    with served_api(settings) as api, ExitStack() as clients:
+        yield [
+            clients.enter_context(client_of(api, new_tenant(settings, name), retries=retries))
+            for name in names
+        ]
 
 
-def new_key(database_url: str, name: str) -> dict[str, str]:
-    with session_scope(database_url) as session:
-        tenant = create_tenant(session=session, name=name)
-        return {"authorization": f"Bearer {create_api_key(session=session, tenant=tenant)[1]}"}
+JOB = {"image": png(), "styles": ["minimal"], "platforms": ["x"], "variants": 1}
+LIMITED = {"rate_limit_jobs_per_s": 0.5, "rate_limit_burst": 3, "max_in_flight": 1000}
 
 
-BODY = {
-    "image_base64": base64.b64encode(png()).decode(),
-    "styles": ["minimal"],
-    "platforms": ["x"],
-    "variants": 1,
-}
-
-
-@pytest.fixture(scope="module")
-def limited(database_url: str, redis_db: str) -> Iterator[TestClient]:
-    with make_api(
-        database_url, redis_db, rate_limit_jobs_per_s=0.5, rate_limit_burst=3, max_in_flight=1000
-    ) as http:
-        yield http
+def refusal(call: Callable[[], object]) -> ApiError:
+    with pytest.raises(ApiError) as refused:
+        call()
+    return refused.value
 
 
 def test_a_burst_over_the_rate_gets_429_with_retry_after_and_spares_other_tenants(
-    limited: TestClient, database_url: str
+    database_url: str, redis_db: str
 ) -> None:
-    flood = new_key(database_url, "flood")
-    calm = new_key(database_url, "calm")
-    codes = [limited.post("/v1/jobs", json=BODY, headers=flood).status_code for _ in range(5)]
-    assert codes[:3] == [202, 202, 202]
-    assert codes[3:] == [429, 429]
-    refused = limited.post("/v1/jobs", json=BODY, headers=flood)
-    assert refused.json()["error"]["code"] == "rate_limited"
-    assert 1 <= int(refused.headers["retry-after"]) <= 3
-    assert limited.post("/v1/jobs", json=BODY, headers=calm).status_code == 202
+    with sdk(database_url, redis_db, "flood", "calm", **LIMITED) as (flood, calm):
+        for _ in range(3):
+            assert flood.submit(**JOB).status == "queued"
+        refused = [refusal(lambda: flood.submit(**JOB)) for _ in range(3)]
+        assert [(r.status, r.code) for r in refused] == [(429, ErrorCode.rate_limited)] * 3
+        assert all(1 <= (r.retry_after_s or 0) <= 3 for r in refused)
+        assert calm.submit(**JOB).status == "queued"
 
 
-def test_a_bulk_larger_than_the_burst_is_413(limited: TestClient, database_url: str) -> None:
-    key = new_key(database_url, "bulky")
-    response = limited.post("/v1/jobs/bulk", json={"jobs": [BODY] * 4}, headers=key)
-    assert response.status_code == 413
+def test_the_sdk_waits_as_retry_after_says_and_makes_one_job(
+    database_url: str, redis_db: str
+) -> None:
+    limits = {"rate_limit_jobs_per_s": 1.0, "rate_limit_burst": 1}
+    with sdk(database_url, redis_db, "patient", retries=3, **limits) as (client,):
+        client.submit(**JOB)
+        started = time.monotonic()
+        accepted = client.submit(**JOB, idempotency_key="patient-1")  # 429 first, then 202
+        assert time.monotonic() - started >= 0.9  # it waited for Retry-After (1 s)
+        assert accepted.created
+        assert len([j for j in client.list().jobs if j.idempotency_key == "patient-1"]) == 1
+
+
+def test_a_bulk_larger_than_the_burst_is_413(database_url: str, redis_db: str) -> None:
+    with sdk(database_url, redis_db, "bulky", **LIMITED) as (client,):
+        refused = refusal(lambda: client.submit_bulk([JOB] * 4))
+        assert (refused.status, refused.code) == (413, ErrorCode.payload_too_large)
 
 
 def test_the_in_flight_cap_is_429(database_url: str, redis_db: str) -> None:
-    key = new_key(database_url, "capped")
-    with make_api(database_url, redis_db, max_in_flight=2) as http:
-        assert http.post("/v1/jobs", json=BODY, headers=key).status_code == 202
-        assert http.post("/v1/jobs", json=BODY, headers=key).status_code == 202
-        third = http.post("/v1/jobs", json=BODY, headers=key)
-        assert third.status_code == 429
-        assert "in flight" in third.json()["error"]["message"]
-        assert third.headers["retry-after"] == "5"
+    with sdk(database_url, redis_db, "capped", max_in_flight=2) as (client,):
+        client.submit(**JOB)
+        client.submit(**JOB)
+        third = refusal(lambda: client.submit(**JOB))
+        assert (third.status, third.code, third.retry_after_s) == (429, ErrorCode.rate_limited, 5)
+        assert "in flight" in third.message
 
 
 def test_delete_removes_the_job_its_variants_deliveries_and_image(
     database_url: str, redis_db: str
 ) -> None:
-    owner = new_key(database_url, "owner")
-    other = new_key(database_url, "other")
-    image = png((1, 2, 3))
-    body = {
-        **BODY,
-        "image_base64": base64.b64encode(image).decode(),
-        "callback_url": "https://example.com/h",
-    }
-    with make_api(database_url, redis_db) as http:
-        job_id = http.post("/v1/jobs", json=body, headers=owner).json()["id"]
+    job = {**JOB, "image": png((1, 2, 3)), "callback_url": "https://example.com/h"}
+    with sdk(database_url, redis_db, "owner", "other") as (owner, other):
+        job_id = owner.submit(**job).id
         with session_scope(database_url) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            digest = job.image_sha256
+            row = session.get(Job, job_id)
+            assert row is not None
+            digest = row.image_sha256
             session.add(
                 Variant(
                     job_id=job_id,
@@ -109,17 +109,17 @@ def test_delete_removes_the_job_its_variants_deliveries_and_image(
             )
             session.add(
                 Delivery(
-                    tenant_id=job.tenant_id,
+                    tenant_id=row.tenant_id,
                     job_id=job_id,
                     event_type="job.succeeded",
                     url="https://example.com/h",
                     payload="{}",
                 )
             )
-        assert http.delete(f"/v1/jobs/{job_id}", headers=other).status_code == 404
-        assert http.delete(f"/v1/jobs/{job_id}", headers=owner).status_code == 204
-        assert http.get(f"/v1/jobs/{job_id}", headers=owner).status_code == 404
-        assert http.delete(f"/v1/jobs/{job_id}", headers=owner).status_code == 404
+        assert refusal(lambda: other.delete(job_id)).status == 404
+        owner.delete(job_id)
+        assert refusal(lambda: owner.get(job_id)).code == ErrorCode.not_found
+        assert refusal(lambda: owner.delete(job_id)).status == 404
     with session_scope(database_url) as session:
         assert session.exec(select(Variant).where(Variant.job_id == job_id)).all() == []
         assert session.exec(select(Delivery).where(Delivery.job_id == job_id)).all() == []
@@ -129,15 +129,24 @@ def test_delete_removes_the_job_its_variants_deliveries_and_image(
 def test_an_image_shared_by_two_jobs_outlives_the_first_deletion(
     database_url: str, redis_db: str
 ) -> None:
-    key = new_key(database_url, "sharer")
-    shared = {**BODY, "image_base64": base64.b64encode(png((9, 9, 9))).decode()}
-    with make_api(database_url, redis_db) as http:
-        first = http.post("/v1/jobs", json=shared, headers=key).json()["id"]
-        second = http.post("/v1/jobs", json=shared, headers=key).json()["id"]
-        assert http.delete(f"/v1/jobs/{first}", headers=key).status_code == 204
+    shared = {**JOB, "image": png((9, 9, 9))}
+    with sdk(database_url, redis_db, "sharer") as (client,):
+        first, second = client.submit(**shared).id, client.submit(**shared).id
+        client.delete(first)
         with session_scope(database_url) as session:
             digest = session.get(Job, second).image_sha256  # type: ignore[union-attr]
             assert session.get(Blob, digest) is not None
+
+
+def test_another_tenants_job_is_not_found_for_every_job_route(
+    database_url: str, redis_db: str
+) -> None:
+    with sdk(database_url, redis_db, "mine", "theirs") as (mine, theirs):
+        job_id = mine.submit(**JOB).id
+        for call in (theirs.get, theirs.cancel, theirs.delete, theirs.decisions):
+            assert refusal(lambda call=call: call(job_id)).code == ErrorCode.not_found
+        assert job_id not in {j.id for j in theirs.list().jobs}
+        assert mine.cancel(job_id).status == "cancelled"  # still its own to change
 
 
 def test_purge_deletes_only_jobs_older_than_the_cut_off(database_url: str) -> None:
@@ -214,3 +223,28 @@ def test_retention_is_scheduled_only_when_configured() -> None:
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         ).stdout
         assert ("purge-expired-jobs" in json.loads(out)) is expected
+
+
+def test_the_in_cluster_producer_admits_as_the_api_does_and_creates_no_tenant(
+    database_url: str, redis_db: str
+) -> None:
+    from producers.direct import DirectProducer
+    from producers.limits import RateLimitedError
+    from schemas.api import JobRequest
+    from schemas.store.tenants import tenant_by_name
+
+    settings = ApiSettings(
+        database_url=database_url, redis_url=redis_db, rate_limit_jobs_per_s=0.5,
+        rate_limit_burst=2, max_in_flight=1000,
+    )  # fmt: skip
+    with pytest.raises(RequestError) as typo:
+        DirectProducer(tenant="acme-typo", settings=settings)
+    assert typo.value.code == ErrorCode.not_found
+    with session_scope(database_url) as session:
+        assert tenant_by_name(session=session, name="acme-typo") is None
+        create_tenant(session=session, name="in-cluster")
+    producer = DirectProducer(tenant="in-cluster", settings=settings)
+    request = JobRequest(image_url="https://example.com/a.png", styles=["minimal"], platforms=["x"])
+    assert len(producer.submit_each([request, request])) == 2
+    with pytest.raises(RateLimitedError):
+        producer.submit_each([request])

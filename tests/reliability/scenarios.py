@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler
 from sqlmodel import col, func, select
 
 from producers.demo import RedisServer
+from producers.sdk.calls import job_fields
+from schemas.api import JobRequest
 from schemas.store.sessions import session_scope
 from schemas.tables import TERMINAL_STATUSES, Delivery, Job, JobStatus, Variant
 from tests.support.images import png
@@ -55,18 +57,25 @@ class FaultStack(Stack):
     images: LoopbackServer
 
     def submit(self, n: int, *, slow: bool = True) -> list[str]:
-        return self.client.submit_many(
-            [
-                {
-                    "image": self.images.url(f"/img/{i}.png") if slow else png(i, IMAGE_SIZE),
-                    "styles": STYLES,
-                    "platforms": PLATFORMS,
-                    "variants": VARIANTS,
-                    "callback_url": self.receiver.url,
-                }
-                for i in range(n)
-            ]
-        )
+        """``n`` jobs through the in-cluster producer (the same admission as the API)."""
+        requests = [
+            JobRequest(
+                **job_fields(
+                    {
+                        "image": self.images.url(f"/img/{i}.png") if slow else png(i, IMAGE_SIZE),
+                        "styles": STYLES,
+                        "platforms": PLATFORMS,
+                        "variants": VARIANTS,
+                        "callback_url": self.receiver.url,
+                    }
+                )
+            )
+            for i in range(n)
+        ]
+        outcomes = self.direct().submit_each(requests)
+        refused = [o for o in outcomes if isinstance(o, Exception)]
+        assert not refused, refused
+        return [o.job_id for o in outcomes]  # type: ignore[union-attr]
 
     def stop(self) -> None:
         super().stop()

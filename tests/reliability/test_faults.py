@@ -120,7 +120,7 @@ def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: FaultStack) -> 
     wait_for(all_dead, 60, "deliveries dead after the last attempt")
     receiver.mode = "ok"  # it is back: replay from the store (what the CLI and API call)
     with session_scope(stack.database_url) as session:
-        assert replay_dead(session=session, tenant_id=stack.client.tenant_id) == len(gone)
+        assert replay_dead(session=session, tenant_id=stack.tenant_id) == len(gone)
     _check(stack, gone, "receiver-gone-dead-replayed")
 
 
