@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,7 +35,8 @@ from producers.sdk.errors import (
     backoff_s,
     from_response,
 )
-from schemas.api import DeliveryPublic, JobAccepted, JobPublic, KeyPublic
+from schemas.accounts import KeyPublic
+from schemas.api import DeliveryPublic, JobAccepted, JobPublic
 from schemas.decisions import JobDecided
 from schemas.names import PRIORITY_DEFAULT
 
@@ -181,6 +182,14 @@ class _Routes:
 
     def platforms(self) -> Any:
         return self._call(calls.PLATFORMS)
+
+    def tenant_policy(self) -> Any:
+        """The calling tenant's auto-approve threshold, and whether it is stale."""
+        return self._call(calls.TENANT)
+
+    def usage(self, *, since: date | None = None, until: date | None = None) -> Any:
+        """The tenant's usage by UTC day (an admin key)."""
+        return self._call(calls.usage(since, until))
 
     def create_key(
         self, *, scopes: Sequence[str] = ("submit", "read"), expires_at: datetime | None = None

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from producers.api.deps import SessionDep, require
-from schemas.api import KeyCreate, KeyCreated, KeyExpiry, KeyPublic
+from schemas.accounts import KeyCreate, KeyCreated, KeyExpiry, KeyPublic
 from schemas.store import tenants
 from schemas.tables import ApiKey, Tenant, utcnow
 

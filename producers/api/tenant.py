@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from producers.api.deps import ReadTenant
-from schemas.api import TenantPolicyPublic
+from schemas.accounts import TenantPolicyPublic
 from schemas.tables import QUALITY_SCORE_VERSION
 
 router = APIRouter(prefix="/v1/tenant", tags=["tenant"])

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from producers.api.deps import SessionDep, require
-from schemas.api import UsagePage, UsagePublic
+from schemas.accounts import UsagePage, UsagePublic
 from schemas.store.usage import usage
 from schemas.tables import Tenant
 

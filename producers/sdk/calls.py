@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from producers.api.statuses import status_for
 from producers.sdk.errors import ApiError
+from schemas.accounts import KeyCreated, KeyPublic, TenantPolicyPublic, UsagePage
 from schemas.api import (
     BulkAccepted,
     DeliveryPublic,
@@ -24,8 +25,6 @@ from schemas.api import (
     JobAccepted,
     JobPage,
     JobPublic,
-    KeyCreated,
-    KeyPublic,
     PlatformCatalogue,
     StyleCatalogue,
 )
@@ -206,6 +205,13 @@ def _note(note: str | None) -> dict[str, str]:
 
 STYLES = read("/v1/styles", StyleCatalogue)
 PLATFORMS = read("/v1/platforms", PlatformCatalogue)
+TENANT = read("/v1/tenant", TenantPolicyPublic)
+
+
+def usage(since: date | None, until: date | None) -> Call:
+    return read(
+        "/v1/usage", UsagePage, since=since and since.isoformat(), until=until and until.isoformat()
+    )
 
 
 def create_key(scopes: Sequence[str], expires_at: datetime | None) -> Call:

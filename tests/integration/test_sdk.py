@@ -15,7 +15,8 @@ import pytest
 
 from producers.api.serve import Served
 from producers.client import ApiError, ApiUnreachableError, AsyncCaptionClient, CaptionClient
-from schemas.api import JobAccepted, JobPublic, KeyCreated, PlatformCatalogue, StyleCatalogue
+from schemas.accounts import KeyCreated, TenantPolicyPublic, UsagePage
+from schemas.api import JobAccepted, JobPublic, PlatformCatalogue, StyleCatalogue
 from schemas.errors import ErrorCode
 from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
@@ -65,6 +66,8 @@ def _decided_job(settings: ApiSettings, job_id: str, n: int) -> list[str]:
 def _every_route(client: CaptionClient, settings: ApiSettings) -> None:
     assert isinstance(client.styles(), StyleCatalogue)
     assert isinstance(client.platforms(), PlatformCatalogue)
+    assert isinstance(client.tenant_policy(), TenantPolicyPublic)
+    assert isinstance(client.usage(), UsagePage)
     first = client.submit(image=png(), **JOB)
     uploaded = client.upload(image=png(), filename="shoe.png", **JOB)
     bulk = client.submit_bulk([{"image": png(), **JOB}] * 2)
