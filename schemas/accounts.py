@@ -3,6 +3,7 @@ setting, and usage by day."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
@@ -17,6 +18,18 @@ def _iso_only(value: object) -> object:
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+
+def _calendar_date(value: object) -> object:
+    """A day as the schema says (YYYY-MM-DD), not a number of days or seconds."""
+    iso = isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)
+    if not (iso or isinstance(value, date)):
+        raise ValueError("a date, YYYY-MM-DD")
+    return value
+
+
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 
 KeyScope = Literal["submit", "read", "review", "admin"]
 

@@ -8,17 +8,15 @@ and published at once.
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BeforeValidator
 
 from producers.api.deps import SessionDep, SettingsDep, require
 from producers.api.statuses import status_for
 from producers.publish import publish_deliveries
+from schemas.accounts import CalendarDate
 from schemas.api import NO_NUL, ErrorBody, ErrorResponse, VariantPublic
 from schemas.decisions import (
     ApproveRequest,
@@ -42,14 +40,6 @@ from schemas.tables import DecisionAction, Job, Tenant, Variant
 router = APIRouter(prefix="/v1/review", tags=["review"])
 
 
-def _calendar_date(value: object) -> object:
-    """A day as the schema says (YYYY-MM-DD), not a number of seconds."""
-    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise ValueError("a date, YYYY-MM-DD")
-    return value
-
-
-CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 ReviewTenant = Annotated[Tenant, Depends(require("review"))]
 
 _REFUSALS = {

@@ -4,13 +4,12 @@ model seconds, callbacks): the basis of its quota and invoice. Needs a key with 
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from producers.api.deps import SessionDep, require
-from schemas.accounts import UsagePage, UsagePublic
+from schemas.accounts import CalendarDate, UsagePage, UsagePublic
 from schemas.store.usage import usage
 from schemas.tables import Tenant
 
@@ -22,8 +21,8 @@ AdminTenant = Annotated[Tenant, Depends(require("admin"))]
 def read_usage(
     tenant: AdminTenant,
     session: SessionDep,
-    since: Annotated[date | None, Query(description="First day (UTC), inclusive")] = None,
-    until: Annotated[date | None, Query(description="Last day (UTC), inclusive")] = None,
+    since: Annotated[CalendarDate | None, Query(description="First day (UTC), inclusive")] = None,
+    until: Annotated[CalendarDate | None, Query(description="Last day (UTC), inclusive")] = None,
 ) -> UsagePage:
     rows = usage(session=session, tenant_id=tenant.id, since=since, until=until)
     return UsagePage(
