@@ -78,18 +78,7 @@ def test_refusals_exit_non_zero_with_the_code(stack: Stack, tmp_path: Path) -> N
     )
     assert refused.returncode == 2
     assert "unknown_style" in refused.stderr
-    missing = captionq(
-        "submit",
-        str(tmp_path / "nope.png"),
-        "-s",
-        "playful",
-        "-p",
-        "x",
-        "--tenant",
-        "acme",
-        stack=stack,
-        check=False,
-    )
+    missing = submit_x(str(tmp_path / "nope.png"), stack=stack, check=False)
     assert missing.returncode == 2
     assert "image_missing" in missing.stderr
     unknown = captionq("job", "job_doesnotexist", "--tenant", "acme", stack=stack, check=False)
@@ -106,6 +95,25 @@ def test_tenant_and_key_creation(stack: Stack) -> None:
     bad = captionq("tenant", "key", "cli-co", "--scope", "root", stack=stack, check=False)
     assert bad.returncode != 0
     assert "unknown scope" in bad.stderr
+
+
+def submit_x(
+    source: object, *extra: str, stack: Stack, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    """``captionq submit SOURCE -s playful -p x --tenant acme EXTRA...``."""
+    return captionq(
+        "submit",
+        str(source),
+        "-s",
+        "playful",
+        "-p",
+        "x",
+        "--tenant",
+        "acme",
+        *extra,
+        stack=stack,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def refused(done: subprocess.CompletedProcess[str], status: int, code: str) -> None:
@@ -150,20 +158,7 @@ def test_expected_errors_are_one_line_with_a_code_and_an_exit_status(stack: Stac
 def test_submit_wait_running_out_exits_4(stack: Stack, tmp_path: Path) -> None:
     image = tmp_path / "w.png"
     image.write_bytes(png())
-    done = captionq(
-        "submit",
-        str(image),
-        "-s",
-        "playful",
-        "-p",
-        "x",
-        "--tenant",
-        "acme",
-        "--wait",
-        "0.001",
-        stack=stack,
-        check=False,
-    )
+    done = submit_x(str(image), "--wait", "0.001", stack=stack, check=False)
     refused(done, 4, "wait_timeout")
 
 
@@ -232,18 +227,7 @@ def test_submit_prints_id_and_status_and_submits_folders_and_jsonl(
         + json.dumps({"image": "shots/b.png", "styles": ["gothic"]})
         + "\n"
     )
-    mixed = captionq(
-        "submit",
-        str(lines),
-        "-s",
-        "playful",
-        "-p",
-        "x",
-        "--tenant",
-        "acme",
-        stack=stack,
-        check=False,
-    )
+    mixed = submit_x(str(lines), stack=stack, check=False)
     assert mixed.returncode == 2
     assert len(mixed.stdout.splitlines()) == 1
     assert "jobs.jsonl:2 error[invalid_request]" in mixed.stderr
