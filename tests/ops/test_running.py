@@ -128,7 +128,7 @@ def test_log_lines_are_json_with_the_documented_fields(world: World) -> None:
         (done,) = [line for line in lines if line.get("job_id") == job_id]
         assert done["message"] == f"job {job_id} succeeded"
         assert done["task"] == "captionq.caption"
-        assert done["tenant"] == world.stack.client.tenant_id
+        assert done["tenant"] == world.stack.tenant_id
         assert done["attempt"] == 1
         assert isinstance(done["batch_id"], str)
         assert done["batch_id"]
@@ -177,7 +177,7 @@ def test_usage_by_tenant_and_day_after_real_jobs(world: World) -> None:
         jobs = session.exec(select(Job)).all()
         variants = session.exec(select(Variant)).all()
         delivered = session.exec(select(Delivery).where(Delivery.status == "delivered")).all()
-        tenant = session.get(Tenant, world.stack.client.tenant_id)
+        tenant = session.get(Tenant, world.stack.tenant_id)
         assert tenant is not None
         admin = create_api_key(session=session, tenant=tenant, scopes=["admin"])[1]
     headers = {"authorization": f"Bearer {admin}"}
