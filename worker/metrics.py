@@ -138,7 +138,11 @@ def watch(gauge: Gauge, read: Callable[[], float], *, sampled: bool = False) -> 
 def watch_gpu_memory(read: Callable[[], dict[str, int]], *, sampled: bool = False) -> None:
     """Report ``read()`` (device name → bytes in use) at every scrape (or sampled)."""
     for device in read():
-        watch(GPU_MEMORY.labels(device=device), lambda d=device: read().get(d, 0), sampled=sampled)
+
+        def held(d: str = device) -> float:
+            return read().get(d, 0)
+
+        watch(GPU_MEMORY.labels(device=device), held, sampled=sampled)
 
 
 def batch_done(*, size: int, model_s: float, failed_codes: list[str], succeeded: int,

@@ -181,7 +181,8 @@ def take(
             table.c.created_at,
         )
     )
-    return [Taken(*row[:5], _aware(row[5])) for row in taken]
+    return [Taken(row.id, row.tenant_id, row.url, row.event_type, row.payload,
+                  _aware(row.created_at)) for row in taken]  # fmt: skip
 
 
 def _aware(at: datetime) -> datetime:
