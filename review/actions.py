@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from review import views
+from review import metrics, views
 from review.auth import CheckedDesk, Desk, Refused, SessionDep, local_path
 from schemas.decisions import EDIT_MAX_CHARS, RejectReason
 from schemas.errors import ErrorCode, RequestError
@@ -43,6 +43,7 @@ def _done(
 ) -> Response:
     """Commit, hand the callbacks to the IO workers, answer."""
     session.commit()
+    metrics.decided(made)
     request.app.state.announcer.send([d.delivery for d in made if d.delivery is not None])
     if not _wants_json(request):
         return RedirectResponse(local_path(next_page), status_code=303)

@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from review import actions, auth, pages
+from review import actions, auth, metrics, pages
 from review.announce import Announcer
 from schemas.settings import ReviewSettings, review_settings
 from schemas.store.sessions import is_outage
@@ -67,6 +67,7 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(pages.router)
     app.include_router(actions.router)
+    app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_exception_handler(auth.Refused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(auth.SignInRequired, _sign_in)  # type: ignore[arg-type]

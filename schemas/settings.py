@@ -229,6 +229,21 @@ class WorkerSettings(CoreSettings):
         description="Port on which this worker or beat process serves its Prometheus metrics "
         "(/metrics); unset, none is served",
     )
+    prometheus_multiproc_dir: str | None = Field(
+        default=None,
+        description="An empty folder of this worker's own where each process of a prefork "
+        "worker writes its metrics and the parent serves their sum on METRICS_PORT "
+        "(prometheus-client's multiprocess mode; read by prometheus-client too); unset for "
+        "the solo and threads pools",
+    )
+
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _multiproc_dir(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_dir():
+            raise ValueError(f"PROMETHEUS_MULTIPROC_DIR {value!r} is not a folder")
+        return value
+
     heartbeat_interval_s: float = Field(
         default=10.0,
         gt=0,

@@ -34,7 +34,7 @@ from schemas.names import (
     TASK_REAP,
 )
 from schemas.settings import worker_settings
-from worker import metrics
+from worker import metrics, multiprocess
 from worker.heartbeat import Heartbeat
 from worker.lease import LeaseKeeper
 from worker.models import Engine, load_engine
@@ -61,6 +61,8 @@ app.conf.update(
         TASK_PURGE: {"queue": QUEUE_IO},
     },
     worker_hijack_root_logger=False,
+    # A prefork child loads its models before it reports up: give it the time that takes.
+    worker_proc_alive_timeout=600.0,
     # Run exactly one beat (``celery -A worker.app beat``): the reaper and the outbox
     # dispatcher. Each tick expires by the next one, so a stopped IO pool never piles
     # up ticks.
@@ -108,12 +110,43 @@ def engine() -> Engine:
 
 @signals.worker_process_init.connect
 def _load_models(**_: object) -> None:
-    """Sent in each pool process (the solo pool's too): load the models, or stop the worker."""
+    """Sent in each pool process (the solo pool's too): load the models, or stop the
+    worker. A prefork child samples the gauges its parent cannot read."""
     try:
         engine()
     except Exception:
         log.exception("cannot load the models; this worker stops")
         os._exit(3)
+    if settings.prometheus_multiproc_dir is not None:
+        metrics.watch(metrics.IN_FLIGHT, lambda: lease_keeper.held, sampled=True)
+        from worker.models.device import memory_in_use
+
+        metrics.watch_gpu_memory(memory_in_use, sampled=True)
+
+
+@signals.worker_init.connect
+def _metrics_mode(sender: object = None, **_: object) -> None:
+    """Before the pool starts: a pool that forks needs the multiprocess folder, or its
+    parent would export nothing its children did; what earlier processes left in the
+    folder goes (``worker.multiprocess``)."""
+    folder = settings.prometheus_multiproc_dir
+    forks = "prefork" in str(getattr(sender, "pool_cls", ""))
+    if forks and folder is None and settings.metrics_port is not None:
+        log.error(
+            "error[settings_invalid]: the prefork pool runs tasks in child processes; set "
+            "PROMETHEUS_MULTIPROC_DIR to an empty folder of this worker's own (their "
+            "metrics are summed on METRICS_PORT), or run --pool solo or threads"
+        )
+        os._exit(2)
+    if folder is not None:
+        multiprocess.clear_stale(folder)
+
+
+@signals.worker_process_shutdown.connect
+def _child_exits(pid: int | None = None, **_: object) -> None:
+    """Sent in a prefork child as it exits: its live gauges leave the sum."""
+    if settings.prometheus_multiproc_dir is not None:
+        multiprocess.child_exited(settings.prometheus_multiproc_dir, pid=pid or os.getpid())
 
 
 @signals.after_setup_logger.connect
@@ -159,20 +192,21 @@ def _alive(sender: object = None, **_: object) -> None:
     global _heartbeat
     consumed = sorted(app.amqp.queues.consume_from or ())
     pool = "+".join(q.removeprefix("captionq.") for q in consumed) or "worker"
-    metrics.serve(settings.metrics_port, role=pool)
-    metrics.IN_FLIGHT.set_function(lambda: lease_keeper.held)
-    from worker.models.device import memory_in_use
+    folder = settings.prometheus_multiproc_dir
+    metrics.serve(settings.metrics_port, role=pool, folder=folder)
+    held = metrics.held_by_children if folder is not None else lambda: lease_keeper.held
+    if folder is None:  # one process: read at each scrape (a prefork child samples them)
+        metrics.watch(metrics.IN_FLIGHT, held)
+        from worker.models.device import memory_in_use
 
-    metrics.watch_gpu_memory(memory_in_use)
-    _heartbeat = Heartbeat(
-        settings, pool=pool, held=lambda: lease_keeper.held, model=settings.captioner_model
-    )
+        metrics.watch_gpu_memory(memory_in_use)
+    _heartbeat = Heartbeat(settings, pool=pool, held=held, model=settings.captioner_model)
     _heartbeat.start()
 
 
 @signals.beat_init.connect
 def _beat_metrics(**_: object) -> None:
-    metrics.serve(settings.metrics_port, role="beat")
+    metrics.serve(settings.metrics_port, role="beat", folder=settings.prometheus_multiproc_dir)
 
 
 @signals.worker_shutting_down.connect

@@ -26,7 +26,7 @@ from schemas.store.jobs import claim, requeue
 from schemas.store.results import Completed, complete_failed, complete_succeeded
 from schemas.store.sessions import is_outage, session_scope
 from schemas.store.usage import Used, add_usage
-from schemas.tables import Job, Tenant, utcnow
+from schemas.tables import Job, ReviewState, Tenant, utcnow
 from worker import pipeline, retry
 from worker.errors import ClaimError
 from worker.intake import decoder, load_all
@@ -53,6 +53,7 @@ class BatchReport:
     failed: int = 0
     failed_codes: list[str] = field(default_factory=list)  # one per failed job
     retried_codes: list[str] = field(default_factory=list)  # one per job put back
+    auto_approved: int = 0  # variants stored auto-approved (no person decides them)
     model_s: float = 0.0  # seconds in the pipeline
     durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
 
@@ -168,6 +169,7 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
         report.failed += part.failed
         report.failed_codes += part.failed_codes
         report.retried_codes += part.retried_codes
+        report.auto_approved += part.auto_approved
 
 
 def _used(chunk: list[Result], share_s: float, *, retried: set[str]) -> dict[str, Used]:
@@ -217,6 +219,12 @@ def _store(
     stored = complete_succeeded(session=session, results=completed)
     outbox = stored.deliveries
     report.succeeded += len(stored.job_ids)  # not a duplicate or late attempt's
+    report.auto_approved += sum(
+        variant.review_state == ReviewState.auto_approved
+        for done in completed
+        if done.job_id in stored.job_ids
+        for variant in done.variants
+    )
     for job, outcome in chunk:
         if isinstance(outcome, Written):
             log.info("job %s succeeded", job.id, extra=_about(job))

@@ -31,7 +31,8 @@ from schemas.store.endpoints import find_endpoint, signing_secrets
 from schemas.store.outbox import AttemptResult, Sent, Taken, record, subscribed, take
 from schemas.store.sessions import session_scope
 from schemas.store.usage import Used, add_usage
-from schemas.tables import WebhookEndpoint
+from schemas.tables import WebhookEndpoint, utcnow
+from worker import metrics
 from worker.connection import Deadline, PinnedBackend, resolve
 
 USER_AGENT = "captionq-webhooks/1"
@@ -182,7 +183,9 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
 
     A POST starts only if its deadline falls inside the lease (``callback_timeout_s``
     and a margin) with time left to record it; what cannot is handed back untried, for
-    the next dispatch. After a POST that times out,
+    the next dispatch. Once the attempts are recorded, each acknowledged delivery's lag
+    (row written → 2xx recorded) goes to ``captionq_delivery_lag_seconds``. After a POST
+    that times out,
     that endpoint's other callbacks in the batch are not sent: each is recorded as a
     failed attempt (so a hanging receiver costs one deadline per batch, not one per
     callback) and retried on the schedule.
@@ -208,12 +211,19 @@ def send_batch(delivery_ids: Sequence[str], *, settings: WorkerSettings) -> Sent
     if rows:
         delivered: dict[str, Used] = {}
         for row in rows:
-            if row.id in sent.attempts and sent.attempts[row.id][1].ok:
+            if _acknowledged(row, sent):
                 delivered.setdefault(row.tenant_id, Used()).callbacks += 1
         with session_scope(settings.database_url) as session:
             record(session=session, sent=sent, schedule_s=settings.callback_schedule_s)
             add_usage(session=session, used=delivered)
+        recorded = utcnow()
+        lags_s = [(recorded - r.created_at).total_seconds() for r in rows if _acknowledged(r, sent)]
+        metrics.deliveries_acknowledged(lags_s)
     return sent
+
+
+def _acknowledged(row: Taken, sent: Sent) -> bool:
+    return row.id in sent.attempts and sent.attempts[row.id][1].ok
 
 
 def _send_group(

@@ -67,7 +67,7 @@ def caption(requests: list[SimpleRequest]) -> None:
     metrics.batch_done(
         size=len(job_ids), model_s=report.model_s, failed_codes=report.failed_codes,
         succeeded=report.succeeded, retried_codes=report.retried_codes,
-        durations_s=report.durations_s,
+        durations_s=report.durations_s, auto_approved=report.auto_approved,
     )  # fmt: skip
     publisher.deliveries(report.deliveries)
     publisher.captions(

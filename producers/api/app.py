@@ -70,6 +70,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
+    app.add_middleware(metrics.RequestTimer)  # outermost: times the refusals above too
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,6 +1,11 @@
 """``GET /metrics``: the API's own counters, and what only the store and Redis know,
 read at each scrape (prometheus-client's text format).
 
+Counted here as they happen: each request's latency (:class:`RequestTimer`, by method,
+route template and status class; ``unmatched`` for a path no route knows, so the labels
+stay bounded) and review decisions by action (:func:`decided`, after their commit; the
+review desk counts its own, ``review.metrics``).
+
 Read at scrape: queue depth per queue and priority step and the messages workers hold
 (``schemas.queues``), the age of the oldest waiting job, callback and review variant
 (``schemas.store.census``), dead deliveries, workers alive by pool (their heartbeats),
@@ -13,23 +18,112 @@ default): counters are per process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import redis
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas import heartbeats, queues
 from schemas.settings import CoreSettings
 from schemas.store import census
+from schemas.store.decisions import Decided
 from schemas.store.sessions import read_scope
+from schemas.tables import DecisionAction
 
 log = logging.getLogger("captionq.api")
 
 router = APIRouter(include_in_schema=False)
+
+REQUEST_SECONDS = Histogram(
+    "captionq_http_request_duration_seconds",
+    "Seconds the API took to answer a request, by method, route template and status class",
+    ["method", "route", "status_class"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+# Its own registry, served beside the default one: a process may host the API and the
+# review desk (the demo) or import the worker (tests), each with a counter of this name.
+DECISIONS = CollectorRegistry()
+REVIEW_DECISIONS = Counter(
+    "captionq_review_decisions",
+    "Review decisions made through the API's /v1/review routes, by action",
+    ["action"],
+    registry=DECISIONS,
+)
+for _action in DecisionAction:
+    REVIEW_DECISIONS.labels(action=_action.value)  # every action's series, from zero
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def decided(made: Sequence[Decided]) -> None:
+    """Count decisions once they are committed."""
+    for one in made:
+        REVIEW_DECISIONS.labels(action=one.decision.action).inc()
+
+
+class RequestTimer:
+    """Time every HTTP request from its arrival to the end of its answer (the outermost
+    middleware: a body refused for its size is timed too); an answer never started is
+    a 500, as the server then answers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            REQUEST_SECONDS.labels(method, _route(scope), f"{status // 100}xx").observe(
+                time.perf_counter() - started
+            )
+
+
+def _route(scope: Scope) -> str:
+    """The path template of the route that answered, or that would have (a request
+    refused before routing: the first full match, else the first partial one, as the
+    router picks); ``unmatched`` when no route knows the path."""
+    route = scope.get("route")
+    if route is None:
+        leaves = list(_leaves(scope["app"].router.routes))
+        matches = [(leaf.matches(scope)[0], leaf) for leaf in leaves]
+        route = next((leaf for m, leaf in matches if m == Match.FULL), None) or next(
+            (leaf for m, leaf in matches if m == Match.PARTIAL), None
+        )
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+def _leaves(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Routes, with those of included routers in their place."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from _leaves(inner.routes) if inner is not None else (route,)
 
 
 @lru_cache(maxsize=8)
@@ -117,12 +211,6 @@ class StoreCollector(Collector):
         for status, count in found.jobs.items():
             by_status.add_metric([status], count)
         yield by_status
-        actions = CounterMetricFamily(
-            "captionq_review_decisions", "Review decisions stored, by action", labels=["action"]
-        )
-        for action, count in found.decisions.items():
-            actions.add_metric([action], count)
-        yield actions
 
 
 _collector: StoreCollector | None = None
@@ -140,4 +228,5 @@ def watch(settings: CoreSettings) -> None:
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
     watch(request.app.state.settings)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(REGISTRY) + generate_latest(DECISIONS)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

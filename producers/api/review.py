@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from producers.api.deps import SessionDep, SettingsDep, require
+from producers.api.metrics import decided
 from producers.api.statuses import status_for
 from producers.publish import publish_deliveries
 from schemas.accounts import CalendarDate
@@ -90,6 +91,7 @@ def _public(decision: object) -> DecisionPublic:
 
 def _committed(session: SessionDep, settings: ApiSettings, made: list[decisions.Decided]) -> None:
     session.commit()
+    decided(made)
     rows = [d.delivery for d in made if d.delivery is not None]
     if rows:
         publish_deliveries(redis_url=settings.redis_url, deliveries=rows)

@@ -1,6 +1,6 @@
 """Figures of the whole store for operators: how old the oldest waiting work is, dead
-callbacks, jobs by state, review decisions by action. Read by the API's metrics and by
-``captionq status``; each is one aggregate query.
+callbacks, jobs by state. Read by the API's metrics and by ``captionq status``; each is
+one aggregate query. (Review decisions are events, counted where they are made.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from sqlmodel import Session, col, select
 
 from schemas.names import QUEUE_GPU, QUEUE_IO
 from schemas.tables import (
-    Decision,
     Delivery,
     DeliveryStatus,
     Job,
@@ -74,11 +73,6 @@ def jobs_by_status(*, session: Session) -> dict[str, int]:
     return {str(status): int(count) for status, count in rows}
 
 
-def decisions_by_action(*, session: Session) -> dict[str, int]:
-    rows = session.exec(select(Decision.action, func.count()).group_by(Decision.action)).all()
-    return {str(action): int(count) for action, count in rows}
-
-
 @dataclass(frozen=True)
 class Census:
     """Every figure above, read in one session."""
@@ -87,7 +81,6 @@ class Census:
     oldest_pending_review_s: float
     dead_deliveries: int
     jobs: dict[str, int]
-    decisions: dict[str, int]
 
 
 def take_census(*, session: Session) -> Census:
@@ -99,5 +92,4 @@ def take_census(*, session: Session) -> Census:
         oldest_pending_review_s=oldest_pending_review_s(session=session),
         dead_deliveries=dead_deliveries(session=session),
         jobs=jobs_by_status(session=session),
-        decisions=decisions_by_action(session=session),
     )

@@ -27,7 +27,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
@@ -70,7 +70,6 @@ def event_row(
         "next_attempt_at": now,
         "created_at": now,
     }
-
 
 
 def wanted(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -151,6 +150,7 @@ class Taken(NamedTuple):
     url: str
     event_type: str
     payload: str
+    created_at: datetime  # when the row was written (aware UTC): the delivery lag's start
 
 
 def take(
@@ -172,9 +172,22 @@ def take(
             _not_being_sent(now),
         )
         .values(sending_until=now + timedelta(seconds=window_s))
-        .returning(table.c.id, table.c.tenant_id, table.c.url, table.c.event_type, table.c.payload)
+        .returning(
+            table.c.id,
+            table.c.tenant_id,
+            table.c.url,
+            table.c.event_type,
+            table.c.payload,
+            table.c.created_at,
+        )
     )
-    return [Taken(*row) for row in taken]
+    return [Taken(row.id, row.tenant_id, row.url, row.event_type, row.payload,
+                  _aware(row.created_at)) for row in taken]  # fmt: skip
+
+
+def _aware(at: datetime) -> datetime:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -299,10 +312,6 @@ def _after_attempt(
             status=DeliveryStatus.pending.value, next_attempt_at=now + timedelta(seconds=delay)
         )
     return move
-
-
-
-
 
 
 def list_deliveries(

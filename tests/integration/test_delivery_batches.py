@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlmodel import col, select
 
 from schemas.settings import WorkerSettings
@@ -16,7 +18,7 @@ from schemas.store.endpoints import create_endpoint, ensure_endpoint
 from schemas.store.outbox import PING
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_tenant, webhook_secret
-from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from schemas.tables import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint, utcnow
 from tests.support.receivers import Receiver
 from tests.support.services import LOOPBACK, SECRETS_KEY
 from worker import sender
@@ -96,6 +98,38 @@ def test_a_batch_goes_over_one_connection_and_every_attempt_is_logged(
     again = sender.send_batch(ids, settings=world.settings)  # a duplicate message
     assert again.attempts == {}
     assert len(receiver.ids) == 6
+
+
+def lag_observed() -> tuple[float, float]:
+    """The worker's delivery-lag histogram in this process: (count, sum)."""
+    count = REGISTRY.get_sample_value("captionq_delivery_lag_seconds_count") or 0.0
+    return count, REGISTRY.get_sample_value("captionq_delivery_lag_seconds_sum") or 0.0
+
+
+def test_the_delivery_lag_runs_from_the_row_written_to_its_2xx_recorded(
+    world: World, receiver: Receiver
+) -> None:
+    """Rows written 30 s ago: each 2xx adds one lag of 30 s and a little; a callback
+    that is refused (its endpoint deleted) adds none. Stored times come back from
+    SQLite without their zone; the lag is right on both databases."""
+    ids = world.outbox(receiver.url, 3)
+    written = utcnow() - timedelta(seconds=30)
+    with session_scope(world.settings.database_url) as session:
+        orphan = Delivery(tenant_id=world.tenant_id, event_type="job.succeeded",
+                          url="https://gone.example/hook", payload="{}")  # fmt: skip
+        session.add(orphan)
+        session.flush()
+        for row in session.exec(select(Delivery).where(col(Delivery.id).in_([*ids, orphan.id]))):
+            row.created_at = written
+            session.add(row)
+    count, total = lag_observed()
+    started = time.monotonic()
+    sent = sender.send_batch([*ids, orphan.id], settings=world.settings)
+    elapsed_s = time.monotonic() - started
+    assert sent.attempts[orphan.id][1].refused
+    after_count, after_total = lag_observed()
+    assert after_count - count == 3
+    assert 3 * 30 <= after_total - total <= 3 * (30 + elapsed_s + 1)
 
 
 def test_a_timeout_stops_the_rest_of_the_endpoints_batch(world: World, receiver: Receiver) -> None:

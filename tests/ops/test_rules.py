@@ -1,5 +1,5 @@
 """The alert and recording rules in ``deploy/prometheus`` pass ``promtool check rules``,
-and their unit tests (queue age, dead deliveries, no worker alive) pass
+and their unit tests (queue age, dead deliveries, API 5xx ratio, no worker alive) pass
 ``promtool test rules``."""
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""A running captionq as ops see it: a real Prometheus scrapes the API and a worker
-after real jobs, and its query API shows the counters moved by exactly what happened;
-the worker's own heartbeat; JSON log lines with the documented fields; the KEDA
-ScaledObject's own query returns N queued + M in flight."""
+"""A running captionq as ops see it: a real Prometheus scrapes the API, the review desk,
+a worker and beat after real jobs, and its query API shows the counters moved by
+exactly what happened (callbacks and their delivery lag, requests by route template,
+review decisions where each is made); the worker's own heartbeat; JSON log lines with
+the documented fields; the KEDA ScaledObject's own query returns N queued + M in
+flight."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +20,7 @@ import httpx
 import redis
 import yaml
 from kombu import Connection
-from sqlmodel import select
+from sqlmodel import col, select
 
 from producers.client import CaptionClient
 from schemas import heartbeats
@@ -25,8 +28,8 @@ from schemas.broker import celery_config
 from schemas.names import QUEUE_GPU
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_api_key
-from schemas.tables import Delivery, Job, Tenant, Variant, utcnow
-from tests.ops.conftest import DEPLOY, World
+from schemas.tables import QUALITY_SCORE_VERSION, Delivery, Job, Tenant, Variant, utcnow
+from tests.ops.conftest import DEPLOY, REQUEST_MAX_BYTES, REVIEWER, World
 from tests.support.stack import TENANT
 from tests.support.waiting import wait_for
 
@@ -50,6 +53,7 @@ def settles(world: World, expr: str, expected: float, timeout_s: float = 60.0) -
 def test_counters_move_by_what_happened(world: World) -> None:
     client: CaptionClient = world.stack.client
     wait_for(world.prometheus.targets_up, timeout_s=30, what="every target up")
+    started = time.monotonic()
     refused = world.submit(1, styles=["playful"], image_base64="bm90IGFuIGltYWdl")
     assert refused == []
     ids = world.submit(JOBS)
@@ -67,12 +71,137 @@ def test_counters_move_by_what_happened(world: World) -> None:
     settles(world, 'sum(captionq_deliveries_total{outcome="delivered",status_class="2xx"})', JOBS)
     settles(world, 'captionq_jobs{status="succeeded"}', JOBS)
     settles(world, "captionq_deliveries_dead", 0)
+    # Each job.succeeded callback's lag (row written → 2xx recorded): one each, none
+    # longer than the test so far, every one in the buckets below an hour.
+    settles(world, "sum(captionq_delivery_lag_seconds_count)", JOBS)
+    settles(world, 'sum(captionq_delivery_lag_seconds_bucket{le="3600.0"})', JOBS)
+    lag_s = world.prometheus.value("sum(captionq_delivery_lag_seconds_sum)")
+    assert lag_s is not None
+    assert 0 < lag_s <= JOBS * (time.monotonic() - started)
     settles(world, 'captionq_workers_alive{pool="gpu+io"}', 1)
     settles(world, 'captionq_jobs_in_flight{job="worker"}', 0)
     settles(world, 'sum(captionq_queue_depth{queue="captionq.gpu"})', 0)
     settles(world, 'captionq_dependency_up{dependency="database"}', 1)
     assert world.prometheus.value('captionq_model_load_seconds{job="worker"}') > 0
     assert world.prometheus.value('captionq_model_seconds_count{job="worker"}') >= 1
+
+
+def requests_seen(world: World, route: str, method: str, status_class: str) -> str:
+    return (
+        f'sum(captionq_http_request_duration_seconds_count{{job="api",route="{route}",'
+        f'method="{method}",status_class="{status_class}"}})'
+    )
+
+
+def test_request_latency_by_route_template(world: World) -> None:
+    """Each answer is timed under its route's template (never the path itself), its
+    method and status class; a path no route knows is ``unmatched``; a body refused for
+    its size before routing is timed under the route it was sent to."""
+    headers = {"authorization": f"Bearer {world.key}"}
+    (known,) = world.submit(1)
+    for job_id in (known, known, known, "job_missing1", "job_missing2"):
+        httpx.get(f"{world.api_url}/v1/jobs/{job_id}", headers=headers, timeout=10)
+    assert httpx.get(f"{world.api_url}/no/such/{known}", timeout=10).status_code == 404
+    body = b" " * (REQUEST_MAX_BYTES + 1)
+    too_big = httpx.post(f"{world.api_url}/v1/jobs", content=body, headers=headers, timeout=60)
+    assert too_big.status_code == 413
+    settles(world, requests_seen(world, "/v1/jobs/{job_id}", "GET", "2xx"), 3)
+    settles(world, requests_seen(world, "/v1/jobs/{job_id}", "GET", "4xx"), 2)
+    settles(world, requests_seen(world, "unmatched", "GET", "4xx"), 1)
+    settles(world, requests_seen(world, "/v1/jobs", "POST", "4xx"), 1)
+    routes = world.prometheus.query(
+        'count by (route) (captionq_http_request_duration_seconds_count{job="api"})'
+    )
+    assert not [labels for labels, _ in routes if known in labels["route"]]
+    wait_for(lambda: world.stack.client.get(known).status == "succeeded", timeout_s=120)
+
+
+def desk(world: World) -> tuple[httpx.Client, str]:
+    """A signed-in session at the review desk, and its CSRF token."""
+    http = httpx.Client(base_url=world.review_url, follow_redirects=False, timeout=30)
+    form = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text)
+    assert form is not None
+    email, password = REVIEWER
+    signed = http.post(
+        "/login", data={"email": email, "password": password, "csrf_token": form[1], "next": "/"}
+    )
+    assert signed.status_code == 303, signed.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/").text)
+    assert token is not None
+    return http, token[1]
+
+
+def decisions_of(world: World, job: str, action: str) -> str:
+    return f'sum(captionq_review_decisions_total{{job="{job}",action="{action}"}})'
+
+
+def test_review_decisions_are_counted_where_they_are_made(world: World) -> None:
+    """An approval through the API, a rejection and an edit at the desk, variants the
+    worker auto-approves: each counted once, by the process that made it; a refused
+    decision is not counted."""
+    with session_scope(world.stack.database_url) as session:
+        pending = session.exec(
+            select(Variant.id).where(Variant.review_state == "pending_review").limit(3)
+        ).all()
+    assert len(pending) == 3
+    api = {"authorization": f"Bearer {world.stack.api_key}"}
+    approve = f"{world.api_url}/v1/review/variants/{pending[0]}/approve"
+    assert httpx.post(approve, json={}, headers=api, timeout=10).status_code == 200
+    assert httpx.post(approve, json={}, headers=api, timeout=10).status_code == 409
+    http, token = desk(world)
+    json_please = {"accept": "application/json"}
+    try:
+        rejected = http.post(
+            f"/variants/{pending[1]}/reject",
+            data={"csrf_token": token, "reason": "off_brand"}, headers=json_please,
+        )  # fmt: skip
+        assert rejected.status_code == 200, rejected.text
+        edited = http.post(
+            f"/variants/{pending[2]}/edit",
+            data={"csrf_token": token, "text": "Fresh light for a bright morning"},
+            headers=json_please,
+        )
+        assert edited.status_code == 200, edited.text
+        again = http.post(
+            f"/variants/{pending[2]}/edit",
+            data={"csrf_token": token, "text": "Another go"}, headers=json_please,
+        )  # fmt: skip
+        assert again.status_code == 409
+    finally:
+        http.close()
+    with session_scope(world.stack.database_url) as session:
+        tenant = session.get(Tenant, world.stack.tenant_id)
+        assert tenant is not None
+        tenant.auto_approve_threshold = 0.0
+        tenant.auto_approve_score_version = QUALITY_SCORE_VERSION
+        session.add(tenant)
+    try:
+        ids = world.submit(2)
+        for job_id in ids:
+            assert world.stack.client.wait(job_id, timeout_s=120).status == "succeeded"
+    finally:
+        with session_scope(world.stack.database_url) as session:
+            tenant = session.get(Tenant, world.stack.tenant_id)
+            assert tenant is not None
+            tenant.auto_approve_threshold = None
+            session.add(tenant)
+    with session_scope(world.stack.database_url) as session:
+        auto = session.exec(
+            select(Variant.id).where(
+                col(Variant.job_id).in_(ids), Variant.review_state == "auto_approved"
+            )
+        ).all()
+    assert auto, "the tiny model's variants were all flagged: nothing to auto-approve"
+    settles(world, decisions_of(world, "api", "approved"), 1)
+    settles(world, decisions_of(world, "review", "rejected"), 1)
+    settles(world, decisions_of(world, "review", "edited"), 1)
+    settles(world, decisions_of(world, "worker", "auto_approved"), len(auto))
+    settles(world, decisions_of(world, "api", "rejected"), 0)
+    settles(world, decisions_of(world, "review", "approved"), 0)
+    totals = world.prometheus.query("sum by (action) (captionq_review_decisions_total)")
+    assert {labels["action"]: value for labels, value in totals} == {
+        "approved": 1, "edited": 1, "rejected": 1, "auto_approved": len(auto)
+    }
 
 
 def test_worker_heartbeat_lives_without_celery_events(world: World) -> None:

@@ -5,6 +5,8 @@
 - ``gpu``: the GPU worker's shape, the solo pool on the gpu queue;
 - ``io``: the IO worker, four threads on the io queue (fetches, callbacks);
 - ``gpu+io``: one solo process on both queues, as ``captionq demo`` runs it;
+- ``prefork``: both queues in two prefork children, each replaced after one task (so
+  every batch runs in a fresh child and children exit all along);
 - ``beat``: the scheduler (reaper, outbox dispatch).
 """
 
@@ -27,6 +29,10 @@ POOLS = {
     "gpu": (SOLO, "captionq.gpu"),
     "io": (("--pool", "threads", "-c", "4"), "captionq.io"),
     "gpu+io": (SOLO, "captionq.gpu,captionq.io"),
+    "prefork": (
+        ("--pool", "prefork", "-c", "2", "--max-tasks-per-child", "1"),
+        "captionq.gpu,captionq.io",
+    ),
 }
 
 
