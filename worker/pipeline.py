@@ -12,7 +12,9 @@ The hot path, one batched model call per stage::
 :func:`run` is the whole path; :func:`write_batch` is the path from decoded images
 on (benchmarks call it directly). What comes back is one entry per item, in order:
 a :class:`Written`, or the :class:`CaptionError` that failed that job alone (an
-image that cannot be decoded, a job the catalogue refuses). An accelerator out of
+image that cannot be decoded, a job the catalogue refuses, a served model's request
+for its caption or one of its variants that failed: the model returns that error in
+the item's place, and the job's other slots are not written further). An accelerator out of
 memory (``OutOfMemoryError``, transient) splits the batch and retries the halves,
 down to a single item; any other exception of a model fails the batch's jobs with
 ``model_error``, never the worker. The variant slots are ``worker.variants``; the
