@@ -49,7 +49,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Mode
     }
     try:
         for server in made.values():
-            server.start()
+            server.launch()
+        for server in made.values():
+            server.wait_ready()
         yield made
     finally:
         for server in made.values():
@@ -149,16 +151,20 @@ def test_jobs_run_through_a_real_worker_to_the_served_models(
 def test_a_server_killed_mid_batch_loses_and_duplicates_nothing(
     stack: Stack, servers: dict[str, ModelServer]
 ) -> None:
+    if stack.database_url.startswith("sqlite"):
+        # A restart of the server and the jobs' backoff take most of a minute; the
+        # retry's store path is the same for every transient error, and
+        # tests/reliability runs it on SQLite too.
+        pytest.skip("the kill fault runs on PostgreSQL, the production store")
     vlm = servers["vlm"]
     answered = vlm.chat_requests()
     ids = submit(stack, 6)
     wait_for(lambda: vlm.chat_requests() > answered, timeout_s=120,
              what="the batch's first request answered")
     vlm.kill()
-    wait_for(lambda: stack.logged("transient model_server_unavailable"), timeout_s=120,
-             what="the worker meeting the dead server")
-    vlm.start()
+    vlm.start()  # the worker meets the dead server while it starts again (seconds)
     jobs = [stack.client.wait(i, timeout_s=300) for i in ids]
+    assert stack.logged("transient model_server_unavailable")
     for job in jobs:
         assert job.status == "succeeded", (job.error, stack.logs())
         assert len(job.variants) == SLOTS  # stored once: no duplicate variants

@@ -50,6 +50,12 @@ class ModelServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def start(self) -> ModelServer:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> ModelServer:
+        """Start the process and return at once (``wait_ready`` waits for ``/health``):
+        servers launched together load their models at the same time."""
         argv = [
             str(Path(sys.executable).with_name("transformers")), "serve", self.name,
             "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
@@ -64,8 +70,12 @@ class ModelServer:
                 argv, cwd=self.folder.parent, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(self.threads)},
             )  # fmt: skip
+        return self
+
+    def wait_ready(self) -> ModelServer:
         deadline = time.monotonic() + READY_S
         while not self.healthy():
+            assert self.process is not None
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"transformers serve did not start:\n{self.output()[-3000:]}")
@@ -96,6 +106,6 @@ class ModelServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.kill()
