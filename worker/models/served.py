@@ -23,7 +23,6 @@ worker refuses to start with ``model_not_served``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,7 +75,6 @@ class ServedModel:
         )
         self._pool = ThreadPoolExecutor(max_workers=server.max_in_flight,
                                         thread_name_prefix=f"served-{self.role}")
-        self._lock = threading.Lock()
         self.info = ModelInfo(
             model_id=server.model,
             revision=server.revision,
