@@ -35,7 +35,7 @@ from evaluation.predictions import (
     append_predictions,
     read_jsonl,
 )
-from schemas.errors import ErrorCode
+from schemas.errors import CaptionError, ErrorCode
 
 if TYPE_CHECKING:  # at run time the worker's models are imported by load_captioner only
     from worker.models import Captioner
@@ -136,6 +136,9 @@ def run_captions(
             )
         except (RuntimeError, ValueError) as exc:
             raise EvaluationError(ErrorCode.model_error, f"captioning failed: {exc}") from exc
+        failed = next((c for c in captions if isinstance(c, CaptionError)), None)
+        if failed is not None:  # a served model's request for one image failed
+            raise EvaluationError(failed.code, f"captioning failed: {failed.message}")
         if len(captions) != len(batch):
             raise EvaluationError(
                 ErrorCode.model_error,

@@ -7,7 +7,9 @@ stable across releases) and a human message. The hierarchy says what to do::
     ├── TransientError       network, broker, database blips, CUDA out of memory:
     │   │                    retried with backoff, the job stays alive until it
     │   │                    has had its attempts, then fails attempts_exhausted
-    │   ├── UnavailableError         the database or the broker is away (API: 503)
+    │   ├── UnavailableError         the database, the broker or a model server is
+    │   │                            away (API: 503); a model server's Retry-After
+    │   │                            is its retry_after_s
     │   ├── OutOfMemoryError         (worker) the batch is halved and retried
     │   ├── ClaimError               (worker) the database refused a claim
     │   └── WorkerLostError          (worker) a running job's worker is gone
@@ -69,6 +71,13 @@ class ErrorCode(StrEnum):
     fetch_timeout = "fetch_timeout"
     # Processing.
     model_error = "model_error"
+    # A served model (an OpenAI-compatible server): unreachable, 429 or 5xx (retried),
+    # past the request deadline (retried), a 4xx refusal (permanent), and at worker
+    # start, a server that does not serve the configured model (the worker refuses to start).
+    model_server_unavailable = "model_server_unavailable"
+    model_server_timeout = "model_server_timeout"
+    model_request_refused = "model_request_refused"
+    model_not_served = "model_not_served"
     out_of_memory = "out_of_memory"
     attempts_exhausted = "attempts_exhausted"
     cancelled = "cancelled"
@@ -121,8 +130,9 @@ class TransientError(CaptionError):
 
 
 class UnavailableError(TransientError):
-    """A service captionq depends on (the database, the broker) cannot be reached now;
-    ``retry_after_s`` says when to try again."""
+    """A service captionq depends on (the database, the broker, a model server) cannot be
+    reached now; ``retry_after_s`` says when to try again (a job's retry waits at least
+    that long)."""
 
     def __init__(self, message: str, *, code: ErrorCode, retry_after_s: float = 5.0) -> None:
         super().__init__(message, code=code)

@@ -147,6 +147,35 @@ class WorkerSettings(CoreSettings):
         default=None, description="CLIP (hub id or folder) for image-text agreement in scores"
     )
     clip_revision: str | None = None
+    # Served models (worker/models/served.py): a role answered by an OpenAI-compatible
+    # server (vLLM in production) instead of weights loaded in this process.
+    captioner_backend: Literal["inprocess", "served"] = Field(
+        default="inprocess",
+        description="served: CAPTIONER_MODEL is answered by the server at CAPTIONER_BASE_URL",
+    )
+    captioner_base_url: str | None = Field(
+        default=None, description="The captioner's server, up to /v1 (http://vllm:8000/v1)"
+    )
+    captioner_api_key: str | None = Field(default=None, description="Bearer key of that server")
+    captioner_served_model: str | None = Field(
+        default=None, description="The model name the server serves (unset: CAPTIONER_MODEL)"
+    )
+    copywriter_backend: Literal["inprocess", "served"] = "inprocess"
+    copywriter_base_url: str | None = None
+    copywriter_api_key: str | None = None
+    copywriter_served_model: str | None = None
+    served_max_in_flight: int = Field(
+        default=16, ge=1, le=1024,
+        description="Requests one worker process keeps in flight to a model server, at most",
+    )
+    served_timeout_s: float = Field(
+        default=60.0, gt=0, description="Deadline of one request to a model server"
+    )
+    served_structured_output: bool = Field(
+        default=False,
+        description="Ask the server for JSON by schema (response_format; vLLM honours it); "
+        "the tolerant parser reads plain text either way",
+    )
     offline: bool = Field(default=False, description="Load models from local files only")
     model_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     model_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -255,6 +284,16 @@ class WorkerSettings(CoreSettings):
         description="A file the worker touches with each heartbeat once its models are "
         "loaded and its consumer runs (the Kubernetes liveness probe reads its age)",
     )
+
+    @model_validator(mode="after")
+    def _served_roles_have_a_server(self) -> WorkerSettings:
+        for role in ("captioner", "copywriter"):
+            if getattr(self, f"{role}_backend") == "served":
+                if not getattr(self, f"{role}_base_url"):
+                    raise ValueError(f"{role.upper()}_BACKEND=served needs {role.upper()}_BASE_URL")
+                if not (getattr(self, f"{role}_served_model") or getattr(self, f"{role}_model")):
+                    raise ValueError(f"{role.upper()}_BACKEND=served needs {role.upper()}_MODEL")
+        return self
 
     @property
     def callback_schedule_s(self) -> list[float]:

@@ -24,6 +24,7 @@ from kombu import Exchange, Queue
 
 from schemas import logs
 from schemas.broker import celery_config
+from schemas.errors import CaptionError
 from schemas.names import (
     QUEUE_GPU,
     QUEUE_IO,
@@ -114,6 +115,11 @@ def _load_models(**_: object) -> None:
     worker. A prefork child samples the gauges its parent cannot read."""
     try:
         engine()
+    except CaptionError as exc:  # expected (a model server that does not serve the
+        # configured model, or is away): its code and message, no traceback
+        log.error("cannot load the models (%s): %s; this worker stops", exc.code.value,
+                  exc.message)
+        os._exit(3)
     except Exception:
         log.exception("cannot load the models; this worker stops")
         os._exit(3)

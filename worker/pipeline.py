@@ -12,7 +12,9 @@ The hot path, one batched model call per stage::
 :func:`run` is the whole path; :func:`write_batch` is the path from decoded images
 on (benchmarks call it directly). What comes back is one entry per item, in order:
 a :class:`Written`, or the :class:`CaptionError` that failed that job alone (an
-image that cannot be decoded, a job the catalogue refuses). An accelerator out of
+image that cannot be decoded, a job the catalogue refuses, a served model's request
+for its caption or one of its variants that failed: the model returns that error in
+the item's place, and the job's other slots are not written further). An accelerator out of
 memory (``OutOfMemoryError``, transient) splits the batch and retries the halves,
 down to a single item; any other exception of a model fails the batch's jobs with
 ``model_error``, never the worker. The variant slots are ``worker.variants``; the
@@ -131,6 +133,7 @@ class _Job:
     image: Image.Image
     brand_voice: str | None
     caption: str = ""
+    error: CaptionError | None = None  # its caption or a variant failed on its own
 
 
 def write_batch(
@@ -139,7 +142,7 @@ def write_batch(
     *,
     engine: Engine,
     regenerate: bool = True,
-) -> list[Written | PermanentError]:
+) -> list[Outcome]:
     """Caption every image in one call, then every variant slot in one call.
 
     ``regenerate=False`` skips the second writer call for breaching or duplicate
@@ -147,7 +150,7 @@ def write_batch(
     exactly the model calls a raw ``generate`` loop makes.
     """
     check_batch("write_batch images", len(images), len(specs))
-    results: list[Written | PermanentError | None] = [None] * len(specs)
+    results: list[Outcome | None] = [None] * len(specs)
     jobs: list[_Job] = []
     for position, (spec, image) in enumerate(zip(specs, images, strict=True)):
         try:
@@ -156,12 +159,15 @@ def write_batch(
             results[position] = exc
     if jobs:
         _caption(jobs, engine)
+        jobs, _ = _without_failed(jobs, [], results)
         slots = [slot for job in jobs for slot in _slots(job)]
         variants.write(slots, engine)
+        jobs, slots = _without_failed(jobs, slots, results)
         variants.mark_duplicates(slots)
         variants.record(slots)
         if regenerate:
             variants.regenerate(slots, engine)
+            jobs, slots = _without_failed(jobs, slots, results)
         variants.repair(slots)
         variants.mark_duplicates(slots)  # on the final, repaired texts
         scored = _score(slots, {job.position: job.spec for job in jobs}, engine)
@@ -201,7 +207,28 @@ def _caption(jobs: Sequence[_Job], engine: Engine) -> None:
     captions = engine.captioner.caption([job.image for job in jobs])
     check_batch(engine.captioner.info.model_id, len(captions), len(jobs))
     for job, caption in zip(jobs, captions, strict=True):
-        job.caption = rules.clean_generated(caption)
+        if isinstance(caption, CaptionError):
+            job.error = caption
+        else:
+            job.caption = rules.clean_generated(caption)
+
+
+def _without_failed(
+    jobs: list[_Job], slots: list[Slot], results: list[Outcome | None]
+) -> tuple[list[_Job], list[Slot]]:
+    """Fail each job whose caption or a variant failed on its own (a served model's
+    request) with that error; the other jobs and their slots go on."""
+    by_position = {job.position: job for job in jobs}
+    for slot in slots:
+        job = by_position[slot.job]
+        if slot.error is not None and job.error is None:
+            job.error = slot.error
+    for job in jobs:
+        if job.error is not None:
+            results[job.position] = job.error
+    kept = [job for job in jobs if job.error is None]
+    alive = {job.position for job in kept}
+    return kept, [slot for slot in slots if slot.job in alive]
 
 
 def _slots(job: _Job) -> list[Slot]:

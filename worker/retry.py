@@ -6,7 +6,8 @@ code the client sees. The caller acts on the value (arq's ``Retry``); the
 countdown doubles with each attempt, with jitter, up to a cap (dramatiq's
 ``Retries`` middleware)::
 
-    TransientError            Retry, until the attempts are spent;
+    TransientError            Retry (not before its retry_after_s, if it has one),
+                              until the attempts are spent;
     a database outage         then GiveUp(attempts_exhausted)
     PermanentError            GiveUp(its code)
     anything else: a bug, or  GiveUp(internal_error)
@@ -111,7 +112,10 @@ def decide(
     bound, for work that costs no attempt, such as a claim that never happened)."""
     if _transient(error):
         if max_attempts is None or attempt < max_attempts:
-            return Retry(backoff.delay_s(attempt, rng))
+            # A service that said when to come back (a model server's Retry-After) is
+            # not asked sooner, nor later than the backoff's cap.
+            asked = min(getattr(error, "retry_after_s", 0.0), backoff.max_s)
+            return Retry(max(backoff.delay_s(attempt, rng), asked))
         return GiveUp(ErrorCode.attempts_exhausted,
                       f"gave up after {attempt} attempts: {_message(error)}")
     if isinstance(error, CaptionError):

@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from schemas.checks import rules
+from schemas.errors import CaptionError
 from schemas.platforms import RULES_VERSION, Platform
 from schemas.styles import Style
 from schemas.tables import QUALITY_SCORE_VERSION
@@ -45,6 +46,7 @@ class Slot:
     duplicate: bool = False
     attempts: list[dict[str, Any]] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    error: CaptionError | None = None  # the writer failed this slot alone (served models)
 
 
 def _request(slot: Slot, engine: Engine, hint: str | None) -> WriteRequest:
@@ -68,6 +70,9 @@ def write(
     texts = engine.writer.write(requests)
     check_batch(f"{engine.writer.info.model_id} write", len(texts), len(slots))
     for slot, text in zip(slots, texts, strict=True):
+        if isinstance(text, CaptionError):
+            slot.error, slot.text, slot.breaches = text, "", []
+            continue
         slot.text = rules.clean_generated(text)
         slot.breaches = rules.check(text, slot.platform)
 

@@ -17,6 +17,7 @@ from evaluation.datasets import load_dataset
 from evaluation.errors import EvaluationError
 from evaluation.predictions import PREDICTIONS_FILE, read_jsonl
 from evaluation.runs import RunConfig, load_captioner, run_captions
+from schemas.errors import ErrorCode, TransientError
 from tests.evaluation.conftest import REPO, draw_images
 
 pytestmark = pytest.mark.unit
@@ -48,6 +49,34 @@ class Interrupting:
             raise KeyboardInterrupt
         self.calls += 1
         return self.inner.caption(images, **kwargs)  # type: ignore[attr-defined]
+
+
+class FailingSecond:
+    """The captioner with its second image's caption failed on its own, as a served
+    model returns a request that failed."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.info = inner, inner.info  # type: ignore[attr-defined]
+
+    def caption(self, images: Sequence[Image.Image], **kwargs: object) -> list[object]:
+        captions: list[object] = self.inner.caption(images, **kwargs)  # type: ignore[attr-defined]
+        captions[1] = TransientError("no answer within 1s", code=ErrorCode.model_server_timeout)
+        return captions
+
+
+def test_a_run_stops_with_the_code_of_an_image_that_failed_alone(
+    tiny_blip: Path, data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    dataset_path, images = data
+    dataset = load_dataset(dataset_path)
+    paths = {s.image_id: images / s.image_file for s in dataset.samples}  # type: ignore[operator]
+    config = RunConfig(model=str(tiny_blip), batch_size=2, max_new_tokens=4, device="cpu")
+    with pytest.raises(EvaluationError) as err:
+        run_captions(captioner=FailingSecond(load_captioner(config)), config=config,
+                     dataset=dataset, images=paths, out_dir=tmp_path / "run")
+    assert err.value.code == ErrorCode.model_server_timeout
+    assert not (tmp_path / "run" / PREDICTIONS_FILE).exists() or not read_jsonl(
+        tmp_path / "run" / PREDICTIONS_FILE)  # no error written as a prediction
 
 
 def test_run_resumes_after_interruption(tiny_blip: Path, data: tuple[Path, Path],

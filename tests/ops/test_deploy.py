@@ -147,3 +147,105 @@ def test_compose_file_follows_the_compose_specification() -> None:
     broken = {**compose, "services": {**compose["services"], "api": {"imagee": "x"}}}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(broken)
+
+
+# --- served models: vLLM and the GPU-less workers that call it (components/served) -------
+
+
+@pytest.fixture(scope="module")
+def served() -> list[dict[str, Any]]:
+    return render("served")
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    return dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+
+
+def test_the_served_overlay_validates_and_replaces_the_gpu_worker(
+    served: list[dict[str, Any]],
+) -> None:
+    for obj in served:
+        if obj["apiVersion"].startswith("keda.sh/"):
+            KEDA_KINDS[obj["kind"]].model_validate(obj)
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    names = {(o["kind"], o["metadata"]["name"]) for o in served}
+    assert not {n for n in names if n[1] == "captionq-worker-gpu"}
+    assert {("Deployment", "captionq-vllm"), ("Service", "captionq-vllm"),
+            ("Deployment", "captionq-worker-served"), ("ScaledObject", "captionq-vllm"),
+            ("ScaledObject", "captionq-worker-served")} <= names  # fmt: skip
+
+
+def test_vllm_serves_one_pinned_model_on_a_gpu_and_the_workers_ask_for_it(
+    served: list[dict[str, Any]],
+) -> None:
+    vllm = named(served, "Deployment", "captionq-vllm")["spec"]["template"]["spec"]
+    (engine,) = vllm["containers"]
+    args = flags(engine["args"])
+    assert {"model", "revision", "served-model-name", "max-model-len",
+            "limit-mm-per-prompt"} <= set(args)  # fmt: skip
+    assert json.loads(args["limit-mm-per-prompt"]) == {"image": 1}
+    assert engine["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert engine["readinessProbe"]["httpGet"]["path"] == "/health"
+    cache = {v["name"]: v for v in vllm["volumes"]}["model-cache"]
+    assert cache["persistentVolumeClaim"]["claimName"] == "captionq-vllm-models"
+    assert args["download-dir"] in {m["mountPath"] for m in engine["volumeMounts"]}
+    service = named(served, "Service", "captionq-vllm")["spec"]
+    assert service["ports"][0]["port"] == 8000
+
+    worker_spec = named(served, "Deployment", "captionq-worker-served")["spec"]["template"]
+    (worker,) = worker_spec["spec"]["containers"]
+    assert worker["command"] == ["captionq", "worker", "--queues", "gpu"]
+    assert "nvidia.com/gpu" not in worker["resources"].get("limits", {})  # no GPU, no CUDA
+    env = container_env(worker)
+    assert env["CAPTIONER_BACKEND"] == "served"
+    assert env["CAPTIONER_BASE_URL"] == f"http://captionq-vllm:{service['ports'][0]['port']}/v1"
+    assert env["CAPTIONER_SERVED_MODEL"] == args["served-model-name"]
+    assert env["CAPTIONER_REVISION"] == args["revision"]
+    assert int(env["SERVED_MAX_IN_FLIGHT"]) <= int(args["max-num-seqs"])
+    assert "captionq-heartbeat" in " ".join(worker["livenessProbe"]["exec"]["command"])
+
+
+def test_served_worker_settings_are_ones_the_worker_accepts(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = named(served, "ConfigMap", "captionq-config")["data"]
+    (worker,) = named(served, "Deployment", "captionq-worker-served")["spec"]["template"][
+        "spec"]["containers"]  # fmt: skip
+    for key, value in {**config, **container_env(worker)}.items():
+        monkeypatch.setenv(key, value)
+    for key in PRODUCTION_REQUIRED:
+        monkeypatch.setenv(key.upper(), "x")
+    settings = WorkerSettings()
+    assert (settings.captioner_backend, settings.model_device) == ("served", "cpu")
+
+
+def test_served_workers_scale_on_the_gpu_pools_query_and_vllm_on_its_own_queue(
+    served: list[dict[str, Any]],
+) -> None:
+    base = named(render("prod"), "ScaledObject", "captionq-worker-gpu")["spec"]["triggers"]
+    workers = named(served, "ScaledObject", "captionq-worker-served")["spec"]["triggers"]
+    assert workers[0]["metadata"]["query"] == base[0]["metadata"]["query"]
+    vllm = named(served, "ScaledObject", "captionq-vllm")["spec"]
+    assert vllm["scaleTargetRef"]["name"] == "captionq-vllm"
+    assert "vllm:num_requests_waiting" in vllm["triggers"][0]["metadata"]["query"]
+    ingress = named(served, "NetworkPolicy", "captionq-vllm-ingress")["spec"]["ingress"]
+    assert ingress[0]["from"][0]["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"] == "worker-served"  # fmt: skip
+
+
+def test_compose_has_vllm_and_a_served_worker_in_the_served_profile() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    vllm, worker = services["vllm"], services["worker-served"]
+    assert vllm["profiles"] == worker["profiles"] == ["served"]
+    args = flags(vllm["command"])
+    assert {"max-model-len", "limit-mm-per-prompt", "served-model-name", "revision"} <= set(args)
+    assert "/health" in " ".join(vllm["healthcheck"]["test"])
+    assert worker["depends_on"]["vllm"]["condition"] == "service_healthy"
+    assert worker["environment"]["CAPTIONER_SERVED_MODEL"] == args["served-model-name"]
+    assert worker["environment"]["CAPTIONER_BASE_URL"] == "http://vllm:8000/v1"
+    assert "devices" not in json.dumps(worker.get("deploy", {}))  # no GPU

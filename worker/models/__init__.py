@@ -9,6 +9,10 @@ Configuration names which model does what (``schemas.settings.WorkerSettings``):
 - ``copywriter_model``: optional instruct causal LM (Qwen2, Llama) that writes the
   variants from the caption.
 - ``clip_model``: optional CLIP model for the image–text quality part.
+
+``CAPTIONER_BACKEND=served`` / ``COPYWRITER_BACKEND=served`` answer a role from an
+OpenAI-compatible server instead (``worker/models/served.py``); CLIP always runs
+in this process, on its device (a small CLIP on the CPU of a GPU-less pool), or is off.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.settings import WorkerSettings
-from worker.models.base import Captioner, ImageTextScorer, ModelInfo, Writer, WriteRequest
+from worker.models.base import (
+    Captioner,
+    Generation,
+    ImageTextScorer,
+    ModelInfo,
+    Writer,
+    WriteRequest,
+)
 from worker.models.noop import NOOP_MODEL_ID, NoopCaptioner
 from worker.models.prefix import PrefixWriter
 
@@ -59,6 +70,11 @@ class Engine:
 def _image_model(settings: WorkerSettings, common: dict[str, Any]) -> Captioner:
     if settings.captioner_model == NOOP_MODEL_ID:
         return NoopCaptioner()
+    if settings.captioner_backend == "served":
+        from worker.models.served import ServedVLM, server_for
+
+        return ServedVLM(server_for(settings, "captioner"),
+                         Generation(max_new_tokens=settings.max_new_tokens))
     from transformers import AutoProcessor
 
     from worker.models.captioner import HFCaptioner
@@ -88,7 +104,12 @@ def load_engine(settings: WorkerSettings) -> Engine:
     }
     captioner = _image_model(settings, common)
     writer: Writer | None = None
-    if settings.copywriter_model:
+    if settings.copywriter_backend == "served":
+        from worker.models.served import ServedWriter, server_for
+
+        writer = ServedWriter(server_for(settings, "copywriter"),
+                              Generation(max_new_tokens=settings.copy_max_new_tokens))
+    elif settings.copywriter_model:
         from worker.models.rewriter import HFRewriter
 
         writer = HFRewriter(

@@ -27,6 +27,11 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from schemas.errors import CaptionError
+
+# One output of a batched call: the text, or the error that failed that item alone (a
+# served backend's request that failed; in-process backends fail a whole call instead).
+Text = str | CaptionError
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -90,17 +95,18 @@ class Captioner(ABC):
         *,
         prompts: Sequence[str] | None = None,
         seed: int | None = None,
-    ) -> list[str]:
-        """One caption per image. ``prompts`` (one per image) prefix the caption where the
-        model takes a text prefix; ``seed`` switches to seeded sampling."""
+    ) -> list[Text]:
+        """One caption per image (or the error that failed that image alone). ``prompts``
+        (one per image) prefix the caption where the model takes a text prefix; ``seed``
+        switches to seeded sampling."""
         if prompts is not None:
             check_batch("prompts", len(prompts), len(images))
-        return self._caption(images, prompts, seed) if images else []
+        return list(self._caption(images, prompts, seed)) if images else []
 
     @abstractmethod
     def _caption(
         self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
-    ) -> list[str]: ...
+    ) -> Sequence[Text]: ...
 
     def warm_up(self) -> None:
         """One caption of a grey square, so the first real batch pays no start-up cost."""
@@ -108,12 +114,12 @@ class Captioner(ABC):
 
 
 class Writer(Protocol):
-    """Variant requests → texts, one per request, in order."""
+    """Variant requests → texts (or the error that failed one), one per request, in order."""
 
     info: ModelInfo
     sees_image: bool  # False: the instruction must quote the caption
 
-    def write(self, requests: Sequence[WriteRequest]) -> list[str]: ...
+    def write(self, requests: Sequence[WriteRequest]) -> Sequence[Text]: ...
 
 
 class ImageTextScorer(Protocol):

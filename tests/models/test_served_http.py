@@ -1,0 +1,149 @@
+"""The served backend over real HTTP, against a loopback server that answers what
+``transformers serve`` never does: a reported revision, 429 with Retry-After, 5xx; and
+the bound on requests in flight, the bearer key, one request per variant."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from schemas.errors import ErrorCode, PermanentError, UnavailableError
+from tests.support.servers import Loopback, send
+from worker.models.base import Generation, WriteRequest
+from worker.models.served import ServedVLM, ServedWriter, Server
+
+
+@dataclass
+class OpenAIish:
+    """Answers /v1/models with ``models`` and each chat completion with ``status``
+    (200: the request's last user text back), after ``delay_s``."""
+
+    models: list[dict[str, Any]] = field(default_factory=lambda: [{"id": "m"}])
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str] = field(default_factory=list)
+    running: int = 0
+    most_running: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                send(self, json.dumps({"object": "list", "data": state.models}).encode(),
+                     content_type="application/json")
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                with state.lock:
+                    state.bodies.append(body)
+                    state.auth.append(self.headers.get("authorization", ""))
+                    state.running += 1
+                    state.most_running = max(state.most_running, state.running)
+                time.sleep(state.delay_s)
+                with state.lock:
+                    state.running -= 1
+                if state.status != 200:
+                    send(self, b'{"error": {"message": "busy"}}', status=state.status,
+                         content_type="application/json", headers=state.headers)
+                    return
+                text = body["messages"][-1]["content"]
+                text = text if isinstance(text, str) else text[-1]["text"]
+                answer = {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                               "content": text}}]}
+                send(self, json.dumps(answer).encode(), content_type="application/json")
+
+            def log_message(self, *_: object) -> None:
+                return
+
+        return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[OpenAIish, str]]:
+    state = OpenAIish()
+    loop = Loopback(state.handler())
+    yield state, f"http://127.0.0.1:{loop.port}/v1"
+    for model in MADE:
+        model.close()
+    MADE.clear()
+    loop.stop()
+
+
+MADE: list[ServedWriter | ServedVLM] = []  # closed after each test
+
+
+def requests(n: int) -> list[WriteRequest]:
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    return [WriteRequest(image, "a cup", f"write {i}", "", i) for i in range(n)]
+
+
+def writer(base_url: str, **extra: Any) -> ServedWriter:
+    MADE.append(ServedWriter(Server(base_url=base_url, model="m", **extra),
+                             Generation(max_new_tokens=5)))
+    return MADE[-1]  # type: ignore[return-value]
+
+
+def test_a_reported_revision_other_than_the_configured_one_is_refused(
+    server: tuple[OpenAIish, str],
+) -> None:
+    state, url = server
+    state.models = [{"id": "m", "revision": "abc123"}]
+    with pytest.raises(PermanentError) as caught:
+        writer(url, revision="def456").check_served()
+    assert caught.value.code == ErrorCode.model_not_served
+    assert "revision abc123, not def456" in caught.value.message
+    writer(url, revision="abc123").check_served()  # the same revision: served
+
+
+def test_a_429_carries_retry_after_and_a_5xx_is_unavailable(
+    server: tuple[OpenAIish, str],
+) -> None:
+    state, url = server
+    state.status, state.headers = 429, {"Retry-After": "3"}
+    (busy,) = writer(url).write(requests(1))
+    assert isinstance(busy, UnavailableError)
+    assert (busy.code, busy.retry_after_s) == (ErrorCode.model_server_unavailable, 3.0)
+    state.status, state.headers = 503, {}
+    (down,) = writer(url).write(requests(1))
+    assert isinstance(down, UnavailableError)
+    assert "HTTP 503: busy" in down.message
+
+
+def test_requests_are_concurrent_up_to_the_bound_one_per_variant_with_the_key(
+    server: tuple[OpenAIish, str],
+) -> None:
+    state, url = server
+    state.delay_s = 0.2
+    texts = writer(url, max_in_flight=2, api_key="sk-test").write(requests(6))
+    assert texts == [f"write {i}" for i in range(6)]  # in order
+    assert state.most_running == 2
+    assert set(state.auth) == {"Bearer sk-test"}
+    assert sorted(b["seed"] for b in state.bodies) == list(range(6))  # each its own seed
+    assert all("n" not in b and b["max_tokens"] == 5 for b in state.bodies)
+
+
+def test_a_vlm_caption_sends_the_image_inline_and_greedy(server: tuple[OpenAIish, str]) -> None:
+    state, url = server
+    vlm = ServedVLM(Server(base_url=url, model="m"), Generation(max_new_tokens=5))
+    MADE.append(vlm)
+    (caption,) = vlm.caption([Image.new("RGB", (8, 8), (1, 2, 3))])
+    assert caption == "Describe this image in one factual sentence."
+    (body,) = state.bodies
+    assert body["temperature"] == 0.0
+    assert "seed" not in body
+    part = body["messages"][0]["content"][0]
+    assert part["image_url"]["url"].startswith("data:image/jpeg;base64,")
