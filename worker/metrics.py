@@ -64,6 +64,17 @@ MODEL_LOAD_SECONDS = Gauge("captionq_model_load_seconds", "Seconds this process 
 GPU_MEMORY = Gauge(
     "captionq_gpu_memory_bytes", "Accelerator memory this process holds (CUDA only)", ["device"]
 )
+FETCHES = Counter(
+    "captionq_fetches_total",
+    "Image URL fetches by an IO worker, by outcome (fetched, retried, failed, capped: over "
+    "a cap of fetches in flight, skipped: nothing to do)",
+    ["outcome"],
+)
+FETCH_SECONDS = Histogram(
+    "captionq_fetch_seconds",
+    "Seconds one image URL fetch took (whether or not it succeeded)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
+)
 HEARTBEAT = Gauge(
     "captionq_worker_heartbeat_timestamp_seconds", "When this worker last beat its heartbeat"
 )
@@ -104,6 +115,12 @@ def deliveries_sent(sent: Sent) -> None:
         status_class = f"{code // 100}xx" if code is not None else "none"
         outcome = "delivered" if result.ok else "refused" if result.refused else "failed"
         DELIVERIES.labels(outcome=outcome, status_class=status_class).inc()
+
+
+def fetch_done(outcome: str, *, seconds: float | None) -> None:
+    FETCHES.labels(outcome=outcome).inc()
+    if seconds is not None:
+        FETCH_SECONDS.observe(seconds)
 
 
 def reaped(counts: dict[str, int]) -> None:
