@@ -24,7 +24,6 @@ from tests.support.servers import LoopbackServer, redirect, send
 from tests.support.services import LOOPBACK, LOOPBACK_ENV
 from tests.support.sockets import audit_env, audited, remote_ports
 from tests.support.stack import Stack
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
