@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -66,36 +66,48 @@ class ImageServer:
                 self.in_flight -= counted
 
 
+def _drip(request: BaseHTTPRequestHandler) -> None:
+    """A byte a second, far past FETCH_TIMEOUT_S."""
+    request.send_response(200)
+    request.send_header("Content-Type", "image/png")
+    request.send_header("Content-Length", "100000")
+    request.end_headers()
+    for _ in range(30):
+        request.wfile.write(b"\x89")
+        request.wfile.flush()
+        time.sleep(1)
+
+
+def _busy(request: BaseHTTPRequestHandler, tries: int) -> None:
+    """503 with Retry-After the first time, then the image."""
+    if tries > 1:
+        send(request, png(7))
+        return
+    send(request, b"busy", status=503, content_type="text/plain",
+         headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+
+
+ANSWERS: dict[str, Callable[[BaseHTTPRequestHandler, int], None]] = {
+    "/missing.png": lambda r, _: send(r, b"gone", status=404, content_type="text/plain"),
+    "/not-implemented.png": lambda r, _: send(r, b"no", status=501, content_type="text/plain"),
+    "/busy.png": _busy,
+    "/drip.png": lambda r, _: _drip(r),
+    "/page.png": lambda r, _: send(r, b"<html>hello</html>", content_type="text/html"),
+    "/junk.png": lambda r, _: send(r, b"these bytes are no image at all"),
+    "/inward.png": lambda r, _: redirect("http://169.254.169.254/latest/meta-data/")(r),
+}
+
+
 def _respond(request: BaseHTTPRequestHandler, path: str, tries: int) -> None:
     if path.startswith("/ok/"):
         time.sleep(0.2)  # long enough for fetches to overlap
         send(request, png(int(path.split("/")[2].split(".")[0])))
-    elif path == "/missing.png":
-        send(request, b"gone", status=404, content_type="text/plain")
-    elif path == "/not-implemented.png":
-        send(request, b"no", status=501, content_type="text/plain")
-    elif path == "/busy.png" and tries == 1:
-        send(request, b"busy", status=503, content_type="text/plain",
-             headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
-    elif path == "/busy.png":
-        send(request, png(7))
-    elif path == "/drip.png":  # a byte a second, far past FETCH_TIMEOUT_S
-        request.send_response(200)
-        request.send_header("Content-Type", "image/png")
-        request.send_header("Content-Length", "100000")
-        request.end_headers()
-        for _ in range(30):
-            request.wfile.write(b"\x89")
-            request.wfile.flush()
-            time.sleep(1)
-    elif path == "/page.png":
-        send(request, b"<html>hello</html>", content_type="text/html")
-    elif path == "/junk.png":
-        send(request, b"these bytes are no image at all")
-    elif path == "/inward.png":
-        redirect("http://169.254.169.254/latest/meta-data/")(request)
-    else:
+        return
+    answer = ANSWERS.get(path)
+    if answer is None:
         send(request, b"?", status=404, content_type="text/plain")
+        return
+    answer(request, tries)
 
 
 @dataclass
