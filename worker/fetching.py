@@ -140,7 +140,10 @@ def _claimed(job: JobRef, url: str, *, settings: WorkerSettings) -> Outcome:
     def store() -> bool:
         with session_scope(settings.database_url) as session:
             digest = put_blob(session=session, store=settings.blob_store, data=data)
-            return store_fetched(session=session, job_id=job.id, image_sha256=digest)
+            if store_fetched(session=session, job_id=job.id, image_sha256=digest):
+                return True
+            session.rollback()  # cancelled meanwhile: keep no blob for it
+            return False
 
     if not with_db_retry(store):
         return Skipped("job moved while its image was fetched")
