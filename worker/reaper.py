@@ -131,8 +131,8 @@ def _queued(session: Session, found: Reaped) -> None:
     flight (one in flight publishes what follows itself)."""
     rows = session.exec(
         select(Job.id, Job.priority, Job.image_sha256).where(
-            (Job.status == JobStatus.queued)
-            | ((Job.status == JobStatus.fetching) & col(Job.lease_expires_at).is_(None))
+            (col(Job.status) == JobStatus.queued)
+            | ((col(Job.status) == JobStatus.fetching) & col(Job.lease_expires_at).is_(None))
         )
     ).all()
     found.publish += [_ref(*row) for row in rows]

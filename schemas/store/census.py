@@ -36,8 +36,8 @@ def oldest_queued_s(*, session: Session) -> float:
     bytes stored and not yet published); 0 when none waits."""
     oldest = session.exec(
         select(func.min(func.coalesce(col(Job.queued_at), col(Job.created_at)))).where(
-            (Job.status == JobStatus.queued.value)
-            | ((Job.status == JobStatus.received.value) & col(Job.image_sha256).is_not(None))
+            (col(Job.status) == JobStatus.queued.value)
+            | ((col(Job.status) == JobStatus.received.value) & col(Job.image_sha256).is_not(None))
         )
     ).one()
     return _age_s(oldest, utcnow())
