@@ -355,9 +355,9 @@ def stages_alone(
         ensure_tenant(session=session, name="bench")  # an operator's step; the receiver's secret
     producer = DirectProducer(tenant="bench", settings=api_settings)
     parts: dict[str, float] = {}
-    saved_submit = submit._create, submit.publish_captions, submit.mark_queued
+    saved_submit = submit._create, submit.publish_jobs, submit.mark_queued
     submit._create = timed(parts, "submit: blob + job rows (db)", submit._create)
-    submit.publish_captions = timed(parts, "submit: publish", submit.publish_captions)
+    submit.publish_jobs = timed(parts, "submit: publish", submit.publish_jobs)
     submit.mark_queued = timed(parts, "submit: mark queued (db)", submit.mark_queued)
     job_ids: list[str] = []
     try:
@@ -369,7 +369,7 @@ def stages_alone(
             time.perf_counter() - t
         )
     finally:
-        submit._create, submit.publish_captions, submit.mark_queued = saved_submit
+        submit._create, submit.publish_jobs, submit.mark_queued = saved_submit
     redis.Redis.from_url(spare).flushdb()
     out.update(parts)
     assert len(job_ids) == n, f"submitted {len(job_ids)} of {n}"

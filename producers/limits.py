@@ -20,7 +20,7 @@ from schemas.errors import ErrorCode, RequestError, UnavailableError
 from schemas.settings import ApiSettings
 from schemas.tables import Job, JobStatus, Tenant
 
-IN_FLIGHT = (JobStatus.received, JobStatus.queued, JobStatus.running)
+IN_FLIGHT = (JobStatus.received, JobStatus.fetching, JobStatus.queued, JobStatus.running)
 
 _GCRA = """
 local t = redis.call('TIME')

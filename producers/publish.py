@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from schemas.broker import celery_config, offer_deliveries, send_captions
+from schemas.broker import celery_config, offer_deliveries, send_jobs
 from schemas.messages import DeliveryRef, JobRef
 
 
@@ -18,9 +18,10 @@ def producer_app(redis_url: str) -> Celery:
     return app
 
 
-def publish_captions(*, redis_url: str, jobs: Sequence[JobRef]) -> None:
-    """Publish one caption task per job, at its priority, over one broker connection."""
-    send_captions(producer_app(redis_url), jobs)
+def publish_jobs(*, redis_url: str, jobs: Sequence[JobRef]) -> None:
+    """Publish each job's next task: a fetch task for an image URL not fetched yet, else
+    its caption task; at its priority, over one broker connection."""
+    send_jobs(producer_app(redis_url), jobs)
 
 
 def publish_deliveries(*, redis_url: str, deliveries: Sequence[DeliveryRef]) -> None:

@@ -1,4 +1,5 @@
-"""Submission: validate, store the image, write the job row, publish, mark queued.
+"""Submission: validate, store the image, write the job row, publish, mark queued (or
+fetching: a job whose image is a URL goes to the IO workers' fetch stage first).
 
 The database is the source of truth: a job row (and its image) is committed
 before anything is published. The API, the Python client and the CLI all
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from producers.limits import in_flight
-from producers.publish import publish_captions
+from producers.publish import publish_jobs
 from schemas.api import JobRequest, catalogue_problem
 from schemas.checks.images import decode_base64_image, probe_image
 from schemas.checks.policy import clean_brand_voice
@@ -30,6 +31,7 @@ from schemas.names import PRIORITY_MIN
 from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
 from schemas.store.endpoints import ensure_endpoint
+from schemas.store.fetches import mark_fetching
 from schemas.store.jobs import create_job, create_jobs, mark_queued
 from schemas.store.usage import Used, add_usage
 from schemas.tables import Job, JobStatus, Tenant
@@ -185,25 +187,29 @@ def submit_many(
         # A replayed key whose job never reached the broker is published again.
         if job.status == JobStatus.received and job.id not in publishing:
             priority = fair_priority(job.priority, backlog=backlog, steps=settings.fair_share_steps)
-            to_publish.append(JobRef(job.id, priority))
+            to_publish.append(JobRef(job.id, priority, fetch=job.image_sha256 is None))
             publishing.add(job.id)
             backlog += 1
     created_now = sum(1 for o in outcomes if isinstance(o, Submitted) and o.created)
     add_usage(session=session, used={tenant.id: Used(jobs=created_now)})
     session.commit()
-    queued: set[str] = set()
+    moved: dict[str, JobStatus] = {}
     if to_publish and _published(settings, to_publish):
-        mark_queued(session=session, job_ids=[job.id for job in to_publish])
+        captions = [job.id for job in to_publish if not job.fetch]
+        fetches = [job.id for job in to_publish if job.fetch]
+        mark_queued(session=session, job_ids=captions)
+        mark_fetching(session=session, job_ids=fetches)
         session.commit()
-        queued = {job.id for job in to_publish}
+        moved = dict.fromkeys(captions, JobStatus.queued)
+        moved.update(dict.fromkeys(fetches, JobStatus.fetching))
     for outcome in outcomes:
         if isinstance(outcome, RequestError):
             SUBMITTED.labels(outcome="refused", error_code=outcome.code.value).inc()
         else:
             SUBMITTED.labels(outcome="accepted", error_code="").inc()
     return [
-        Submitted(o.job_id, JobStatus.queued, o.created)
-        if isinstance(o, Submitted) and o.job_id in queued
+        Submitted(o.job_id, moved[o.job_id], o.created)
+        if isinstance(o, Submitted) and o.job_id in moved
         else o
         for o in outcomes
     ]
@@ -226,7 +232,7 @@ def _published(settings: CoreSettings, jobs: Sequence[JobRef]) -> bool:
     when the broker is back. Nothing is lost, and a retry with the same idempotency
     key finds the same jobs."""
     try:
-        publish_captions(redis_url=settings.redis_url, jobs=jobs)
+        publish_jobs(redis_url=settings.redis_url, jobs=jobs)
     except (BrokerError, RedisError, OSError) as exc:
         log.warning("broker unreachable (%s): %d jobs stay received", type(exc).__name__, len(jobs))
         return False

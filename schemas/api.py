@@ -230,14 +230,18 @@ class VariantPublic(VariantBase):
 
 class JobPublic(BaseModel):
     id: str
-    status: JobStatus
+    status: JobStatus = Field(
+        description="received → fetching (an image URL, fetched by the IO workers) → queued "
+        "→ running → succeeded | failed | cancelled"
+    )
     styles: list[str]
     platforms: list[str]
     variants_requested: int
     priority: int
     idempotency_key: str | None
     metadata: dict[str, Any]
-    attempts: int
+    attempts: int = Field(description="Times a GPU worker took the job")
+    fetch_attempts: int = Field(default=0, description="Times an IO worker fetched its image URL")
     caption: str | None
     model_id: str | None
     model_revision: str | None

@@ -1,5 +1,9 @@
 """What producers and workers must agree on about the broker: Celery's configuration,
-and how a caption task is sent. No Celery import: the app is passed in."""
+and how caption and fetch tasks are sent. No Celery import: the app is passed in.
+
+A job whose image is a URL is published as a fetch task (``captionq.fetch``, io
+queue); the IO worker that stores its bytes publishes its caption task (gpu queue).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.messages import DELIVER_BATCH_MAX, CaptionMessage, DeliverMessage, DeliveryRef, JobRef
+from schemas.messages import (
+    DELIVER_BATCH_MAX,
+    CaptionMessage,
+    DeliverMessage,
+    DeliveryRef,
+    FetchMessage,
+    JobRef,
+)
 from schemas.names import (
     PRIORITY_MAX,
     QUEUE_GPU,
     QUEUE_IO,
     TASK_CAPTION,
     TASK_DELIVER,
+    TASK_FETCH,
     celery_priority,
 )
 
@@ -55,6 +67,32 @@ def send_captions(
                 TASK_CAPTION,
                 args=[CaptionMessage(job_id=job.id).model_dump()],
                 queue=QUEUE_GPU,
+                priority=celery_priority(job.priority),
+                countdown=delay or None,
+                producer=producer,
+            )
+
+
+def send_jobs(
+    app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
+) -> None:
+    """:func:`send_captions` for jobs of either stage: a ``fetch`` job gets a fetch task
+    on the io queue, any other its caption task on the gpu queue, each at its priority,
+    in one Redis pipeline."""
+    if not jobs:
+        return
+    delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
+    with app.producer_or_acquire() as producer, producer.batch():
+        for job, delay in zip(jobs, delays, strict=True):
+            name, queue, message = (
+                (TASK_FETCH, QUEUE_IO, FetchMessage(job_id=job.id).model_dump())
+                if job.fetch
+                else (TASK_CAPTION, QUEUE_GPU, CaptionMessage(job_id=job.id).model_dump())
+            )
+            app.send_task(
+                name,
+                args=[message],
+                queue=queue,
                 priority=celery_priority(job.priority),
                 countdown=delay or None,
                 producer=producer,

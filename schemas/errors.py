@@ -67,8 +67,12 @@ class ErrorCode(StrEnum):
     image_dimensions = "image_dimensions"
     url_invalid = "url_invalid"
     url_blocked = "url_blocked"
-    fetch_failed = "fetch_failed"
-    fetch_timeout = "fetch_timeout"
+    fetch_failed = "fetch_failed"  # a network error, a 408/429/5xx answer: retried
+    fetch_timeout = "fetch_timeout"  # the whole fetch ran past FETCH_TIMEOUT_S: retried
+    fetch_refused = "fetch_refused"  # an HTTP status a retry cannot mend (4xx, 501)
+    url_not_image = "url_not_image"  # the URL answered something that is not an image
+    fetch_attempts_exhausted = "fetch_attempts_exhausted"  # FETCH_MAX_ATTEMPTS spent
+    image_not_fetched = "image_not_fetched"  # a GPU worker met a job without stored bytes
     # Processing.
     model_error = "model_error"
     # A served model (an OpenAI-compatible server): unreachable, 429 or 5xx (retried),

@@ -25,6 +25,17 @@ def rate_limit(tenant_id: str) -> str:
     return f"captionq:ratelimit:{tenant_id}"
 
 
+def fetch_slots_tenant(tenant_id: str) -> str:
+    """The tenant's fetches in flight: a sorted set of job ids scored by when each slot
+    lapses (a killed IO worker's slot lapses on its own; ``worker.slots``)."""
+    return f"captionq:fetching:tenant:{tenant_id}"
+
+
+def fetch_slots_host(host: str) -> str:
+    """Fetches in flight to one image host (its name as the URL gives it, lower case)."""
+    return f"captionq:fetching:host:{host}"
+
+
 # Worker heartbeats: one key per worker process, refreshed by the worker itself (not by
 # Celery's events), living three heartbeat intervals; its value says what it holds.
 HEARTBEAT_PREFIX: Final = "captionq:heartbeat:"

@@ -1,7 +1,7 @@
 """Messages on the broker: frozen, versioned, validated at both ends; and the
 references that producers, the store and the worker pass around to build them.
 
-A caption task carries a job id and what the worker needs to run it without a
+A caption or fetch task carries a job id and what the worker needs to run it without a
 second round trip; never the image bytes (they are in the blob store).
 """
 
@@ -15,10 +15,12 @@ DELIVER_BATCH_MAX = 256  # outbox rows in one deliver message
 
 
 class JobRef(NamedTuple):
-    """A job to publish a caption task for, at ``priority`` (0 low .. 9 urgent)."""
+    """A job to publish a task for, at ``priority`` (0 low .. 9 urgent): a caption task,
+    or (``fetch``) a fetch task, for a job whose image URL is not fetched yet."""
 
     id: str
     priority: int
+    fetch: bool = False
 
 
 class DeliveryRef(NamedTuple):
@@ -34,6 +36,15 @@ class CaptionMessage(BaseModel):
     schema_version: Literal[1] = 1
     job_id: str
     attempt: int = 1
+
+
+class FetchMessage(BaseModel):
+    """Fetch a job's image URL into the blob store, then publish its caption task."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    job_id: str
 
 
 class DeliverMessage(BaseModel):

@@ -138,6 +138,13 @@ class WorkerSettings(CoreSettings):
         description="Hub id or local folder of the captioning model",
     )
     captioner_revision: str | None = None
+    noop_model_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Seconds each call of the captionq/noop model takes (sleeping): a "
+        "stand-in for model time in benchmarks and fault tests",
+    )
     copywriter_model: str | None = Field(
         default=None, description="Optional instruct LM (hub id or folder) that writes variants"
     )
@@ -237,7 +244,27 @@ class WorkerSettings(CoreSettings):
         description="After SIGTERM, how long the current batch may take before its jobs are "
         "handed back and the worker exits",
     )
-    fetch_timeout_s: float = Field(default=20.0, gt=0)
+    fetch_timeout_s: float = Field(
+        default=20.0, gt=0, description="Whole deadline of fetching one image URL"
+    )
+    fetch_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Fetches of one image URL (timeouts, 408/429/5xx, network errors); past "
+        "it the job fails fetch_attempts_exhausted. Separate from JOB_MAX_ATTEMPTS",
+    )
+    fetch_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A fetch's lease: past it (its IO worker killed) the reaper publishes the "
+        "fetch again. Must exceed FETCH_TIMEOUT_S",
+    )
+    fetch_tenant_max: int = Field(
+        default=16, ge=1, description="One tenant's fetches in flight across every IO worker"
+    )
+    fetch_host_max: int = Field(
+        default=8, ge=1, description="Fetches in flight to one image host across every IO worker"
+    )
     batch_size: int = Field(default=8, ge=1, le=256, description="Jobs per model batch")
     batch_interval_s: float = Field(
         default=0.05, gt=0, description="Longest wait to fill a batch before running it"
@@ -293,6 +320,15 @@ class WorkerSettings(CoreSettings):
                     raise ValueError(f"{role.upper()}_BACKEND=served needs {role.upper()}_BASE_URL")
                 if not (getattr(self, f"{role}_served_model") or getattr(self, f"{role}_model")):
                     raise ValueError(f"{role.upper()}_BACKEND=served needs {role.upper()}_MODEL")
+        return self
+
+    @model_validator(mode="after")
+    def _fetch_lease_outlasts_the_fetch(self) -> WorkerSettings:
+        if self.fetch_lease_s <= self.fetch_timeout_s:
+            raise ValueError(
+                f"FETCH_LEASE_S ({self.fetch_lease_s}) must exceed FETCH_TIMEOUT_S "
+                f"({self.fetch_timeout_s}), or a slow fetch would be published twice"
+            )
         return self
 
     @property

@@ -25,7 +25,12 @@ def new_id(prefix: str) -> str:
 
 
 class JobStatus(StrEnum):
+    """received → (fetching, for an image URL) → queued → running → succeeded | failed |
+    cancelled. ``fetching``: an IO worker is to fetch (or is fetching) the job's image URL
+    into the blob store; a GPU worker only ever claims a job whose bytes are stored."""
+
     received = "received"
+    fetching = "fetching"
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -120,7 +125,8 @@ class Job(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     priority: int = 5
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    attempts: int = 0
+    attempts: int = 0  # caption claims (the model's attempts)
+    fetch_attempts: int = 0  # fetch claims of the image URL, with a budget of their own
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, sa_type=Text)
     caption: str | None = Field(default=None, sa_type=Text)
@@ -131,7 +137,8 @@ class Job(SQLModel, table=True):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    # While running: the worker renews it; past it, the reaper re-publishes the job.
+    # While running (or fetching): the worker renews it (a fetch's is fixed, longer than its
+    # deadline); past it, the reaper re-publishes the job.
     lease_expires_at: datetime | None = Field(default=None, index=True)
 
 

@@ -2,7 +2,8 @@
 that set up and wind down a worker process.
 
 GPU workers consume ``captionq.gpu`` with one process per GPU (solo pool); IO
-workers consume ``captionq.io`` (deliveries) with threads. The model is loaded
+workers consume ``captionq.io`` (image fetches, deliveries) with threads, so a
+worker fetches as many URLs side by side as it has threads. The model is loaded
 once per process in ``worker_process_init`` (after a prefork fork, never
 before CUDA initialises; the solo pool sends it too); a worker that cannot load
 its models exits instead of failing every job. Each process has one publisher
@@ -31,6 +32,7 @@ from schemas.names import (
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
+    TASK_FETCH,
     TASK_PURGE,
     TASK_REAP,
 )
@@ -57,6 +59,7 @@ app.conf.update(
     task_routes={
         TASK_CAPTION: {"queue": QUEUE_GPU},
         TASK_DELIVER: {"queue": QUEUE_IO},
+        TASK_FETCH: {"queue": QUEUE_IO},
         TASK_REAP: {"queue": QUEUE_IO},
         TASK_DISPATCH: {"queue": QUEUE_IO},
         TASK_PURGE: {"queue": QUEUE_IO},

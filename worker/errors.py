@@ -4,6 +4,7 @@
     ├── TransientError
     │   ├── OutOfMemoryError     the accelerator ran out of memory for a batch
     │   ├── ClaimError           the database refused a batch's claim
+    │   ├── RetryLaterError      an image server said when to ask again (Retry-After)
     │   └── WorkerLostError      a running job's worker is gone (the reaper's finding)
     └── PermanentError
         └── ModelContractError   a model broke one-output-per-input (model_error)
@@ -22,6 +23,17 @@ class OutOfMemoryError(TransientError):
 
 class ClaimError(TransientError):
     """The database refused the claim: nothing of the batch was started."""
+
+
+class RetryLaterError(TransientError):
+    """An image server answered 429 or 503 with ``Retry-After``: ask again no sooner
+    than ``retry_after_s`` (``worker.retry`` bounds it)."""
+
+    code = ErrorCode.fetch_failed
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class WorkerLostError(TransientError):

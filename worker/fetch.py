@@ -20,8 +20,10 @@ No proxy or other environment setting is read.
 
 Errors, by code: ``url_invalid`` / ``url_blocked`` (permanent);
 ``fetch_timeout`` (transient); ``fetch_failed`` (transient for network errors,
-5xx, 408 and 429; permanent for other 4xx, redirect faults, TLS certificate
-failures); ``image_too_large`` and ``image_format_unsupported`` (permanent).
+408, 429 and 5xx but 501, 429 and 503 carrying their ``Retry-After``; permanent for
+redirect faults and TLS certificate failures); ``fetch_refused`` (permanent: any
+other 4xx, and 501); ``url_not_image`` (permanent: a Content-Type that is not an
+image); ``image_too_large`` (permanent).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Final
 from urllib.parse import urljoin
 
@@ -44,12 +47,13 @@ from schemas.checks.urls import (
     check_url,
     parse_networks,
 )
-from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
+from schemas.errors import CaptionError, ErrorCode, ImageError, PermanentError, TransientError
 from worker.connection import Deadline, PinnedBackend, Resolver, resolve
+from worker.errors import RetryLaterError
 
 USER_AGENT: Final = b"captionq-fetch/1"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_RETRYABLE_4XX: Final = frozenset({408, 425, 429})
+_RETRYABLE_4XX: Final = frozenset({408, 429})
 _ACCEPTED_TYPES: Final = ("image/", "application/octet-stream")
 _READ_CHUNK: Final = 64 * 1024
 
@@ -149,15 +153,13 @@ def _read_response(
         if "location" not in headers:
             raise PermanentError(f"HTTP {status} without Location", code=ErrorCode.fetch_failed)
         return _Redirect(headers["location"])
-    if status >= 500 or status in _RETRYABLE_4XX:
-        raise TransientError(f"{target.host} answered HTTP {status}", code=ErrorCode.fetch_failed)
     if status != 200:
-        raise PermanentError(f"{target.host} answered HTTP {status}", code=ErrorCode.fetch_failed)
+        raise _status_error(target.host, status, headers.get("retry-after"))
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if not content_type.startswith(_ACCEPTED_TYPES):
         raise ImageError(
             f"Content-Type {content_type or '(none)'!r} is not an image",
-            code=ErrorCode.image_format_unsupported,
+            code=ErrorCode.url_not_image,
         )
     declared = headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > max_bytes:
@@ -233,6 +235,36 @@ def _redirect_target(
             code=ErrorCode.url_blocked,
         )
     return following
+
+
+def _status_error(host: str, status: int, retry_after: str | None) -> CaptionError:
+    """What an answer other than 200 (and a redirect) means: 408, 429 and 5xx but 501
+    may mend (``fetch_failed``, transient; 429 and 503 with the wait the server asked
+    for), anything else cannot (``fetch_refused``)."""
+    said = f"{host} answered HTTP {status}"
+    if status not in _RETRYABLE_4XX and (status < 500 or status == 501):
+        return PermanentError(said, code=ErrorCode.fetch_refused)
+    wait_s = retry_after_s(retry_after) if status in (429, 503) else None
+    if wait_s is not None:
+        return RetryLaterError(f"{said}, retry after {wait_s:.0f}s", retry_after_s=wait_s)
+    return TransientError(said, code=ErrorCode.fetch_failed)
+
+
+def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), else
+    None (absent or unreadable)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _too_large(max_bytes: int, detail: str) -> ImageError:

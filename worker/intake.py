@@ -1,6 +1,9 @@
-"""Getting a batch's image bytes: stored blobs in one read, URLs fetched safely.
+"""Getting a batch's image bytes: stored blobs, in one read.
 
-No database transaction is open while a URL is fetched.
+A GPU worker reads stored bytes only and never fetches: an image URL is fetched by
+the IO workers before its caption task is published (``worker.fetching``), and the
+claim takes only jobs whose bytes are stored. A job that reaches here without them
+fails with ``image_not_fetched``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from schemas.settings import WorkerSettings
 from schemas.store.blobs import get_blobs
 from schemas.store.sessions import read_scope
 from schemas.tables import Job
-from worker.fetch import fetch_image
 
 
 def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> list[bytes | CaptionError]:
@@ -36,18 +38,9 @@ def _one(job: Job, stored: dict[str, bytes], settings: WorkerSettings) -> bytes 
                 f"image {job.image_sha256} is not in the blob store", code=ErrorCode.image_missing
             )
         return data
-    if job.image_url is None:
-        return PermanentError("job has no image", code=ErrorCode.image_missing)
-    try:
-        return fetch_image(
-            job.image_url,
-            max_bytes=settings.image_max_bytes,
-            timeout_s=settings.fetch_timeout_s,
-            allowed_ports=settings.allowed_ports,
-            allow_networks=tuple(settings.url_allow_cidrs),
-        )
-    except CaptionError as exc:
-        return exc
+    return PermanentError(
+        "the job reached a GPU worker without stored image bytes", code=ErrorCode.image_not_fetched
+    )
 
 
 def decoder(settings: WorkerSettings) -> Callable[[bytes], Image.Image]:

@@ -95,6 +95,17 @@ GPU_MEMORY = Gauge(
     ["device"],
     multiprocess_mode="livesum",
 )
+FETCHES = Counter(
+    "captionq_fetches_total",
+    "Image URL fetches by an IO worker, by outcome (fetched, retried, failed, capped: over "
+    "a cap of fetches in flight, skipped: nothing to do)",
+    ["outcome"],
+)
+FETCH_SECONDS = Histogram(
+    "captionq_fetch_seconds",
+    "Seconds one image URL fetch took (whether or not it succeeded)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
+)
 HEARTBEAT = Gauge(
     "captionq_worker_heartbeat_timestamp_seconds",
     "When this worker last beat its heartbeat",
@@ -172,6 +183,12 @@ def deliveries_sent(sent: Sent) -> None:
 def deliveries_acknowledged(lags_s: list[float]) -> None:
     for seconds in lags_s:
         DELIVERY_LAG.observe(max(0.0, seconds))
+
+
+def fetch_done(outcome: str, *, seconds: float | None) -> None:
+    FETCHES.labels(outcome=outcome).inc()
+    if seconds is not None:
+        FETCH_SECONDS.observe(seconds)
 
 
 def reaped(counts: dict[str, int]) -> None:

@@ -1,5 +1,5 @@
-"""What a worker process publishes: caption tasks, deliver tasks, and the jobs of a
-batch it gives up on.
+"""What a worker process publishes: caption and fetch tasks, deliver tasks, and the
+jobs of a batch it gives up on.
 
 One :class:`Publisher` per process, made by ``worker.app`` from its Celery
 application; the tasks and the lease keeper use it. It imports no Celery app, so
@@ -29,6 +29,11 @@ class Publisher:
         (one for all, or one per job)."""
         broker.send_captions(self._app, jobs, countdown=countdown)
 
+    def jobs(self, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0) -> None:
+        """Publish each job's next task: its fetch task (``JobRef.fetch``), or its caption
+        task."""
+        broker.send_jobs(self._app, jobs, countdown=countdown)
+
     def deliveries(self, deliveries: Sequence[DeliveryRef]) -> None:
         """Ask the IO workers to send these outbox rows now."""
         broker.send_deliveries(
@@ -39,5 +44,5 @@ class Publisher:
         """The lease keeper gives up on the batch in hand: publish its jobs again (or
         fail those past their attempts, and send their callbacks)."""
         found = reaper.give_back(settings=self._settings, job_ids=job_ids)
-        self.captions(found.publish)
+        self.jobs(found.publish)
         self.deliveries(found.deliveries)

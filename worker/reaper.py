@@ -13,7 +13,13 @@ that a long healthy backlog is never re-published:
    for longer than ``job_queued_stale_s`` (a worker killed with a full
    celery-batches buffer: Redis would hand it back only after its visibility
    timeout, an hour): its message is put back on the queue.
-4. ``running`` past its lease (the worker was killed, or hung and was recycled).
+4. ``running`` past its lease (the worker was killed, or hung and was recycled), or
+   ``fetching`` past its fetch's lease (an IO worker killed mid-fetch).
+
+Each job is published to the stage it is at: a URL job not fetched yet gets a fetch
+task (io queue), any other its caption task. A fetch handed back spends the job's
+fetch attempts (``fetch_max_attempts``, then ``fetch_attempts_exhausted``), never
+its caption attempts.
 
 A job handed back is published again unless it has had ``job_max_attempts``
 claims, in which case it fails with ``attempts_exhausted`` (and its callback):
@@ -35,9 +41,11 @@ import redis
 from sqlmodel import Session, col, select
 
 from schemas import keys
+from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef, JobRef
-from schemas.names import TASK_CAPTION
+from schemas.names import TASK_CAPTION, TASK_FETCH
 from schemas.settings import WorkerSettings
+from schemas.store.fetches import mark_fetching, release_fetch
 from schemas.store.jobs import mark_queued, requeue
 from schemas.store.results import complete_failed
 from schemas.store.sessions import session_scope
@@ -82,12 +90,17 @@ def reap(*, settings: WorkerSettings, client: redis.Redis) -> Reaped:
 def _received(session: Session, settings: WorkerSettings, found: Reaped) -> None:
     before = utcnow() - timedelta(seconds=settings.job_received_grace_s)
     rows = session.exec(
-        select(Job.id, Job.priority).where(
+        select(Job.id, Job.priority, Job.image_sha256).where(
             Job.status == JobStatus.received, col(Job.created_at) < before
         )
     ).all()
-    found.publish += [JobRef(job_id, priority) for job_id, priority in rows]
+    found.publish += [_ref(*row) for row in rows]
     found.received += len(rows)
+
+
+def _ref(job_id: str, priority: int, image_sha256: str | None) -> JobRef:
+    """The task a job is published to: its fetch until its bytes are stored."""
+    return JobRef(job_id, priority, fetch=image_sha256 is None)
 
 
 def _broker_lost(session: Session, client: redis.Redis) -> bool:
@@ -114,8 +127,15 @@ def _broker_lost(session: Session, client: redis.Redis) -> bool:
 
 
 def _queued(session: Session, found: Reaped) -> None:
-    rows = session.exec(select(Job.id, Job.priority).where(Job.status == JobStatus.queued)).all()
-    found.publish += [JobRef(job_id, priority) for job_id, priority in rows]
+    """Every job whose message the broker held: queued, or fetching with no fetch in
+    flight (one in flight publishes what follows itself)."""
+    rows = session.exec(
+        select(Job.id, Job.priority, Job.image_sha256).where(
+            (col(Job.status) == JobStatus.queued)
+            | ((col(Job.status) == JobStatus.fetching) & col(Job.lease_expires_at).is_(None))
+        )
+    ).all()
+    found.publish += [_ref(*row) for row in rows]
     found.broker_lost += len(rows)
 
 
@@ -132,27 +152,29 @@ def _stale_unacked(
     if not by_job:
         return
     rows = session.exec(
-        select(Job.id, Job.priority).where(
+        select(Job.id, Job.priority, Job.image_sha256).where(
             col(Job.id).in_(list(by_job)),
-            col(Job.status).in_([JobStatus.received, JobStatus.queued]),
+            col(Job.status).in_([JobStatus.received, JobStatus.fetching, JobStatus.queued]),
+            col(Job.lease_expires_at).is_(None),  # a fetch in flight is its worker's
         )
     ).all()
-    for job_id, priority in rows:
+    for job_id, priority, image_sha256 in rows:
         # Forget the stranded copy (its worker is gone or never claimed it) and publish anew.
         client.pipeline().zrem(keys.UNACKED_INDEX, by_job[job_id]).hdel(
             keys.UNACKED, by_job[job_id]
         ).execute()
-        found.publish.append(JobRef(job_id, priority))
+        found.publish.append(_ref(job_id, priority, image_sha256))
         found.unacked += 1
 
 
 def _caption_job_id(raw: bytes | None) -> str | None:
-    """The job id of a caption message as kombu keeps it unacknowledged, else None."""
+    """The job id of a caption or fetch message as kombu keeps it unacknowledged, else
+    None."""
     if raw is None:
         return None
     try:
         message = json.loads(raw)[0]
-        if message.get("headers", {}).get("task") != TASK_CAPTION:
+        if message.get("headers", {}).get("task") not in (TASK_CAPTION, TASK_FETCH):
             return None
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
@@ -171,6 +193,38 @@ def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:
         log.warning("%d running jobs lost their lease", len(jobs))
         hand_back(session=session, jobs=jobs, settings=settings, found=found)
         found.expired += len(jobs)
+    fetches = session.exec(
+        select(Job).where(Job.status == JobStatus.fetching, col(Job.lease_expires_at) < utcnow())
+    ).all()
+    if fetches:
+        log.warning("%d fetches lost their lease", len(fetches))
+        _hand_back_fetches(session, fetches, settings=settings, found=found)
+        found.expired += len(fetches)
+
+
+def _hand_back_fetches(
+    session: Session, jobs: Sequence[Job], *, settings: WorkerSettings, found: Reaped
+) -> None:
+    """Fetches whose IO worker is gone: a job already stored gets its caption task; any
+    other its fetch again, or fails past its fetch attempts."""
+    lost = WorkerLostError("IO worker lost while fetching")
+    for job in jobs:
+        if job.image_sha256 is not None:
+            found.publish.append(JobRef(job.id, job.priority))
+            continue
+        decision = retry.decide(lost, attempt=job.fetch_attempts,
+                                max_attempts=settings.fetch_max_attempts,
+                                exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
+        if isinstance(decision, retry.GiveUp):
+            delivery = complete_failed(
+                session=session, job_id=job.id, code=decision.code, message=decision.message,
+                expected=(JobStatus.fetching,),
+            )  # fmt: skip
+            found.exhausted += 1
+            if delivery is not None:
+                found.deliveries.append(DeliveryRef(delivery.id, delivery.url))
+        elif release_fetch(session=session, job_id=job.id):
+            found.publish.append(JobRef(job.id, job.priority, fetch=True))
 
 
 def hand_back(
@@ -204,6 +258,9 @@ def give_back(*, settings: WorkerSettings, job_ids: Sequence[str]) -> Reaped:
     return found
 
 
-def mark_published(*, settings: WorkerSettings, job_ids: Sequence[str]) -> None:
+def mark_published(*, settings: WorkerSettings, jobs: Sequence[JobRef]) -> None:
+    """Jobs whose task is published: received ones move on (to fetching, or queued), and
+    fetched ones whose caption task was lost move to queued."""
     with session_scope(settings.database_url) as session:
-        mark_queued(session=session, job_ids=job_ids)
+        mark_queued(session=session, job_ids=[job.id for job in jobs if not job.fetch])
+        mark_fetching(session=session, job_ids=[job.id for job in jobs if job.fetch])

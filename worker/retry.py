@@ -28,6 +28,13 @@ command line use too). Where each decision is acted on:
                                  past their attempts
     a short transaction          with_db_retry: run again in place while the
                                  database is away; anything else is raised
+    a URL job's fetch            worker.fetching: Retry gives the fetch back and
+                                 publishes it after the countdown of its own fetch
+                                 attempts (``Job.fetch_attempts``, up to
+                                 ``fetch_max_attempts``; a ``Retry-After`` honoured);
+                                 GiveUp fails the job (``fetch_attempts_exhausted``
+                                 once they are spent). A fetch over its cap of
+                                 fetches in flight costs no attempt (SLOT_BACKOFF)
     a deliver task               worker.tasks.deliver: Celery's retry of the task
                                  after the countdown; given up, its rows wait in
                                  the outbox for beat
@@ -87,6 +94,14 @@ CLAIM_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
 # A deliver task that failed as a whole (the database away): 2.5-5 s, 5-10 s, 10-20 s.
 DELIVER_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
 DELIVER_ATTEMPTS = 4
+# An image URL whose fetch failed transiently (a timeout, 5xx, a network error): 2.5-5 s,
+# 5-10 s, ... up to 2 minutes, by the job's own fetch attempts (``fetch_max_attempts``).
+FETCH_BACKOFF = Backoff(first_s=5.0, max_s=120.0)
+# The longest ``Retry-After`` (429, 503) that is honoured as asked; a longer one waits this.
+RETRY_AFTER_MAX_S = 300.0
+# A fetch over its tenant's or host's cap of fetches in flight: published again in
+# 0.5-1 s, costing no attempt, for as long as the cap is full.
+SLOT_BACKOFF = Backoff(first_s=1.0, max_s=1.0)
 
 
 @dataclass(frozen=True)
@@ -106,18 +121,20 @@ def decide(
     attempt: int,
     max_attempts: int | None,
     backoff: Backoff = JOB_BACKOFF,
+    exhausted: ErrorCode = ErrorCode.attempts_exhausted,
     rng: random.Random | None = None,
 ) -> Retry | GiveUp:
     """Retry ``error`` after ``attempt`` tries, or give up (``max_attempts`` None: no
-    bound, for work that costs no attempt, such as a claim that never happened)."""
+    bound, for work that costs no attempt, such as a claim that never happened), with
+    ``exhausted`` once the attempts are spent. A server's ``Retry-After`` is honoured,
+    up to ``RETRY_AFTER_MAX_S``."""
     if _transient(error):
         if max_attempts is None or attempt < max_attempts:
-            # A service that said when to come back (a model server's Retry-After) is
-            # not asked sooner, nor later than the backoff's cap.
-            asked = min(getattr(error, "retry_after_s", 0.0), backoff.max_s)
+            # A server that said when to come back (an image or model server's
+            # Retry-After) is not asked sooner, up to RETRY_AFTER_MAX_S.
+            asked = min(getattr(error, "retry_after_s", None) or 0.0, RETRY_AFTER_MAX_S)
             return Retry(max(backoff.delay_s(attempt, rng), asked))
-        return GiveUp(ErrorCode.attempts_exhausted,
-                      f"gave up after {attempt} attempts: {_message(error)}")
+        return GiveUp(exhausted, f"gave up after {attempt} attempts: {_message(error)}")
     if isinstance(error, CaptionError):
         return GiveUp(error.code, error.message)
     return GiveUp(ErrorCode.internal_error, f"{type(error).__name__}: {error}")

@@ -2,6 +2,8 @@
 what follows. Whether a failure is retried, and when, is ``worker.retry``'s to say.
 
 - ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs.
+- ``captionq.fetch`` (io queue): one job's image URL into the blob store, then its
+  caption task (IO worker threads fetch side by side, as many as the pool has).
 - ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
 - ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.
 - ``captionq.reap`` (io queue, beat): re-publish jobs that are truly lost.
@@ -20,23 +22,27 @@ import redis
 from celery import Task
 from celery_batches import Batches, SimpleRequest
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from schemas import keys, logs
-from schemas.messages import CaptionMessage, DeliverMessage, JobRef
+from schemas.messages import CaptionMessage, DeliverMessage, FetchMessage, JobRef
 from schemas.names import (
     TASK_CAPTION,
     TASK_DELIVER,
     TASK_DISPATCH,
+    TASK_FETCH,
     TASK_PURGE,
     TASK_REAP,
     job_priority,
 )
 from schemas.store import lifecycle, outbox
+from schemas.store.jobs import mark_queued
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
-from worker import batch, crons, metrics, reaper, retry, sender
+from worker import batch, crons, fetching, metrics, reaper, retry, sender
 from worker.app import app, engine, lease_keeper, publisher, settings
 from worker.errors import ClaimError
+from worker.slots import FetchSlots
 
 log = logging.getLogger("captionq.worker")
 
@@ -94,6 +100,58 @@ def caption_job(request: SimpleRequest) -> JobRef | None:
     return JobRef(job_id, job_priority((request.delivery_info or {}).get("priority")))
 
 
+@app.task(name=TASK_FETCH, bind=True, acks_late=True)
+def fetch(self: Task, message: dict[str, object]) -> None:
+    """Fetch one job's image URL into the blob store (``worker.fetching``), then publish
+    its caption task and mark it queued; or publish the fetch again, or the failed
+    job's callback."""
+    try:
+        job_id = FetchMessage.model_validate(message).job_id
+    except ValidationError as exc:
+        log.error("dropping a malformed fetch message %s: %s", self.request.id, exc)
+        return
+    job = JobRef(job_id, job_priority((self.request.delivery_info or {}).get("priority")), True)
+    try:
+        outcome = fetching.fetch_job(job, settings=settings, slots=_slots())
+    except DBAPIError as exc:  # the database stayed away: no attempt spent, try again later
+        decision = retry.decide(exc, attempt=1, max_attempts=None, backoff=retry.CLAIM_BACKOFF)
+        assert isinstance(decision, retry.Retry)
+        log.warning("job %s: fetch put off %.1fs (%s)", job_id, decision.countdown_s, exc)
+        publisher.jobs([job], countdown=decision.countdown_s)
+        return
+    if isinstance(outcome, fetching.Fetched):
+        publisher.captions([JobRef(job.id, job.priority)])
+        retry.with_db_retry(lambda: _mark_queued(job.id))
+        metrics.fetch_done("fetched", seconds=outcome.fetch_s or None)
+    elif isinstance(outcome, fetching.Again):
+        publisher.jobs([job], countdown=outcome.countdown_s)
+        retried = outcome.code is not None
+        metrics.fetch_done("retried" if retried else "capped",
+                           seconds=outcome.fetch_s if retried else None)  # fmt: skip
+    elif isinstance(outcome, fetching.Failed):
+        publisher.deliveries([outcome.delivery] if outcome.delivery else [])
+        metrics.fetch_done("failed", seconds=outcome.fetch_s)
+        metrics.JOBS_FINISHED.labels(outcome="failed", error_code=outcome.code).inc()
+    else:
+        log.info("job %s: no fetch to do (%s)", job_id, outcome.reason)
+        metrics.fetch_done("skipped", seconds=None)
+
+
+def _mark_queued(job_id: str) -> None:
+    with session_scope(settings.database_url) as session:
+        mark_queued(session=session, job_ids=[job_id])
+
+
+@lru_cache(maxsize=1)
+def _slots() -> FetchSlots:
+    return FetchSlots(
+        _redis(),
+        tenant_max=settings.fetch_tenant_max,
+        host_max=settings.fetch_host_max,
+        ttl_s=settings.fetch_lease_s,
+    )
+
+
 @app.task(name=TASK_DELIVER, bind=True, acks_late=True, max_retries=None)
 def deliver(self: Task, message: dict[str, object]) -> None:
     """Send a batch of outbox rows. Each POST's outcome is the outbox's to record (its
@@ -148,8 +206,8 @@ def reap() -> None:
     _redis().set(keys.REAPER_LAST_RUN, json.dumps({"at": time.time(), **counts}))
     if not found:
         return
-    publisher.captions(found.publish)
-    reaper.mark_published(settings=settings, job_ids=[job.id for job in found.publish])
+    publisher.jobs(found.publish)
+    reaper.mark_published(settings=settings, jobs=found.publish)
     publisher.deliveries(found.deliveries)
     log.warning(
         "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from producers.cli.output import JsonOpt, as_json, console
 from schemas import heartbeats, keys, queues
+from schemas.tables import JobStatus
 
 
 def snapshot() -> dict[str, Any]:
@@ -81,7 +82,9 @@ def show(found: dict[str, Any]) -> None:
         workers.add_row(beat["worker"], beat["pool"], beat["model"], str(beat["in_flight"]),
                         f"{beat['seen_s_ago']}s ago")  # fmt: skip
     console.print(workers if found["workers"] else "[red]no worker alive[/red]")
-    jobs = ", ".join(f"{state} {count}" for state, count in sorted(found["jobs"].items()))
+    order = {state.value: at for at, state in enumerate(JobStatus)}  # the lifecycle's order
+    by_state = sorted(found["jobs"].items(), key=lambda item: (order.get(item[0], 99), item[0]))
+    jobs = ", ".join(f"{state} {count}" for state, count in by_state)
     console.print(f"jobs: {jobs or 'none'}")
     dead = found["dead_deliveries"]
     console.print(f"dead deliveries: [red]{dead}[/red]" if dead else "dead deliveries: 0")

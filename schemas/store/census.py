@@ -31,12 +31,23 @@ def _age_s(oldest: datetime | None, now: datetime) -> float:
 
 
 def oldest_queued_s(*, session: Session) -> float:
-    """Age of the oldest job waiting for a GPU worker (queued, or received and not yet
-    published); 0 when none waits."""
-    waiting = [JobStatus.queued.value, JobStatus.received.value]
+    """Age of the oldest job waiting for a GPU worker (queued, or received with its
+    bytes stored and not yet published); 0 when none waits."""
     oldest = session.exec(
         select(func.min(func.coalesce(col(Job.queued_at), col(Job.created_at)))).where(
-            col(Job.status).in_(waiting)
+            (col(Job.status) == JobStatus.queued.value)
+            | ((col(Job.status) == JobStatus.received.value) & col(Job.image_sha256).is_not(None))
+        )
+    ).one()
+    return _age_s(oldest, utcnow())
+
+
+def oldest_fetch_s(*, session: Session) -> float:
+    """Age of the oldest URL job waiting for an IO worker to fetch its image (fetching,
+    no fetch in flight); 0 when none waits."""
+    oldest = session.exec(
+        select(func.min(col(Job.created_at))).where(
+            Job.status == JobStatus.fetching.value, col(Job.lease_expires_at).is_(None)
         )
     ).one()
     return _age_s(oldest, utcnow())
@@ -87,7 +98,9 @@ def take_census(*, session: Session) -> Census:
     return Census(
         oldest_waiting_s={
             QUEUE_GPU: oldest_queued_s(session=session),
-            QUEUE_IO: oldest_due_delivery_s(session=session),
+            QUEUE_IO: max(
+                oldest_due_delivery_s(session=session), oldest_fetch_s(session=session)
+            ),
         },
         oldest_pending_review_s=oldest_pending_review_s(session=session),
         dead_deliveries=dead_deliveries(session=session),

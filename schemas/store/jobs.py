@@ -6,6 +6,9 @@ stored by ``schemas.store.results``.
 
 A running job holds a lease (``lease_expires_at``) that its worker renews; the
 reaper re-publishes jobs whose lease expired. ``attempts`` counts claims.
+A URL job is ``fetching`` between received and queued: an IO worker claims its fetch
+(``fetch_attempts``, and a lease of its own), stores the bytes, then publishes its
+caption task.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, update
+from sqlalchemy import ColumnElement, case, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -145,9 +148,15 @@ def _replay(session: Session, existing: Job, digest: str) -> Job:
 
 
 def transition(
-    session: Session, job_ids: Sequence[str], *, expected: Sequence[JobStatus], **values: object
+    session: Session,
+    job_ids: Sequence[str],
+    *,
+    expected: Sequence[JobStatus],
+    where: Sequence[ColumnElement[bool]] = (),
+    **values: object,
 ) -> list[str]:
-    """Move jobs in one of ``expected`` states; returns the ids that moved.
+    """Move jobs in one of ``expected`` states (and matching ``where``, conditions on
+    ``Job.__table__``); returns the ids that moved.
 
     A plain SQL UPDATE (no ORM synchronisation: it is the hot path); readers that
     hold a ``Job`` object reload it (``populate_existing``, ``refresh``)."""
@@ -156,22 +165,34 @@ def transition(
     table = Job.__table__  # type: ignore[attr-defined]
     result = session.connection().execute(
         update(table)
-        .where(table.c.id.in_(job_ids), table.c.status.in_([s.value for s in expected]))
+        .where(table.c.id.in_(job_ids), table.c.status.in_([s.value for s in expected]), *where)
         .values(updated_at=utcnow(), **values)
         .returning(table.c.id)
     )
     return [row[0] for row in result]
 
 
+def _stored() -> ColumnElement[bool]:
+    return Job.__table__.c.image_sha256.is_not(None)  # type: ignore[attr-defined,no-any-return]
+
+
 def mark_queued(*, session: Session, job_ids: Sequence[str]) -> list[str]:
+    """Jobs whose caption task is published: received (or fetched) with their bytes
+    stored. A URL job not fetched yet does not move (see :func:`mark_fetching`)."""
     return transition(
-        session, job_ids, expected=[JobStatus.received], status=JobStatus.queued, queued_at=utcnow()
+        session,
+        job_ids,
+        expected=[JobStatus.received, JobStatus.fetching],
+        where=[_stored()],
+        status=JobStatus.queued,
+        queued_at=utcnow(),
+        lease_expires_at=None,
     )
 
 
 def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -> list[Job]:
-    """Move queued (or received: published before it was marked) jobs to running,
-    with a lease of ``lease_s`` and one more attempt.
+    """Move queued (or received or fetched: published before it was marked) jobs whose
+    bytes are stored to running, with a lease of ``lease_s`` and one more attempt.
 
     A duplicate message for a job that already runs, finished or was cancelled
     claims nothing.
@@ -183,7 +204,10 @@ def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -
         update(Job)
         .where(
             col(Job.id).in_(job_ids),
-            col(Job.status).in_([JobStatus.received.value, JobStatus.queued.value]),
+            col(Job.status).in_(
+                [JobStatus.received.value, JobStatus.fetching.value, JobStatus.queued.value]
+            ),
+            col(Job.image_sha256).is_not(None),  # a GPU worker never fetches
         )
         .values(
             status=JobStatus.running,
@@ -233,7 +257,7 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     moved = transition(
         session,
         [job_id],
-        expected=[JobStatus.received, JobStatus.queued],
+        expected=[JobStatus.received, JobStatus.fetching, JobStatus.queued],
         status=JobStatus.cancelled,
         error_code=ErrorCode.cancelled.value,
         error_message=case(
@@ -300,6 +324,7 @@ def job_public(
         idempotency_key=job.idempotency_key,
         metadata=job.meta,
         attempts=job.attempts,
+        fetch_attempts=job.fetch_attempts,
         caption=job.caption,
         model_id=job.model_id,
         model_revision=job.model_revision,

@@ -42,12 +42,19 @@ TIMINGS = {  # seconds
     "BATCH_TIME_LIMIT_S": "60",
     "SHUTDOWN_GRACE_S": "30",
     "JOB_MAX_ATTEMPTS": "5",
+    # The GPU worker never fetches: each model call stands in for model time instead, so
+    # that a batch lasts long enough to hit (the image fetches run on the IO workers).
+    "NOOP_MODEL_S": "0.4",
+    "FETCH_TIMEOUT_S": "3",
+    "FETCH_LEASE_S": "4",
+    "FETCH_MAX_ATTEMPTS": "3",
 }
 
 
 def slow_png(request: BaseHTTPRequestHandler) -> None:
-    """A PNG per path, after a quarter of a second: makes a batch last long enough to hit."""
-    time.sleep(0.25)
+    """A PNG per path, after a quarter of a second (``/long/``: a second and a half, so
+    that fetches are in flight long enough to hit)."""
+    time.sleep(1.5 if request.path.startswith("/long/") else 0.25)
     send(request, png(hash(request.path) % 250, IMAGE_SIZE))
 
 
@@ -56,13 +63,16 @@ class FaultStack(Stack):
     redis: RedisServer
     images: LoopbackServer
 
-    def submit(self, n: int, *, slow: bool = True) -> list[str]:
-        """``n`` jobs through the in-cluster producer (the same admission as the API)."""
+    def submit(self, n: int, *, slow: bool = True, folder: str = "/img") -> list[str]:
+        """``n`` jobs through the in-cluster producer (the same admission as the API): image
+        URLs under ``folder`` of the image server, or (not ``slow``) inline images."""
         requests = [
             JobRequest(
                 **job_fields(
                     {
-                        "image": self.images.url(f"/img/{i}.png") if slow else png(i, IMAGE_SIZE),
+                        "image": self.images.url(f"{folder}/{i}.png")
+                        if slow
+                        else png(i, IMAGE_SIZE),
                         "styles": STYLES,
                         "platforms": PLATFORMS,
                         "variants": VARIANTS,

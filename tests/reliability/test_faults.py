@@ -78,6 +78,40 @@ def test_sigkill_worker_mid_batch_with_full_buffer(stack: FaultStack) -> None:
     assert stack.logged("lease expired")  # the reaper, not a restart, brought them back
 
 
+def _fetches_in_flight(stack: FaultStack, ids: list[str]) -> int:
+    with session_scope(stack.database_url) as session:
+        rows = session.exec(
+            select(Job.id).where(
+                Job.id.in_(ids),  # type: ignore[attr-defined]
+                Job.status == JobStatus.fetching,
+                Job.lease_expires_at.is_not(None),  # type: ignore[union-attr]
+            )
+        ).all()
+    return len(rows)
+
+
+def test_sigkill_io_worker_mid_fetch(stack: FaultStack) -> None:
+    """An IO worker killed while it fetches (threads mid-GET, more fetches in its
+    buffer): the reaper fetches its claimed jobs again when their fetch lease lapses, and
+    puts back the messages it took but never claimed; each image is fetched, captioned
+    and announced once."""
+    stack.start("beat")
+    stack.start("gpu")
+    io = stack.start("io")
+    ids = stack.submit(16, folder="/long")
+    wait_for(lambda: _fetches_in_flight(stack, ids) >= 2, 60, "fetches in flight")
+    io.signal(signal.SIGKILL)
+    io.process.wait()
+    stack.start("io")
+    _check(stack, ids, "sigkill-io-mid-fetch", timeout_s=120)
+    assert _succeeded(stack, ids) == len(ids)
+    assert stack.logged("fetches lost their lease")  # the reaper brought them back
+    with session_scope(stack.database_url) as session:
+        jobs = session.exec(select(Job).where(Job.id.in_(ids))).all()  # type: ignore[attr-defined]
+    assert max(job.fetch_attempts for job in jobs) >= 2  # a killed fetch was a fetch attempt
+    assert {job.attempts for job in jobs} == {1}  # and cost the model nothing
+
+
 def test_redis_loses_everything_mid_stream(stack: FaultStack) -> None:
     stack.start("io")
     stack.start("beat")

@@ -257,7 +257,7 @@ def test_a_body_that_is_not_an_image_is_refused(
     http_server.route("/page", lambda r: send(r, b"<html></html>", content_type=content_type))
     error = _error(http_server, "/page")
     assert isinstance(error, PermanentError)
-    assert error.code is ErrorCode.image_format_unsupported
+    assert error.code is ErrorCode.url_not_image
 
 
 def test_octet_stream_is_accepted(http_server: LoopbackServer) -> None:
@@ -287,21 +287,50 @@ def test_an_unsupported_content_encoding_is_refused(http_server: LoopbackServer)
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"),
+    ("status", "kind", "code"),
     [
-        pytest.param(404, PermanentError, id="404-permanent"),
-        pytest.param(403, PermanentError, id="403-permanent"),
-        pytest.param(429, TransientError, id="429-transient"),
-        pytest.param(503, TransientError, id="503-transient"),
+        pytest.param(404, PermanentError, ErrorCode.fetch_refused, id="404-permanent"),
+        pytest.param(403, PermanentError, ErrorCode.fetch_refused, id="403-permanent"),
+        pytest.param(410, PermanentError, ErrorCode.fetch_refused, id="410-permanent"),
+        pytest.param(425, PermanentError, ErrorCode.fetch_refused, id="425-permanent"),
+        pytest.param(501, PermanentError, ErrorCode.fetch_refused, id="501-permanent"),
+        pytest.param(408, TransientError, ErrorCode.fetch_failed, id="408-transient"),
+        pytest.param(429, TransientError, ErrorCode.fetch_failed, id="429-transient"),
+        pytest.param(500, TransientError, ErrorCode.fetch_failed, id="500-transient"),
+        pytest.param(503, TransientError, ErrorCode.fetch_failed, id="503-transient"),
     ],
 )
-def test_http_errors_map_to_fetch_failed(
-    http_server: LoopbackServer, status: int, kind: type[CaptionError]
+def test_http_errors_map_to_their_codes(
+    http_server: LoopbackServer, status: int, kind: type[CaptionError], code: ErrorCode
 ) -> None:
     http_server.route("/err", lambda r: send(r, b"no", status=status, content_type="text/plain"))
     error = _error(http_server, "/err")
     assert type(error) is kind
+    assert error.code is code
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "wait_s"),
+    [
+        pytest.param(503, "7", 7.0, id="503-seconds"),
+        pytest.param(429, "120", 120.0, id="429-seconds"),
+        pytest.param(503, "Wed, 21 Oct 2015 07:28:00 GMT", 0.0, id="503-date-past"),
+        pytest.param(503, "soon", None, id="503-unreadable"),
+        pytest.param(500, "7", None, id="500-ignores-it"),
+    ],
+)
+def test_retry_after_is_read_on_429_and_503(
+    http_server: LoopbackServer, status: int, header: str, wait_s: float | None
+) -> None:
+    http_server.route(
+        "/busy",
+        lambda r: send(r, b"busy", status=status, content_type="text/plain",
+                       headers={"Retry-After": header}),
+    )  # fmt: skip
+    error = _error(http_server, "/busy")
+    assert isinstance(error, TransientError)
     assert error.code is ErrorCode.fetch_failed
+    assert getattr(error, "retry_after_s", None) == wait_s
 
 
 def test_connection_refused_is_transient(http_server: LoopbackServer) -> None:

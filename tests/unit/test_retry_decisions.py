@@ -13,7 +13,13 @@ from schemas.errors import ErrorCode, ImageError, PermanentError, TransientError
 from schemas.messages import DeliverMessage
 from schemas.store.outbox import Sent
 from worker import retry, sender
-from worker.errors import ClaimError, ModelContractError, OutOfMemoryError, WorkerLostError
+from worker.errors import (
+    ClaimError,
+    ModelContractError,
+    OutOfMemoryError,
+    RetryLaterError,
+    WorkerLostError,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +112,46 @@ def test_a_deliver_task_gives_up_and_leaves_its_rows_to_beat(
     assert result.failed()
     assert isinstance(result.result, type(error))
     assert len(calls) == (retry.DELIVER_ATTEMPTS if error is OUTAGE else 1)
+
+
+# The fetch stage: its own budget, its own exhausted code, a server's Retry-After.
+
+
+def test_a_fetch_past_its_own_attempts_fails_fetch_attempts_exhausted() -> None:
+    error = TransientError("fetching images.example timed out", code=ErrorCode.fetch_timeout)
+    kept = retry.decide(error, attempt=2, max_attempts=3, backoff=retry.FETCH_BACKOFF,
+                        exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
+    assert isinstance(kept, retry.Retry)
+    assert retry.FETCH_BACKOFF.max_s / 2 >= kept.countdown_s >= 5.0  # 2nd: 5-10 s
+    spent = retry.decide(error, attempt=3, max_attempts=3, backoff=retry.FETCH_BACKOFF,
+                         exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
+    assert isinstance(spent, retry.GiveUp)
+    assert spent.code is ErrorCode.fetch_attempts_exhausted
+    assert "timed out" in spent.message
+
+
+@pytest.mark.parametrize(
+    ("asked_s", "at_least_s", "at_most_s"),
+    [(30.0, 30.0, 30.0), (0.0, 2.5, 5.0), (86400.0, retry.RETRY_AFTER_MAX_S,
+                                           retry.RETRY_AFTER_MAX_S)],
+    ids=["honoured", "shorter-than-backoff", "bounded"],
+)
+def test_retry_after_is_honoured_and_bounded(
+    asked_s: float, at_least_s: float, at_most_s: float
+) -> None:
+    error = RetryLaterError("images.example answered HTTP 503", retry_after_s=asked_s)
+    decision = retry.decide(error, attempt=1, max_attempts=3, backoff=retry.FETCH_BACKOFF,
+                            rng=random.Random(1))  # fmt: skip
+    assert isinstance(decision, retry.Retry)
+    assert at_least_s <= decision.countdown_s <= at_most_s
+
+
+@pytest.mark.parametrize(
+    "code",
+    [ErrorCode.fetch_refused, ErrorCode.url_blocked, ErrorCode.url_not_image,
+     ErrorCode.image_unreadable],
+)
+def test_a_permanent_fetch_error_fails_at_once_with_its_code(code: ErrorCode) -> None:
+    decision = retry.decide(PermanentError("no", code=code), attempt=1, max_attempts=3,
+                            exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
+    assert decision == retry.GiveUp(code, "no")

@@ -1,0 +1,78 @@
+"""A URL job's fetch stage: published (received → fetching), claimed by an IO worker
+(one more ``fetch_attempts``, a lease of its own), its bytes stored, or given back.
+
+Every transition is conditional, as in ``schemas.store.jobs``: a duplicate fetch
+message, or a fetch that finishes after its job was cancelled, changes nothing. Once
+the bytes are stored the job keeps ``fetching`` and its lease until its caption task
+is published (``schemas.store.jobs.mark_queued``), so a worker killed in between
+leaves the reaper a job it can finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from schemas.store.jobs import transition
+from schemas.tables import Job, JobStatus, utcnow
+
+
+def mark_fetching(*, session: Session, job_ids: Sequence[str]) -> list[str]:
+    """URL jobs whose fetch task is published: received → fetching."""
+    return transition(
+        session,
+        job_ids,
+        expected=[JobStatus.received],
+        where=[Job.__table__.c.image_sha256.is_(None)],  # type: ignore[attr-defined]
+        status=JobStatus.fetching,
+    )
+
+
+def claim_fetch(*, session: Session, job_id: str, lease_s: float) -> Job | None:
+    """Take a URL job's fetch: received or fetching, not fetched yet, with no live lease
+    (so a second message for a fetch in flight takes nothing); one more fetch attempt and
+    a lease of ``lease_s``. None if there is nothing to take."""
+    now = utcnow()
+    claimed = (
+        update(Job)
+        .where(
+            col(Job.id) == job_id,
+            col(Job.status).in_([JobStatus.received.value, JobStatus.fetching.value]),
+            col(Job.image_sha256).is_(None),
+            col(Job.lease_expires_at).is_(None) | (col(Job.lease_expires_at) < now),
+        )
+        .values(
+            status=JobStatus.fetching,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            fetch_attempts=Job.fetch_attempts + 1,
+            updated_at=now,
+        )
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return session.scalars(claimed).first()
+
+
+def store_fetched(*, session: Session, job_id: str, image_sha256: str) -> bool:
+    """The fetch's bytes are in the blob store: the job keeps its lease (its caption task
+    is published next, then :func:`mark_queued`). False if the job moved meanwhile
+    (cancelled)."""
+    return bool(
+        transition(
+            session,
+            [job_id],
+            expected=[JobStatus.fetching],
+            where=[Job.__table__.c.image_sha256.is_(None)],  # type: ignore[attr-defined]
+            image_sha256=image_sha256,
+        )
+    )
+
+
+def release_fetch(*, session: Session, job_id: str) -> bool:
+    """A fetch to try again later: the job stays fetching, its lease given up."""
+    return bool(
+        transition(session, [job_id], expected=[JobStatus.fetching], lease_expires_at=None)
+    )
