@@ -33,12 +33,12 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Final
 from urllib.parse import urljoin
 
 import httpcore
 
+from schemas.checks.headers import retry_after_s
 from schemas.checks.urls import (
     DEFAULT_PORTS,
     CheckedURL,
@@ -248,23 +248,6 @@ def _status_error(host: str, status: int, retry_after: str | None) -> CaptionErr
     if wait_s is not None:
         return RetryLaterError(f"{said}, retry after {wait_s:.0f}s", retry_after_s=wait_s)
     return TransientError(said, code=ErrorCode.fetch_failed)
-
-
-def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), else
-    None (absent or unreadable)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _too_large(max_bytes: int, detail: str) -> ImageError:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from schemas.checks.headers import retry_after_s
 from schemas.errors import ErrorCode, RequestError
 
 RETRIED_STATUSES = frozenset({429, 503})
@@ -58,12 +59,8 @@ def _known(code: str) -> ErrorCode | None:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (a number; an HTTP date is not sent by captionq)."""
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    """``Retry-After`` in seconds, None when the answer has none."""
+    return retry_after_s(response.headers.get("retry-after"))
 
 
 def from_response(response: httpx.Response) -> ApiError:

@@ -26,12 +26,12 @@ import base64
 import io
 import json
 import re
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 from PIL import Image
 
+from schemas.checks.headers import retry_after_s
 from schemas.errors import (
     CaptionError,
     ErrorCode,
@@ -165,8 +165,9 @@ def failure_of(response: httpx.Response, what: str) -> CaptionError | None:
         return None
     detail = f"{what}: HTTP {status}: {_detail(response)}"
     if status == 429:
+        asked_s = retry_after_s(response.headers.get("retry-after")) or 0.0
         return UnavailableError(detail, code=ErrorCode.model_server_unavailable,
-                                retry_after_s=retry_after_s(response.headers.get("retry-after")))
+                                retry_after_s=asked_s)
     if status >= 500:
         return UnavailableError(detail, code=ErrorCode.model_server_unavailable,
                                 retry_after_s=0.0)
@@ -180,22 +181,6 @@ def transport_failure(exc: httpx.HTTPError, what: str, timeout_s: float) -> Capt
                               code=ErrorCode.model_server_timeout)
     return UnavailableError(f"{what}: {type(exc).__name__}: {exc}",
                             code=ErrorCode.model_server_unavailable, retry_after_s=0.0)
-
-
-def retry_after_s(value: str | None) -> float:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date); 0 when absent or bad."""
-    if not value:
-        return 0.0
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from datetime import UTC, datetime
-
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _detail(response: httpx.Response) -> str:
