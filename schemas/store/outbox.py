@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
-from sqlalchemy import insert, or_, update
+from sqlalchemy import exists, insert, or_, update
 from sqlmodel import Session, col, select
 
 from schemas.messages import DeliveryRef
@@ -338,17 +338,41 @@ def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str
 
 
 def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = None) -> int:
-    """Replay every dead delivery (of one endpoint URL if given); returns how many."""
-    dead = [
-        d
-        for d in list_deliveries(
-            session=session, tenant_id=tenant_id, status=DeliveryStatus.dead, limit=100_000
+    """Replay every dead delivery (of one endpoint URL if given), as
+    :func:`replay_delivery` replays one, in two statements whatever their number: the
+    endpoints they go to are re-enabled, then the rows go back to pending (their attempt
+    count goes on, their schedule restarts). Returns how many."""
+    dead = [col(Delivery.status) == DeliveryStatus.dead]
+    if tenant_id is not None:
+        dead.append(col(Delivery.tenant_id) == tenant_id)
+    if url is not None:
+        dead.append(col(Delivery.url) == url)
+    now = utcnow()
+    session.execute(
+        update(WebhookEndpoint)
+        .where(
+            col(WebhookEndpoint.disabled_at).is_not(None),
+            exists().where(
+                col(Delivery.tenant_id) == col(WebhookEndpoint.tenant_id),
+                col(Delivery.url) == col(WebhookEndpoint.url),
+                *dead,
+            ),
         )
-        if url is None or d.url == url
-    ]
-    for delivery in dead:
-        replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery.id)
-    return len(dead)
+        .values(disabled_at=None, disabled_reason=None, updated_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    replayed = session.execute(
+        update(Delivery)
+        .where(*dead)
+        .values(
+            status=DeliveryStatus.pending,
+            schedule_from=col(Delivery.attempts),
+            next_attempt_at=now,
+            sending_until=None,
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(replayed.rowcount)  # type: ignore[attr-defined]
 
 
 def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
