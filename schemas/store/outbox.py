@@ -72,7 +72,6 @@ def event_row(
     }
 
 
-
 def wanted(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The event rows that their endpoint subscribes to: an event the endpoint does not
     want is not a delivery at all (never sent, never dead, never replayed). A row with
@@ -301,10 +300,6 @@ def _after_attempt(
     return move
 
 
-
-
-
-
 def list_deliveries(
     *, session: Session, tenant_id: str | None, status: DeliveryStatus | None, limit: int = 100
 ) -> list[Delivery]:
@@ -338,15 +333,11 @@ def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str
 
 
 def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = None) -> int:
-    """Replay every dead delivery (of one endpoint URL if given), as
-    :func:`replay_delivery` replays one, in two statements whatever their number: the
-    endpoints they go to are re-enabled, then the rows go back to pending (their attempt
-    count goes on, their schedule restarts). Returns how many."""
+    """Replay every dead delivery (of one endpoint URL if given) as :func:`replay_delivery`
+    does, in two statements whatever their number; returns how many."""
     dead = [col(Delivery.status) == DeliveryStatus.dead]
-    if tenant_id is not None:
-        dead.append(col(Delivery.tenant_id) == tenant_id)
-    if url is not None:
-        dead.append(col(Delivery.url) == url)
+    dead += [col(Delivery.tenant_id) == tenant_id] if tenant_id is not None else []
+    dead += [col(Delivery.url) == url] if url is not None else []
     now = utcnow()
     session.execute(
         update(WebhookEndpoint)
@@ -364,12 +355,8 @@ def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = No
     replayed = session.execute(
         update(Delivery)
         .where(*dead)
-        .values(
-            status=DeliveryStatus.pending,
-            schedule_from=col(Delivery.attempts),
-            next_attempt_at=now,
-            sending_until=None,
-        )
+        .values(status=DeliveryStatus.pending, schedule_from=col(Delivery.attempts))
+        .values(next_attempt_at=now, sending_until=None)
         .execution_options(synchronize_session="fetch")
     )
     return int(replayed.rowcount)  # type: ignore[attr-defined]
