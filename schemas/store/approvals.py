@@ -104,9 +104,20 @@ def bulk_approve(
     note: str | None = None,
 ) -> list[Decided | RequestError]:
     """Approve each variant on its own (a savepoint each): a refused item carries its
-    error (``not_found``, ``already_decided``) and the others go on."""
+    error (``not_found``, ``already_decided``) and the others go on. Which of them are
+    the tenants' is read in one query first, so an id that is not costs no savepoint."""
+    owned = set(
+        session.exec(
+            select(Variant.id)
+            .join(Job, col(Job.id) == col(Variant.job_id))
+            .where(col(Variant.id).in_(set(variant_ids)), col(Job.tenant_id).in_(tenant_ids))
+        ).all()
+    )
     outcomes: list[Decided | RequestError] = []
     for variant_id in variant_ids:
+        if variant_id not in owned:
+            outcomes.append(RequestError(f"no variant {variant_id}", code=ErrorCode.not_found))
+            continue
         try:
             with session.begin_nested():
                 outcomes.append(_approve(session, tenant_ids, variant_id, decider, note))
