@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import event
 from sqlmodel import Session, col, select
 
+from schemas.store.deliveries import replay_dead, replay_delivery
 from schemas.store.endpoints import create_endpoint, set_enabled
-from schemas.store.outbox import event_row, replay_dead, replay_delivery
+from schemas.store.outbox import event_row
 from schemas.store.sessions import engine_for, session_scope
 from schemas.store.tenants import create_tenant
 from schemas.tables import Delivery, DeliveryStatus, Tenant, WebhookEndpoint, utcnow
