@@ -7,6 +7,7 @@ redirect back to the page (303); the page's script asks for JSON instead
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -17,7 +18,7 @@ from review import metrics, views
 from review.auth import CheckedDesk, Desk, Refused, SessionDep, local_path
 from schemas.decisions import EDIT_MAX_CHARS, RejectReason
 from schemas.errors import ErrorCode, RequestError
-from schemas.store import decisions
+from schemas.store import approvals, decisions
 from schemas.tables import DecisionAction
 
 router = APIRouter()
@@ -144,12 +145,16 @@ def approve_job(
     request: Request, job_id: str, desk: CheckedDesk, session: SessionDep, next: Next = "/"
 ) -> Response:
     try:
-        made = decisions.approve_job(
+        outcomes = approvals.approve_job(
             session=session, tenant_ids=list(desk.tenants), job_id=job_id, decider=desk.decider
         )
     except RequestError as exc:
         raise _refused(exc) from exc
-    return _done(request, session, made, next)
+    made = [o for o in outcomes.values() if isinstance(o, decisions.Decided)]
+    answer = _done(request, session, made, next)
+    if isinstance(answer, JSONResponse):
+        return _with_refusals(made, outcomes.items())
+    return answer
 
 
 @router.post("/bulk-approve", include_in_schema=False)
@@ -161,7 +166,7 @@ def bulk_approve(
     next: Next = "/",
 ) -> Response:
     """Approve the variants selected in the queue; each is approved or refused on its own."""
-    outcomes = decisions.bulk_approve(
+    outcomes = approvals.bulk_approve(
         session=session,
         tenant_ids=list(desk.tenants),
         variant_ids=variant_ids[:500],
@@ -170,10 +175,17 @@ def bulk_approve(
     made = [o for o in outcomes if isinstance(o, decisions.Decided)]
     answer = _done(request, session, made, next)
     if isinstance(answer, JSONResponse):
-        refusals = [
-            {"variant_id": v, "code": o.code.value, "message": o.message}
-            for v, o in zip(variant_ids, outcomes, strict=False)
-            if isinstance(o, RequestError)
-        ]
-        return JSONResponse({"decided": [_decided(d) for d in made], "refused": refusals})
+        return _with_refusals(made, zip(variant_ids, outcomes, strict=False))
     return answer
+
+
+def _with_refusals(
+    made: list[decisions.Decided],
+    outcomes: Iterable[tuple[str, decisions.Decided | RequestError]],
+) -> JSONResponse:
+    refusals = [
+        {"variant_id": v, "code": o.code.value, "message": o.message}
+        for v, o in outcomes
+        if isinstance(o, RequestError)
+    ]
+    return JSONResponse({"decided": [_decided(d) for d in made], "refused": refusals})

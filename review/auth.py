@@ -28,7 +28,7 @@ from sqlmodel import Session
 from schemas.settings import ReviewSettings
 from schemas.store import reviewers
 from schemas.store.decisions import Decider
-from schemas.store.sessions import session_scope
+from schemas.store.sessions import read_scope, session_scope
 from schemas.tables import Reviewer, ReviewerRole, Tenant
 
 COOKIE = "captionq_review"
@@ -69,6 +69,16 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def get_read_session(settings: SettingsDep) -> Iterator[Session]:
+    """For what only reads (the pages, the desk itself): on SQLite it takes no write lock,
+    so a page never queues behind a worker's result transaction."""
+    with read_scope(settings.database_url) as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
+
 @dataclass(frozen=True)
 class Desk:
     """The signed-in reviewer, the tenants granted to them, and the session's CSRF token."""
@@ -86,7 +96,7 @@ class Desk:
         return Decider(label=self.reviewer.email, reviewer_id=self.reviewer.id, admin=self.admin)
 
 
-def current_desk(request: Request, session: SessionDep) -> Desk:
+def current_desk(request: Request, session: ReadSessionDep) -> Desk:
     found = reviewers.session_for(session=session, token=request.cookies.get(COOKIE, ""))
     if found is None:
         raise SignInRequired()

@@ -15,7 +15,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from review import views
-from review.auth import DeskDep, Refused, SessionDep, SettingsDep
+from review.auth import DeskDep, ReadSessionDep, Refused, SettingsDep
 from schemas.checks.images import decode_image, thumbnail_jpeg
 from schemas.decisions import REJECT_REASON_LABELS
 from schemas.errors import ImageError, RequestError
@@ -68,7 +68,7 @@ def _optional_date(value: str | None) -> date | None:
 def queue(
     request: Request,
     desk: DeskDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     settings: SettingsDep,
     tenant: Annotated[str | None, Query(max_length=40)] = None,
     style: Annotated[str | None, Query(max_length=40)] = None,
@@ -121,7 +121,7 @@ def queue(
 
 
 @router.get("/jobs/{job_id}", include_in_schema=False)
-def job_page(request: Request, job_id: str, desk: DeskDep, session: SessionDep) -> Response:
+def job_page(request: Request, job_id: str, desk: DeskDep, session: ReadSessionDep) -> Response:
     """One job: its image, caption, variants by platform and style, and its history."""
     job = _owned_job(session, desk, job_id)
     variants = session.exec(select(Variant).where(Variant.job_id == job.id)).all()
@@ -147,7 +147,9 @@ def job_page(request: Request, job_id: str, desk: DeskDep, session: SessionDep) 
 
 
 @router.get("/jobs/{job_id}/thumbnail", include_in_schema=False)
-def thumbnail(job_id: str, desk: DeskDep, session: SessionDep, settings: SettingsDep) -> Response:
+def thumbnail(
+    job_id: str, desk: DeskDep, session: ReadSessionDep, settings: SettingsDep
+) -> Response:
     """The job's image, decoded and re-encoded as a small JPEG (never the stored bytes)."""
     job = _owned_job(session, desk, job_id)
     if not job.image_sha256:
@@ -179,7 +181,7 @@ def _relabel(tally: Tally, key: str) -> Tally:
 def stats(
     request: Request,
     desk: DeskDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     days: Annotated[int, Query(ge=7, le=365)] = 30,
 ) -> Response:
     """Acceptance and edit rate over time, and per style, platform, model (and tenant,

@@ -109,6 +109,18 @@ class JobDecided(BaseModel):
     decisions: list[DecisionPublic]
 
 
+class VariantRefused(BaseModel):
+    variant_id: str
+    error: ErrorBody
+
+
+class JobApproved(JobDecided):
+    """A whole job's approval: the decisions made, and the variants that were waiting
+    when it began but were decided by someone else meanwhile (``already_decided``)."""
+
+    refused: list[VariantRefused] = Field(default_factory=list)
+
+
 class ReviewQueueJob(BaseModel):
     job_id: str
     created_at: datetime

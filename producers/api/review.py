@@ -26,15 +26,17 @@ from schemas.decisions import (
     BulkDecisionItem,
     DecisionPublic,
     EditRequest,
+    JobApproved,
     JobDecided,
     RejectRequest,
     ReviewQueueJob,
     ReviewQueuePage,
     VariantDecided,
+    VariantRefused,
 )
 from schemas.errors import RequestError
 from schemas.settings import ApiSettings
-from schemas.store import decisions
+from schemas.store import approvals, decisions
 from schemas.store.review_queue import QueueFilter, review_queue
 from schemas.tables import DecisionAction, Job, Tenant, Variant
 
@@ -225,7 +227,7 @@ def edit(
     return _decide(session, settings, tenant, who, variant_id, DecisionAction.edited, body)
 
 
-@router.post("/jobs/{job_id}/approve", response_model=JobDecided)
+@router.post("/jobs/{job_id}/approve", response_model=JobApproved)
 def approve_job(
     job_id: OwnedJob,
     body: ApproveRequest,
@@ -233,13 +235,24 @@ def approve_job(
     who: DeciderDep,
     session: SessionDep,
     settings: SettingsDep,
-) -> JobDecided:
-    """Approve every variant of the job still waiting for review."""
-    made = decisions.approve_job(
+) -> JobApproved:
+    """Approve every variant of the job still waiting for review; one that someone else
+    decided meanwhile is listed in ``refused`` (``already_decided``), the others are
+    approved."""
+    outcomes = approvals.approve_job(
         session=session, tenant_ids=[tenant.id], job_id=job_id, decider=who, note=body.note
     )
+    made = [o for o in outcomes.values() if isinstance(o, decisions.Decided)]
     _committed(session, settings, made)
-    return JobDecided(job_id=job_id, decisions=[_public(d.decision) for d in made])
+    return JobApproved(
+        job_id=job_id,
+        decisions=[_public(d.decision) for d in made],
+        refused=[
+            VariantRefused(variant_id=v, error=ErrorBody(code=o.code.value, message=o.message))
+            for v, o in outcomes.items()
+            if isinstance(o, RequestError)
+        ],
+    )
 
 
 @router.get("/jobs/{job_id}/decisions", response_model=JobDecided)
@@ -259,7 +272,7 @@ def bulk_approve(
 ) -> BulkDecided:
     """Approve a list of variants; each item is approved or refused on its own (a refused
     item carries its error code: ``not_found``, ``already_decided``), as /v1/jobs/bulk."""
-    outcomes = decisions.bulk_approve(
+    outcomes = approvals.bulk_approve(
         session=session,
         tenant_ids=[tenant.id],
         variant_ids=body.variant_ids,

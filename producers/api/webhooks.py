@@ -12,7 +12,7 @@ from producers.publish import publish_deliveries
 from producers.submit import callback_target
 from schemas.api import DeliveryPublic, EndpointCreate, EndpointPublic, EndpointSecret
 from schemas.messages import DeliveryRef
-from schemas.store import endpoints, outbox
+from schemas.store import deliveries, endpoints, outbox
 from schemas.tables import Delivery, DeliveryStatus, WebhookEndpoint
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -105,7 +105,9 @@ def ping(
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryPublic)
 def read_delivery(delivery_id: str, tenant: ReadTenant, session: SessionDep) -> DeliveryPublic:
-    delivery = outbox.get_delivery(session=session, tenant_id=tenant.id, delivery_id=delivery_id)
+    delivery = deliveries.get_delivery(
+        session=session, tenant_id=tenant.id, delivery_id=delivery_id
+    )
     return _delivery(delivery)
 
 
@@ -116,7 +118,7 @@ def list_deliveries(
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryPublic]:
-    rows = outbox.list_deliveries(
+    rows = deliveries.list_deliveries(
         session=session, tenant_id=tenant.id, status=status_, limit=limit
     )
     return [_delivery(d) for d in rows]
@@ -125,7 +127,7 @@ def list_deliveries(
 @router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryPublic)
 def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> DeliveryPublic:
     """Send an event again: same ``webhook-id``, same body, fresh retry schedule."""
-    delivery = outbox.replay_delivery(
+    delivery = deliveries.replay_delivery(
         session=session, tenant_id=tenant.id, delivery_id=delivery_id
     )
     return _delivery(delivery)
@@ -133,4 +135,4 @@ def replay(delivery_id: str, tenant: SubmitTenant, session: SessionDep) -> Deliv
 
 @router.post("/deliveries/replay-dead")
 def replay_dead(tenant: SubmitTenant, session: SessionDep) -> dict[str, int]:
-    return {"replayed": outbox.replay_dead(session=session, tenant_id=tenant.id)}
+    return {"replayed": deliveries.replay_dead(session=session, tenant_id=tenant.id)}

@@ -187,13 +187,13 @@ def deliveries(
 ) -> None:
     """Recent deliveries, newest first."""
     from schemas.settings import core_settings
-    from schemas.store import outbox
+    from schemas.store import deliveries
     from schemas.store.sessions import read_scope
     from schemas.tables import DeliveryStatus
 
     with read_scope(core_settings().database_url) as session:
         owner = require_tenant(tenant, session=session)
-        found = outbox.list_deliveries(
+        found = deliveries.list_deliveries(
             session=session,
             tenant_id=owner.id,
             status=DeliveryStatus.dead if dead else None,
@@ -221,12 +221,14 @@ def _delivery_row(d) -> dict[str, object]:  # type: ignore[no-untyped-def]
 def delivery(delivery_id: str, tenant: TenantOpt = "default", json_out: JsonOpt = False) -> None:
     """One delivery and every attempt made to send it."""
     from schemas.settings import core_settings
-    from schemas.store import outbox
+    from schemas.store import deliveries
     from schemas.store.sessions import read_scope
 
     with read_scope(core_settings().database_url) as session:
         owner = require_tenant(tenant, session=session)
-        found = outbox.get_delivery(session=session, tenant_id=owner.id, delivery_id=delivery_id)
+        found = deliveries.get_delivery(
+            session=session, tenant_id=owner.id, delivery_id=delivery_id
+        )
         row = _delivery_row(found)
         attempts = [
             {
@@ -236,7 +238,7 @@ def delivery(delivery_id: str, tenant: TenantOpt = "default", json_out: JsonOpt 
                 "duration_ms": round(a.duration_ms, 1),
                 "error": a.error,
             }
-            for a in outbox.list_attempts(session=session, delivery_id=found.id)
+            for a in deliveries.list_attempts(session=session, delivery_id=found.id)
         ]
     if json_out:
         typer.echo(as_json({**row, "attempts": attempts, "attempt_count": row["attempts"]}))
@@ -261,7 +263,7 @@ def replay(
     """Send events again: same webhook-id and body, a fresh retry schedule; the attempt
     count goes on from where it was."""
     from schemas.settings import core_settings
-    from schemas.store import outbox
+    from schemas.store import deliveries
     from schemas.store.sessions import session_scope
 
     if all_dead == (delivery_id is not None):
@@ -269,7 +271,9 @@ def replay(
     with session_scope(core_settings().database_url) as session:
         owner = require_tenant(tenant, session=session)
         if all_dead:
-            typer.echo(f"replayed {outbox.replay_dead(session=session, tenant_id=owner.id)}")
+            typer.echo(f"replayed {deliveries.replay_dead(session=session, tenant_id=owner.id)}")
             return
-        outbox.replay_delivery(session=session, tenant_id=owner.id, delivery_id=delivery_id or "")
+        deliveries.replay_delivery(
+            session=session, tenant_id=owner.id, delivery_id=delivery_id or ""
+        )
     typer.echo(f"replaying {delivery_id}")

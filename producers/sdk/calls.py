@@ -28,7 +28,12 @@ from schemas.api import (
     PlatformCatalogue,
     StyleCatalogue,
 )
-from schemas.decisions import BulkDecided, JobDecided, ReviewQueuePage, VariantDecided
+from schemas.decisions import (
+    BulkDecided,
+    JobApproved,
+    ReviewQueuePage,
+    VariantDecided,
+)
 from schemas.errors import ErrorCode, RequestError
 
 ImageInput = str | Path | bytes
@@ -188,7 +193,7 @@ def decide(variant_id: str, action: str, body: Mapping[str, Any]) -> Call:
 
 
 def approve_job(job_id: str, note: str | None) -> Call:
-    return post(f"/v1/review/jobs/{job_id}/approve", JobDecided, _note(note))
+    return post(f"/v1/review/jobs/{job_id}/approve", JobApproved, _note(note))
 
 
 def bulk_approve(variant_ids: Sequence[str], note: str | None) -> Call:

@@ -152,7 +152,30 @@ def decide(
         raise RequestError(
             f"variant {variant_id} was decided meanwhile", code=ErrorCode.already_decided
         )
-    decision = Decision(
+    decision = new_decision(
+        job, variant, action, seen, decider, final, now, reason=reason, note=note
+    )
+    if seen != ReviewState.pending_review:
+        _supersede(session, variant.id, decision.id)
+    session.add(decision)
+    session.flush()
+    session.refresh(variant)
+    return Decided(decision, variant, _announce(session, job, variant, decision))
+
+
+def new_decision(
+    job: Job,
+    variant: Variant,
+    action: DecisionAction,
+    seen: ReviewState,
+    decider: Decider,
+    final: str,
+    now: datetime,
+    *,
+    reason: RejectReason | None = None,
+    note: str | None = None,
+) -> Decision:
+    return Decision(
         id=new_id("dec"),
         tenant_id=job.tenant_id,
         job_id=job.id,
@@ -170,12 +193,6 @@ def decide(
         model_id=str(variant.provenance.get("model_id") or job.model_id or "") or None,
         decided_at=now,
     )
-    if seen != ReviewState.pending_review:
-        _supersede(session, variant.id, decision.id)
-    session.add(decision)
-    session.flush()
-    session.refresh(variant)
-    return Decided(decision, variant, _announce(session, job, variant, decision))
 
 
 def _final(
@@ -220,27 +237,42 @@ def _announce(
 ) -> DeliveryRef | None:
     if not job.callback_url:
         return None
-    original = original_text(session, variant)
-    data = CaptionDecision(
-        job_id=job.id,
-        variant_id=variant.id,
-        style=variant.style,
-        platform=variant.platform,
-        text=decision.text_after,
-        original_text=original,
-        edited=decision.text_after != original,
-        auto_approved=False,
-        reviewer=decision.decided_by,
-        decided_at=decision.decided_at,
-        reason=decision.reason,
-        note=decision.note,
-    )
-    event = REJECTED if decision.action == DecisionAction.rejected else APPROVED
-    rows = wanted(session, [_event_row(job, data, event)])
+    made = [(variant, decision, original_text(session, variant))]
+    refs = announce_decisions(session, job, made)
+    return refs.get(variant.id)
+
+
+def announce_decisions(
+    session: Session, job: Job, made: Sequence[tuple[Variant, Decision, str]]
+) -> dict[str, DeliveryRef]:
+    """The outbox rows of ``made`` (each variant, its decision and its original text),
+    in one insert; their (id, URL) by variant id, for those the endpoint wants."""
+    if not job.callback_url or not made:
+        return {}
+    rows, variant_of = [], {}
+    for variant, decision, original in made:
+        data = CaptionDecision(
+            job_id=job.id,
+            variant_id=variant.id,
+            style=variant.style,
+            platform=variant.platform,
+            text=decision.text_after,
+            original_text=original,
+            edited=decision.text_after != original,
+            auto_approved=False,
+            reviewer=decision.decided_by,
+            decided_at=decision.decided_at,
+            reason=decision.reason,
+            note=decision.note,
+        )
+        event = REJECTED if decision.action == DecisionAction.rejected else APPROVED
+        rows.append(_event_row(job, data, event))
+        variant_of[rows[-1]["id"]] = variant.id
+    rows = wanted(session, rows)
     if not rows:  # the endpoint does not subscribe to this event
-        return None
+        return {}
     session.connection().execute(insert(Delivery.__table__), rows)  # type: ignore[attr-defined]
-    return DeliveryRef(rows[0]["id"], rows[0]["url"])
+    return {variant_of[row["id"]]: DeliveryRef(row["id"], row["url"]) for row in rows}
 
 
 def _event_row(job: Job, data: CaptionDecision, event: str) -> dict[str, Any]:
@@ -284,64 +316,6 @@ def auto_approved_rows(
             )
             out.append(_event_row(job, data, APPROVED))
     return out
-
-
-def _approve(
-    session: Session,
-    tenant_ids: Collection[str],
-    variant_id: str,
-    decider: Decider,
-    note: str | None,
-) -> Decided:
-    return decide(
-        session=session,
-        tenant_ids=tenant_ids,
-        variant_id=variant_id,
-        action=DecisionAction.approved,
-        decider=decider,
-        note=note,
-    )
-
-
-def approve_job(
-    *,
-    session: Session,
-    tenant_ids: Collection[str],
-    job_id: str,
-    decider: Decider,
-    note: str | None = None,
-) -> list[Decided]:
-    """Approve every variant of the job still waiting for review (the decided ones stay
-    as they are)."""
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id not in tenant_ids:
-        raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
-    waiting = session.exec(
-        select(Variant.id)
-        .where(Variant.job_id == job_id, Variant.review_state == ReviewState.pending_review)
-        .order_by(col(Variant.style), col(Variant.platform), col(Variant.index))
-    ).all()
-    return [_approve(session, tenant_ids, variant_id, decider, note) for variant_id in waiting]
-
-
-def bulk_approve(
-    *,
-    session: Session,
-    tenant_ids: Collection[str],
-    variant_ids: Sequence[str],
-    decider: Decider,
-    note: str | None = None,
-) -> list[Decided | RequestError]:
-    """Approve each variant on its own (a savepoint each): a refused item carries its
-    error (``not_found``, ``already_decided``) and the others go on."""
-    outcomes: list[Decided | RequestError] = []
-    for variant_id in variant_ids:
-        try:
-            with session.begin_nested():
-                outcomes.append(_approve(session, tenant_ids, variant_id, decider, note))
-        except RequestError as exc:
-            outcomes.append(exc)
-    return outcomes
 
 
 def history(*, session: Session, tenant_ids: Collection[str], job_id: str) -> list[Decision]:

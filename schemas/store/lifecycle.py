@@ -2,16 +2,22 @@
 
 A job owns its variants (and the decisions on them), its deliveries (and their
 attempts), and its image when no other job points at the same bytes.
+
+An image in the ``db`` store goes with the transaction. One in a ``file://`` store is
+unlinked only once that transaction has committed: a commit that fails (or a rollback)
+leaves the file, so no job that survives points at bytes that are gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import delete, distinct, func
+from sqlalchemy import delete, distinct, event, func
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, select
 
 from schemas.store.blobs import file_path
@@ -92,12 +98,45 @@ def _delete(session: Session, job_ids: Sequence[str], store: str) -> None:
     still_used = set(
         session.exec(select(Job.image_sha256).where(col(Job.image_sha256).in_(images))).all()
     )
-    for digest in images - still_used:
-        _delete_blob(session, digest, store)  # type: ignore[arg-type]
-
-
-def _delete_blob(session: Session, digest: str, store: str) -> None:
+    unused = [digest for digest in images - still_used if digest is not None]
+    if not unused:
+        return
     if store == "db":
-        session.execute(delete(Blob).where(col(Blob.sha256) == digest))
+        session.execute(delete(Blob).where(col(Blob.sha256).in_(unused)))
     elif urlparse(store).scheme == "file":
-        file_path(store, digest).unlink(missing_ok=True)
+        _unlink_after_commit(session, [file_path(store, digest) for digest in unused])
+
+
+_UNLINK = "captionq_unlink_after_commit"
+_COMMITTED = "captionq_committed"
+
+
+def _unlink_after_commit(session: Session, paths: Sequence[Path]) -> None:
+    """Unlink ``paths`` once the session's outermost transaction commits; forget them if
+    the transaction they were deleted in rolls back (a failed commit, a savepoint's
+    rollback)."""
+    if _UNLINK not in session.info:
+        session.info[_UNLINK] = []
+        event.listen(session, "after_commit", _mark_committed)
+        event.listen(session, "after_transaction_end", _settle)
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info[_UNLINK].extend((transaction, path) for path in paths)
+
+
+def _mark_committed(session: Session) -> None:
+    session.info[_COMMITTED] = True  # the transaction ending next committed
+
+
+def _settle(session: Session, transaction: SessionTransaction) -> None:
+    """A savepoint that commits hands its files to its parent; the outermost transaction
+    that commits unlinks them; a rollback at any level forgets its own."""
+    committed = session.info.pop(_COMMITTED, False)
+    pending: list[tuple[SessionTransaction, Path]] = session.info[_UNLINK]
+    mine = [path for owner, path in pending if owner is transaction]
+    rest = [(owner, path) for owner, path in pending if owner is not transaction]
+    if committed and transaction.parent is not None:
+        rest.extend((transaction.parent, path) for path in mine)
+    elif committed:
+        for path in mine:
+            path.unlink(missing_ok=True)
+    session.info[_UNLINK] = rest

@@ -18,7 +18,7 @@ between the receiver's 2xx and the row being marked delivered.
 A deliver task carries a batch of rows, one URL's as a rule (``schemas.broker``):
 one transaction takes them all (:func:`take`), one kept-alive connection per
 endpoint sends them (``worker.sender``), one transaction records every attempt
-(:func:`record`). Dead rows are listed and replayed from here too.
+(:func:`record`). Rows are listed, read and replayed in :mod:`schemas.store.deliveries`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
 from schemas.messages import DeliveryRef
-from schemas.store.endpoints import find_endpoint, set_enabled
+from schemas.store.endpoints import set_enabled
 from schemas.store.sessions import per_row
-from schemas.store.tenants import owned_row
 from schemas.tables import (
     Delivery,
     DeliveryAttempt,
@@ -314,52 +313,6 @@ def _after_attempt(
     return move
 
 
-def list_deliveries(
-    *, session: Session, tenant_id: str | None, status: DeliveryStatus | None, limit: int = 100
-) -> list[Delivery]:
-    """Newest first; ``tenant_id`` None lists every tenant's (operators, the CLI)."""
-    query = select(Delivery)
-    if tenant_id is not None:
-        query = query.where(Delivery.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(Delivery.status == status)
-    query = query.order_by(col(Delivery.created_at).desc()).limit(limit)
-    return list(session.exec(query).all())
-
-
-def replay_delivery(*, session: Session, tenant_id: str | None, delivery_id: str) -> Delivery:
-    """Send a dead (or delivered) event again, same ``webhook-id`` and body, with a fresh
-    retry schedule; beat dispatches it on its next tick. The endpoint is re-enabled if
-    it was disabled (a replay is the tenant saying "it is back")."""
-    delivery = get_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery_id)
-    if delivery.status == DeliveryStatus.pending:
-        return delivery
-    delivery.status = DeliveryStatus.pending
-    delivery.schedule_from = delivery.attempts  # the count goes on; the schedule restarts
-    delivery.next_attempt_at = utcnow()
-    delivery.sending_until = None
-    session.add(delivery)
-    endpoint = find_endpoint(session=session, tenant_id=delivery.tenant_id, url=delivery.url)
-    if endpoint is not None and endpoint.disabled_at is not None:
-        set_enabled(session=session, endpoint=endpoint, enabled=True)
-    session.flush()
-    return delivery
-
-
-def replay_dead(*, session: Session, tenant_id: str | None, url: str | None = None) -> int:
-    """Replay every dead delivery (of one endpoint URL if given); returns how many."""
-    dead = [
-        d
-        for d in list_deliveries(
-            session=session, tenant_id=tenant_id, status=DeliveryStatus.dead, limit=100_000
-        )
-        if url is None or d.url == url
-    ]
-    for delivery in dead:
-        replay_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery.id)
-    return len(dead)
-
-
 def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
     """A signed test event for ``endpoint``, sent through the outbox like any other
     (same signing, retries and attempt log); its delivery row tells how it went."""
@@ -379,20 +332,3 @@ def create_ping(*, session: Session, endpoint: WebhookEndpoint) -> Delivery:
     session.add(delivery)
     session.flush()
     return delivery
-
-
-def get_delivery(*, session: Session, tenant_id: str | None, delivery_id: str) -> Delivery:
-    """The tenant's delivery (any tenant's for ``tenant_id`` None); ``not_found`` if none."""
-    return owned_row(
-        session=session, table=Delivery, row_id=delivery_id, tenant_id=tenant_id, what="delivery"
-    )
-
-
-def list_attempts(*, session: Session, delivery_id: str) -> list[DeliveryAttempt]:
-    """Every attempt made to send a delivery, in order."""
-    query = (
-        select(DeliveryAttempt)
-        .where(DeliveryAttempt.delivery_id == delivery_id)
-        .order_by(col(DeliveryAttempt.attempt), col(DeliveryAttempt.id))
-    )
-    return list(session.exec(query).all())

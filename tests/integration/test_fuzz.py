@@ -6,20 +6,53 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from hypothesis import strategies as st
+from PIL import Image, UnidentifiedImageError
+from schemathesis import GenerationMode
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation.meta import ComponentInfo
+from schemathesis.transport.serialization import Binary
 
 from producers.api import create_app
+from producers.api.jobs import UPLOAD_ENCODING
+from schemas.api import JobFields
+from schemas.platforms import PLATFORM_NAMES
 from schemas.settings import ApiSettings
 from schemas.store.sessions import session_scope
 from schemas.store.tenants import create_tenant
+from schemas.styles import STYLE_NAMES
 from schemas.tables import ApiKey
 from tests.support.images import png
+
+
+def _images(image_format: str) -> st.SearchStrategy[bytes]:
+    """Small solid images of ``image_format``, of drawn sizes and colours."""
+
+    def encode(drawn: tuple[tuple[int, int], tuple[int, int, int]]) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", drawn[0], drawn[1]).save(out, format=image_format)
+        return out.getvalue()
+
+    sizes = st.tuples(st.integers(8, 96), st.integers(8, 96))
+    colours = st.tuples(*[st.integers(0, 255)] * 3)
+    return st.tuples(sizes, colours).map(encode)
+
+
+# The upload's file part names its media types (the schema's ``encoding``); schemathesis
+# draws a positive case's part from the strategy of the type it picks, and leaves a
+# negative case's binary part to its own mutations.
+UPLOAD_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP", "image/gif": "GIF"}
+assert set(UPLOAD_ENCODING["image"]["contentType"].split(", ")) == set(UPLOAD_TYPES)
+for media_type, image_format in UPLOAD_TYPES.items():
+    schemathesis.openapi.media_type(media_type, _images(image_format))
 
 # The schema is read at import; the app's settings (database, Redis) are swapped in
 # by the fixture below before any request is made.
@@ -72,8 +105,10 @@ def with_outside_facts(case: schemathesis.Case) -> None:
     """Positive cases only: the values whose acceptance rests on facts no schema can state
     are set to ones that hold. An image's bytes must be an image; an image or callback
     URL must point at a public host (the API refuses inward URLs on purpose); a brand
-    voice must pass the copy policy; a cursor must be one the API handed out. Every
-    other part stays as generated, and negative cases are left alone."""
+    voice must pass the copy policy; a cursor must be one the API handed out; an
+    upload's ``job`` part must hold a JobFields object as JSON (its ``contentSchema``,
+    which no generator fills). Every other part stays as generated, and negative cases
+    are left alone."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
         return
@@ -82,6 +117,11 @@ def with_outside_facts(case: schemathesis.Case) -> None:
     if isinstance(case.query, dict):
         case.query.pop("cursor", None)
     body = case.body
+    if case.path == UPLOAD and isinstance(body, dict):
+        # A copy: the coverage phase builds several cases, negative ones too, on one body.
+        case.body = _upload_facts(dict(body))
+        _still_positive(case)
+        return
     if case.path == "/v1/webhooks" and isinstance(body, dict):
         body["url"] = "https://hooks.example.com/captionq"
     jobs = body.get("jobs") if isinstance(body, dict) and "jobs" in body else [body]
@@ -101,6 +141,48 @@ def _facts(job: dict[str, Any]) -> None:
         job["brand_voice"] = "warm and plain"
 
 
+def _upload_facts(body: dict[str, Any]) -> dict[str, Any]:
+    """The file part is kept when it is an image of an allowed format (as the strategies
+    above draw it), replaced by one otherwise (an example or coverage value such as an
+    empty file); the job part becomes a valid job, picked by the drawn text, so the jobs
+    vary from case to case as the drawn values do."""
+    image = body.get("image")
+    data = image.data if isinstance(image, Binary) else image
+    if "image" in body and not (isinstance(data, bytes) and _is_image(data)):
+        body["image"] = png()
+    if "job" in body:
+        pick = random.Random(str(body["job"]))  # seeded by the drawn value: reproducible
+        job = JobFields(
+            styles=pick.sample(sorted(STYLE_NAMES), pick.randint(1, 2)),
+            platforms=pick.sample(sorted(PLATFORM_NAMES), pick.randint(1, 2)),
+            variants=pick.randint(1, 3),
+            priority=pick.randint(1, 9),
+        )
+        body["job"] = job.model_dump_json(exclude_defaults=pick.random() < 0.5)
+    return body
+
+
+def _still_positive(case: schemathesis.Case) -> None:
+    """Keep an edited upload positive. schemathesis checks an edited body against the
+    schema again, and its validator, which cannot read bytes, calls any body with a file
+    part invalid; this body is valid by construction (an image the server's decoder
+    opens, a job that JobFields parses), so the case stays what it was generated as."""
+    meta = case.meta  # read after the edit: the body has just been judged again
+    assert meta is not None
+    meta.components[ParameterLocation.BODY] = ComponentInfo(mode=GenerationMode.POSITIVE)
+    if all(component.mode.is_positive for component in meta.components.values()):
+        meta.generation.mode = GenerationMode.POSITIVE
+
+
+def _is_image(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data), formats=list(UPLOAD_TYPES.values())) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+    return True
+
+
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES,
@@ -108,14 +190,12 @@ def _facts(job: dict[str, Any]) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_api_never_errors_and_keeps_its_schema(case: schemathesis.Case) -> None:
-    """Every check, "schema-valid data is accepted" included (see ``with_outside_facts``)."""
+    """Every check on every operation, "schema-valid data is accepted" included (see
+    ``with_outside_facts``)."""
+    # The cases of the examples and coverage phases are made once, at collection, and run
+    # on both databases: edit a copy, so that what one run sets is not the next one's start.
+    case = case.derive(keep_auth=True)
     with_outside_facts(case)
-    if case.path == UPLOAD:
-        # Its file part is binary and its job part JSON inside a form field: no generator
-        # makes image bytes or fills a contentSchema, so only here is schema-valid data
-        # not sent; tests/integration/test_sdk.py uploads real images through it.
-        case.call_and_validate(excluded_checks=[positive_data_acceptance])
-        return
     case.call_and_validate()
 
 
@@ -129,11 +209,9 @@ class Sequences(schema.as_state_machine()):  # type: ignore[misc]
     def validate_response(
         self, response: Any, case: schemathesis.Case, additional_checks: Any = None, **kwargs: Any
     ) -> None:
-        excluded = [positive_data_acceptance] if case.path == UPLOAD else []
         case.validate_response(
             response,
             additional_checks=additional_checks,
-            excluded_checks=excluded,
             transport_kwargs=kwargs or None,
             recorder=getattr(self, "recorder", None),  # for the checks that look back
         )

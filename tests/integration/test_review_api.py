@@ -147,6 +147,7 @@ def test_approve_a_whole_job_and_bulk_approve_each_item_answered_on_its_own(
     whole = http.post(f"/v1/review/jobs/{ids[1]}/approve", json={}, headers=auth)
     assert whole.status_code == 200
     assert len(whole.json()["decisions"]) == 2
+    assert whole.json()["refused"] == []  # nobody else decided one of them meanwhile
     pending = http.get("/v1/review/queue", headers=auth).json()["jobs"]
     last = next(j for j in pending if j["job_id"] == ids[2])
     chosen = [v["id"] for v in last["pending"]]

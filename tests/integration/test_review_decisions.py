@@ -5,26 +5,29 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlmodel import Session, col, select
 
 from schemas.decisions import CaptionEvent, RejectReason
 from schemas.errors import ErrorCode, RequestError
+from schemas.store.approvals import approve_job, bulk_approve
 from schemas.store.decisions import (
+    APPROVED,
     Decider,
     EditRefusedError,
-    approve_job,
-    bulk_approve,
     decide,
     history,
 )
 from schemas.store.lifecycle import delete_job
 from schemas.store.review_queue import QueueFilter, decision_tallies, review_queue
-from schemas.store.sessions import session_scope
+from schemas.store.sessions import engine_for, session_scope
 from schemas.store.tenants import create_tenant
-from schemas.tables import Decision, DecisionAction, Delivery, Job, Tenant, Variant
+from schemas.tables import Decision, DecisionAction, Delivery, Job, ReviewState, Tenant, Variant
 from tests.integration.review_world import reviewable_job
 
 ALICE = Decider(label="alice@example.com")
@@ -224,7 +227,7 @@ def test_bulk_approve_answers_each_item_on_its_own_and_a_whole_job_can_be_approv
         whole = approve_job(session=session, tenant_ids=[tenant.id], job_id=two.id, decider=ALICE)
         assert len(whole) == 4
         assert (
-            approve_job(session=session, tenant_ids=[tenant.id], job_id=two.id, decider=ALICE) == []
+            approve_job(session=session, tenant_ids=[tenant.id], job_id=two.id, decider=ALICE) == {}
         )
 
 
@@ -257,10 +260,8 @@ def test_a_job_without_a_callback_url_is_decided_without_an_event(db) -> None:  
     url, tenant = db
     with session_scope(url) as session:
         job = reviewable_job(session, tenant, callback_url=None)
-        (decided,) = approve_job(
-            session=session, tenant_ids=[tenant.id], job_id=job.id, decider=ALICE
-        )[:1]
-        assert decided.delivery is None
+        decided = approve_job(session=session, tenant_ids=[tenant.id], job_id=job.id, decider=ALICE)
+        assert [d.delivery for d in decided.values()] == [None, None]
         assert session.exec(select(Delivery).where(Delivery.job_id == job.id)).all() == []
 
 
@@ -379,3 +380,81 @@ def test_daily_stats_count_utc_days_whatever_the_server_time_zone(db, zone: str)
         )
         days = decision_tallies(session=session, tenant_ids=[tenant.id], group="day", days=3)
         assert [d.decided for d in days] == [0, 0, 1]
+
+
+@contextmanager
+def statements_of(url: str, on_update_of_variants: Any = None) -> Iterator[list[str]]:
+    """Every statement sent to the database meanwhile; ``on_update_of_variants(connection)``
+    runs just before an ``UPDATE variant`` is sent (a decision landing in between)."""
+    seen: list[str] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+        if on_update_of_variants and statement.lstrip().upper().startswith("UPDATE VARIANT"):
+            on_update_of_variants(cursor.connection)
+
+    engine = engine_for(url)
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+
+
+def test_approving_a_job_approves_the_others_when_one_is_decided_meanwhile(db) -> None:  # type: ignore[no-untyped-def]
+    url, tenant = db
+    with session_scope(url) as session:
+        job = reviewable_job(session, tenant, styles=("playful", "luxury"))
+        taken = _variants(session, job)["x"].id
+    landed = []
+
+    def decided_meanwhile(dbapi_connection: Any) -> None:
+        if not landed:  # once, as another reviewer's rejection of one variant
+            cursor = dbapi_connection.cursor()
+            cursor.execute(
+                "UPDATE variant SET review_state = 'rejected' WHERE id = "
+                + ("%s" if "postgresql" in url else "?"),
+                (taken,),
+            )
+            landed.append(taken)
+
+    with session_scope(url) as session, statements_of(url, decided_meanwhile):
+        outcomes = approve_job(
+            session=session, tenant_ids=[tenant.id], job_id=job.id, decider=ALICE
+        )
+    assert landed == [taken]
+    refused = outcomes.pop(taken)
+    assert isinstance(refused, RequestError)
+    assert refused.code == ErrorCode.already_decided
+    assert len(outcomes) == 3
+    assert all(o.variant.review_state == ReviewState.approved for o in outcomes.values())  # type: ignore[union-attr]
+    with session_scope(url) as session:
+        states = {
+            v.id: v.review_state
+            for v in session.exec(select(Variant).where(Variant.job_id == job.id)).all()
+        }
+        assert states == {taken: "rejected", **dict.fromkeys(outcomes, "approved")}
+        decided = session.exec(select(Decision.variant_id).where(Decision.job_id == job.id)).all()
+        assert sorted(decided) == sorted(outcomes)
+        announced = [e.data.variant_id for kind, e in _events(session, job) if kind == APPROVED]
+        assert sorted(announced) == sorted(outcomes)
+
+
+def test_approving_a_job_takes_as_many_statements_for_eight_variants_as_for_two(db) -> None:  # type: ignore[no-untyped-def]
+    url, tenant = db
+    counts = []
+    for styles, platforms in [
+        (("playful",), ("x", "instagram")),
+        (("playful", "luxury"), ("x", "instagram", "linkedin", "facebook")),
+    ]:
+        with session_scope(url) as session:
+            job = reviewable_job(session, tenant, styles=styles, platforms=platforms)
+        with session_scope(url) as session, statements_of(url) as seen:
+            outcomes = approve_job(
+                session=session, tenant_ids=[tenant.id], job_id=job.id, decider=ALICE
+            )
+        assert len(outcomes) == len(styles) * len(platforms)
+        with session_scope(url) as session:
+            assert len(_events(session, job)) == len(outcomes)
+        counts.append([s for s in seen if not s.lstrip().upper().startswith(("BEGIN", "COMMIT"))])
+    assert len(counts[0]) == len(counts[1]), counts

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +18,7 @@ from review.app import create_app
 from schemas.settings import ReviewSettings
 from schemas.store.blobs import put_blob
 from schemas.store.reviewers import create_reviewer
-from schemas.store.sessions import session_scope
+from schemas.store.sessions import make_engine, session_scope
 from schemas.store.tenants import create_tenant
 from schemas.tables import Decision, Job, ReviewerRole, Tenant, Variant
 from tests.integration.review_world import reviewable_job
@@ -310,3 +312,30 @@ def test_an_email_with_no_account_answers_as_an_account_would(world: World) -> N
         ]
     assert len(set(map(tuple, answers.values()))) == 1, answers
     assert "problem=locked" in answers[real][-1]
+
+
+@contextmanager
+def writer_holding_its_lock(url: str) -> Iterator[None]:
+    """Another process's write transaction, held open: on SQLite the write lock itself
+    (BEGIN IMMEDIATE, as a worker's result transaction takes it); on PostgreSQL an
+    EXCLUSIVE lock on the desk's tables, which lets plain reads through and no writer."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    "LOCK TABLE job, variant, decision, tenant, blob, reviewer, "
+                    "reviewergrant, reviewsession IN EXCLUSIVE MODE"
+                )
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_pages_only_read_so_they_answer_while_a_writer_holds_the_database(world: World) -> None:
+    http = signed_in(world, world.admin)
+    pages = ["/", f"/jobs/{world.job_a.id}", f"/jobs/{world.job_a.id}/thumbnail", "/stats"]
+    with writer_holding_its_lock(world.url):
+        answers = {page: http.get(page) for page in pages}
+    assert {page: a.status_code for page, a in answers.items()} == dict.fromkeys(pages, 200)
+    assert world.variants_a[0].id in answers[f"/jobs/{world.job_a.id}"].text

@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlmodel import select
 
-from schemas.store.outbox import replay_dead
+from schemas.store.deliveries import replay_dead
 from schemas.store.sessions import session_scope
 from schemas.tables import Delivery, DeliveryStatus, Job, JobStatus
 from tests.reliability.scenarios import (
