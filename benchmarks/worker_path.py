@@ -16,7 +16,13 @@ that breaks its platform's rules (regeneration), which raw never does.
 
 Reps alternate raw and worker; each row is the median of the reps. Nothing passes
 or fails on time. On a CPU host the model and everything around it share the cores,
-so the ratio has no target there; ``--device cuda`` runs it on a GPU host.
+so the ratio has no target there. On a GPU host (redis-server installed; PostgreSQL
+for ``--database postgresql``), real-size random-weight models::
+
+    python -m benchmarks.worker_path --device cuda --model blip-image-captioning-base \
+        --images 256 --max-new-tokens 24 --out benchmarks/results/worker_path_gpu_blip.json
+    python -m benchmarks.worker_path --device cuda --model smolvlm-256m-instruct \
+        --images 128 --max-new-tokens 24 --out benchmarks/results/worker_path_gpu_smolvlm.json
 
     .venv/bin/python -m benchmarks.worker_path --batch-sizes 8 32 --reps 3 \\
         --out benchmarks/results/worker_path_cpu_sqlite.json
@@ -51,9 +57,19 @@ from schemas.settings import CoreSettings, WorkerSettings
 from schemas.store.sessions import migrate, session_scope
 from schemas.store.tenants import ensure_tenant
 from worker.models import load_engine
-from worker.models.tiny import build_blip_from_config
+from worker.models.tiny import build_blip_from_config, build_idefics3_from_config
 
 CALLBACK = "http://127.0.0.1:9/captionq-bench"  # an endpoint: outbox rows, never sent
+
+
+def build(name: str, workdir: Path) -> str:
+    """A random-weight model of a config in ``benchmarks/configs`` (BLIP, or SmolVLM's
+    Idefics3 with its processor), saved to be loaded as production loads weights."""
+    spec = load_config(f"{name}.json")
+    if "processor" in spec:
+        return str(build_idefics3_from_config(workdir / "model", spec["config"],
+                                              spec["processor"]))  # fmt: skip
+    return str(build_blip_from_config(workdir / "model", spec["config"]))
 
 
 def submit(pngs: list[bytes], settings: CoreSettings) -> None:
@@ -124,10 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 database(args.database, Path(tmp)) as url:  # fmt: skip
             workdir = Path(tmp)
             migrate(url)
-            model = args.model
-            if not Path(model).is_dir():
-                model = str(build_blip_from_config(workdir / "model",
-                                                   load_config(f"{model}.json")["config"]))
+            model = args.model if Path(args.model).is_dir() else build(args.model, workdir)
             engine = load_engine(WorkerSettings(captioner_model=model, model_device=args.device,
                                                 model_dtype=args.dtype,
                                                 max_new_tokens=args.max_new_tokens))  # fmt: skip

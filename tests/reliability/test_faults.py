@@ -193,8 +193,8 @@ def _stages(log: str) -> list[dict[str, float]]:
     """The ``stages`` of each batch a worker stored, from its JSON log lines."""
     found = []
     for line in log.splitlines():
-        if '"stages"' in line:
-            found.append(json.loads(line[line.index("{"):])["stages"])
+        if line.startswith("{") and '"stages"' in line:
+            found.append(json.loads(line)["stages"])
     return sorted(found, key=lambda stages: stages["gpu_from"])
 
 
@@ -209,7 +209,7 @@ def test_sigterm_with_batches_in_several_stages(stack: FaultStack, tmp_path: Pat
     stack.start("io")
     stack.start("beat")
     gpu = stack.start("gpu", CAPTIONER_MODEL=str(model), MAX_NEW_TOKENS="12",
-                      SHUTDOWN_GRACE_S="0.5")  # fmt: skip
+                      SHUTDOWN_GRACE_S="0.5", LOG_FORMAT="json")  # fmt: skip
     ids = stack.submit(36)
     wait_for(lambda: _succeeded(stack, ids) >= 8, 120, "two batches stored")
     wait_for(lambda: _running(stack, ids) >= 8, 60, "two batches in hand")
