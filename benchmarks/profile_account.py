@@ -2,13 +2,14 @@
 
 :func:`start` attaches ``py-spy record`` (the ``bench`` extra) to each named process,
 sampling its threads' active (non-idle) stacks; :func:`finish` stops them (py-spy
-saves on SIGINT) and turns the collapsed stacks into milliseconds of activity per
-job: by stage, for the stages of captionq's path (the first stage in ``STAGES`` whose
-marker is anywhere in the stack: a claim inside the caption task counts as the
-claim, not as Celery), and by the
-library that the sampled leaf frame belongs to. Samples are at ``RATE`` Hz per
-thread, so ms/job = samples / RATE * 1000 / jobs; sampling costs the profiled
-process a little, so compare accounts with accounts, not with unprofiled runs.
+saves on SIGINT) and turns the collapsed stacks into milliseconds of CPU per job:
+each stage's share of the process's active samples times the CPU the process spent
+per job (read from /proc by the caller). By stage, for the stages of captionq's
+path (the first stage in ``STAGES`` whose marker is anywhere in the stack: a claim
+inside the caption task counts as the claim, not as Celery), and by the
+library that the sampled leaf frame belongs to. Shares, not sample counts, because
+on a machine shared with other work a runnable thread that waits for a core still
+samples as active.
 """
 
 from __future__ import annotations
@@ -65,19 +66,23 @@ def start(folder: Path, pids: dict[str, int]) -> list[Profiling]:
     return started
 
 
-def finish(profiles: list[Profiling], *, jobs: int) -> dict[str, dict[str, dict[str, float]]]:
+def finish(
+    profiles: list[Profiling], *, cpu_ms_per_job: dict[str, float]
+) -> dict[str, dict[str, dict[str, float]]]:
     for profiling in profiles:
         profiling.process.send_signal(signal.SIGINT)
     accounts = {}
     for profiling in profiles:
         profiling.process.wait(timeout=60)
         if profiling.out.exists():
-            accounts[profiling.name] = account(profiling.out.read_text(), jobs=jobs)
+            accounts[profiling.name] = account(
+                profiling.out.read_text(), cpu_ms_per_job=cpu_ms_per_job[profiling.name]
+            )
     return accounts
 
 
-def account(collapsed: str, *, jobs: int) -> dict[str, dict[str, float]]:
-    """ms of activity per job by stage and by leaf library, from py-spy's raw format."""
+def account(collapsed: str, *, cpu_ms_per_job: float) -> dict[str, dict[str, float]]:
+    """CPU ms per job by stage and by leaf library, from py-spy's raw format."""
     stages: Counter[str] = Counter()
     libraries: Counter[str] = Counter()
     for line in collapsed.splitlines():
@@ -88,12 +93,13 @@ def account(collapsed: str, *, jobs: int) -> dict[str, dict[str, float]]:
         n = int(count)
         stages[_stage(frames)] += n
         libraries[_library(frames[-1])] += n
-    scale = 1000 / RATE / max(1, jobs)
+    scale = cpu_ms_per_job / max(1, sum(stages.values()))
 
     def ms(counter: Counter[str]) -> dict[str, float]:
         return {k: round(v * scale, 3) for k, v in counter.most_common()}
 
-    return {"total": {"active": round(sum(stages.values()) * scale, 3)},
+    return {"total": {"cpu_ms_per_job": round(cpu_ms_per_job, 3),
+                      "samples": sum(stages.values())},
             "by_stage": ms(stages), "by_library": ms(libraries)}  # fmt: skip
 
 
@@ -105,14 +111,16 @@ def _stage(frames: list[str]) -> str:
 
 
 def _library(frame: str) -> str:
-    """The package of a leaf frame: a site-packages distribution, the standard
-    library's module, or captionq's package."""
+    """The top-level package of a leaf frame (py-spy names files relative to the
+    import path): ``stdlib: socket``, ``sqlalchemy``, ``worker``, ..."""
     found = _FRAME.match(frame)
     path = found.group("file") if found else frame
     if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+        path = path.split("site-packages/", 1)[1]
     for ours in ("schemas", "producers", "worker", "benchmarks"):
-        if f"{ours}/" in path:
+        if path.startswith(f"{ours}/") or f"/{ours}/" in path:
             return ours
-    name = Path(path).stem
-    return f"python: {name}" if name else "native"
+    top = Path(path).parts[0].removesuffix(".py") if path and not path.startswith("/") else ""
+    if not top:
+        return "native or unknown"
+    return f"stdlib: {top}" if top in sys.stdlib_module_names else top

@@ -529,15 +529,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             progress = f"rep {rep + 1}: bare {b['jobs_s']:.0f} jobs/s, spine {s['jobs_s']:.1f}"
             print(f"{progress} jobs/s, ratio {runs[-1]['ratio']:.3f}", file=sys.stderr)  # noqa: T201
         if args.profile:
-            jobs = args.reps * args.jobs
-            accounts = profile_account.finish(profiles, jobs=jobs)
+            cpu = {name: statistics.mean(r["spine"]["cpu_ms_per_job"][name] for r in runs)
+                   for name in pids if name != "redis-server"}  # fmt: skip
+            accounts = profile_account.finish(profiles, cpu_ms_per_job=cpu)
         alone = stages_alone(args.jobs, batch_size=args.batch_size, chunk=args.chunk,
                              database_url=database_url, redis_url=redis_url,
                              receiver_url=receiver.url)  # fmt: skip
 
     result = {
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "runs": runs,
         "median": {
             "bare_jobs_s": statistics.median(r["bare"]["jobs_s"] for r in runs),
@@ -595,6 +596,10 @@ def report(result: dict[str, Any]) -> None:
         "stages alone, in-process, no concurrency (ms per job):",
         *(f"  {name:46}{ms:>8.3f}" for name, ms in result["stages_alone_ms_per_job"].items()),
     ]
+    for process, account in result.get("profile_ms_per_job", {}).items():
+        total = account["total"]["cpu_ms_per_job"]
+        lines += ["", f"py-spy, {process}: CPU ms per job {total:.2f} (mean of the reps), by stage"]
+        lines += [f"  {name:56}{ms:>8.3f}" for name, ms in account["by_stage"].items()]
     print("\n".join(lines))  # noqa: T201
 
 

@@ -10,12 +10,17 @@ In a pipelined GPU worker several batches run this at once, each in its own thre
 the pool, and ``gpu`` (the process's one GPU lock) is held around the model calls
 only: while one batch generates, the next is claimed, read, decoded and waits for
 the GPU, and the one before is checked, scored and stored. ``BatchReport.stages``
-says when each stage of a batch began and ended.
+says when each stage of a batch began and ended. On SQLite the threads take turns
+for their claims and result transactions through one lock of the process: SQLite
+has one writer at a time, and a writer refused at ``BEGIN IMMEDIATE`` sleeps in
+SQLite's busy handler (1, 2, 5, 10 ms ...) instead of being handed the lock when it
+is free.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -95,6 +100,14 @@ class _Turn:
         self._stages.gpu_until = time.time()
 
 
+_SQLITE_WRITES = threading.Lock()
+
+
+def _writing(settings: WorkerSettings) -> AbstractContextManager[object]:
+    """This process's turn to write, on SQLite; no turn is needed on PostgreSQL."""
+    return _SQLITE_WRITES if settings.database_url.startswith("sqlite") else nullcontext()
+
+
 def process(
     job_ids: Sequence[str],
     *,
@@ -107,7 +120,7 @@ def process(
     report.stages.claim = time.time()
 
     def claim_batch() -> tuple[list[Job], dict[str, Tenant]]:
-        with session_scope(settings.database_url) as session:
+        with _writing(settings), session_scope(settings.database_url) as session:
             jobs = claim(
                 session=session, job_ids=list(dict.fromkeys(job_ids)), lease_s=settings.job_lease_s
             )
@@ -189,7 +202,7 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
 
     def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
-        with session_scope(settings.database_url) as session:
+        with _writing(settings), session_scope(settings.database_url) as session:
             _store(session, chunk, settings=settings, report=part)
             retried = {again.job.id for again in part.retry}
             add_usage(session=session, used=_used(chunk, share_s, retried=retried))

@@ -210,7 +210,7 @@ def test_sigterm_with_batches_in_several_stages(stack: FaultStack, tmp_path: Pat
     stack.start("beat")
     gpu = stack.start("gpu", CAPTIONER_MODEL=str(model), MAX_NEW_TOKENS="12",
                       SHUTDOWN_GRACE_S="0.5", LOG_FORMAT="json")  # fmt: skip
-    ids = stack.submit(36)
+    ids = stack.submit(24)
     wait_for(lambda: _succeeded(stack, ids) >= 8, 120, "two batches stored")
     wait_for(lambda: _running(stack, ids) >= 8, 60, "two batches in hand")
     gpu.signal(signal.SIGTERM)
