@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import redis
 from celery import Task
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 from pydantic import ValidationError
 
 from schemas import keys, logs
@@ -39,18 +39,27 @@ from schemas.tables import utcnow
 from worker import batch, crons, metrics, reaper, retry, sender
 from worker.app import app, engine, gpu_turn, lease_keeper, publisher, settings
 from worker.errors import ClaimError
+from worker.gather import PipelinedBatches
 
 log = logging.getLogger("captionq.worker")
 
 
 @app.task(
     name=TASK_CAPTION,
-    base=Batches,
+    base=PipelinedBatches,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_interval_s,
+    waiting_limit=max(1, settings.pipeline_batches - 1),
     acks_late=True,
 )
 def caption(requests: list[SimpleRequest]) -> None:
+    try:
+        _caption(requests)
+    finally:
+        caption.batch_done()  # type: ignore[attr-defined]
+
+
+def _caption(requests: list[SimpleRequest]) -> None:
     logs.begin(task=TASK_CAPTION, batch_id=uuid.uuid4().hex[:16])
     jobs = [job for job in map(caption_job, requests) if job is not None]
     job_ids = [job.id for job in jobs]
