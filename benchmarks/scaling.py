@@ -1,6 +1,7 @@
-"""GPU-pool scaling on one machine: 1, 2 and 4 GPU-worker processes (solo pool, the
-GPU worker's shape) against one Redis and one database, side by side with bare Celery
-at the same process counts, in one run.
+"""GPU-pool scaling on one machine: 1, 2 and 4 GPU-worker processes (the GPU worker's
+shape: pipelined, ``PIPELINE_BATCHES`` threads; ``--gpu-pool solo`` for one batch at a
+time) against one Redis and one database, side by side with bare Celery (solo) at the
+same process counts, in one run.
 
 Each run: N messages are put on the queue while no worker consumes (captionq: jobs
 submitted through ``producers.submit`` with their rows and blobs; bare: a task that
@@ -10,7 +11,8 @@ job is terminal (captionq) or the counter reads N (bare). What each process spen
 CPU during the run is read from /proc, so the bottleneck is named by numbers.
 
     .venv/bin/python -m benchmarks.scaling [--jobs 400] [--workers 1 2 4]
-        [--models noop tiny] [--database postgresql|sqlite] [--out FILE]
+        [--models noop tiny] [--database postgresql|sqlite] [--gpu-pool threads|solo]
+        [--out FILE]
 
 Prints a table; never passes or fails on time.
 """
@@ -91,7 +93,7 @@ def terminal(database_url: str) -> int:
 
 
 def run(kind: str, k: int, n: int, *, env: dict[str, str], settings: CoreSettings,
-        workdir: Path, redis_pid: int) -> dict[str, Any]:  # fmt: skip
+        workdir: Path, redis_pid: int, gpu_pool: str = "threads") -> dict[str, Any]:  # fmt: skip
     client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
     if kind == "bare":
@@ -106,18 +108,19 @@ def run(kind: str, k: int, n: int, *, env: dict[str, str], settings: CoreSetting
                 producer.send_task(BARE_TASK, queue=BARE_QUEUE, producer=conn)
         client.set(COUNTER_KEY, 0)
         queue, app, done = BARE_QUEUE, "benchmarks.spine_throughput:bare_app", None
+        pool = "solo"
     else:
         migrate(settings.database_url)
         before = terminal(settings.database_url)
         submit_jobs(n, settings)
-        queue, app = QUEUE_GPU, "worker.app"
+        queue, app, pool = QUEUE_GPU, "worker.app", gpu_pool
 
         def done() -> bool:
             return terminal(settings.database_url) - before >= n
 
     moved = hold(client, queue)
-    workers = [celery_worker(app, queue, env=env, log=workdir / f"{kind}-{k}-{i}.log")
-               for i in range(k)]  # fmt: skip
+    workers = [celery_worker(app, queue, env=env, log=workdir / f"{kind}-{k}-{i}.log",
+                             pool=(pool,)) for i in range(k)]  # fmt: skip
     cpu0 = {w.pid: cpu_s(w.pid) for w in workers} | {redis_pid: cpu_s(redis_pid)}
     postgres0 = server_cpu_s("postgres")
     started = time.perf_counter()
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--models", nargs="+", default=["noop", "tiny"])
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--gpu-pool", choices=["threads", "solo"], default="threads")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     for kind in ("bare", f"captionq-{model}"):
                         row = run(kind if kind == "bare" else "captionq", k, n, env=env,
                                   settings=settings, workdir=workdir,
-                                  redis_pid=server.process.pid)  # fmt: skip
+                                  redis_pid=server.process.pid,
+                                  gpu_pool=args.gpu_pool)  # fmt: skip
                         row["kind"] = kind
                         rows.append(row)
                         print(json.dumps(row), flush=True)  # noqa: T201

@@ -2,7 +2,8 @@
 
 Spine: N jobs submitted in bulk to the API (a real uvicorn server on loopback)
 → job rows and blobs in the database → caption tasks published to Redis → one
-real Celery worker (solo pool, ``captionq/noop`` model, the GPU worker's shape)
+real Celery worker (the GPU worker's shape: ``PIPELINE_BATCHES`` threads, or the
+solo pool with ``--gpu-pool solo``; ``captionq/noop`` model)
 → results and outbox rows → ``captionq.deliver`` POSTs a Standard-Webhooks
 signed callback → received and verified by the tests' callback ``Receiver``. Timed from
 the first submit to the last callback received.
@@ -23,6 +24,12 @@ Prints a table and ratios; never passes or fails on time.
 
     .venv/bin/python -m benchmarks.spine_throughput [--jobs 300] [--reps 3]
         [--batch-size 8] [--chunk 50] [--database sqlite|postgresql] [--out FILE]
+        [--gpu-pool threads|solo] [--pipeline-batches 3] [--profile DIR]
+
+``--profile DIR`` samples the API, GPU worker and IO worker with py-spy (the
+``bench`` extra) during the timed reps and writes each one's collapsed stacks and
+an account of its active milliseconds per job by where they went
+(:mod:`benchmarks.profile_account`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import httpx
 import redis
 from celery import Celery
 
+from benchmarks import profile_account
 from producers.demo import RedisServer, free_port
 from schemas.broker import celery_config
 from schemas.settings import CoreSettings
@@ -56,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 BARE_QUEUE = "bench.noop"
 BARE_TASK = "bench.noop"
 COUNTER_KEY = "bench:noop:done"
-PREFETCH = max(1, 2 * int(os.environ.get("BATCH_SIZE", "8")))  # as worker/app.py
+PREFETCH = max(1, 2 * int(os.environ.get("BATCH_SIZE", "8")))  # a solo worker's, as before
 
 # The baseline worker imports this module (-A benchmarks.spine_throughput:bare_app);
 # it gets REDIS_URL and BATCH_SIZE from the environment the benchmark gives it.
@@ -439,6 +447,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--redis-url", help="default: a redis-server started for the run")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--gpu-pool", choices=["threads", "solo"], default="threads",
+                        help="threads: pipelined, as deployed; solo: one batch at a time")
+    parser.add_argument("--pipeline-batches", type=int, default=3, help="PIPELINE_BATCHES")
+    parser.add_argument("--profile", type=Path, help="py-spy the processes into this folder")
     args = parser.parse_args(argv)
 
     from schemas.store.sessions import migrate
@@ -465,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "BULK_MAX_JOBS": str(max(500, args.chunk)), "HF_HUB_OFFLINE": "1",
             # Admission is checked on every request, with limits this run never reaches.
             "RATE_LIMIT_BURST": str(10 * args.jobs), "RATE_LIMIT_JOBS_PER_S": "100000",
-            "PYTHONUNBUFFERED": "1",
+            "PYTHONUNBUFFERED": "1", "PIPELINE_BATCHES": str(args.pipeline_batches),
         }  # fmt: skip
         port = free_port()
         api = spawn(
@@ -483,9 +495,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return api.poll() is None and False
 
         wait_until(answers, what=f"the API (log {workdir / 'api.log'})")
-        # As deployed: one GPU worker process (solo pool) for captions, and an IO worker
-        # (threads) for callbacks.
-        worker = celery_worker("worker.app", "captionq.gpu", env=env, log=workdir / "worker.log")
+        # As deployed: one GPU worker process (pipelined threads) for captions, and an IO
+        # worker (threads) for callbacks.
+        worker = celery_worker("worker.app", "captionq.gpu", env=env, log=workdir / "worker.log",
+                               pool=(args.gpu_pool,))  # fmt: skip
         stack.callback(stop, worker)
         io_worker = celery_worker(
             "worker.app", "captionq.io", env=env, log=workdir / "io.log",
@@ -507,6 +520,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_spine(20, chunk=args.chunk, api_url=api_url, key=key, receiver=receiver,
                   pids=pids, database_url=database_url)  # fmt: skip
         runs = []
+        profiles = profile_account.start(args.profile, pids) if args.profile else []
         for rep in range(args.reps):
             b = run_bare(args.jobs, redis_url=redis_url, worker_pid=bare.pid)
             s = run_spine(args.jobs, chunk=args.chunk, api_url=api_url, key=key,
@@ -514,13 +528,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs.append({"bare": b, "spine": s, "ratio": s["jobs_s"] / b["jobs_s"]})
             progress = f"rep {rep + 1}: bare {b['jobs_s']:.0f} jobs/s, spine {s['jobs_s']:.1f}"
             print(f"{progress} jobs/s, ratio {runs[-1]['ratio']:.3f}", file=sys.stderr)  # noqa: T201
+        if args.profile:
+            cpu = {name: statistics.mean(r["spine"]["cpu_ms_per_job"][name] for r in runs)
+                   for name in pids if name != "redis-server"}  # fmt: skip
+            accounts = profile_account.finish(profiles, cpu_ms_per_job=cpu)
         alone = stages_alone(args.jobs, batch_size=args.batch_size, chunk=args.chunk,
                              database_url=database_url, redis_url=redis_url,
                              receiver_url=receiver.url)  # fmt: skip
 
     result = {
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "runs": runs,
         "median": {
             "bare_jobs_s": statistics.median(r["bare"]["jobs_s"] for r in runs),
@@ -529,6 +547,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "stages_alone_ms_per_job": alone,
     }
+    if args.profile:
+        result["profile_ms_per_job"] = accounts
     report(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
@@ -576,6 +596,10 @@ def report(result: dict[str, Any]) -> None:
         "stages alone, in-process, no concurrency (ms per job):",
         *(f"  {name:46}{ms:>8.3f}" for name, ms in result["stages_alone_ms_per_job"].items()),
     ]
+    for process, account in result.get("profile_ms_per_job", {}).items():
+        total = account["total"]["cpu_ms_per_job"]
+        lines += ["", f"py-spy, {process}: CPU ms per job {total:.2f} (mean of the reps), by stage"]
+        lines += [f"  {name:56}{ms:>8.3f}" for name, ms in account["by_stage"].items()]
     print("\n".join(lines))  # noqa: T201
 
 

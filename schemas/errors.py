@@ -95,6 +95,7 @@ class ErrorCode(StrEnum):
     broker_unavailable = "broker_unavailable"
     wait_timeout = "wait_timeout"
     settings_invalid = "settings_invalid"  # a process refuses to start
+    accelerator_missing = "accelerator_missing"  # bench-batch needs CUDA
     # Evaluation (data sets, predictions, judgements, runs, external scorers; the
     # image and model codes above serve evaluation too).
     file_not_found = "file_not_found"

@@ -8,7 +8,8 @@ or ``text``. Every JSON line has the same schema (README, "Operations"):
     logger    the logger's name (captionq.worker, captionq.api, celery.worker ...)
     message   the formatted message
     process   the process id
-    and, where known: task, task_id, batch_id, job_id, tenant, attempt, exc (traceback)
+    and, where known: task, task_id, batch_id, job_id, tenant, attempt, exc (traceback),
+    stages (a GPU batch's summary line: when each of its stages began, epoch seconds)
 
 Context fields come from :func:`begin` (a context variable: each task begins with its
 name, id or batch, for every line it logs), :func:`bind` (for a block), or a call's
@@ -26,7 +27,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-CONTEXT_FIELDS = ("task", "task_id", "batch_id", "job_id", "tenant", "attempt")
+CONTEXT_FIELDS = ("task", "task_id", "batch_id", "job_id", "tenant", "attempt", "stages")
 TEXT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
 _context: ContextVar[dict[str, object]] = ContextVar("captionq_log_context", default={})  # noqa: B039
 

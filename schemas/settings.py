@@ -269,6 +269,13 @@ class WorkerSettings(CoreSettings):
     batch_interval_s: float = Field(
         default=0.05, gt=0, description="Longest wait to fill a batch before running it"
     )
+    pipeline_batches: int = Field(
+        default=3,
+        ge=1,
+        le=4,
+        description="Batches a GPU worker holds at once, one per thread of its pool: the "
+        "next is prepared while one generates and the last is stored; 1 runs them serially",
+    )
     retention_days: float | None = Field(
         default=None,
         gt=0,

@@ -15,6 +15,7 @@ way round.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -52,8 +53,13 @@ app.conf.update(celery_config(settings.redis_url))
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    # celery-batches needs more messages in hand than it flushes, or batches never fill.
-    worker_prefetch_multiplier=max(1, 2 * settings.batch_size),
+    # A GPU worker runs one batch per thread; celery-batches needs more messages in hand
+    # than it flushes, or batches never fill: a batch per thread, and one more filling.
+    worker_concurrency=settings.pipeline_batches,
+    worker_prefetch_multiplier=max(
+        1, math.ceil((settings.pipeline_batches + 1) * settings.batch_size
+                     / settings.pipeline_batches)
+    ),
     task_queues=[Queue(q, Exchange(q), routing_key=q) for q in (QUEUE_GPU, QUEUE_IO)],
     task_default_queue=QUEUE_IO,
     task_routes={
@@ -110,6 +116,16 @@ def engine() -> Engine:
             metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
             log.info("models ready: %s", _engine.captioner.info)
         return _engine
+
+
+@signals.worker_init.connect
+def _load_models_before_threads(sender: object = None, **_: object) -> None:
+    """A thread pool sends no ``worker_process_init``: a pipelined GPU worker loads its
+    models here, in the one process, before it consumes."""
+    pool = getattr(sender, "pool_cls", "")
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    if "thread" in name and QUEUE_GPU in (app.amqp.queues.consume_from or {}):
+        _load_models()
 
 
 @signals.worker_process_init.connect
@@ -190,6 +206,7 @@ def _init_sentry(**_: object) -> None:
 
 publisher = Publisher(app, settings)
 lease_keeper = LeaseKeeper(settings, hand_back=publisher.hand_back)
+gpu_turn = threading.Lock()  # held by one batch's model calls at a time
 
 
 _heartbeat: Heartbeat | None = None
@@ -220,8 +237,8 @@ def _beat_metrics(**_: object) -> None:
 
 @signals.worker_shutting_down.connect
 def _bound_shutdown(**_: object) -> None:
-    """SIGTERM: stop taking work (Celery does), and bound the batch in hand."""
+    """SIGTERM: stop taking work (Celery does), and bound the batches in hand."""
     if _heartbeat is not None:
         _heartbeat.stop()
-    log.info("shutting down: the batch in hand has %.0fs to finish", settings.shutdown_grace_s)
+    log.info("shutting down: the batches in hand have %.0fs to finish", settings.shutdown_grace_s)
     lease_keeper.begin_shutdown()

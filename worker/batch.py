@@ -5,13 +5,25 @@ fetched or the model runs); the batch's results then commit in one transaction t
 with their outbox rows (job by job if that fails); callbacks are published only after
 that commit.
 While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' leases.
+
+In a pipelined GPU worker several batches run this at once, each in its own thread of
+the pool, and ``gpu`` (the process's one GPU lock) is held around the model calls
+only: while one batch generates, the next is claimed, read, decoded and waits for
+the GPU, and the one before is checked, scored and stored. ``BatchReport.stages``
+says when each stage of a batch began and ended. On SQLite the threads take turns
+for their claims and result transactions through one lock of the process: SQLite
+has one writer at a time, and a writer refused at ``BEGIN IMMEDIATE`` sleeps in
+SQLite's busy handler (1, 2, 5, 10 ms ...) instead of being handed the lock when it
+is free.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -54,8 +66,47 @@ class BatchReport:
     failed_codes: list[str] = field(default_factory=list)  # one per failed job
     retried_codes: list[str] = field(default_factory=list)  # one per job put back
     auto_approved: int = 0  # variants stored auto-approved (no person decides them)
-    model_s: float = 0.0  # seconds in the pipeline
+    model_s: float = 0.0  # seconds of its turn on the model (the GPU lock held)
     durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
+    stages: Stages = field(default_factory=lambda: Stages())
+
+
+@dataclass
+class Stages:
+    """When a batch's stages began and ended (``time.time()``): claim .. ``gpu_wanted``
+    is its preparation, ``gpu_from`` .. ``gpu_until`` its turn on the model, and
+    ``gpu_until`` .. ``stored`` its checks, scores and result transaction."""
+
+    claim: float = 0.0
+    gpu_wanted: float = 0.0
+    gpu_from: float = 0.0
+    gpu_until: float = 0.0
+    stored: float = 0.0
+
+
+class _Turn:
+    """The batch's turn on the GPU: ``gpu`` held, the times recorded in ``stages``."""
+
+    def __init__(self, gpu: AbstractContextManager[object] | None, stages: Stages) -> None:
+        self._gpu = gpu if gpu is not None else nullcontext()
+        self._stages = stages
+
+    def __enter__(self) -> None:
+        self._stages.gpu_wanted = time.time()
+        self._gpu.__enter__()
+        self._stages.gpu_from = time.time()
+
+    def __exit__(self, *exc: object) -> None:
+        self._gpu.__exit__(*exc)  # type: ignore[arg-type]
+        self._stages.gpu_until = time.time()
+
+
+_SQLITE_WRITES = threading.Lock()
+
+
+def _writing(settings: WorkerSettings) -> AbstractContextManager[object]:
+    """This process's turn to write, on SQLite; no turn is needed on PostgreSQL."""
+    return _SQLITE_WRITES if settings.database_url.startswith("sqlite") else nullcontext()
 
 
 def process(
@@ -64,11 +115,13 @@ def process(
     settings: WorkerSettings,
     engine: Engine,
     lease: LeaseKeeper | None = None,
+    gpu: AbstractContextManager[object] | None = None,
 ) -> BatchReport:
     report = BatchReport()
+    report.stages.claim = time.time()
 
     def claim_batch() -> tuple[list[Job], dict[str, Tenant]]:
-        with session_scope(settings.database_url) as session:
+        with _writing(settings), session_scope(settings.database_url) as session:
             jobs = claim(
                 session=session, job_ids=list(dict.fromkeys(job_ids)), lease_s=settings.job_lease_s
             )
@@ -80,17 +133,18 @@ def process(
         raise ClaimError(f"claim failed: {type(exc).__name__}") from exc
     if not jobs:
         return report
-    if lease is not None:
-        lease.hold([job.id for job in jobs])
+    held = lease.hold([job.id for job in jobs]) if lease is not None else None
     try:
         items = [
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
         ]
-        started = time.perf_counter()
-        outcomes = pipeline.run(items, engine=engine, decode=decoder(settings))
-        report.model_s = time.perf_counter() - started
+        outcomes = pipeline.run(
+            items, engine=engine, decode=decoder(settings), gpu=_Turn(gpu, report.stages)
+        )
+        report.model_s = report.stages.gpu_until - report.stages.gpu_from  # its GPU turn
         _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
+        report.stages.stored = time.time()
         finished = utcnow()
         retried = {again.job.id for again in report.retry}
         report.durations_s = [
@@ -99,8 +153,8 @@ def process(
             if job.id not in retried
         ]
     finally:
-        if lease is not None:
-            lease.release()
+        if lease is not None and held is not None:
+            lease.release(held)
     return report
 
 
@@ -149,7 +203,7 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
 
     def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
-        with session_scope(settings.database_url) as session:
+        with _writing(settings), session_scope(settings.database_url) as session:
             _store(session, chunk, settings=settings, report=part)
             retried = {again.job.id for again in part.retry}
             add_usage(session=session, used=_used(chunk, share_s, retried=retried))

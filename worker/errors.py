@@ -7,7 +7,8 @@
     │   ├── RetryLaterError      an image server said when to ask again (Retry-After)
     │   └── WorkerLostError      a running job's worker is gone (the reaper's finding)
     └── PermanentError
-        └── ModelContractError   a model broke one-output-per-input (model_error)
+        ├── ModelContractError   a model broke one-output-per-input (model_error)
+        └── NoAcceleratorError   bench-batch without CUDA (accelerator_missing)
 """
 
 from __future__ import annotations
@@ -52,3 +53,9 @@ class ModelContractError(PermanentError, RuntimeError):
     """
 
     code = ErrorCode.model_error
+
+
+class NoAcceleratorError(PermanentError):
+    """No accelerator to measure on: a batch size found on a CPU says nothing of a GPU."""
+
+    code = ErrorCode.accelerator_missing

@@ -1,13 +1,16 @@
-"""The lease keeper: one thread per worker process that watches the batch in hand.
+"""The lease keeper: one thread per worker process that watches the batches in hand.
 
-While a batch runs it renews the lease of its jobs every third of ``job_lease_s``
-(a killed worker stops renewing, and the reaper re-publishes its jobs within a
-lease). It also bounds the batch, because the solo pool has no task time limits:
+A pipelined GPU worker holds up to ``pipeline_batches`` batches at once (one being
+prepared, one generating, one being stored). While a batch is held the keeper renews
+the lease of its jobs every third of ``job_lease_s`` (a killed worker stops renewing,
+and the reaper re-publishes its jobs within a lease). It also bounds the batches,
+because Celery's thread and solo pools have no task time limits:
 
-- past ``batch_time_limit_s`` the batch is abandoned;
+- a batch held past ``batch_time_limit_s`` is abandoned;
 - after SIGTERM (``begin_shutdown``), past ``shutdown_grace_s`` likewise.
 
-Abandoning hands the jobs back (re-published, or failed ``attempts_exhausted``
+Abandoning hands back the jobs of every batch in hand (the process ends, so none of
+them can finish) (re-published, or failed ``attempts_exhausted``
 when they have had their attempts) and ends the process with ``EX_TEMPFAIL``, so
 that its supervisor starts a fresh one: a hung CUDA call cannot be interrupted
 from Python, only its process can be replaced.
@@ -15,6 +18,7 @@ from Python, only its process can be replaced.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -42,8 +46,8 @@ class LeaseKeeper:
         self._hand_back = hand_back
         self._exit = exit_process
         self._lock = threading.Lock()
-        self._jobs: tuple[str, ...] = ()
-        self._started = 0.0
+        self._batches: dict[int, tuple[tuple[str, ...], float]] = {}  # token -> jobs, start
+        self._tokens = itertools.count(1)
         self._shutdown_at: float | None = None
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -53,21 +57,29 @@ class LeaseKeeper:
             self._thread = threading.Thread(target=self._run, name="captionq-lease", daemon=True)
             self._thread.start()
 
-    def hold(self, job_ids: Sequence[str]) -> None:
-        """The batch in hand is now ``job_ids`` (claimed, leases set by the claim)."""
+    def hold(self, job_ids: Sequence[str]) -> int:
+        """A batch in hand is now ``job_ids`` (claimed, leases set by the claim); the
+        token it returns releases it."""
         with self._lock:
-            self._jobs = tuple(job_ids)
-            self._started = time.monotonic()
+            token = next(self._tokens)
+            self._batches[token] = (tuple(job_ids), time.monotonic())
         self.start()
+        return token
 
     @property
     def held(self) -> int:
-        """Jobs in the batch in hand (claimed, not finished)."""
-        return len(self._jobs)
-
-    def release(self) -> None:
+        """Jobs in the batches in hand (claimed, not finished)."""
         with self._lock:
-            self._jobs = ()
+            return sum(len(jobs) for jobs, _ in self._batches.values())
+
+    @property
+    def shutting_down(self) -> bool:
+        """SIGTERM came: a batch not yet claimed should be handed back, not started."""
+        return self._shutdown_at is not None
+
+    def release(self, token: int) -> None:
+        with self._lock:
+            self._batches.pop(token, None)
 
     def begin_shutdown(self) -> None:
         """SIGTERM: the batch in hand gets ``shutdown_grace_s`` more, then is handed back."""
@@ -88,14 +100,16 @@ class LeaseKeeper:
 
     def _tick(self) -> None:
         with self._lock:
-            jobs, started, shutdown_at = self._jobs, self._started, self._shutdown_at
-        if not jobs:
+            batches, shutdown_at = list(self._batches.values()), self._shutdown_at
+        if not batches:
             return
+        jobs = tuple(job for held, _ in batches for job in held)
         now = time.monotonic()
-        overdue = now - started > self._settings.batch_time_limit_s
+        overdue = now - min(started for _, started in batches) > self._settings.batch_time_limit_s
         if overdue or (shutdown_at is not None and now > shutdown_at):
             reason = "time limit" if overdue else "shutdown grace"
-            log.error("batch of %d jobs passed its %s: handing it back, exiting", len(jobs), reason)
+            log.error("%d batches (%d jobs) in hand, one past its %s: handing them back, "
+                      "exiting", len(batches), len(jobs), reason)
             self._hand_back(jobs)
             logging.shutdown()
             self._exit(EX_TEMPFAIL)

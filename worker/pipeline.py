@@ -10,20 +10,23 @@ The hot path, one batched model call per stage::
     → assemble one Written per job
 
 :func:`run` is the whole path; :func:`write_batch` is the path from decoded images
-on (benchmarks call it directly). What comes back is one entry per item, in order:
-a :class:`Written`, or the :class:`CaptionError` that failed that job alone (an
-image that cannot be decoded, a job the catalogue refuses, a served model's request
-for its caption or one of its variants that failed: the model returns that error in
-the item's place, and the job's other slots are not written further). An accelerator out of
-memory (``OutOfMemoryError``, transient) splits the batch and retries the halves,
-down to a single item; any other exception of a model fails the batch's jobs with
-``model_error``, never the worker. The variant slots are ``worker.variants``; the
+on (benchmarks call it directly), in two parts: :func:`draft` makes every model call
+and :func:`finish` checks and scores what they wrote, with no model call, so that a
+pipelined worker holds the GPU for :func:`draft` only. What comes back is one entry
+per item, in order: a :class:`Written`, or the :class:`CaptionError` that failed that
+job alone (an image that cannot be decoded, a job the catalogue refuses, a served
+model's request for its caption or one of its variants that failed: the model returns
+that error in the item's place, and the job's other slots are not written further).
+An accelerator out of memory (``OutOfMemoryError``, transient) splits the batch and
+retries the halves, down to a single item; any other exception of a model fails the
+batch's jobs with ``model_error``, never the worker. The variant slots are ``worker.variants``; the
 quality score is ``worker.quality``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from PIL import Image
@@ -76,8 +79,18 @@ Outcome = Written | CaptionError
 Decoder = Callable[[bytes], Image.Image]
 
 
-def run(items: Sequence[Item], *, engine: Engine, decode: Decoder) -> list[Outcome]:
-    """Decode each item's image, then write the batch of those that decoded."""
+def run(
+    items: Sequence[Item],
+    *,
+    engine: Engine,
+    decode: Decoder,
+    gpu: AbstractContextManager[object] | None = None,
+) -> list[Outcome]:
+    """Decode each item's image, then write the batch of those that decoded.
+
+    ``gpu``, when given, is held around the model calls only (:func:`draft`): decoding
+    comes before it and the copy checks and scores (:func:`finish`) after it, so that
+    in a pipelined worker another batch uses the model meanwhile."""
     outcomes: list[Outcome | None] = [None] * len(items)
     ready: list[int] = []
     images: list[Image.Image] = []
@@ -91,36 +104,58 @@ def run(items: Sequence[Item], *, engine: Engine, decode: Decoder) -> list[Outco
             outcomes[i] = exc
             continue
         ready.append(i)
-    written = _write_split(tuple(items[i].spec for i in ready), tuple(images), engine)
+    specs = tuple(items[i].spec for i in ready)
+    with gpu if gpu is not None else nullcontext():
+        parts = _draft_split(specs, tuple(images), engine)
+    written = _finish_parts(parts, engine)
+    check_batch("write_batch", len(written), len(specs))
     for i, outcome in zip(ready, written, strict=True):
         outcomes[i] = outcome
     assert all(o is not None for o in outcomes)
     return outcomes  # type: ignore[return-value]
 
 
-def _write_split(
+def _draft_split(
     specs: tuple[JobSpec, ...], images: tuple[Image.Image, ...], engine: Engine
-) -> list[Outcome]:
-    """:func:`write_batch`, halving the batch on out-of-memory down to a single item."""
+) -> list[Draft | list[Outcome]]:
+    """:func:`draft`, halving the batch on out-of-memory down to a single item: drafted
+    stretches of the batch, or the errors that failed a stretch."""
     if not specs:
         return []
     try:
-        results: list[Outcome] = list(write_batch(specs, images, engine=engine))
+        return [draft(specs, images, engine=engine)]
     except OutOfMemoryError as exc:
         if len(specs) == 1:
-            return [exc]
+            return [[exc]]
         half = len(specs) // 2
-        return _write_split(specs[:half], images[:half], engine) + _write_split(
+        return _draft_split(specs[:half], images[:half], engine) + _draft_split(
             specs[half:], images[half:], engine
         )
-    except CaptionError as exc:
-        return [exc] * len(specs)
-    except Exception as exc:  # a model bug must fail these jobs, not the worker
-        error = PermanentError(f"{type(exc).__name__}: {exc}", code=ErrorCode.model_error)
-        error.__cause__ = exc
-        return [error] * len(specs)
-    check_batch("write_batch", len(results), len(specs))
-    return results
+    except Exception as exc:
+        return [_failed(exc, len(specs))]
+
+
+def _finish_parts(parts: list[Draft | list[Outcome]], engine: Engine) -> list[Outcome]:
+    out: list[Outcome] = []
+    for part in parts:
+        if not isinstance(part, Draft):
+            out += part
+            continue
+        try:
+            out += finish(part, engine=engine)
+        except Exception as exc:
+            out += _failed(exc, len(part.results))
+    return out
+
+
+def _failed(exc: Exception, n: int) -> list[Outcome]:
+    """``n`` jobs failed by ``exc``: a caption error as it is; any other exception is a
+    model bug, which must fail these jobs with ``model_error``, not the worker."""
+    if isinstance(exc, CaptionError):
+        return [exc] * n
+    error = PermanentError(f"{type(exc).__name__}: {exc}", code=ErrorCode.model_error)
+    error.__cause__ = exc
+    return [error] * n
 
 
 @dataclass
@@ -136,6 +171,17 @@ class _Job:
     error: CaptionError | None = None  # its caption or a variant failed on its own
 
 
+@dataclass
+class Draft:
+    """A batch after its model calls: the errors of the jobs that failed their checks,
+    and the variant slots (final texts) of the others, with their image-text agreement."""
+
+    results: list[Outcome | None]
+    jobs: list[_Job]
+    slots: list[Slot]
+    agreement: list[float | None]
+
+
 def write_batch(
     specs: Sequence[JobSpec],
     images: Sequence[Image.Image],
@@ -143,12 +189,24 @@ def write_batch(
     engine: Engine,
     regenerate: bool = True,
 ) -> list[Outcome]:
-    """Caption every image in one call, then every variant slot in one call.
+    """Caption every image in one call, then every variant slot in one call, then
+    check and score every variant: :func:`finish` of :func:`draft`.
 
     ``regenerate=False`` skips the second writer call for breaching or duplicate
     variants (they are repaired or flagged directly): benchmarks use it to make
     exactly the model calls a raw ``generate`` loop makes.
     """
+    return finish(draft(specs, images, engine=engine, regenerate=regenerate), engine=engine)
+
+
+def draft(
+    specs: Sequence[JobSpec],
+    images: Sequence[Image.Image],
+    *,
+    engine: Engine,
+    regenerate: bool = True,
+) -> Draft:
+    """Every model call of a batch: captions, variants, regenerations, CLIP scores."""
     check_batch("write_batch images", len(images), len(specs))
     results: list[Outcome | None] = [None] * len(specs)
     jobs: list[_Job] = []
@@ -157,6 +215,7 @@ def write_batch(
             jobs.append(_checked(position, spec, image))
         except PermanentError as exc:
             results[position] = exc
+    slots: list[Slot] = []
     if jobs:
         _caption(jobs, engine)
         jobs, _ = _without_failed(jobs, [], results)
@@ -170,8 +229,15 @@ def write_batch(
             jobs, slots = _without_failed(jobs, slots, results)
         variants.repair(slots)
         variants.mark_duplicates(slots)  # on the final, repaired texts
-        scored = _score(slots, {job.position: job.spec for job in jobs}, engine)
-        for job in jobs:
+    return Draft(results, jobs, slots, _agreement(slots, engine))
+
+
+def finish(drafted: Draft, *, engine: Engine) -> list[Outcome]:
+    """No model call: copy policy and quality of each variant, one result per job."""
+    results = list(drafted.results)
+    if drafted.jobs:
+        scored = _score(drafted, {job.position: job.spec for job in drafted.jobs}, engine)
+        for job in drafted.jobs:
             results[job.position] = Written(
                 job_id=job.spec.job_id,
                 caption=job.caption,
@@ -180,7 +246,7 @@ def write_batch(
                 variants=tuple(scored[job.position]),
             )
     done = [r for r in results if r is not None]
-    check_batch("write_batch", len(done), len(specs))
+    check_batch("write_batch", len(done), len(results))
     return done
 
 
@@ -241,19 +307,23 @@ def _slots(job: _Job) -> list[Slot]:
     ]
 
 
-def _score(
-    slots: Sequence[Slot], specs: dict[int, JobSpec], engine: Engine
-) -> dict[int, list[VariantBase]]:
-    """Copy policy and quality of every variant (one CLIP call for the batch when a
-    scorer is configured); keyed by job position, in slot order."""
-    agreement: list[float | None] = [None] * len(slots)
+def _agreement(slots: Sequence[Slot], engine: Engine) -> list[float | None]:
+    """Image-text agreement of every variant (one CLIP call for the batch when a
+    scorer is configured), else None each."""
     scorer = engine.scorer
-    if scorer is not None and slots:
-        scores = scorer.clip_s([s.image for s in slots], [s.text for s in slots])
-        check_batch(scorer.info.model_id, len(scores), len(slots))
-        agreement = [quality.image_text(s) for s in scores]
+    if scorer is None or not slots:
+        return [None] * len(slots)
+    scores = scorer.clip_s([s.image for s in slots], [s.text for s in slots])
+    check_batch(scorer.info.model_id, len(scores), len(slots))
+    return [quality.image_text(s) for s in scores]
+
+
+def _score(
+    drafted: Draft, specs: dict[int, JobSpec], engine: Engine
+) -> dict[int, list[VariantBase]]:
+    """Copy policy and quality of every variant; keyed by job position, in slot order."""
     out: dict[int, list[VariantBase]] = {}
-    for slot, image_text in zip(slots, agreement, strict=True):
+    for slot, image_text in zip(drafted.slots, drafted.agreement, strict=True):
         out.setdefault(slot.job, []).append(_variant(slot, specs[slot.job], engine, image_text))
     return out
 

@@ -1,9 +1,12 @@
 """Celery tasks: thin. Parse the message, call the module that does the work, publish
 what follows. Whether a failure is retried, and when, is ``worker.retry``'s to say.
 
-- ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs.
+- ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs, in one thread
+  of the GPU worker's pool; it returns (and its messages are acknowledged) once the
+  batch is stored.
 - ``captionq.fetch`` (io queue): one job's image URL into the blob store, then its
   caption task (IO worker threads fetch side by side, as many as the pool has).
+
 - ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
 - ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.
 - ``captionq.reap`` (io queue, beat): re-publish jobs that are truly lost.
@@ -20,7 +23,7 @@ from functools import lru_cache
 
 import redis
 from celery import Task
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
@@ -40,8 +43,9 @@ from schemas.store.jobs import mark_queued
 from schemas.store.sessions import session_scope
 from schemas.tables import utcnow
 from worker import batch, crons, fetching, metrics, reaper, retry, sender
-from worker.app import app, engine, lease_keeper, publisher, settings
+from worker.app import app, engine, gpu_turn, lease_keeper, publisher, settings
 from worker.errors import ClaimError
+from worker.gather import PipelinedBatches
 from worker.slots import FetchSlots
 
 log = logging.getLogger("captionq.worker")
@@ -49,17 +53,33 @@ log = logging.getLogger("captionq.worker")
 
 @app.task(
     name=TASK_CAPTION,
-    base=Batches,
+    base=PipelinedBatches,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_interval_s,
+    waiting_limit=max(1, settings.pipeline_batches - 1),
     acks_late=True,
 )
 def caption(requests: list[SimpleRequest]) -> None:
+    try:
+        _caption(requests)
+    finally:
+        caption.batch_done()  # type: ignore[attr-defined]
+
+
+def _caption(requests: list[SimpleRequest]) -> None:
     logs.begin(task=TASK_CAPTION, batch_id=uuid.uuid4().hex[:16])
     jobs = [job for job in map(caption_job, requests) if job is not None]
     job_ids = [job.id for job in jobs]
+    if lease_keeper is not None and lease_keeper.shutting_down:
+        # A batch flushed after SIGTERM is not started: its messages are acknowledged on
+        # return, so its jobs are published again for the pool that follows.
+        log.info("shutting down: handing back a batch of %d before its claim", len(jobs))
+        publisher.captions(jobs)
+        return
     try:
-        report = batch.process(job_ids, settings=settings, engine=engine(), lease=lease_keeper)
+        report = batch.process(
+            job_ids, settings=settings, engine=engine(), lease=lease_keeper, gpu=gpu_turn
+        )
     except ClaimError as exc:
         # celery-batches acknowledges the messages whatever happens: publish them again,
         # each at the priority it was published with.
@@ -80,12 +100,16 @@ def caption(requests: list[SimpleRequest]) -> None:
         [retried.job for retried in report.retry],
         countdown=[retried.countdown_s for retried in report.retry],
     )
+    stages = report.stages
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
         len(requests),
         report.succeeded,
         report.failed,
         len(report.retry),
+        extra={"stages": {"claim": stages.claim, "gpu_wanted": stages.gpu_wanted,
+                          "gpu_from": stages.gpu_from, "gpu_until": stages.gpu_until,
+                          "stored": stages.stored}},
     )
 
 

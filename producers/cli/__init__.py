@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import jobs, ops, review, status, tenants, webhooks
+from producers.cli import bench, jobs, ops, review, status, tenants, webhooks
 from producers.cli.errors import fail, run
 from producers.cli.output import group
 from schemas.errors import ErrorCode
@@ -20,6 +20,7 @@ app = group("captionq: images in, captions and ad copy out.")
 jobs.register(app)
 ops.register(app)
 app.command("status")(status.status)
+app.command("bench-batch")(bench.bench_batch)
 app.add_typer(tenants.app, name="tenant")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(review.app, name="review")

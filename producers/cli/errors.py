@@ -42,6 +42,7 @@ _REFUSED: Final = frozenset(
         ErrorCode.forbidden,
         ErrorCode.cancelled,
         ErrorCode.attempts_exhausted,
+        ErrorCode.accelerator_missing,
     }
 )
 _UNAVAILABLE: Final = frozenset(

@@ -14,8 +14,8 @@ from schemas.errors import ErrorCode
 from schemas.names import QUEUE_GPU, QUEUE_IO
 
 QUEUES = {"gpu": QUEUE_GPU, "io": QUEUE_IO}
-# The solo GPU worker spends minutes inside one batch: Celery's heartbeats, gossip and
-# mingle would only log clock drift and missed heartbeats there.
+# A GPU worker's threads spend minutes inside their batches: Celery's heartbeats, gossip
+# and mingle would only log clock drift and missed heartbeats there.
 QUIET_WORKER = ("--without-heartbeat", "--without-mingle", "--without-gossip")
 
 
@@ -29,8 +29,11 @@ def worker_argv(queues: str, concurrency: int, extra: list[str]) -> list[str]:
     if unknown or not wanted:
         fail(f"unknown queue(s) {unknown}; use gpu, io or gpu,io", code=ErrorCode.invalid_request)
     gpu = "gpu" in wanted
+    # A GPU worker's threads are PIPELINE_BATCHES (worker.app sets the concurrency).
     pool = (
-        ["--pool", "solo", *QUIET_WORKER] if gpu else ["--pool", "threads", "-c", str(concurrency)]
+        ["--pool", "threads", *QUIET_WORKER]
+        if gpu
+        else ["--pool", "threads", "-c", str(concurrency)]
     )
     named = any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra)
     name = [] if named else ["-n", f"{'-'.join(wanted)}@%h"]
@@ -57,8 +60,8 @@ def worker(
     queues: Annotated[str, typer.Option(help="gpu, io, or gpu,io")] = "gpu,io",
     concurrency: Annotated[int, typer.Option(min=1, help="Threads of an io-only worker")] = 1,
 ) -> None:
-    """Run a Celery worker: the gpu queue uses the solo pool (one process per GPU), io
-    alone uses threads. Other options go to celery worker."""
+    """Run a Celery worker: on the gpu queue one process per GPU with PIPELINE_BATCHES
+    threads (pipelined batches); io alone uses threads. Other options go to celery worker."""
     argv = worker_argv(queues, concurrency, list(ctx.args))
     os.execv(sys.executable, argv)
 

@@ -3,8 +3,12 @@ event delivered at least once, and the unique webhook-ids exactly the expected s
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 import signal
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,7 +26,9 @@ from tests.reliability.scenarios import (
     events_per_job,
     tally,
 )
+from tests.support.processes import REPO
 from tests.support.waiting import wait_for
+from worker.models.tiny import build_blip_from_config
 
 pytestmark = pytest.mark.reliability
 
@@ -214,6 +220,46 @@ def test_sigterm_to_the_whole_gpu_pool_while_jobs_stream_in(stack: FaultStack) -
     for _ in range(2):
         stack.start("gpu")
     _check(stack, ids, "sigterm-whole-pool", timeout_s=120)
+    assert _succeeded(stack, ids) == len(ids)
+
+
+def _stages(log: str) -> list[dict[str, float]]:
+    """The ``stages`` of each batch a worker stored, from its JSON log lines."""
+    found = []
+    for line in log.splitlines():
+        if line.startswith("{") and '"stages"' in line:
+            found.append(json.loads(line)["stages"])
+    return sorted(found, key=lambda stages: stages["gpu_from"])
+
+
+def test_sigterm_with_batches_in_several_stages(stack: FaultStack, tmp_path: Path) -> None:
+    """A pipelined GPU worker with a model slow enough to catch: one batch generating,
+    the next prepared and waiting for the GPU, more being fetched. Its stored batches
+    show the overlap (each claimed before the one ahead of it left the GPU, one on the
+    GPU at a time); SIGTERM, and past the shutdown grace every batch in hand is handed
+    back at once; a new worker finishes them, nothing lost or stored twice."""
+    config = json.loads((REPO / "benchmarks" / "configs" / "blip-cpu-small.json").read_text())
+    model = build_blip_from_config(tmp_path / "blip-cpu-small", config["config"])
+    stack.start("io")
+    stack.start("beat")
+    gpu = stack.start("gpu", CAPTIONER_MODEL=str(model), MAX_NEW_TOKENS="12",
+                      SHUTDOWN_GRACE_S="0.5", LOG_FORMAT="json")  # fmt: skip
+    ids = stack.submit(24)
+    wait_for(lambda: _succeeded(stack, ids) >= 8, 120, "two batches stored")
+    wait_for(lambda: _running(stack, ids) >= 8, 60, "two batches in hand")
+    gpu.signal(signal.SIGTERM)
+    assert gpu.process.wait(timeout=40) == 75, stack.logs()  # past the grace: handed back
+    handed = re.search(r"(\d+) batches \((\d+) jobs\) in hand", gpu.output())
+    assert handed is not None, gpu.output()
+    assert int(handed.group(1)) >= 2  # several batches, in several stages
+    stored = _stages(gpu.output())
+    assert len(stored) >= 2
+    for ahead, behind in itertools.pairwise(stored):
+        assert ahead["gpu_until"] <= behind["gpu_from"]  # one batch on the GPU at a time
+    assert any(behind["claim"] < ahead["gpu_until"]
+               for ahead, behind in itertools.pairwise(stored))  # fmt: skip
+    stack.start("gpu")
+    _check(stack, ids, "sigterm-pipelined-stages", timeout_s=120)
     assert _succeeded(stack, ids) == len(ids)
 
 

@@ -2,7 +2,7 @@
 
 ``start(kind, env=..., logdir=...)`` runs one and returns once it says it is ready:
 
-- ``gpu``: the GPU worker's shape, the solo pool on the gpu queue;
+- ``gpu``: the GPU worker's shape, pipelined: ``PIPELINE_BATCHES`` threads on the gpu queue;
 - ``io``: the IO worker, four threads on the io queue (fetches, callbacks);
 - ``gpu+io``: one solo process on both queues, as ``captionq demo`` runs it;
 - ``prefork``: both queues in two prefork children, each replaced after one task (so
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 READY_S = 90
 SOLO = ("--pool", "solo")
 POOLS = {
-    "gpu": (SOLO, "captionq.gpu"),
+    "gpu": (("--pool", "threads"), "captionq.gpu"),
     "io": (("--pool", "threads", "-c", "4"), "captionq.io"),
     "gpu+io": (SOLO, "captionq.gpu,captionq.io"),
     "prefork": (

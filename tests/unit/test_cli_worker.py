@@ -1,4 +1,4 @@
-"""``captionq worker``'s command line: node names, pools, and a quiet solo GPU worker."""
+"""``captionq worker``'s command line: node names, pools, and a quiet pipelined GPU worker."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ def test_a_name_given_is_kept() -> None:
     assert "-n" not in _after_worker(worker_argv("io", 2, ["--hostname=x@%h"]))
 
 
-def test_the_solo_gpu_worker_runs_without_heartbeat_mingle_and_gossip() -> None:
+def test_the_pipelined_gpu_worker_runs_without_heartbeat_mingle_and_gossip() -> None:
     gpu = worker_argv("gpu", 1, [])
-    assert gpu[gpu.index("--pool") + 1] == "solo"
+    assert gpu[gpu.index("--pool") + 1] == "threads"
+    assert "-c" not in gpu  # its threads are PIPELINE_BATCHES, set by worker.app
     assert set(QUIET_WORKER) <= set(gpu)
     io = worker_argv("io", 8, [])
     assert (io[io.index("--pool") + 1], io[io.index("-c") + 1]) == ("threads", "8")

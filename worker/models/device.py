@@ -41,3 +41,27 @@ def out_of_memory_as_transient(what: str) -> Iterator[None]:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise OutOfMemoryError(f"{what}: out of accelerator memory") from exc
+
+
+class CudaMemory:
+    """The CUDA device's memory as ``worker.batchsize`` reads it: its total, and the
+    peak this process allocated since the last reset."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+
+    def total(self) -> int:
+        return int(torch.cuda.get_device_properties(self._device).total_memory)
+
+    def reset_peak(self) -> None:
+        torch.cuda.synchronize(self._device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self._device)
+
+    def peak(self) -> int:
+        torch.cuda.synchronize(self._device)
+        return int(torch.cuda.max_memory_reserved(self._device))
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()

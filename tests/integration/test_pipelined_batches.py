@@ -1,0 +1,130 @@
+"""Two batches through ``worker.batch.process`` at once, as two threads of a pipelined
+GPU worker: while batch A holds the GPU, batch B is claimed, read and decoded and waits
+for it; A is checked, scored and stored after it handed the GPU on, while B generates.
+
+Real store (SQLite and PostgreSQL), real claim, blobs, pipeline and result transaction;
+the model is a captioner whose first call of each batch waits for the test's word, so
+that the test, not the clock, says when a batch leaves the GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from PIL import Image
+from sqlmodel import col, select
+
+from schemas.settings import WorkerSettings
+from schemas.store.blobs import put_blob
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import create_tenant
+from schemas.tables import Job, JobStatus
+from tests.support.images import png
+from tests.support.waiting import wait_for
+from worker import batch
+from worker.batch import BatchReport
+from worker.lease import LeaseKeeper
+from worker.models import Engine
+from worker.models.noop import NoopCaptioner
+
+
+class GatedCaptioner(NoopCaptioner):
+    """Each batch's caption call (the first model call, no prompts) says it began and
+    waits for its gate, in the order the batches reach the GPU."""
+
+    def __init__(self, gates: int) -> None:
+        self.began = [threading.Event() for _ in range(gates)]
+        self.gates = [threading.Event() for _ in range(gates)]
+        self._calls = 0
+
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
+    ) -> list[str]:
+        if prompts is None:
+            n, self._calls = self._calls, self._calls + 1
+            self.began[n].set()
+            assert self.gates[n].wait(60), "the test never opened this batch's gate"
+        return super()._caption(images, prompts, seed)
+
+
+def _jobs(url: str, n: int, shade: int) -> list[str]:
+    with session_scope(url) as session:
+        tenant = create_tenant(session=session, name=f"pipelined-{shade}")
+        digest = put_blob(session=session, data=png((shade, 80, 80)), store="db")
+        jobs = [
+            Job(tenant_id=tenant.id, image_sha256=digest, styles=["minimal"],
+                platforms=["x"], variants=1, request_hash=f"h{shade}-{i}", status="queued")
+            for i in range(n)
+        ]  # fmt: skip
+        session.add_all(jobs)
+        session.flush()
+        return [job.id for job in jobs]
+
+
+def _statuses(url: str, ids: list[str]) -> set[str]:
+    with session_scope(url) as session:
+        return set(session.exec(select(Job.status).where(col(Job.id).in_(ids))).all())
+
+
+def test_the_next_batch_is_prepared_while_one_generates_and_stored_after(
+    database_url: str,
+) -> None:
+    settings = WorkerSettings(database_url=database_url, captioner_model="captionq/noop",
+                              blob_store="db", job_lease_s=30)  # fmt: skip
+    captioner = GatedCaptioner(gates=2)
+    engine = Engine(captioner=captioner)
+    lease = LeaseKeeper(settings, hand_back=lambda ids: None)
+    gpu = threading.Lock()
+    a, b = _jobs(database_url, 3, 10), _jobs(database_url, 3, 200)
+    reports: dict[str, BatchReport] = {}
+
+    def run(name: str, ids: list[str]) -> None:
+        reports[name] = batch.process(ids, settings=settings, engine=engine, lease=lease, gpu=gpu)
+
+    first = threading.Thread(target=run, args=("a", a))
+    first.start()
+    assert captioner.began[0].wait(30), "batch A never reached the model"
+    second = threading.Thread(target=run, args=("b", b))
+    second.start()
+    # B is claimed (and its blobs read and images decoded) while A holds the GPU.
+    wait_for(lambda: _statuses(database_url, b) == {JobStatus.running}, 30, "B claimed")
+    wait_for(lambda: lease.held == 6, 30, "both batches in hand")
+    assert not captioner.began[1].is_set()  # B waits for the GPU: one batch generates
+    captioner.gates[0].set()
+    # A hands the GPU on, then is checked, scored and stored while B generates.
+    assert captioner.began[1].wait(30), "batch B never reached the model"
+    first.join(30)
+    assert _statuses(database_url, a) == {JobStatus.succeeded}
+    assert _statuses(database_url, b) == {JobStatus.running}
+    assert lease.held == 3
+    captioner.gates[1].set()
+    second.join(30)
+    assert _statuses(database_url, b) == {JobStatus.succeeded}
+    assert lease.held == 0
+    sa, sb = reports["a"].stages, reports["b"].stages
+    assert reports["a"].succeeded == reports["b"].succeeded == 3
+    assert sb.claim < sa.gpu_until  # prepared while A generated
+    assert sa.gpu_until <= sb.gpu_from  # one batch on the GPU at a time
+    assert sa.stored < sb.gpu_until  # A stored while B generated
+    assert sa.claim <= sa.gpu_wanted <= sa.gpu_from <= sa.gpu_until <= sa.stored
+
+
+def test_a_failed_batch_releases_the_gpu_and_its_lease(database_url: str) -> None:
+    """A model that raises fails its batch's jobs (model_error) and hands the GPU on."""
+
+    class Broken(NoopCaptioner):
+        def _caption(self, *_: object) -> list[str]:
+            raise RuntimeError("kernel fault")
+
+    settings = WorkerSettings(database_url=database_url, captioner_model="captionq/noop",
+                              blob_store="db", job_lease_s=30)  # fmt: skip
+    lease = LeaseKeeper(settings, hand_back=lambda ids: None)
+    gpu = threading.Lock()
+    ids = _jobs(database_url, 2, 90)
+    report = batch.process(ids, settings=settings, engine=Engine(captioner=Broken()),
+                           lease=lease, gpu=gpu)  # fmt: skip
+    assert report.failed_codes == ["model_error", "model_error"]
+    assert not gpu.locked()
+    assert lease.held == 0
+    assert _statuses(database_url, ids) == {JobStatus.failed}
