@@ -108,8 +108,9 @@ class ServedModel:
 
     def served_models(self) -> list[dict[str, Any]]:
         what = f"GET {self.server.base_url}/models"
-        try:
-            response = self._http.get("/models")
+        try:  # at start: the start's own deadline, as for its first request
+            response = self._http.get("/models", timeout=httpx.Timeout(
+                max(WARM_UP_S, self.server.timeout_s), connect=CONNECT_S))
         except httpx.HTTPError as exc:
             raise wire.transport_failure(exc, what, self.server.timeout_s) from exc
         failure = wire.failure_of(response, what)
