@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from schemas.errors import ErrorCode, PermanentError, UnavailableError
+from schemas.errors import ErrorCode, PermanentError, TransientError, UnavailableError
 from tests.support.servers import Loopback, send
 from worker.models import served_protocol as wire
 from worker.models.base import Generation, Text, WriteRequest
@@ -44,6 +44,7 @@ class OpenAIish:
     delay_s: float = 0.0
     bodies: list[dict[str, Any]] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
+    models_delay_s: float = 0.0
     listed: int = 0
     plain_lists: bool = False
     running: int = 0
@@ -57,6 +58,7 @@ class OpenAIish:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                time.sleep(state.models_delay_s)
                 send(self, json.dumps({"object": "list", "data": state.models}).encode(),
                      content_type="application/json")
 
@@ -127,6 +129,18 @@ def test_a_reported_revision_other_than_the_configured_one_is_refused(
     assert caught.value.code == ErrorCode.model_not_served
     assert "revision abc123, not def456" in caught.value.message
     writer(url, revision="abc123").check_served()  # the same revision: served
+
+
+def test_the_model_check_at_start_has_the_starts_deadline_not_a_requests(
+    server: tuple[OpenAIish, str],
+) -> None:
+    state, url = server
+    state.models_delay_s = 0.2
+    writer(url, timeout_s=0.05).check_served()  # a /v1/models slower than 50 ms: served
+    state.delay_s = 0.2
+    (late,) = writer(url, timeout_s=0.05).write(requests(1))
+    assert isinstance(late, TransientError)
+    assert late.code == ErrorCode.model_server_timeout
 
 
 def test_a_429_carries_retry_after_and_a_5xx_is_unavailable(
