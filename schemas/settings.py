@@ -180,8 +180,9 @@ class WorkerSettings(CoreSettings):
     )
     served_structured_output: bool = Field(
         default=False,
-        description="Ask the server for JSON by schema (response_format; vLLM honours it); "
-        "the tolerant parser reads plain text either way",
+        description="Ask for each image and style's variants in one request, as a JSON "
+        "list by schema (response_format; vLLM honours it); the tolerant parser keeps the "
+        "usable ones and the missing ones are asked for one per variant",
     )
     offline: bool = Field(default=False, description="Load models from local files only")
     model_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")

@@ -47,6 +47,7 @@ class Slot:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
     error: CaptionError | None = None  # the writer failed this slot alone (served models)
+    mode: str | None = None  # how a served writer was asked for the text (models.Drafted)
 
 
 def _request(slot: Slot, engine: Engine, hint: str | None) -> WriteRequest:
@@ -57,7 +58,8 @@ def _request(slot: Slot, engine: Engine, hint: str | None) -> WriteRequest:
         brand_voice=slot.brand_voice,
         hint=hint,
     )
-    return WriteRequest(slot.image, slot.caption, instruction, slot.style.prefix, slot.seed)
+    return WriteRequest(slot.image, slot.caption, instruction, slot.style.prefix, slot.seed,
+                        job=slot.job)
 
 
 def write(
@@ -73,6 +75,7 @@ def write(
         if isinstance(text, CaptionError):
             slot.error, slot.text, slot.breaches = text, "", []
             continue
+        slot.mode = getattr(text, "mode", None)
         slot.text = rules.clean_generated(text)
         slot.breaches = rules.check(text, slot.platform)
 
@@ -98,6 +101,7 @@ def record(slots: Sequence[Slot]) -> None:
             "seed": slot.seed,
             "breaches": [b.rule for b in slot.breaches],
             "near_duplicate": slot.duplicate,
+            **({"served_mode": slot.mode} if slot.mode is not None else {}),
         })
 
 
@@ -147,6 +151,8 @@ def provenance(slot: Slot, engine: Engine) -> dict[str, Any]:
         "regenerated": len(slot.attempts) > 1,
         "repairs": slot.repairs,
     }
+    if slot.mode is not None:
+        made["served_mode"] = slot.mode  # list, or per_variant (worker/models/served.py)
     made["quality_score_version"] = QUALITY_SCORE_VERSION
     if engine.scorer is not None:
         made["clip_model_id"] = engine.scorer.info.model_id

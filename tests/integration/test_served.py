@@ -5,21 +5,27 @@ text copywriter), each its own process on loopback, one pair for this module.
 Real jobs go through the API, the real worker and the servers, on each database kind:
 captions and variants stored, callbacks verified, provenance naming the served models;
 the server killed mid-batch (jobs retried, all succeed once it is back, none lost or
-duplicated). In this process, through the same engine the worker loads: the VLM
-writing variants itself, one item refused by the server failing alone, answers slower
-than the deadline. And a server that serves another model than configured: the worker
-refuses to start."""
+duplicated); answers slower than the deadline (on PostgreSQL, a second worker with a
+5 ms deadline: each job retried as transient model_server_timeout, then failed when its
+attempts are spent, as worker.retry decides, stored and called back). In this process, through the
+same engine the worker loads: the VLM writing variants itself, structured output asked
+of a server that ignores it (each image and style's list request answered with plain
+text, so every variant is asked for on its own: N per style all the same), one item
+refused by the server failing alone, answers slower than the deadline. And a server
+that serves another model than configured: the worker refuses to start."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from PIL import Image
 
 from schemas.errors import ErrorCode, PermanentError, TransientError
@@ -116,6 +122,15 @@ def submit(stack: Stack, n: int) -> list[str]:
     return [a.id for a in accepted]
 
 
+def settled_requests(server: ModelServer) -> int:
+    """The server's count of answered requests once its log has caught up."""
+    last = -1
+    while (now := server.chat_requests()) != last:
+        last = now
+        time.sleep(0.3)
+    return now
+
+
 def delivered_once(stack: Stack, ids: Sequence[str]) -> None:
     """Each job's one ``job.succeeded`` callback, verified, and no second one."""
     wait_for(lambda: {r.job_id for r in stack.receiver.received} >= set(ids),
@@ -170,6 +185,88 @@ def test_a_server_killed_mid_batch_loses_and_duplicates_nothing(
         assert len(job.variants) == SLOTS  # stored once: no duplicate variants
     assert max(job.attempts for job in jobs) > 1  # some were retried
     delivered_once(stack, ids)
+
+
+@pytest.fixture
+def hasty(
+    database_url: str, redis_db: str, servers: dict[str, ModelServer], tmp_path: Path
+) -> Iterator[Stack]:  # fmt: skip
+    """The tenant again, over the module's database but a Redis database of its own (so
+    the module's worker never sees these jobs), with one worker whose requests may take
+    5 ms: every caption is past its deadline. Two attempts per job."""
+    if database_url.startswith("sqlite"):
+        # A worker's start is most of this test's cost; the retry's store path is the
+        # same for every transient error, and tests/reliability runs it on SQLite too.
+        pytest.skip("the deadline fault through the worker runs on PostgreSQL")
+    head, index = redis_db.rsplit("/", 1)
+    own = f"{head}/{int(index) % 15 + 1}"
+    redis.Redis.from_url(own).flushdb()
+    settings = CoreSettings(database_url=database_url, redis_url=own, blob_store="db",
+                            **LOOPBACK)
+    built = Stack.open(settings, env={"HF_HUB_OFFLINE": "1", **LOOPBACK_ENV}, logdir=tmp_path)
+    try:
+        built.start("gpu+io", **served_env(servers), SERVED_TIMEOUT_S="0.005",
+                    JOB_MAX_ATTEMPTS="2", BATCH_SIZE="4")
+        yield built
+    finally:
+        built.stop()
+
+
+def test_answers_slower_than_the_deadline_retry_the_job_then_fail_it(
+    hasty: Stack, servers: dict[str, ModelServer]
+) -> None:
+    """The worker starts (its first request has its own long deadline), then no request
+    of a job is answered in time: each job is retried as transient model_server_timeout
+    and, its two attempts spent, failed with attempts_exhausted naming the timeout; the
+    job.failed callback says the same."""
+    ids = submit(hasty, 2)
+    jobs = [hasty.client.wait(i, timeout_s=120) for i in ids]
+    assert hasty.logged("transient model_server_timeout")
+    for job in jobs:
+        assert job.status == "failed", (job, hasty.logs())
+        assert job.attempts == 2
+        assert job.error is not None
+        assert job.error.code == ErrorCode.attempts_exhausted
+        assert "gave up after 2 attempts" in job.error.message
+        assert f"{servers['vlm'].name} at {servers['vlm'].base_url}" in job.error.message
+        assert "no answer within 0.005s" in job.error.message
+        assert (job.caption, job.variants) == (None, [])
+    wait_for(lambda: {r.job_id for r in hasty.receiver.received} >= set(ids),
+             what="every job's callback")
+    received = [r for r in hasty.receiver.received if r.job_id in ids]
+    assert sorted(r.job_id for r in received) == sorted(ids)  # one each
+    for callback in received:
+        assert callback.verified
+        assert callback.event_type == "job.failed"
+        assert callback.body["data"]["attempts"] == 2
+        assert callback.body["data"]["error"]["code"] == "attempts_exhausted"
+        assert "no answer within 0.005s" in callback.body["data"]["error"]["message"]
+
+
+@pytest.mark.parametrize("copywriter", [False, True], ids=["vlm", "copywriter"])
+def test_structured_output_asked_of_a_server_that_ignores_it_still_gives_n_per_style(
+    engine_of: Any, servers: dict[str, ModelServer], copywriter: bool
+) -> None:
+    """``transformers serve`` answers the list request of each image and style with the
+    random model's plain text, so the backend asks for each variant on its own: the
+    requests are one per image and style plus one per variant not taken from a list."""
+    engine = engine_of(served_structured_output=True, env={"copywriter": copywriter})
+    server = servers["copywriter" if copywriter else "vlm"]
+    specs = [JobSpec(job_id=f"j{i}", styles=("minimal", "playful"), platforms=("x",),
+                     variants=3) for i in range(2)]  # fmt: skip
+    images = [Image.new("RGB", (40, 30), (200, 0, 0)), Image.new("RGB", (40, 30), (0, 9, 9))]
+    before = settled_requests(server)
+    written = write_batch(specs, images, engine=engine, regenerate=False)
+    for job in written:
+        assert isinstance(job, Written), job
+        styles = [v.style for v in job.variants]
+        assert sorted(styles) == ["minimal"] * 3 + ["playful"] * 3
+        assert {v.provenance["served_mode"] for v in job.variants} <= {"list", "per_variant"}
+    single = sum(v.provenance["served_mode"] == "per_variant"
+                 for job in written for v in job.variants)  # type: ignore[union-attr]
+    captions = 0 if copywriter else 2  # the VLM's captions go to the same server
+    wait_for(lambda: server.chat_requests() - before == captions + 2 * 2 + single,
+             what="the server's log of every request")
 
 
 def test_the_vlm_writes_the_variants_itself_without_a_copywriter(

@@ -1,5 +1,6 @@
 """The chat-completions protocol as captionq speaks it: request bodies, the tolerant
-reader of answers, every failure typed with its code, Retry-After honoured by decide."""
+readers of answers (one text, or a list of N), every failure typed with its code,
+Retry-After honoured by decide; and the plan of a batch's variant requests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from schemas.errors import ErrorCode, PermanentError, TransientError, Unavailabl
 from schemas.settings import WorkerSettings
 from worker import retry
 from worker.models import served_protocol as wire
+from worker.models.base import WriteRequest
+from worker.models.served import plan
 
 pytestmark = pytest.mark.unit
 
@@ -126,13 +129,65 @@ def test_the_image_goes_inline_as_a_data_url_never_a_fetchable_url() -> None:
 
 
 def test_the_body_asks_for_json_only_when_configured_and_one_choice() -> None:
-    plain = wire.chat_body("m", [], max_tokens=5, temperature=0.0, top_p=0.9, seed=None,
-                           structured=False)
+    plain = wire.chat_body("m", [], max_tokens=5, temperature=0.0, top_p=0.9, seed=None)
     assert not {"response_format", "n", "seed", "top_p"} & set(plain)  # greedy, one choice
     sampled = wire.chat_body("m", [], max_tokens=5, temperature=0.8, top_p=0.9, seed=3,
-                             structured=True)
+                             response_format=wire.TEXT_SCHEMA)
     assert sampled["response_format"]["type"] == "json_schema"
     assert (sampled["seed"], sampled["top_p"]) == (3, 0.9)
+
+
+def test_the_list_schema_asks_for_exactly_n_strings() -> None:
+    schema = wire.variants_format(3)["json_schema"]["schema"]
+    assert schema["required"] == ["variants"]
+    assert schema["properties"]["variants"] == {
+        "type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3}
+
+
+@pytest.mark.parametrize(
+    ("content", "texts"),
+    [
+        ('{"variants": ["One.", "Two.", "Three."]}', ["One.", "Two.", "Three."]),
+        ('```json\n{"variants": ["Fenced.", "Too."]}\n```', ["Fenced.", "Too."]),
+        ('["Bare.", "List.", "Here."]', ["Bare.", "List.", "Here."]),
+        ('{"items": ["Another key.", "Still."]}', ["Another key.", "Still."]),
+        ('[{"text": "Objects."}, {"text": "Too."}]', ["Objects.", "Too."]),
+        ('{"variants": ["One.", "Two."]}', ["One.", "Two."]),  # fewer: the usable ones
+        ('{"variants": [" A. ", "", "  ", 7, "B."]}', ["A.", "B."]),  # blanks are unusable
+        ('{"variants": ["1", "2", "3", "4", "5"]}', ["1", "2", "3"]),  # never more than N
+        ('{"variants": ["Whole.", "Also whole.", "cut sh', ["Whole.", "Also whole."]),
+        ("Plain text from a server that ignored the schema.", []),
+        ('{"text": "One text, not a list."}', []),
+        ("[not json", []),
+        ("", []),
+        (None, []),
+    ],
+)
+def test_the_list_reader_keeps_at_most_n_usable_texts(
+    content: str | None, texts: list[str]
+) -> None:
+    assert wire.read_variants(content, 3) == texts
+
+
+def slot(job: int | None, instruction: str, seed: int) -> WriteRequest:
+    return WriteRequest(Image.new("RGB", (2, 2)), "a cup", instruction, "", seed, job=job)
+
+
+def test_without_structured_output_each_variant_is_its_own_request() -> None:
+    requests = [slot(0, "playful", 0), slot(0, "playful", 1), slot(1, "playful", 2)]
+    assert plan(requests, structured=False) == [(0,), (1,), (2,)]
+
+
+def test_with_structured_output_one_request_per_job_and_instruction() -> None:
+    """Job 0: two styles of two variants, the second style's interleaved; job 1 has the
+    same instruction as job 0's first style but is another job; a request with no job
+    is never grouped."""
+    requests = [
+        slot(0, "playful/x", 0), slot(0, "luxury/x", 1), slot(0, "playful/x", 2),
+        slot(0, "luxury/x", 3), slot(1, "playful/x", 4), slot(1, "playful/x", 5),
+        slot(None, "playful/x", 6), slot(None, "playful/x", 7), slot(1, "playful/y", 8),
+    ]  # fmt: skip
+    assert plan(requests, structured=True) == [(0, 2), (1, 3), (4, 5), (6,), (7,), (8,)]
 
 
 @pytest.mark.parametrize("role", ["captioner", "copywriter"])

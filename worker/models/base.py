@@ -33,6 +33,20 @@ from schemas.errors import CaptionError
 # served backend's request that failed; in-process backends fail a whole call instead).
 Text = str | CaptionError
 
+
+class Drafted(str):
+    """A writer's text that says how it was asked for, for the variant's provenance: a
+    served model's ``list`` (one of N texts of one structured request) or
+    ``per_variant`` (a request of its own)."""
+
+    mode: str
+
+    def __new__(cls, text: str, mode: str) -> Drafted:
+        made = super().__new__(cls, text)
+        made.mode = mode
+        return made
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Recorded with every result: which weights wrote it.
@@ -74,13 +88,16 @@ class Generation:
 @dataclass(frozen=True)
 class WriteRequest:
     """One variant to write. ``instruction`` is for chat/instruct models, ``prefix`` for
-    captioners that continue a text prefix."""
+    captioners that continue a text prefix. ``job`` names the job it is for: requests of
+    one job with one instruction differ only in their seed, so a writer may write them
+    in one call (a served model with structured output does)."""
 
     image: Image.Image
     caption: str
     instruction: str
     prefix: str
     seed: int
+    job: int | None = None
 
 
 class Captioner(ABC):

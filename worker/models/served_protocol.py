@@ -16,8 +16,14 @@ Whether a transient failure is retried is ``worker.retry.decide``'s call; a 429'
 
 Structured output (``response_format`` with a JSON schema) is asked for only when
 configured: vLLM honours it, ``transformers serve`` ignores it, and other servers refuse
-it. :func:`read_text` reads either answer: JSON ``{"text": ...}`` (or a list of texts,
-or a JSON string), fenced or bare, and otherwise the plain text as written.
+it. One variant's request asks for ``{"text": ...}`` (:data:`TEXT_SCHEMA`), and
+:func:`read_text` reads either answer: JSON ``{"text": ...}`` (or a list of texts, or a
+JSON string), fenced or bare, and otherwise the plain text as written. A request for
+N variants at once asks for ``{"variants": [string x N]}`` (:func:`variants_format`),
+and :func:`read_variants` keeps at most N usable texts of whatever came back: a list
+(bare, fenced, under ``variants``, or cut short by the token limit: its complete
+strings); plain text is no list and yields none (a model asked for N may have written
+them all in one text), so the caller asks for the missing ones one by one.
 """
 
 from __future__ import annotations
@@ -58,6 +64,24 @@ _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _DETAIL_CHARS = 300
 
 
+def variants_format(n: int) -> dict[str, Any]:
+    """``response_format`` asking for exactly ``n`` texts: ``{"variants": [string x n]}``."""
+    texts = {"type": "array", "items": {"type": "string"}, "minItems": n, "maxItems": n}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "ad_copy_variants",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"variants": texts},
+                "required": ["variants"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
 def data_url(image: Image.Image) -> str:
     """The image inline, as JPEG (PNG where it has transparency)."""
     buffer = io.BytesIO()
@@ -94,7 +118,7 @@ def chat_body(
     temperature: float,
     top_p: float,
     seed: int | None,
-    structured: bool,
+    response_format: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One chat completion: one choice (``transformers serve`` ignores ``n``)."""
     body: dict[str, Any] = {
@@ -108,17 +132,20 @@ def chat_body(
         body["top_p"] = top_p
     if seed is not None:
         body["seed"] = seed
-    if structured:
-        body["response_format"] = TEXT_SCHEMA
+    if response_format is not None:
+        body["response_format"] = response_format
     return body
+
+
+def _unfenced(content: str | None) -> str:
+    text = (content or "").strip()
+    fenced = _FENCE.match(text)
+    return fenced.group(1).strip() if fenced else text
 
 
 def read_text(content: str | None) -> str:
     """The text of an answer, whether or not the server kept to the JSON schema."""
-    text = (content or "").strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
+    text = _unfenced(content)
     if not text or text[0] not in "{[\"":
         return text
     try:
@@ -127,6 +154,41 @@ def read_text(content: str | None) -> str:
         return text
     found = _first_text(value)
     return text if found is None else found.strip()
+
+
+def read_variants(content: str | None, n: int) -> list[str]:
+    """The usable texts (non-empty, at most ``n``, in order) of an answer that was asked
+    for ``{"variants": [...]}``; none where it holds no list."""
+    text = _unfenced(content)
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        value = _complete_items(text)
+    if isinstance(value, dict):
+        value = value.get("variants", next((v for v in value.values() if isinstance(v, list)),
+                                           None))
+    if not isinstance(value, list):
+        return []
+    texts = [found.strip() for v in value if (found := _first_text(v)) is not None]
+    return [t for t in texts if t][:n]
+
+
+def _complete_items(text: str) -> list[Any] | None:
+    """The complete items of a JSON list that was cut short (``["a", "b", "c``: a and
+    b); None where there is no list."""
+    at = text.find("[")
+    if at < 0:
+        return None
+    decoder, items = json.JSONDecoder(), list[Any]()
+    at += 1
+    while True:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        try:
+            item, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return items
+        items.append(item)
 
 
 def _first_text(value: Any) -> str | None:
@@ -143,6 +205,12 @@ def _first_text(value: Any) -> str | None:
 
 def answer_text(response: httpx.Response, what: str) -> str:
     """The first choice's text of a 2xx answer, or the failure it is, raised."""
+    return read_text(answer_content(response, what))
+
+
+def answer_content(response: httpx.Response, what: str) -> str:
+    """The first choice's content of a 2xx answer as written, or the failure it is,
+    raised."""
     failure = failure_of(response, what)
     if failure is not None:
         raise failure
@@ -155,7 +223,7 @@ def answer_text(response: httpx.Response, what: str) -> str:
     if content is not None and not isinstance(content, str):
         raise PermanentError(f"{what}: content is {type(content).__name__}, not text",
                              code=ErrorCode.model_error)
-    return read_text(content)
+    return content or ""
 
 
 def failure_of(response: httpx.Response, what: str) -> CaptionError | None:
