@@ -105,6 +105,7 @@ def test_a_result_postgresql_refuses_fails_its_own_job_and_the_batch_beside_it_i
                 platforms=["x"],
                 variants=1,
                 request_hash="0" * 64,
+                image_sha256="ab" * 32,  # a caption claim takes jobs with stored bytes only
             )
             for _ in range(3)
         ]
