@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from sqlmodel import Session
 
 from schemas.api import VariantBase
+from schemas.store.blobs import put_blob
 from schemas.store.jobs import claim
 from schemas.store.results import Completed, complete_succeeded
 from schemas.tables import QUALITY_SCORE_VERSION, Job, ReviewState, Tenant
+from tests.support.images import png
 
 TEXTS = {
     "x": "Sunlit shoes for long city walks.",
@@ -39,7 +41,8 @@ def reviewable_job(
         variants=1,
         request_hash="0" * 64,
         callback_url=callback_url,
-        image_sha256=None,
+        # its image stored, as every job is before a caption claim takes it
+        image_sha256=put_blob(session=session, store="db", data=png()),
     )
     session.add(job)
     session.flush()

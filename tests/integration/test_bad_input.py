@@ -151,16 +151,16 @@ WORKER_CASES = [
     ("/to-metadata", {ErrorCode.url_blocked}),
     ("/to-private", {ErrorCode.url_blocked}),
     ("/to-ipv6-mapped", {ErrorCode.url_blocked}),
-    ("/html", {ErrorCode.image_format_unsupported}),
+    ("/html", {ErrorCode.url_not_image}),  # its Content-Type says so: not read further
     ("/tiff-as-jpeg.jpg", {ErrorCode.image_format_unsupported}),
     ("/bmp.jpg", {ErrorCode.image_format_unsupported}),
     ("/truncated.jpg", {ErrorCode.image_truncated}),
     ("/bomb-header.png", {ErrorCode.image_too_large}),
     ("/gzip-bomb", {ErrorCode.image_too_large}),
     ("/endless", {ErrorCode.image_too_large}),
-    ("/gone", {ErrorCode.fetch_failed}),
-    ("/slow", {ErrorCode.attempts_exhausted}),  # fetch_timeout, retried, then given up
-    ("/teapot-5xx", {ErrorCode.attempts_exhausted}),  # fetch_failed (transient), retried
+    ("/gone", {ErrorCode.fetch_refused}),  # a 404 cannot mend: failed at once
+    ("/slow", {ErrorCode.fetch_attempts_exhausted}),  # timed out, retried, given up
+    ("/teapot-5xx", {ErrorCode.fetch_attempts_exhausted}),  # 503: transient, retried
 ]
 
 

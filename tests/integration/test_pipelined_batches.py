@@ -34,6 +34,7 @@ class GatedCaptioner(NoopCaptioner):
     waits for its gate, in the order the batches reach the GPU."""
 
     def __init__(self, gates: int) -> None:
+        super().__init__()
         self.began = [threading.Event() for _ in range(gates)]
         self.gates = [threading.Event() for _ in range(gates)]
         self._calls = 0
