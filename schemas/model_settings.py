@@ -23,12 +23,12 @@ class ModelSettings(BaseSettings):
         description="Hub id or local folder of the captioning model",
     )
     captioner_revision: str | None = None
-    noop_model_s: float = Field(
-        default=0.0,
+    noop_model_s: float | None = Field(
+        default=None,
         ge=0,
         le=60,
         description="Seconds each call of the captionq/noop model takes (sleeping): a "
-        "stand-in for model time in benchmarks and fault tests",
+        "stand-in for model time in benchmarks and fault tests; unset, none",
     )
     copywriter_model: str | None = Field(
         default=None, description="Optional instruct LM (hub id or folder) that writes variants"

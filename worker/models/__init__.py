@@ -69,7 +69,7 @@ class Engine:
 
 def _image_model(settings: WorkerSettings, common: dict[str, Any]) -> Captioner:
     if settings.captioner_model == NOOP_MODEL_ID:
-        return NoopCaptioner(model_s=settings.noop_model_s)
+        return NoopCaptioner(model_s=settings.noop_model_s or 0.0)
     if settings.captioner_backend == "served":
         from worker.models.served import ServedVLM, server_for
 
