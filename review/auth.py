@@ -66,7 +66,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Committed when the route returns, before its answer is sent: a redirect after a
+# sign-in or a decision is followed at once, and the next page reads what was written.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_read_session(settings: SettingsDep) -> Iterator[Session]:
