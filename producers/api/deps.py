@@ -28,7 +28,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Committed when the route returns, before its answer is sent: a client that acts on an
+# answer at once (reads the job it created, the decision it made) finds it written.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 # Declared in the OpenAPI as the ``bearer`` security scheme (the docs' Authorize button).
