@@ -8,7 +8,8 @@ countdown doubles with each attempt, with jitter, up to a cap (dramatiq's
 
     TransientError            Retry (not before its retry_after_s, if it has one),
                               until the attempts are spent;
-    a database outage         then GiveUp(attempts_exhausted)
+    a database outage         then GiveUp(exhausted: attempts_exhausted, or the
+                              fetch stage's fetch_attempts_exhausted)
     PermanentError            GiveUp(its code)
     anything else: a bug, or  GiveUp(internal_error)
       a database error that
