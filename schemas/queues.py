@@ -6,6 +6,7 @@ running). The API's metrics, ``captionq status`` and the autoscaler's query read
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, NamedTuple
 
@@ -44,3 +45,58 @@ def taken(client: Any) -> dict[str, int]:
         if routing_key in held:
             held[routing_key] += 1
     return held
+
+
+# How many waiting messages :func:`job_ids_held` reads at most in one pass: past that,
+# a pass costs more than the loss it looks for, and it waits for a shorter backlog.
+HELD_READ_MAX = 20_000
+
+
+def job_ids_held(client: Any, *, tasks: frozenset[str]) -> set[str] | None:
+    """The ids of the jobs that a message of one of ``tasks`` is for, waiting on any
+    queue's lists or held unacknowledged by a worker, read in one transaction (a
+    message moving from a list to a worker meanwhile is seen on one side). None when
+    the queues hold more than ``HELD_READ_MAX`` messages."""
+    lists = [name for queue in QUEUES for name in keys.queue_lists(queue)]
+    pipe = client.pipeline(transaction=False)
+    for name in lists:
+        pipe.llen(name)
+    if sum(int(n) for n in pipe.execute()) > HELD_READ_MAX:
+        return None
+    pipe = client.pipeline(transaction=True)
+    for name in lists:
+        pipe.lrange(name, 0, -1)
+    pipe.hvals(keys.UNACKED)
+    *waiting, unacked = pipe.execute()
+    messages = [_loads(raw) for listed in waiting for raw in listed]
+    messages += [unacked_message(raw) for raw in unacked]
+    return {job_id for message in messages
+            if (job_id := message_job_id(message, tasks=tasks)) is not None}  # fmt: skip
+
+
+def unacked_message(raw: bytes | None) -> Any:
+    """The message of an entry of kombu's ``unacked`` table (``[message, exchange,
+    routing key]``), or None."""
+    row = _loads(raw) if raw is not None else None
+    return row[0] if isinstance(row, list) and row else None
+
+
+def message_job_id(message: Any, *, tasks: frozenset[str]) -> str | None:
+    """The job id of a Celery message (as kombu keeps it on Redis) for one of
+    ``tasks``, whose first argument carries ``job_id``; None for any other message."""
+    try:
+        if message.get("headers", {}).get("task") not in tasks:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        return str(json.loads(body)[0][0]["job_id"])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

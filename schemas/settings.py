@@ -175,7 +175,8 @@ class WorkerSettings(ModelSettings, CoreSettings):
         default=120.0,
         gt=0,
         description="A queued job's message held unacknowledged this long by a worker that "
-        "never claimed it (killed with a full batch buffer) is put back on the queue",
+        "never claimed it (killed with a full batch buffer) is put back on the queue; a job "
+        "waiting this long with no message in the broker at all is published again",
     )
     reaper_interval_s: float = Field(default=15.0, gt=0, description="Beat period of the reaper")
     batch_time_limit_s: float = Field(

@@ -70,7 +70,7 @@ DELIVERY_LAG = Histogram(
 REAPED = Counter(
     "captionq_reaper_actions_total",
     "Jobs the reaper acted on, by reason (received, broker_lost, stranded, lease_expired, "
-    "exhausted)",
+    "vanished, exhausted)",
     ["reason"],
 )
 REAPER_LAST_RUN = Gauge(

@@ -15,6 +15,12 @@ that a long healthy backlog is never re-published:
    timeout, an hour): its message is put back on the queue.
 4. ``running`` past its lease (the worker was killed, or hung and was recycled), or
    ``fetching`` past its fetch's lease (an IO worker killed mid-fetch).
+5. ``queued`` (or ``fetching`` with no fetch in flight) for longer than
+   ``job_queued_stale_s`` with no message for it anywhere in the broker: kombu's Redis
+   transport takes a message off its list and records it unacknowledged in two steps,
+   so a worker killed between them loses the message outright. The broker is read
+   only while such a job exists and the queues hold at most
+   ``schemas.queues.HELD_READ_MAX`` messages (a longer backlog waits: it drains).
 
 Each job is published to the stage it is at: a URL job not fetched yet gets a fetch
 task (io queue), any other its caption task. A fetch handed back spends the job's
@@ -29,8 +35,6 @@ A second message for one job is harmless: only one claim can succeed.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -40,7 +44,7 @@ from datetime import timedelta
 import redis
 from sqlmodel import Session, col, select
 
-from schemas import keys
+from schemas import keys, queues
 from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef, JobRef
 from schemas.names import TASK_CAPTION, TASK_FETCH
@@ -48,12 +52,14 @@ from schemas.settings import WorkerSettings
 from schemas.store.fetches import mark_fetching, release_fetch
 from schemas.store.jobs import mark_queued, requeue
 from schemas.store.results import complete_failed
-from schemas.store.sessions import session_scope
+from schemas.store.sessions import read_scope, session_scope
 from schemas.tables import Job, JobStatus, Marker, utcnow
 from worker import retry
 from worker.errors import WorkerLostError
 
 log = logging.getLogger("captionq.reaper")
+
+JOB_TASKS = frozenset({TASK_CAPTION, TASK_FETCH})  # the tasks whose message names a job
 
 EPOCH_MARKER = "broker_epoch"  # the database's copy of keys.BROKER_EPOCH
 
@@ -67,6 +73,7 @@ class Reaped:
     unacked: int = 0
     expired: int = 0
     exhausted: int = 0
+    vanished: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.publish or self.deliveries)
@@ -78,12 +85,16 @@ def reap(*, settings: WorkerSettings, client: redis.Redis) -> Reaped:
     with session_scope(settings.database_url) as session:
         _received(session, settings, found)
     with session_scope(settings.database_url) as session:
-        if _broker_lost(session, client):
+        lost = _broker_lost(session, client)
+        if lost:
             _queued(session, found)
     with session_scope(settings.database_url) as session:
         _stale_unacked(session, client, settings, found)
     with session_scope(settings.database_url) as session:
         _expired(session, settings, found)
+    if not lost:
+        with read_scope(settings.database_url) as session:
+            _vanished(session, client, settings, found)
     return found
 
 
@@ -146,7 +157,8 @@ def _stale_unacked(
     tags = client.zrangebyscore(keys.UNACKED_INDEX, "-inf", ceiling, start=0, num=1000)
     by_job: dict[str, bytes] = {}
     for tag in tags:
-        job_id = _caption_job_id(client.hget(keys.UNACKED, tag))
+        message = queues.unacked_message(client.hget(keys.UNACKED, tag))
+        job_id = queues.message_job_id(message, tasks=JOB_TASKS)
         if job_id is not None:
             by_job[job_id] = tag
     if not by_job:
@@ -167,22 +179,33 @@ def _stale_unacked(
         found.unacked += 1
 
 
-def _caption_job_id(raw: bytes | None) -> str | None:
-    """The job id of a caption or fetch message as kombu keeps it unacknowledged, else
-    None."""
-    if raw is None:
-        return None
-    try:
-        message = json.loads(raw)[0]
-        if message.get("headers", {}).get("task") not in (TASK_CAPTION, TASK_FETCH):
-            return None
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        return str(args[0]["job_id"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
+def _vanished(
+    session: Session, client: redis.Redis, settings: WorkerSettings, found: Reaped
+) -> None:
+    """Jobs waiting for a worker (queued, or fetching with no fetch in flight) for
+    longer than ``job_queued_stale_s`` whose message is nowhere in the broker."""
+    before = utcnow() - timedelta(seconds=settings.job_queued_stale_s)
+    waiting = (col(Job.status) == JobStatus.queued) & (col(Job.queued_at) < before)
+    unfetched = (col(Job.status) == JobStatus.fetching) & (col(Job.updated_at) < before)
+    rows = session.exec(
+        select(Job.id, Job.priority, Job.image_sha256)
+        .where(waiting | unfetched, col(Job.lease_expires_at).is_(None))
+        .order_by(col(Job.updated_at))
+        .limit(1000)
+    ).all()
+    already = {job.id for job in found.publish}
+    rows = [row for row in rows if row[0] not in already]
+    if not rows:
+        return
+    held = queues.job_ids_held(client, tasks=JOB_TASKS)
+    if held is None:
+        return
+    gone = [_ref(*row) for row in rows if row[0] not in held]
+    if gone:
+        log.error("%d waiting jobs had no message in the broker: publishing them again",
+                  len(gone))
+    found.publish += gone
+    found.vanished += len(gone)
 
 
 def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:

@@ -224,6 +224,7 @@ def reap() -> None:
     counts = {
         "received": found.received, "broker_lost": found.broker_lost,
         "stranded": found.unacked, "lease_expired": found.expired, "exhausted": found.exhausted,
+        "vanished": found.vanished,
     }  # fmt: skip
     metrics.reaped(counts)
     crons.check_in("captionq-reaper")
@@ -234,13 +235,14 @@ def reap() -> None:
     reaper.mark_published(settings=settings, jobs=found.publish)
     publisher.deliveries(found.deliveries)
     log.warning(
-        "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d), "
-        "%d exhausted",
+        "reaper: published %d (received %d, broker lost %d, stranded %d, lease expired %d, "
+        "vanished %d), %d exhausted",
         len(found.publish),
         found.received,
         found.broker_lost,
         found.unacked,
         found.expired,
+        found.vanished,
         found.exhausted,
     )
 

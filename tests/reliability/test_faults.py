@@ -54,6 +54,8 @@ def _check(stack: FaultStack, ids: list[str], scenario: str, *, timeout_s: float
 
     try:
         wait_for(done, timeout_s, f"{scenario}: all jobs terminal and all events delivered")
+    except AssertionError as exc:  # say what the processes said
+        raise AssertionError(f"{exc}\n{stack.logs()}") from None
     finally:
         result = tally(stack.database_url, ids, stack.receiver, SLOTS)
         database = stack.database_url.split(":", 1)[0].split("+", 1)[0]

@@ -1,0 +1,80 @@
+"""A job whose message the broker lost outright (kombu takes a message off its list and
+records it unacknowledged in two steps: a worker killed between them loses it) is
+published again by the reaper; a job whose message waits on a list or in a worker's
+hands, or that has waited less than ``job_queued_stale_s``, is left alone. Real Redis,
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from kombu import Exchange, Queue
+from sqlmodel import col, update
+
+from schemas.broker import celery_config, send_captions, send_jobs
+from schemas.messages import JobRef
+from schemas.names import QUEUE_GPU
+from schemas.settings import WorkerSettings
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import create_tenant
+from schemas.tables import Job, JobStatus, utcnow
+from worker import reaper
+
+
+def _jobs(url: str, *, statuses: dict[str, JobStatus]) -> dict[str, str]:
+    """One job per name, in the given state (a queued one with its image stored, a
+    fetching one without), waiting for ten minutes."""
+    long_ago = utcnow() - timedelta(minutes=10)
+    made: dict[str, str] = {}
+    with session_scope(url) as session:
+        tenant = create_tenant(session=session, name=f"t-{uuid.uuid4().hex[:8]}")
+        for name, status in statuses.items():
+            stored = "a" * 64 if status == JobStatus.queued else None
+            job = Job(tenant_id=tenant.id, styles=["playful"], platforms=["x"], variants=1,
+                      request_hash="0" * 64, status=status, queued_at=long_ago,
+                      updated_at=long_ago, image_url="https://images.example/a.png",
+                      image_sha256=stored)  # fmt: skip
+            session.add(job)
+            session.flush()
+            made[name] = job.id
+    return made
+
+
+def test_only_a_job_whose_message_is_gone_is_published_again(
+    database_url: str, redis_db: str
+) -> None:
+    client = redis.Redis.from_url(redis_db)
+    client.flushdb()
+    app = Celery("captionq-test")
+    app.conf.update(celery_config(redis_db))
+    jobs = _jobs(
+        database_url,
+        statuses={"listed": JobStatus.queued, "taken": JobStatus.queued,
+                  "gone": JobStatus.queued, "recent": JobStatus.queued,
+                  "fetch_gone": JobStatus.fetching, "fetch_listed": JobStatus.fetching},
+    )  # fmt: skip
+    with session_scope(database_url) as session:  # "recent" has waited a second only
+        session.exec(
+            update(Job)
+            .where(col(Job.id) == jobs["recent"])
+            .values(queued_at=utcnow() - timedelta(seconds=1))
+        )
+    send_captions(app, [JobRef(jobs["taken"], 5)])
+    send_captions(app, [JobRef(jobs["listed"], 9)])
+    send_jobs(app, [JobRef(jobs["fetch_listed"], 5, fetch=True)])
+    settings = WorkerSettings(
+        database_url=database_url, redis_url=redis_db, job_queued_stale_s=60
+    )
+    gpu = Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU)
+    with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
+        held = queue.get(timeout=10)  # a worker holds it, unacknowledged
+        assert held.payload[0][0]["job_id"] in (jobs["taken"], jobs["listed"])
+        found = reaper.reap(settings=settings, client=client)
+        held.ack()
+    assert sorted((ref.id, ref.fetch) for ref in found.publish) == sorted(
+        [(jobs["gone"], False), (jobs["fetch_gone"], True)]
+    )
+    assert found.vanished == 2
