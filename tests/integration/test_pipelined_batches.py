@@ -9,8 +9,10 @@ that the test, not the clock, says when a batch leaves the GPU.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from PIL import Image
 from sqlmodel import col, select
@@ -26,7 +28,9 @@ from worker import batch
 from worker.batch import BatchReport
 from worker.lease import LeaseKeeper
 from worker.models import Engine
+from worker.models.base import Generation, Text
 from worker.models.noop import NoopCaptioner
+from worker.models.served import ServedVLM, Server
 
 
 class GatedCaptioner(NoopCaptioner):
@@ -129,3 +133,51 @@ def test_a_failed_batch_releases_the_gpu_and_its_lease(database_url: str) -> Non
     assert not gpu.locked()
     assert lease.held == 0
     assert _statuses(database_url, ids) == {JobStatus.failed}
+
+
+class GatedServedVLM(ServedVLM):
+    """A served VLM whose requests wait for the test's word before they are answered:
+    what a batch's requests do while they wait on the server."""
+
+    def __init__(self) -> None:
+        super().__init__(Server(base_url="http://127.0.0.1:9/v1", model="m"),
+                         Generation(max_new_tokens=4))  # fmt: skip
+        self.began = threading.Semaphore(0)
+        self.gate = threading.Event()
+        self._answers = itertools.count()
+
+    def _one(self, body: dict[str, Any], timeout_s: float | None = None) -> Text:
+        self.began.release()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return f"served text number {next(self._answers)}"
+
+
+def test_a_served_engines_batches_wait_on_the_server_side_by_side(database_url: str) -> None:
+    """Both roles served: no batch waits for another's turn, so two batches' requests
+    are in flight at once (a device's turns would have held the second back)."""
+    settings = WorkerSettings(database_url=database_url, captioner_model="captionq/noop",
+                              blob_store="db", job_lease_s=30)  # fmt: skip
+    vlm = GatedServedVLM()
+    engine = Engine(captioner=vlm)
+    assert not engine.on_device
+    assert Engine(captioner=NoopCaptioner()).on_device  # an in-process model takes turns
+    assert Engine(captioner=NoopCaptioner(), writer=vlm).on_device
+    gpu = threading.Lock()
+    a, b = _jobs(database_url, 2, 30), _jobs(database_url, 2, 60)
+    reports: dict[str, BatchReport] = {}
+
+    def run(name: str, ids: list[str]) -> None:
+        turn = gpu if engine.on_device else None
+        reports[name] = batch.process(ids, settings=settings, engine=engine, gpu=turn)
+
+    threads = [threading.Thread(target=run, args=(n, ids)) for n, ids in (("a", a), ("b", b))]
+    for thread in threads:
+        thread.start()
+    # Each batch's two caption requests in flight at once: four waiting on the server.
+    assert all(vlm.began.acquire(timeout=30) for _ in range(4))
+    vlm.gate.set()
+    for thread in threads:
+        thread.join(30)
+    vlm.close()
+    assert reports["a"].succeeded == reports["b"].succeeded == 2
+    assert _statuses(database_url, a + b) == {JobStatus.succeeded}

@@ -60,6 +60,14 @@ class Engine:
             can_write = callable(getattr(self.captioner, "write", None))
             self.writer = self.captioner if can_write else PrefixWriter(self.captioner)  # type: ignore[assignment]
 
+    @property
+    def on_device(self) -> bool:
+        """Whether this process's own device runs its model calls, so that batches take
+        turns on it; not when the captioner and the writer are both served (a served
+        worker's batches send their requests side by side, up to
+        ``SERVED_MAX_IN_FLIGHT``)."""
+        return not all(getattr(m, "served", False) for m in (self.captioner, self.writer))
+
     def warm_up(self) -> None:
         for model in {id(m): m for m in (self.captioner, self.writer, self.scorer)}.values():
             warm = getattr(model, "warm_up", None)

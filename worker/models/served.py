@@ -81,6 +81,7 @@ class ServedModel:
     """A connection pool and a bounded set of requests in flight to one server."""
 
     role: str
+    served = True  # its calls wait on the network, not on this process's device
 
     def __init__(self, server: Server, generation: Generation) -> None:
         self.server = server
