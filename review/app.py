@@ -58,6 +58,10 @@ def templates() -> Jinja2Templates:
 
 def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     settings = settings or review_settings()
+    if settings.sentry_dsn:  # FastAPI's integration turns itself on, through our scrubbers
+        from schemas.sentry import init_sentry
+
+        init_sentry(settings.sentry_dsn, environment=settings.captionq_env)
     app = FastAPI(title="captionq review desk", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.templates = templates()

@@ -36,10 +36,10 @@ log = logging.getLogger("captionq.api")
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or api_settings()
-    if settings.sentry_dsn:
+    if settings.sentry_dsn:  # FastAPI's integration turns itself on, through our scrubbers
         from schemas.sentry import init_sentry
 
-        init_sentry(settings.sentry_dsn)
+        init_sentry(settings.sentry_dsn, environment=settings.captionq_env)
     # Swagger UI (/docs) and ReDoc (/redoc) from assets in the package: no CDN.
     app = FastAPIOffline(
         responses={

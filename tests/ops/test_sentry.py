@@ -1,6 +1,6 @@
 """Sentry through a local transport: the DSN points at a loopback server that takes the
-SDK's envelopes as Sentry would. The API reports an unhandled error with the FastAPI
-integration; a worker reports an error logged inside a task with the Celery
+SDK's envelopes as Sentry would. The API and the review desk report an unhandled error
+with the FastAPI integration; a worker reports an error logged inside a task with the Celery
 integration; beat's periodic tasks check in to Sentry
 Crons; all through the scrubbers (``schemas.sentry``)."""
 
@@ -42,6 +42,30 @@ API_SCRIPT = textwrap.dedent(
 )
 
 
+REVIEW_SCRIPT = textwrap.dedent(
+    f"""
+    import sys
+    import sentry_sdk
+    from fastapi.testclient import TestClient
+    from review.app import create_app
+    from schemas.settings import ReviewSettings
+
+    app = create_app(ReviewSettings(database_url=sys.argv[2], sentry_dsn=sys.argv[1]))
+
+    @app.get("/boom")
+    def boom() -> None:
+        password = "{API_KEY}"
+        raise RuntimeError("the review desk broke using " + password)
+
+    with TestClient(app, raise_server_exceptions=False) as http:
+        answer = http.get("/boom")
+        assert answer.status_code == 500, answer.status_code
+        assert "{API_KEY}" not in answer.text
+    sentry_sdk.flush(10)
+    """
+)
+
+
 def envelopes(server: LoopbackServer) -> list[list[dict[str, object]]]:
     """Each envelope the server took, as its JSON lines (header, item header, item...)."""
     found = []
@@ -67,6 +91,25 @@ def test_the_api_reports_an_unhandled_error_with_fastapi(
     (event,) = events
     assert "fastapi" in event["sdk"]["integrations"]  # type: ignore[index]
     assert event["transaction"] == "/boom"
+    assert API_KEY not in json.dumps(event)
+
+
+def test_the_review_desk_reports_an_unhandled_error_with_fastapi(
+    http_server: LoopbackServer, database_url: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "desk.py"  # not review.py: the script's folder comes first
+    script.write_text(REVIEW_SCRIPT)
+    dsn = f"http://public@127.0.0.1:{http_server.port}/1"
+    done = subprocess.run(
+        [sys.executable, str(script), dsn, database_url],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [item for env in envelopes(http_server) for item in env if "exception" in item]
+    (event,) = events
+    assert "fastapi" in event["sdk"]["integrations"]  # type: ignore[index]
+    assert event["transaction"] == "/boom"
+    assert event["environment"] == "development"
     assert API_KEY not in json.dumps(event)
 
 
