@@ -91,7 +91,7 @@ MODEL_LOAD_SECONDS = Gauge(
 )
 GPU_MEMORY = Gauge(
     "captionq_gpu_memory_bytes",
-    "Accelerator memory this process holds (CUDA only)",
+    "Accelerator memory this process holds: reserved by torch's allocator (CUDA only)",
     ["device"],
     multiprocess_mode="livesum",
 )

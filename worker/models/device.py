@@ -26,10 +26,12 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 
 def memory_in_use() -> dict[str, int]:
-    """Bytes of accelerator memory this process holds, per CUDA device ({} without CUDA)."""
+    """Bytes of accelerator memory this process holds, per CUDA device ({} without CUDA):
+    what torch's caching allocator has reserved, which no other process can use (the
+    tensors alive are a part of it)."""
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return {}
-    return {f"cuda:{i}": torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())}
+    return {f"cuda:{i}": torch.cuda.memory_reserved(i) for i in range(torch.cuda.device_count())}
 
 
 @contextmanager
