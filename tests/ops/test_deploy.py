@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,9 @@ def test_config_and_secret_list_exactly_the_settings_the_code_reads(
     assert listed - NOT_SETTINGS - set(settings) == set(), "keys the code does not read"
     unlisted = set(settings) - listed
     assert {name for name in unlisted if settings[name] is not None} == set(), "missing"
+    # What is left unset on purpose (its unset default means "off") is named, with why.
+    said = re.findall(r"\b[A-Z][A-Z0-9_]+\b", _comments(DEPLOY / "k8s" / "base" / "config.yaml"))
+    assert unlisted - set(said) == set(), "left unset without a word in config.yaml"
     assert secret_keys == {name.upper() for name in PRODUCTION_REQUIRED} | {"SENTRY_DSN"}
     assert not set(config) & secret_keys
     # The dev overlay's generated Secret has the same keys.
@@ -130,6 +134,10 @@ def test_config_and_secret_list_exactly_the_settings_the_code_reads(
         monkeypatch.setenv(key, value)
     for cls in (ApiSettings, WorkerSettings, ReviewSettings):
         assert cls().captionq_env == "production"
+
+
+def _comments(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
 
 
 def dev_secret_values(secret: dict[str, Any]) -> dict[str, str]:
