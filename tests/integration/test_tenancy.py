@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlmodel import select
@@ -21,6 +23,7 @@ from schemas.store.tenants import create_tenant
 from schemas.tables import Blob, Delivery, Job, Variant, utcnow
 from tests.support.api import client_of, new_tenant, served_api
 from tests.support.images import png
+from tests.support.proxy import Relay
 
 
 @contextmanager
@@ -70,6 +73,29 @@ def test_the_sdk_waits_as_retry_after_says_and_makes_one_job(
         assert time.monotonic() - started >= 0.9  # it waited for Retry-After (1 s)
         assert accepted.created
         assert len([j for j in client.list().jobs if j.idempotency_key == "patient-1"]) == 1
+
+
+def test_the_sdk_waits_out_a_503_while_redis_is_away_and_makes_one_job(
+    database_url: str, redis_db: str
+) -> None:
+    """Redis away at admission: 503 ``broker_unavailable`` with Retry-After, nothing
+    written; the SDK tries again with the same idempotency key once it has waited, and
+    Redis back by then, the one job is made."""
+    url = urlsplit(redis_db)
+    relay = Relay(url.port or 6379)
+    through = urlunsplit(url._replace(netloc=f"127.0.0.1:{relay.port}"))
+    try:
+        with sdk(database_url, through, "outage", retries=2) as (client,):
+            relay.cut()
+            threading.Timer(1.0, relay.restore).start()
+            started = time.monotonic()
+            accepted = client.submit(**JOB, idempotency_key="outage-1")  # 503, then 202
+            assert time.monotonic() - started >= 4.5  # it waited for Retry-After (5 s)
+            assert accepted.created
+            made = [j for j in client.list().jobs if j.idempotency_key == "outage-1"]
+            assert [j.id for j in made] == [accepted.id]
+    finally:
+        relay.close()
 
 
 def test_a_bulk_larger_than_the_burst_is_413(database_url: str, redis_db: str) -> None:
