@@ -206,7 +206,7 @@ def _init_sentry(**_: object) -> None:
 
 publisher = Publisher(app, settings)
 lease_keeper = LeaseKeeper(settings, hand_back=publisher.hand_back)
-gpu_turn = threading.Lock()  # held by one batch's model calls at a time (served: none)
+gpu_turn = threading.Lock()  # held by one in-process model call at a time
 
 
 _heartbeat: Heartbeat | None = None

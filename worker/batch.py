@@ -7,9 +7,10 @@ that commit.
 While the batch runs, ``lease`` (the process's lease keeper) renews its jobs' leases.
 
 In a pipelined GPU worker several batches run this at once, each in its own thread of
-the pool, and ``gpu`` (the process's one GPU lock) is held around the model calls
-only: while one batch generates, the next is claimed, read, decoded and waits for
-the GPU, and the one before is checked, scored and stored. ``BatchReport.stages``
+the pool, and ``gpu`` (the process's one GPU lock) is held around each call of a model
+in the process only (a served model's calls wait on the network and hold nothing):
+while one batch generates, the next is claimed, read, decoded and waits for the GPU,
+and the one before is checked, scored and stored. ``BatchReport.stages``
 says when each stage of a batch began and ended. On SQLite the threads take turns
 for their claims and result transactions through one lock of the process: SQLite
 has one writer at a time, and a writer refused at ``BEGIN IMMEDIATE`` sleeps in
@@ -22,8 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -66,7 +67,7 @@ class BatchReport:
     failed_codes: list[str] = field(default_factory=list)  # one per failed job
     retried_codes: list[str] = field(default_factory=list)  # one per job put back
     auto_approved: int = 0  # variants stored auto-approved (no person decides them)
-    model_s: float = 0.0  # seconds of its turn on the model (the GPU lock held)
+    model_s: float = 0.0  # seconds in model calls (in-process: the device's turn held)
     durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
     stages: Stages = field(default_factory=lambda: Stages())
 
@@ -74,31 +75,59 @@ class BatchReport:
 @dataclass
 class Stages:
     """When a batch's stages began and ended (``time.time()``): claim .. ``gpu_wanted``
-    is its preparation, ``gpu_from`` .. ``gpu_until`` its turn on the model, and
-    ``gpu_until`` .. ``stored`` its checks, scores and result transaction."""
+    is its preparation, ``gpu_from`` .. ``gpu_until`` its model calls (the first one's
+    start to the last one's end: its turn on the device), and ``gpu_until`` ..
+    ``stored`` its checks, scores and result transaction; ``model_s`` is the seconds
+    spent in model calls."""
 
     claim: float = 0.0
     gpu_wanted: float = 0.0
     gpu_from: float = 0.0
     gpu_until: float = 0.0
     stored: float = 0.0
+    model_s: float = 0.0
 
 
-class _Turn:
-    """The batch's turn on the GPU: ``gpu`` held, the times recorded in ``stages``."""
+class _Turns:
+    """A batch's model calls and the process's device (``gpu``, one batch on it at a
+    time). The batch takes the device at its first call of a model in the process and
+    keeps it for its next ones, until its model calls end or it calls a served model:
+    it never holds the device while it waits on the network. Each call's times go to
+    ``stages``. Used as ``with turns:`` around the model calls, ``with turns(on_device):``
+    around each."""
 
     def __init__(self, gpu: AbstractContextManager[object] | None, stages: Stages) -> None:
         self._gpu = gpu if gpu is not None else nullcontext()
         self._stages = stages
+        self._held = False
 
-    def __enter__(self) -> None:
-        self._stages.gpu_wanted = time.time()
-        self._gpu.__enter__()
-        self._stages.gpu_from = time.time()
+    def __enter__(self) -> _Turns:
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._gpu.__exit__(*exc)  # type: ignore[arg-type]
-        self._stages.gpu_until = time.time()
+        self._release()
+
+    @contextmanager
+    def __call__(self, on_device: bool) -> Iterator[None]:
+        stages = self._stages
+        stages.gpu_wanted = stages.gpu_wanted or time.time()
+        if on_device and not self._held:
+            self._gpu.__enter__()
+            self._held = True
+        elif not on_device:
+            self._release()
+        began = time.time()
+        stages.gpu_from = stages.gpu_from or began
+        try:
+            yield
+        finally:
+            stages.gpu_until = time.time()
+            stages.model_s += stages.gpu_until - began
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._gpu.__exit__(None, None, None)
 
 
 _SQLITE_WRITES = threading.Lock()
@@ -140,9 +169,9 @@ def process(
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
         ]
         outcomes = pipeline.run(
-            items, engine=engine, decode=decoder(settings), gpu=_Turn(gpu, report.stages)
+            items, engine=engine, decode=decoder(settings), turns=_Turns(gpu, report.stages)
         )
-        report.model_s = report.stages.gpu_until - report.stages.gpu_from  # its GPU turn
+        report.model_s = report.stages.model_s
         _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
         report.stages.stored = time.time()
         finished = utcnow()

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -79,18 +80,30 @@ Outcome = Written | CaptionError
 Decoder = Callable[[bytes], Image.Image]
 
 
+class Turns(Protocol):
+    """A batch's model calls on a shared device (``worker.batch``): entered around
+    them, called for each one's context, given whether that model is in the process."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def __call__(self, on_device: bool) -> AbstractContextManager[object]: ...
+
+
 def run(
     items: Sequence[Item],
     *,
     engine: Engine,
     decode: Decoder,
-    gpu: AbstractContextManager[object] | None = None,
+    turns: Turns | None = None,
 ) -> list[Outcome]:
     """Decode each item's image, then write the batch of those that decoded.
 
-    ``gpu``, when given, is held around the model calls only (:func:`draft`): decoding
-    comes before it and the copy checks and scores (:func:`finish`) after it, so that
-    in a pipelined worker another batch uses the model meanwhile."""
+    ``turns``, when given, is entered around the model calls (:func:`draft`) and gives
+    each call its context (``Engine.turn_of``): in a pipelined worker the batch holds
+    the device for its in-process calls, so that decoding comes before and the copy
+    checks and scores (:func:`finish`) after, while another batch uses the model."""
     outcomes: list[Outcome | None] = [None] * len(items)
     ready: list[int] = []
     images: list[Image.Image] = []
@@ -105,8 +118,9 @@ def run(
             continue
         ready.append(i)
     specs = tuple(items[i].spec for i in ready)
-    with gpu if gpu is not None else nullcontext():
-        parts = _draft_split(specs, tuple(images), engine)
+    with turns if turns is not None else nullcontext():
+        drafting = engine.taking_turns(turns) if turns is not None else engine
+        parts = _draft_split(specs, tuple(images), drafting)
     written = _finish_parts(parts, engine)
     check_batch("write_batch", len(written), len(specs))
     for i, outcome in zip(ready, written, strict=True):
@@ -270,7 +284,8 @@ def _checked(position: int, spec: JobSpec, image: object) -> _Job:
 
 
 def _caption(jobs: Sequence[_Job], engine: Engine) -> None:
-    captions = engine.captioner.caption([job.image for job in jobs])
+    with engine.turn_of(engine.captioner):
+        captions = engine.captioner.caption([job.image for job in jobs])
     check_batch(engine.captioner.info.model_id, len(captions), len(jobs))
     for job, caption in zip(jobs, captions, strict=True):
         if isinstance(caption, CaptionError):
@@ -313,7 +328,8 @@ def _agreement(slots: Sequence[Slot], engine: Engine) -> list[float | None]:
     scorer = engine.scorer
     if scorer is None or not slots:
         return [None] * len(slots)
-    scores = scorer.clip_s([s.image for s in slots], [s.text for s in slots])
+    with engine.turn_of(scorer):
+        scores = scorer.clip_s([s.image for s in slots], [s.text for s in slots])
     check_batch(scorer.info.model_id, len(scores), len(slots))
     return [quality.image_text(s) for s in scores]
 

@@ -77,9 +77,9 @@ def _caption(requests: list[SimpleRequest]) -> None:
         publisher.captions(jobs)
         return
     try:
-        models = engine()
-        report = batch.process(job_ids, settings=settings, engine=models, lease=lease_keeper,
-                               gpu=gpu_turn if models.on_device else None)  # fmt: skip
+        report = batch.process(
+            job_ids, settings=settings, engine=engine(), lease=lease_keeper, gpu=gpu_turn
+        )
     except ClaimError as exc:
         # celery-batches acknowledges the messages whatever happens: publish them again,
         # each at the priority it was published with.

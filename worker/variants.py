@@ -69,7 +69,8 @@ def write(
     land on its slot."""
     hints = hints if hints is not None else [None] * len(slots)
     requests = [_request(s, engine, h) for s, h in zip(slots, hints, strict=True)]
-    texts = engine.writer.write(requests)
+    with engine.turn_of(engine.writer):
+        texts = engine.writer.write(requests)
     check_batch(f"{engine.writer.info.model_id} write", len(texts), len(slots))
     for slot, text in zip(slots, texts, strict=True):
         if isinstance(text, CaptionError):

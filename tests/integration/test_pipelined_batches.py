@@ -152,32 +152,50 @@ class GatedServedVLM(ServedVLM):
         return f"served text number {next(self._answers)}"
 
 
-def test_a_served_engines_batches_wait_on_the_server_side_by_side(database_url: str) -> None:
-    """Both roles served: no batch waits for another's turn, so two batches' requests
-    are in flight at once (a device's turns would have held the second back)."""
+def _two_batches_at_once(
+    database_url: str, engine: Engine, shades: tuple[int, int]
+) -> dict[str, BatchReport]:
+    """Two batches of two jobs through ``batch.process`` at once, sharing one device."""
     settings = WorkerSettings(database_url=database_url, captioner_model="captionq/noop",
                               blob_store="db", job_lease_s=30)  # fmt: skip
-    vlm = GatedServedVLM()
-    engine = Engine(captioner=vlm)
-    assert not engine.on_device
-    assert Engine(captioner=NoopCaptioner()).on_device  # an in-process model takes turns
-    assert Engine(captioner=NoopCaptioner(), writer=vlm).on_device
     gpu = threading.Lock()
-    a, b = _jobs(database_url, 2, 30), _jobs(database_url, 2, 60)
+    a, b = (_jobs(database_url, 2, shade) for shade in shades)
     reports: dict[str, BatchReport] = {}
 
     def run(name: str, ids: list[str]) -> None:
-        turn = gpu if engine.on_device else None
-        reports[name] = batch.process(ids, settings=settings, engine=engine, gpu=turn)
+        reports[name] = batch.process(ids, settings=settings, engine=engine, gpu=gpu)
 
     threads = [threading.Thread(target=run, args=(n, ids)) for n, ids in (("a", a), ("b", b))]
     for thread in threads:
         thread.start()
-    # Each batch's two caption requests in flight at once: four waiting on the server.
-    assert all(vlm.began.acquire(timeout=30) for _ in range(4))
-    vlm.gate.set()
+    served = engine.writer
+    assert isinstance(served, GatedServedVLM)
+    # Each batch's two requests in flight at once: four waiting on the server.
+    assert all(served.began.acquire(timeout=30) for _ in range(4))
+    served.gate.set()
     for thread in threads:
         thread.join(30)
-    vlm.close()
-    assert reports["a"].succeeded == reports["b"].succeeded == 2
+    served.close()
     assert _statuses(database_url, a + b) == {JobStatus.succeeded}
+    return reports
+
+
+def test_a_served_engines_batches_wait_on_the_server_side_by_side(database_url: str) -> None:
+    """Both roles served: no batch holds the device, so two batches' requests are in
+    flight at once (the device's turn would have held the second back)."""
+    vlm = GatedServedVLM()
+    reports = _two_batches_at_once(database_url, Engine(captioner=vlm), (30, 60))
+    assert reports["a"].succeeded == reports["b"].succeeded == 2
+    assert all(r.model_s > 0 for r in reports.values())  # served calls count as model time
+
+
+def test_a_batch_hands_the_device_on_before_it_waits_on_a_served_writer(
+    database_url: str,
+) -> None:
+    """Captions in the process, variants served: a batch holds the device for its
+    captions and hands it on before its variant requests wait on the server, so the
+    other batch captions meanwhile and both batches' requests are in flight at once."""
+    writer = GatedServedVLM()
+    engine = Engine(captioner=NoopCaptioner(), writer=writer)
+    reports = _two_batches_at_once(database_url, engine, (150, 180))
+    assert reports["a"].succeeded == reports["b"].succeeded == 2

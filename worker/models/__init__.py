@@ -17,7 +17,9 @@ in this process, on its device (a small CLIP on the CPU of a GPU-less pool), or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.settings import WorkerSettings
@@ -60,13 +62,20 @@ class Engine:
             can_write = callable(getattr(self.captioner, "write", None))
             self.writer = self.captioner if can_write else PrefixWriter(self.captioner)  # type: ignore[assignment]
 
-    @property
-    def on_device(self) -> bool:
-        """Whether this process's own device runs its model calls, so that batches take
-        turns on it; not when the captioner and the writer are both served (a served
-        worker's batches send their requests side by side, up to
-        ``SERVED_MAX_IN_FLIGHT``)."""
-        return not all(getattr(m, "served", False) for m in (self.captioner, self.writer))
+    #: the context a model call runs in, given whether that model runs on this process's
+    #: device (a batch's turns: ``worker.batch``); none by default
+    turn: Callable[[bool], AbstractContextManager[object]] = field(
+        default=lambda on_device: nullcontext(), repr=False
+    )
+
+    def turn_of(self, model: object) -> AbstractContextManager[object]:
+        """The context of one call of ``model``: a model in this process takes the
+        device's turn; a served one waits on the network and takes none, so the batches
+        of a served worker send their requests side by side."""
+        return self.turn(not getattr(model, "served", False))
+
+    def taking_turns(self, turn: Callable[[bool], AbstractContextManager[object]]) -> Engine:
+        return replace(self, turn=turn)
 
     def warm_up(self) -> None:
         for model in {id(m): m for m in (self.captioner, self.writer, self.scorer)}.values():
