@@ -8,11 +8,16 @@
    served text copywriter (tiny Qwen2) against ``transformers serve
    --continuous-batching``, and the served VLM against ``transformers serve`` without
    it (transformers 5.24 falls back to one request at a time for vision models).
-3. The quality score's CLIP, in the worker's process on the CPU: ms per image of a
+3. Through the worker's batch path: ``--pipeline-batches`` batch threads of one
+   worker process (claim, blobs, pipeline, result transaction on SQLite), captions
+   in the process and variants from the served copywriter, as ``SERVED_MAX_IN_FLIGHT``
+   grows (1, 4, 16): jobs/s.
+4. The quality score's CLIP, in the worker's process on the CPU: ms per image of a
    tiny CLIP and of a random-weight CLIP ViT-B/32 (the default ``CLIPConfig``: the
    size of openai/clip-vit-base-patch32).
 
 No network: every model is built from a config and saved to a temporary folder.
+``--only SECTION`` runs one section and keeps the others' figures in ``--out``.
 
     .venv/bin/python benchmarks/served.py --out benchmarks/results/served_cpu.json
 """
@@ -20,12 +25,14 @@ No network: every model is built from a config and saved to a temporary folder.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +124,75 @@ def in_flight(root: Path, logs: Path, role: str, requests: int, reps: int,
     return out
 
 
+def through_worker(root: Path, logs: Path, jobs: int, batches: int, reps: int,
+                   threads: int) -> dict[str, Any]:  # fmt: skip
+    """One worker process's batch path (``worker.batch.process``: claim, blobs, pipeline,
+    result transaction on SQLite) with ``batches`` batch threads sharing one device
+    turn, as the pipelined worker runs them; captions in the process (the no-op
+    model), variants from the served copywriter (tiny Qwen2, ``--continuous-batching``),
+    ``SERVED_MAX_IN_FLIGHT`` 1, 4 and 16. Jobs of two variants each, in batches of 4."""
+    from schemas.store.blobs import put_blob
+    from schemas.store.sessions import migrate, session_scope
+    from schemas.store.tenants import create_tenant
+    from schemas.tables import Job
+    from worker import batch
+
+    folder = tiny.build_tiny_qwen2(root / "tiny-qwen2-worker")
+    server = ModelServer(folder, logs, continuous_batching=True, threads=threads).start()
+    url = f"sqlite:///{root / 'worker.db'}"
+    migrate(url)
+    out: dict[str, Any] = {"jobs": jobs, "variants_per_job": 2, "batch_size": 4,
+                           "pipeline_batches": batches}  # fmt: skip
+    try:
+        for bound in (1, 4, 16):
+            settings = WorkerSettings(
+                database_url=url, blob_store="db", captioner_model="captionq/noop",
+                copywriter_backend="served", copywriter_base_url=server.base_url,
+                copywriter_model=folder.name, copy_max_new_tokens=8,
+                served_max_in_flight=bound, job_lease_s=600,
+            )  # fmt: skip
+            engine = load_engine(settings)
+            times = []
+            for rep in range(reps):
+                with session_scope(url) as session:
+                    tenant = create_tenant(session=session, name=f"bench-{bound}-{rep}")
+                    digest = put_blob(session=session, store="db", data=_png(rep))
+                    rows = [Job(tenant_id=tenant.id, image_sha256=digest, styles=["minimal"],
+                                platforms=["x"], variants=2, request_hash=f"{bound}-{rep}-{i}",
+                                status="queued") for i in range(jobs)]  # fmt: skip
+                    session.add_all(rows)
+                    session.flush()
+                    ids = [row.id for row in rows]
+                chunks = [ids[i : i + 4] for i in range(0, len(ids), 4)]
+                gpu = threading.Lock()
+
+                def work(mine: list[list[str]], e: Any = engine, s: Any = settings,
+                         g: threading.Lock = gpu) -> None:  # fmt: skip
+                    for chunk in mine:
+                        assert batch.process(chunk, settings=s, engine=e, gpu=g).succeeded
+                started = time.perf_counter()
+                pool = [threading.Thread(target=work, args=(chunks[t::batches],))
+                        for t in range(batches)]  # fmt: skip
+                for thread in pool:
+                    thread.start()
+                for thread in pool:
+                    thread.join()
+                times.append(time.perf_counter() - started)
+            engine.writer.close()  # type: ignore[attr-defined]
+            median = statistics.median(times)
+            out[str(bound)] = {"reps_s": times, "jobs_per_s": jobs / median,
+                               "variant_requests_per_s": 2 * jobs / median}  # fmt: skip
+    finally:
+        server.stop()
+    return out
+
+
+def _png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 32), (seed * 40 % 255, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def clip_cost(root: Path, n_images: int, reps: int) -> dict[str, Any]:
     """ms per image of the CLIP part, batched as the pipeline calls it (one call per batch)."""
     sized = root / "clip-vit-b32-random"
@@ -150,6 +226,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--worker-jobs", type=int, default=12)
+    parser.add_argument("--pipeline-batches", type=int, default=3)
+    parser.add_argument("--only", choices=["overhead", "in_flight", "through_worker", "clip"])
     args = parser.parse_args()
     threads = torch.get_num_threads()
     report: dict[str, Any] = {
@@ -157,18 +236,25 @@ def main() -> None:
         "torch": torch.__version__, "transformers": transformers.__version__,
         "torch_threads": threads,
     }  # fmt: skip
+    if args.only and args.out.exists():  # one section again: keep the others' figures
+        report = {**json.loads(args.out.read_text()), **report}
     with tempfile.TemporaryDirectory() as tmp:
         root, logs = Path(tmp) / "models", Path(tmp) / "logs"
         root.mkdir()
         logs.mkdir()
-        report["overhead"] = overhead(root, logs, args.images, args.reps, threads)
-        print(json.dumps(report["overhead"]["ms_per_image"]), flush=True)  # noqa: T201
-        report["in_flight"] = [in_flight(root, logs, role, args.requests, args.reps, threads)
-                               for role in ("copywriter", "vlm")]
-        print(json.dumps(report["in_flight"]), flush=True)  # noqa: T201
-        report["clip"] = clip_cost(root, 16, args.reps)
+        sections: dict[str, Callable[[], Any]] = {
+            "overhead": lambda: overhead(root, logs, args.images, args.reps, threads),
+            "in_flight": lambda: [in_flight(root, logs, role, args.requests, args.reps, threads)
+                                  for role in ("copywriter", "vlm")],
+            "through_worker": lambda: through_worker(root, logs, args.worker_jobs,
+                                                     args.pipeline_batches, args.reps, threads),
+            "clip": lambda: clip_cost(root, 16, args.reps),
+        }  # fmt: skip
+        for name, run in sections.items():
+            if args.only in (None, name):
+                report[name] = run()
+                print(name, json.dumps(report[name]), flush=True)  # noqa: T201
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))  # noqa: T201
 
 
 if __name__ == "__main__":
