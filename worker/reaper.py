@@ -202,8 +202,8 @@ def _vanished(
         return
     gone = [_ref(*row) for row in rows if row[0] not in held]
     if gone:
-        log.error("%d waiting jobs had no message in the broker: publishing them again",
-                  len(gone))
+        log.error("%d waiting jobs had no message in the broker, published again: %s",
+                  len(gone), " ".join(job.id for job in gone[:20]))
     found.publish += gone
     found.vanished += len(gone)
 
