@@ -20,8 +20,11 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/captionq demo $(ARGS)
 
 ## The whole suite: unit, integration (real Redis, SQLite + PostgreSQL, real Celery worker).
+## Most tests wait on real processes, so two pytest processes share the cores, each taking
+## whole modules (their services are set up once a module); TEST_WORKERS=0 runs one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check schemas producers worker review evaluation tests benchmarks

@@ -42,11 +42,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(marker)
 
 
+SCENARIO = "fault scenario"  # a report's user property: one tally line
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    """A fault scenario's tally lines ride on its test's report, so that they reach the
+    summary from whichever process ran the test (pytest-xdist's workers too)."""
+    outcome = yield
+    scenarios = sys.modules.get("tests.reliability.scenarios")
+    lines: list[str] = getattr(scenarios, "SCENARIO_REPORT", [])
+    if lines:
+        report = outcome.get_result()
+        report.user_properties += [(SCENARIO, line) for line in lines]
+        lines.clear()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault scenarios' tallies: jobs submitted / finished / lost / duplicated and
     callbacks expected / delivered / duplicate deliveries."""
-    scenarios = sys.modules.get("tests.reliability.scenarios")
-    lines = getattr(scenarios, "SCENARIO_REPORT", [])
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", ())
+        if name == SCENARIO
+    ]
     if lines:
         terminalreporter.section("fault scenarios")
         for line in lines:
