@@ -8,8 +8,8 @@
    served text copywriter (tiny Qwen2) against ``transformers serve
    --continuous-batching``, and the served VLM against ``transformers serve`` without
    it (transformers 5.24 falls back to one request at a time for vision models).
-3. Through the worker's batch path: ``--pipeline-batches`` batch threads of one
-   worker process (claim, blobs, pipeline, result transaction on SQLite), captions
+3. Through the worker's batch path: ``--pipeline-batches`` batch threads (1, then 3)
+   of one worker process (claim, blobs, pipeline, result transaction on SQLite), captions
    in the process and variants from the served copywriter, as ``SERVED_MAX_IN_FLIGHT``
    grows (1, 4, 16): jobs/s.
 4. The quality score's CLIP, in the worker's process on the CPU: ms per image of a
@@ -137,9 +137,11 @@ def through_worker(root: Path, logs: Path, jobs: int, batches: int, reps: int,
     from schemas.tables import Job
     from worker import batch
 
-    folder = tiny.build_tiny_qwen2(root / "tiny-qwen2-worker")
+    folder = root / "tiny-qwen2-worker"
+    if not folder.exists():
+        tiny.build_tiny_qwen2(folder)
     server = ModelServer(folder, logs, continuous_batching=True, threads=threads).start()
-    url = f"sqlite:///{root / 'worker.db'}"
+    url = f"sqlite:///{root / f'worker-{batches}.db'}"
     migrate(url)
     out: dict[str, Any] = {"jobs": jobs, "variants_per_job": 2, "batch_size": 4,
                            "pipeline_batches": batches}  # fmt: skip
@@ -226,8 +228,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--worker-jobs", type=int, default=12)
-    parser.add_argument("--pipeline-batches", type=int, default=3)
+    parser.add_argument("--worker-jobs", type=int, default=48)
+    parser.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--only", choices=["overhead", "in_flight", "through_worker", "clip"])
     args = parser.parse_args()
     threads = torch.get_num_threads()
@@ -246,8 +248,9 @@ def main() -> None:
             "overhead": lambda: overhead(root, logs, args.images, args.reps, threads),
             "in_flight": lambda: [in_flight(root, logs, role, args.requests, args.reps, threads)
                                   for role in ("copywriter", "vlm")],
-            "through_worker": lambda: through_worker(root, logs, args.worker_jobs,
-                                                     args.pipeline_batches, args.reps, threads),
+            "through_worker": lambda: [through_worker(root, logs, args.worker_jobs, n,
+                                                      args.reps, threads)
+                                       for n in args.pipeline_batches],
             "clip": lambda: clip_cost(root, 16, args.reps),
         }  # fmt: skip
         for name, run in sections.items():
