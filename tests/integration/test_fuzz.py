@@ -1,6 +1,7 @@
 """Fuzz the ingestion API from its own OpenAPI schema with every schemathesis check
 (schema-valid data accepted, schema-violating data refused, auth enforced, responses as
-documented, no 5xx), operation by operation and in stateful sequences."""
+documented, no 5xx), operation by operation and in stateful sequences, against the API
+served on a loopback port."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from schemathesis.transport.serialization import Binary
 
 from producers.api import create_app
 from producers.api.jobs import UPLOAD_ENCODING
+from producers.api.serve import Served
 from schemas.api import JobFields
 from schemas.platforms import PLATFORM_NAMES
 from schemas.settings import ApiSettings
@@ -57,7 +59,7 @@ for media_type, image_format in UPLOAD_TYPES.items():
 # The schema is read at import; the app's settings (database, Redis) are swapped in
 # by the fixture below before any request is made.
 app = create_app(ApiSettings(database_url="sqlite://", redis_url="redis://unset", bulk_max_jobs=20))
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+schema = schemathesis.openapi.from_dict(app.openapi())  # no app: calls go over a socket
 # A key fixed before the schema's cases are made (some are made at collection); the
 # fixture stores it, hashed, for the fuzz tenant, with every scope.
 KEY_PREFIX = "fuzz0000"
@@ -92,7 +94,17 @@ def live_settings(database_url: str, redis_db: str) -> Iterator[None]:
             )
         )
     app.state.settings = ApiSettings(database_url=url, redis_url=redis_db, bulk_max_jobs=20)
-    return
+    # Every request goes to the app served by uvicorn on a loopback port, over a socket,
+    # as a client's would (the schema was read from the app in-process, at import).
+    served = Served(app)
+    LIVE["url"] = served.url
+    try:
+        yield
+    finally:
+        served.stop()
+
+
+LIVE: dict[str, str] = {}  # the running server's address, while a module's tests run
 
 
 PNG_BASE64 = base64.b64encode(png()).decode()
@@ -196,7 +208,7 @@ def test_api_never_errors_and_keeps_its_schema(case: schemathesis.Case) -> None:
     # on both databases: edit a copy, so that what one run sets is not the next one's start.
     case = case.derive(keep_auth=True)
     with_outside_facts(case)
-    case.call_and_validate()
+    case.call_and_validate(base_url=LIVE["url"])
 
 
 class Sequences(schema.as_state_machine()):  # type: ignore[misc]
@@ -205,6 +217,9 @@ class Sequences(schema.as_state_machine()):  # type: ignore[misc]
 
     def before_call(self, case: schemathesis.Case) -> None:
         with_outside_facts(case)
+
+    def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+        return {**super().get_call_kwargs(case), "base_url": LIVE["url"]}
 
     def validate_response(
         self, response: Any, case: schemathesis.Case, additional_checks: Any = None, **kwargs: Any
