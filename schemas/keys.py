@@ -53,3 +53,7 @@ def queue_lists(queue: str, steps: int = 10) -> list[str]:
 
 # The reaper's last pass: when it ended and what it found (``captionq status`` reads it).
 REAPER_LAST_RUN: Final = "captionq:reaper:last-run"
+# The reaper's reads of the whole broker (``worker.reaper``, lost messages): a marker that
+# spaces them out, and the waiting jobs the last read found no message for.
+REAPER_BROKER_READ: Final = "captionq:reaper:broker-read"
+REAPER_MISSING: Final = "captionq:reaper:missing"

@@ -54,13 +54,15 @@ HELD_READ_MAX = 20_000
 
 def job_ids_held(client: Any, *, tasks: frozenset[str]) -> set[str] | None:
     """The ids of the jobs that a message of one of ``tasks`` is for, waiting on any
-    queue's lists or held unacknowledged by a worker, read in one transaction (a
-    message moving from a list to a worker meanwhile is seen on one side). None when
-    the queues hold more than ``HELD_READ_MAX`` messages."""
+    queue's lists or held unacknowledged by a worker, read in one transaction. A
+    message between the two (kombu takes it off its list, then records it unacknowledged,
+    in two steps) is in neither: a job missing once may be in flight. None when the
+    broker holds more than ``HELD_READ_MAX`` messages."""
     lists = [name for queue in QUEUES for name in keys.queue_lists(queue)]
     pipe = client.pipeline(transaction=False)
     for name in lists:
         pipe.llen(name)
+    pipe.hlen(keys.UNACKED)
     if sum(int(n) for n in pipe.execute()) > HELD_READ_MAX:
         return None
     pipe = client.pipeline(transaction=True)

@@ -41,7 +41,8 @@ BATCH_SIZE = Histogram(
 )
 MODEL_SECONDS = Histogram(
     "captionq_model_seconds",
-    "Seconds the models spent on one batch (decode, caption, variants, rules, score)",
+    "Seconds one batch spent in model calls (in the process: holding the device; served: "
+    "waiting on the server)",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 JOB_SECONDS = Histogram(

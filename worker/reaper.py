@@ -16,11 +16,12 @@ that a long healthy backlog is never re-published:
 4. ``running`` past its lease (the worker was killed, or hung and was recycled), or
    ``fetching`` past its fetch's lease (an IO worker killed mid-fetch).
 5. ``queued`` (or ``fetching`` with no fetch in flight) for longer than
-   ``job_queued_stale_s`` with no message for it anywhere in the broker: kombu's Redis
-   transport takes a message off its list and records it unacknowledged in two steps,
-   so a worker killed between them loses the message outright. The broker is read
-   only while such a job exists and the queues hold at most
-   ``schemas.queues.HELD_READ_MAX`` messages (a longer backlog waits: it drains).
+   ``job_queued_stale_s`` with no message for it anywhere in the broker, at two reads
+   in a row: kombu's Redis transport takes a message off its list and records it
+   unacknowledged in two steps, so a worker killed between them loses the message
+   outright. The broker is read at most once per ``job_queued_stale_s``, only while
+   such a job exists and while it holds at most ``schemas.queues.HELD_READ_MAX``
+   messages (a longer backlog waits: it drains).
 
 Each job is published to the stage it is at: a URL job not fetched yet gets a fetch
 task (io queue), any other its caption task. A fetch handed back spends the job's
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
+from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, select
 
 from schemas import keys, queues
@@ -138,14 +140,8 @@ def _broker_lost(session: Session, client: redis.Redis) -> bool:
 
 
 def _queued(session: Session, found: Reaped) -> None:
-    """Every job whose message the broker held: queued, or fetching with no fetch in
-    flight (one in flight publishes what follows itself)."""
-    rows = session.exec(
-        select(Job.id, Job.priority, Job.image_sha256).where(
-            (col(Job.status) == JobStatus.queued)
-            | ((col(Job.status) == JobStatus.fetching) & col(Job.lease_expires_at).is_(None))
-        )
-    ).all()
+    """Every job whose message the broker held (:func:`_waiting`)."""
+    rows = session.exec(select(Job.id, Job.priority, Job.image_sha256).where(_waiting())).all()
     found.publish += [_ref(*row) for row in rows]
     found.broker_lost += len(rows)
 
@@ -182,30 +178,44 @@ def _stale_unacked(
 def _vanished(
     session: Session, client: redis.Redis, settings: WorkerSettings, found: Reaped
 ) -> None:
-    """Jobs waiting for a worker (queued, or fetching with no fetch in flight) for
-    longer than ``job_queued_stale_s`` whose message is nowhere in the broker."""
+    """Jobs waiting for a worker for longer than ``job_queued_stale_s`` whose message
+    is nowhere in the broker at two reads in a row (a message is briefly in neither of
+    kombu's places as a worker takes it). The broker is read at most once per
+    ``job_queued_stale_s``, and only while such a job exists."""
     before = utcnow() - timedelta(seconds=settings.job_queued_stale_s)
-    waiting = (col(Job.status) == JobStatus.queued) & (col(Job.queued_at) < before)
-    unfetched = (col(Job.status) == JobStatus.fetching) & (col(Job.updated_at) < before)
     rows = session.exec(
         select(Job.id, Job.priority, Job.image_sha256)
-        .where(waiting | unfetched, col(Job.lease_expires_at).is_(None))
+        .where(_waiting(), col(Job.updated_at) < before)
         .order_by(col(Job.updated_at))
-        .limit(1000)
+        .limit(queues.HELD_READ_MAX)
     ).all()
     already = {job.id for job in found.publish}
     rows = [row for row in rows if row[0] not in already]
-    if not rows:
+    stale_ms = int(settings.job_queued_stale_s * 1000)
+    if not rows or not client.set(keys.REAPER_BROKER_READ, 1, nx=True, px=stale_ms):
         return
     held = queues.job_ids_held(client, tasks=JOB_TASKS)
     if held is None:
         return
-    gone = [_ref(*row) for row in rows if row[0] not in held]
+    missing = {row[0] for row in rows if row[0] not in held}
+    before_now = {member.decode() for member in client.smembers(keys.REAPER_MISSING)}
+    pipe = client.pipeline(transaction=True).delete(keys.REAPER_MISSING)
+    if missing:
+        pipe.sadd(keys.REAPER_MISSING, *missing).pexpire(keys.REAPER_MISSING, 3 * stale_ms)
+    pipe.execute()
+    gone = [_ref(*row) for row in rows if row[0] in missing & before_now]
     if gone:
         log.error("%d waiting jobs had no message in the broker, published again: %s",
                   len(gone), " ".join(job.id for job in gone[:20]))
     found.publish += gone
     found.vanished += len(gone)
+
+
+def _waiting() -> ColumnElement[bool]:
+    """A job whose next message the broker holds: queued, or fetching with no fetch in
+    flight (one in flight publishes what follows itself)."""
+    fetching = (col(Job.status) == JobStatus.fetching) & col(Job.lease_expires_at).is_(None)
+    return (col(Job.status) == JobStatus.queued) | fetching
 
 
 def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:

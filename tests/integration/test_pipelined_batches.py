@@ -170,13 +170,16 @@ def _two_batches_at_once(
         thread.start()
     served = engine.writer
     assert isinstance(served, GatedServedVLM)
-    # Each batch's two requests in flight at once: four waiting on the server.
-    assert all(served.began.acquire(timeout=30) for _ in range(4))
-    served.gate.set()
-    for thread in threads:
-        thread.join(30)
-    served.close()
+    try:
+        # Each batch's two requests in flight at once: four waiting on the server.
+        assert all(served.began.acquire(timeout=30) for _ in range(4))
+    finally:
+        served.gate.set()
+        for thread in threads:
+            thread.join(30)
+        served.close()
     assert _statuses(database_url, a + b) == {JobStatus.succeeded}
+    assert not gpu.locked()  # handed on by every batch
     return reports
 
 

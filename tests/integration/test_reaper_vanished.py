@@ -1,19 +1,22 @@
 """A job whose message the broker lost outright (kombu takes a message off its list and
 records it unacknowledged in two steps: a worker killed between them loses it) is
-published again by the reaper; a job whose message waits on a list or in a worker's
-hands, or that has waited less than ``job_queued_stale_s``, is left alone. Real Redis,
-SQLite and PostgreSQL."""
+published again by the reaper once two reads of the broker in a row miss it; a job
+whose message waits on a list, is in a worker's hands, or turns up by the second read,
+or that has waited less than ``job_queued_stale_s``, is left alone. Real Redis, SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
 
+import pytest
 import redis
 from celery import Celery
 from kombu import Exchange, Queue
 from sqlmodel import col, update
 
+from schemas import keys, queues
 from schemas.broker import celery_config, send_captions, send_jobs
 from schemas.messages import JobRef
 from schemas.names import QUEUE_GPU
@@ -43,24 +46,37 @@ def _jobs(url: str, *, statuses: dict[str, JobStatus]) -> dict[str, str]:
     return made
 
 
-def test_only_a_job_whose_message_is_gone_is_published_again(
-    database_url: str, redis_db: str
-) -> None:
+@pytest.fixture
+def broker(redis_db: str) -> tuple[redis.Redis, Celery]:
     client = redis.Redis.from_url(redis_db)
     client.flushdb()
     app = Celery("captionq-test")
     app.conf.update(celery_config(redis_db))
+    return client, app
+
+
+def _reap(client: redis.Redis, settings: WorkerSettings) -> reaper.Reaped:
+    """A tick, as if ``job_queued_stale_s`` had passed since the last read of the broker."""
+    client.delete(keys.REAPER_BROKER_READ)
+    return reaper.reap(settings=settings, client=client)
+
+
+def test_only_a_job_whose_message_is_gone_twice_is_published_again(
+    database_url: str, redis_db: str, broker: tuple[redis.Redis, Celery]
+) -> None:
+    client, app = broker
     jobs = _jobs(
         database_url,
         statuses={"listed": JobStatus.queued, "taken": JobStatus.queued,
                   "gone": JobStatus.queued, "recent": JobStatus.queued,
+                  "late": JobStatus.queued,  # its message turns up by the second read
                   "fetch_gone": JobStatus.fetching, "fetch_listed": JobStatus.fetching},
     )  # fmt: skip
     with session_scope(database_url) as session:  # "recent" has waited a second only
         session.exec(
             update(Job)
             .where(col(Job.id) == jobs["recent"])
-            .values(queued_at=utcnow() - timedelta(seconds=1))
+            .values(updated_at=utcnow() - timedelta(seconds=1))
         )
     send_captions(app, [JobRef(jobs["taken"], 5)])
     send_captions(app, [JobRef(jobs["listed"], 9)])
@@ -72,9 +88,33 @@ def test_only_a_job_whose_message_is_gone_is_published_again(
     with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
         held = queue.get(timeout=10)  # a worker holds it, unacknowledged
         assert held.payload[0][0]["job_id"] in (jobs["taken"], jobs["listed"])
-        found = reaper.reap(settings=settings, client=client)
+        first = _reap(client, settings)
+        assert (first.publish, first.vanished) == ([], 0)  # missing once: maybe in flight
+        again = reaper.reap(settings=settings, client=client)  # within job_queued_stale_s
+        assert (again.publish, again.vanished) == ([], 0)  # the broker is not read again
+        send_captions(app, [JobRef(jobs["late"], 5)])
+        found = _reap(client, settings)
         held.ack()
     assert sorted((ref.id, ref.fetch) for ref in found.publish) == sorted(
         [(jobs["gone"], False), (jobs["fetch_gone"], True)]
     )
     assert found.vanished == 2
+
+
+def test_a_broker_holding_more_than_it_reads_is_left_alone(
+    database_url: str, redis_db: str, broker: tuple[redis.Redis, Celery],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    client, app = broker
+    jobs = _jobs(database_url, statuses={"gone": JobStatus.queued, "a": JobStatus.queued,
+                                         "b": JobStatus.queued})  # fmt: skip
+    send_captions(app, [JobRef(jobs["a"], 5), JobRef(jobs["b"], 5)])
+    monkeypatch.setattr(queues, "HELD_READ_MAX", 1)
+    settings = WorkerSettings(database_url=database_url, redis_url=redis_db)
+    assert queues.job_ids_held(client, tasks=reaper.JOB_TASKS) is None
+    for _ in range(2):
+        assert _reap(client, settings).vanished == 0  # a backlog that long drains first
+    monkeypatch.setattr(queues, "HELD_READ_MAX", 100)
+    _reap(client, settings)
+    mine = set(jobs.values())  # (the module's other test left jobs of its own waiting)
+    assert [ref.id for ref in _reap(client, settings).publish if ref.id in mine] == [jobs["gone"]]
