@@ -8,7 +8,9 @@ model below, real Redis, real database) is started and ready, the lists are move
 back and the clock runs until every job is terminal: claim, blobs, decoding, the
 model, rules, policy, scores, the result transaction with its outbox rows, and Celery.
 
-Raw: the same model loaded in this process, the same images decoded, the same two
+Raw: the same model loaded in a process of its own (as the worker's is: a model in
+the benchmark's own process, beside its Redis client and database, ran several times
+slower than the same model in the worker), the same images decoded, the same two
 ``generate`` calls per batch that the pipeline makes (caption, then one variant per
 image from the style prefix: ``benchmarks/pipeline_cpu.py``'s ``raw_batch``), at the
 same batch size and ``MAX_NEW_TOKENS``. The worker may make a third call for a variant
@@ -38,6 +40,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -118,6 +121,30 @@ def raw_rep(raw: Any, images: list[Any], batch: int, device: torch.device) -> fl
     return len(images) / (time.perf_counter() - started)
 
 
+def raw_alone(model: str, batch: int, args: argparse.Namespace) -> float:
+    """Raw ``generate``'s img/s at ``batch``, timed in a fresh process of its own."""
+    argv = [sys.executable, "-m", "benchmarks.worker_path", "--raw-only", "--model", model,
+            "--batch-sizes", str(batch), "--images", str(args.images),
+            "--max-new-tokens", str(args.max_new_tokens), "--device", args.device,
+            "--dtype", args.dtype]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["raw_images_per_s"])
+
+
+def raw_only(args: argparse.Namespace) -> None:
+    """``--raw-only``: load the model, warm it at the shape, time one rep, print it."""
+    engine = load_engine(WorkerSettings(captioner_model=args.model, model_device=args.device,
+                                        model_dtype=args.dtype,
+                                        max_new_tokens=args.max_new_tokens))  # fmt: skip
+    raw = raw_batch(engine)
+    images = make_images(args.images)
+    batch = args.batch_sizes[0]
+    raw(images[:batch], 0)  # warm-up at this shape
+    device = engine.captioner.device  # type: ignore[attr-defined]
+    print(json.dumps({"raw_images_per_s": raw_rep(raw, images, batch, device)}))  # noqa: T201
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
@@ -132,7 +159,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pipeline-batches", type=int, default=3)
     parser.add_argument("--gpu-pool", choices=["threads", "solo"], default="threads")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--raw-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.raw_only:
+        raw_only(args)
+        return {}
     rows: list[dict[str, Any]] = []
     server = RedisServer.start()
     try:
@@ -141,11 +172,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             workdir = Path(tmp)
             migrate(url)
             model = args.model if Path(args.model).is_dir() else build(args.model, workdir)
-            engine = load_engine(WorkerSettings(captioner_model=model, model_device=args.device,
-                                                model_dtype=args.dtype,
-                                                max_new_tokens=args.max_new_tokens))  # fmt: skip
-            device = engine.captioner.device  # type: ignore[attr-defined]
-            raw = raw_batch(engine)
             images = make_images(args.images)
             pngs = []
             for image in images:
@@ -163,10 +189,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "PIPELINE_BATCHES": str(args.pipeline_batches),
                        "URL_ALLOW_CIDRS": '["127.0.0.0/8"]', "URL_ALLOWED_PORTS": '["1-65535"]',
                        "HF_HUB_OFFLINE": "1", "LOG_FORMAT": "text"}  # fmt: skip
-                raw(images[:batch], 0)  # warm-up at this shape
                 raws, workers = [], []
                 for rep in range(args.reps):
-                    raws.append(raw_rep(raw, images, batch, device))
+                    raws.append(raw_alone(model, batch, args))
                     workers.append(worker_rep(pngs, env=env, settings=settings,
                                               workdir=workdir, pool=args.gpu_pool))  # fmt: skip
                     print(f"batch {batch} rep {rep + 1}: raw {raws[-1]:.2f} img/s, worker "  # noqa: T201
