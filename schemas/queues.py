@@ -47,8 +47,9 @@ def taken(client: Any) -> dict[str, int]:
     return held
 
 
-# How many waiting messages :func:`job_ids_held` reads at most in one pass: past that,
-# a pass costs more than the loss it looks for, and it waits for a shorter backlog.
+# How many messages (waiting, and held unacknowledged) :func:`job_ids_held` reads at most
+# in one pass: past that, a pass costs more than the loss it looks for, and it waits
+# for a shorter backlog.
 HELD_READ_MAX = 20_000
 
 
