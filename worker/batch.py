@@ -77,15 +77,13 @@ class Stages:
     """When a batch's stages began and ended (``time.time()``): claim .. ``gpu_wanted``
     is its preparation, ``gpu_from`` .. ``gpu_until`` its model calls (the first one's
     start to the last one's end: its turn on the device), and ``gpu_until`` ..
-    ``stored`` its checks, scores and result transaction; ``model_s`` is the seconds
-    spent in model calls."""
+    ``stored`` its checks, scores and result transaction."""
 
     claim: float = 0.0
     gpu_wanted: float = 0.0
     gpu_from: float = 0.0
     gpu_until: float = 0.0
     stored: float = 0.0
-    model_s: float = 0.0
 
 
 class _Turns:
@@ -93,13 +91,14 @@ class _Turns:
     time). The batch takes the device at its first call of a model in the process and
     keeps it for its next ones, until its model calls end or it calls a served model:
     it never holds the device while it waits on the network. Each call's times go to
-    ``stages``. Used as ``with turns:`` around the model calls, ``with turns(on_device):``
-    around each."""
+    ``stages``, their seconds to ``model_s``. Used as ``with turns:`` around the model
+    calls, ``with turns(on_device):`` around each."""
 
     def __init__(self, gpu: AbstractContextManager[object] | None, stages: Stages) -> None:
         self._gpu = gpu if gpu is not None else nullcontext()
         self._stages = stages
         self._held = False
+        self.model_s = 0.0  # seconds in model calls
 
     def __enter__(self) -> _Turns:
         return self
@@ -122,7 +121,7 @@ class _Turns:
             yield
         finally:
             stages.gpu_until = time.time()
-            stages.model_s += stages.gpu_until - began
+            self.model_s += stages.gpu_until - began
 
     def _release(self) -> None:
         if self._held:
@@ -168,10 +167,9 @@ def process(
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
         ]
-        outcomes = pipeline.run(
-            items, engine=engine, decode=decoder(settings), turns=_Turns(gpu, report.stages)
-        )
-        report.model_s = report.stages.model_s
+        turns = _Turns(gpu, report.stages)
+        outcomes = pipeline.run(items, engine=engine, decode=decoder(settings), turns=turns)
+        report.model_s = turns.model_s
         _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
         report.stages.stored = time.time()
         finished = utcnow()

@@ -182,6 +182,8 @@ def _vanished(
     is nowhere in the broker at two reads in a row (a message is briefly in neither of
     kombu's places as a worker takes it). The broker is read at most once per
     ``job_queued_stale_s``, and only while such a job exists."""
+    if client.exists(keys.REAPER_BROKER_READ):  # read less than job_queued_stale_s ago
+        return
     before = utcnow() - timedelta(seconds=settings.job_queued_stale_s)
     rows = session.exec(
         select(Job.id, Job.priority, Job.image_sha256)
