@@ -67,7 +67,10 @@ def sign_in(page: Any, desk: Desk, keys: Recorder | None = None) -> None:
     page.goto(desk.desk.url + "/")
     assert "/login" in page.url
     typist = keys or Recorder(page, desk)
-    typist.type(desk.reviewer)  # the e-mail field has the focus
+    # The e-mail field takes the focus by itself (autofocus), but Chromium applies it at
+    # its next rendering, which on a busy host can come after the load event.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'email'")
+    typist.type(desk.reviewer)
     typist.press("Tab")
     typist.type(PASSWORD)
     typist.press("Enter")
