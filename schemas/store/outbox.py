@@ -36,7 +36,7 @@ from sqlmodel import Session, col, select
 
 from schemas.messages import DeliveryRef
 from schemas.store.endpoints import set_enabled
-from schemas.store.sessions import per_row
+from schemas.store.sessions import update_rows
 from schemas.tables import (
     Delivery,
     DeliveryAttempt,
@@ -204,8 +204,8 @@ def subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:
     """Log each attempt and move its row (delivered, rescheduled or dead), and hand
-    back the untried rows: three statements for the whole batch. Rows deleted
-    meanwhile (with their job) are skipped."""
+    back the untried rows: three statements for the whole batch (one more for each
+    further kind of move). Rows deleted meanwhile (with their job) are skipped."""
     table = Delivery.__table__  # type: ignore[attr-defined]
     connection = session.connection()
     ids = [*sent.attempts, *sent.untried]
@@ -248,28 +248,7 @@ def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None
     if not moves:
         return
 
-    def each(column: str) -> Any:
-        new = {i: move[column] for i, move in moves.items() if column in move}
-        return per_row(table.c.id, table.c[column], new) if new else table.c[column]
-
-    connection.execute(
-        update(table)
-        .where(table.c.id.in_(list(moves)))
-        .values(
-            sending_until=None,
-            **{
-                column: each(column)
-                for column in (
-                    "status",
-                    "attempts",
-                    "last_status_code",
-                    "last_error",
-                    "delivered_at",
-                    "next_attempt_at",
-                )
-            },
-        )
-    )
+    update_rows(connection, table, moves, every={"sending_until": None})
     if log_rows:
         connection.execute(insert(DeliveryAttempt.__table__), log_rows)  # type: ignore[attr-defined]
 

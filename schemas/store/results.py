@@ -8,7 +8,7 @@ worker auto-approved are announced (``caption.approved``) in the same transactio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -22,7 +22,7 @@ from schemas.messages import DeliveryRef
 from schemas.store.decisions import auto_approved_rows
 from schemas.store.jobs import job_public, transition
 from schemas.store.outbox import event_row, wanted
-from schemas.store.sessions import per_row
+from schemas.store.sessions import update_rows
 from schemas.tables import Delivery, Job, JobStatus, Variant, new_id, utcnow
 
 
@@ -48,30 +48,31 @@ class Stored(NamedTuple):
 def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Stored:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
     longer running (a duplicate or late attempt) is left as it is. A few statements for
-    the whole batch, whatever its size: one conditional UPDATE that returns the jobs as
-    stored, one insert of the variants, one read of the endpoints' subscriptions, one
+    the whole batch, whatever its size: the running jobs' captions (one statement run
+    for each), one conditional UPDATE that moves them and returns them as stored, one
+    insert of the variants, one read of the endpoints' subscriptions, one
     insert of the outbox rows (column values: no ORM objects are built for them)."""
     if not results:
         return Stored([], [])
     now = utcnow()
     by_id = {result.job_id: result for result in results}
     table = Job.__table__  # type: ignore[attr-defined]
-
-    def each(column: Any, value: Callable[[Completed], object]) -> Any:
-        return per_row(table.c.id, column, {i: value(r) for i, r in by_id.items()})
-
+    running = table.c.status == JobStatus.running.value
+    connection = session.connection()
+    results_of = {
+        job_id: {"caption": r.caption, "model_id": r.model_id, "model_revision": r.model_revision}
+        for job_id, r in by_id.items()
+    }
+    update_rows(connection, table, results_of, where=[running])
     stored = (
         update(Job)
-        .where(col(Job.id).in_(list(by_id)), col(Job.status) == JobStatus.running.value)
+        .where(col(Job.id).in_(list(by_id)), running)
         .values(
             status=JobStatus.succeeded,
             finished_at=now,
             updated_at=now,
             error_code=None,
             error_message=None,
-            caption=each(table.c.caption, lambda r: r.caption),
-            model_id=each(table.c.model_id, lambda r: r.model_id),
-            model_revision=each(table.c.model_revision, lambda r: r.model_revision),
         )
         .returning(Job)
         .execution_options(synchronize_session=False, populate_existing=True)
@@ -86,7 +87,6 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Sto
         ]
         for job in jobs
     }
-    connection = session.connection()
     rows = [row for job_rows in variants.values() for row in job_rows]
     if rows:
         connection.execute(insert(Variant.__table__), rows)  # type: ignore[attr-defined]

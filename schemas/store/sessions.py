@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, event, literal
+from sqlalchemy import bindparam, event, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
@@ -85,12 +85,34 @@ def session_scope(url: str) -> Iterator[Session]:
             raise
 
 
-def per_row(key: Any, column: Any, values: Mapping[Any, object]) -> Any:
-    """``column``'s new value for each row, by its ``key``, as one SQL expression
-    (``CASE key WHEN ... THEN ... ELSE column END``): an UPDATE of many rows with
-    values of their own is then one statement, on SQLite and PostgreSQL alike."""
-    whens = {k: literal(v, column.type) for k, v in values.items()}
-    return case(whens, value=key, else_=column)
+def update_rows(
+    connection: Any,
+    table: Any,
+    rows: Mapping[Any, Mapping[str, object]],
+    *,
+    where: Sequence[Any] = (),
+    every: Mapping[str, object] | None = None,
+) -> None:
+    """Give each row (``rows``: primary key → its columns' new values) values of its
+    own: one statement per set of columns (as a rule one), run for all its rows at once
+    (the driver's executemany: a C loop on SQLite, a pipeline on PostgreSQL), on
+    SQLite and PostgreSQL alike. ``where``: conditions a row must also meet;
+    ``every``: values that every row gets."""
+    key = table.primary_key.columns.values()[0]
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for row_key, values in rows.items():
+        params = {f"v_{column}": value for column, value in values.items()}
+        groups.setdefault(tuple(values), []).append({"k_": row_key, **params})
+    for columns, params in groups.items():
+        statement = (
+            update(table)
+            .where(key == bindparam("k_", type_=key.type), *where)
+            .values(
+                **{c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns},
+                **(every or {}),
+            )
+        )
+        connection.execute(statement, params)
 
 
 @contextmanager

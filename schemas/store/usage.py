@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import date
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
@@ -42,15 +44,19 @@ def add_usage(*, session: Session, used: Mapping[str, Used], day: date | None = 
     ]
     if not rows:
         return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+@lru_cache(maxsize=2)
+def _upsert(dialect_name: str) -> Any:
+    """The upsert of a tenant's day, built once per dialect and run for every row."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     table = UsageDay.__table__  # type: ignore[attr-defined]
-    insert = dialect.insert(table).values(rows)
+    insert = dialect.insert(table)
     counted = [f.name for f in fields(Used)]
-    session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["tenant_id", "day"],
-            set_={name: table.c[name] + insert.excluded[name] for name in counted},
-        )
+    return insert.on_conflict_do_update(
+        index_elements=["tenant_id", "day"],
+        set_={name: table.c[name] + insert.excluded[name] for name in counted},
     )
 
 
