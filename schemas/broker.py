@@ -57,20 +57,7 @@ def send_captions(
     connection and in one Redis pipeline, by task name, with ``app`` (a Celery
     application). ``countdown``: seconds before the tasks are due, one for all or one
     per job."""
-    if not jobs:
-        return
-    delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
-    # One Redis pipeline for the lot (kombu's publish batch), not a round trip each.
-    with app.producer_or_acquire() as producer, producer.batch():
-        for job, delay in zip(jobs, delays, strict=True):
-            app.send_task(
-                TASK_CAPTION,
-                args=[CaptionMessage(job_id=job.id).model_dump()],
-                queue=QUEUE_GPU,
-                priority=celery_priority(job.priority),
-                countdown=delay or None,
-                producer=producer,
-            )
+    send_jobs(app, [job._replace(fetch=False) for job in jobs], countdown=countdown)
 
 
 def send_jobs(
@@ -82,21 +69,16 @@ def send_jobs(
     if not jobs:
         return
     delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
+    # One Redis pipeline for the lot (kombu's publish batch), not a round trip each.
     with app.producer_or_acquire() as producer, producer.batch():
         for job, delay in zip(jobs, delays, strict=True):
-            name, queue, message = (
-                (TASK_FETCH, QUEUE_IO, FetchMessage(job_id=job.id).model_dump())
-                if job.fetch
-                else (TASK_CAPTION, QUEUE_GPU, CaptionMessage(job_id=job.id).model_dump())
-            )
-            app.send_task(
-                name,
-                args=[message],
-                queue=queue,
-                priority=celery_priority(job.priority),
-                countdown=delay or None,
-                producer=producer,
-            )
+            message: FetchMessage | CaptionMessage
+            if job.fetch:
+                task, queue, message = TASK_FETCH, QUEUE_IO, FetchMessage(job_id=job.id)
+            else:
+                task, queue, message = TASK_CAPTION, QUEUE_GPU, CaptionMessage(job_id=job.id)
+            _send(app, producer, task, queue, message.model_dump(),
+                  priority=celery_priority(job.priority), countdown=delay or None)  # fmt: skip
 
 
 def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: int) -> None:
@@ -112,9 +94,25 @@ def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: i
         for ids in by_url.values():
             for at in range(0, len(ids), batch_max):
                 message = DeliverMessage(delivery_ids=ids[at : at + batch_max])
-                app.send_task(
-                    TASK_DELIVER, args=[message.model_dump()], queue=QUEUE_IO, producer=producer
-                )
+                _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump())
+
+
+ARGSREPR_MAX = 1024  # characters of a task's arguments that Celery's logs and events show
+
+
+def _send(
+    app: Any, producer: Any, task: str, queue: str, message: dict[str, Any], *,
+    priority: int | None = None, countdown: float | None = None,
+) -> None:  # fmt: skip
+    """One task, by name, with its one argument. Celery describes a task's arguments for
+    its logs and events with a size-bounded repr written in Python, which costs more
+    than the rest of the publish; a message here is a small flat dict, whose built-in
+    repr, cut to the same bound, is the same text."""
+    args = [message]
+    app.send_task(
+        task, args=args, argsrepr=repr(args)[:ARGSREPR_MAX], kwargsrepr="{}", queue=queue,
+        priority=priority, countdown=countdown, producer=producer,
+    )  # fmt: skip
 
 
 def offer_deliveries(app: Any, deliveries: Sequence[DeliveryRef]) -> bool:
