@@ -101,8 +101,8 @@ def update_rows(
     key = table.primary_key.columns.values()[0]
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
     for row_key, values in rows.items():
-        params = {f"v_{column}": value for column, value in values.items()}
-        groups.setdefault(tuple(values), []).append({"k_": row_key, **params})
+        row = {"k_": row_key, **{f"v_{column}": value for column, value in values.items()}}
+        groups.setdefault(tuple(values), []).append(row)
     for columns, params in groups.items():
         statement = (
             update(table)

@@ -45,7 +45,9 @@ def test_a_task_describes_its_arguments_as_celery_would(redis_db: str) -> None:
     app.conf.update(celery_config(redis_db))
     send_captions(app, [JobRef("job_one", 5)])
     ids = [f"msg_{i:032x}" for i in range(DELIVER_BATCH_MAX)]
-    send_deliveries(app, [DeliveryRef(i, "https://hooks.example/in") for i in ids], batch_max=256)
+    send_deliveries(
+        app, [DeliveryRef(i, "https://hooks.example/in") for i in ids], batch_max=DELIVER_BATCH_MAX
+    )
     with app.connection_for_read() as connection:
         for queue_name in (QUEUE_GPU, QUEUE_IO):
             with connection.SimpleQueue(
