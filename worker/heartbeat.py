@@ -75,5 +75,8 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._settings.heartbeat_interval_s):
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # a heartbeat that stopped would say the worker is dead
+                log.exception("heartbeat not written; the next one is tried as usual")
 

@@ -78,8 +78,20 @@ class Children(Collector):
         for path in Path(self._folder).iterdir():
             found = _LIVE.match(path.name)
             if found and not _alive(int(found["pid"])):
-                mark_process_dead(int(found["pid"]), path=self._folder)
-        yield from self._files.collect()
+                _drop_live_gauges(self._folder, int(found["pid"]))
+        yield from self._read()
+
+    def _read(self) -> list[Metric]:
+        """Every file's values. A file can go between the folder's listing and its
+        reading (a child that exits, or another thread of this process, drops a dead
+        child's gauges): then the folder is read again."""
+        for attempt in range(_READS):
+            try:
+                return list(self._files.collect())
+            except FileNotFoundError:
+                if attempt == _READS - 1:
+                    raise
+        return []
 
     def value(self, name: str) -> float:
         """The summed value of an unlabelled metric (0 when none has been written)."""
@@ -99,7 +111,21 @@ def registry(folder: str) -> tuple[CollectorRegistry, Children]:
 
 def child_exited(folder: str, *, pid: int) -> None:
     """A child that exits: its live gauges leave the sum at once."""
-    mark_process_dead(pid, path=folder)
+    _drop_live_gauges(folder, pid)
+
+
+_READS = 5  # tries at a folder whose files other processes remove meanwhile
+
+
+def _drop_live_gauges(folder: str, pid: int) -> None:
+    """``mark_process_dead``, safe when another thread or process removes the same
+    files at the same time (it raises on a file gone before its turn)."""
+    for _ in range(_READS):
+        try:
+            mark_process_dead(pid, path=folder)
+            return
+        except FileNotFoundError:
+            continue  # one went first: go over what is left
 
 
 class Sampler:

@@ -132,6 +132,8 @@ def test_the_parent_beats_for_the_worker(forked: Forked) -> None:
     """The heartbeat is the parent's (the process Kubernetes runs), and what it holds is
     what its children hold."""
     client = redis.Redis.from_url(forked.stack.settings.redis_url)
+    # Its key lives three intervals (3 s here): on a busy host, wait for the next beat.
+    wait_for(lambda: heartbeats.alive(client), timeout_s=15, what="the parent's heartbeat")
     (beat,) = heartbeats.alive(client)
     assert beat.pid == forked.worker.process.pid
     assert beat.in_flight == 0

@@ -1,0 +1,94 @@
+"""A worker's heartbeat never stops while the worker lives, and a prefork worker's
+metric files are read safely while its children come and go.
+
+A prefork parent's heartbeat reads its children's in-flight gauges from the metric
+files, which exiting children, the parent's scrape thread and its heartbeat thread all
+remove as children die: a file can go between the folder's listing and its reading.
+Before, that ``FileNotFoundError`` ended the heartbeat thread for good, and the worker
+looked dead (no heartbeat, liveness file stale) while it worked."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from schemas import heartbeats
+from schemas.settings import WorkerSettings
+from worker import multiprocess
+from worker.heartbeat import Heartbeat
+from worker.multiprocess import Children, child_exited
+
+pytestmark = pytest.mark.ops
+
+
+class Flaky:
+    """Raises ``FileNotFoundError`` for the first ``fails`` calls, then calls ``then``."""
+
+    def __init__(self, fails: int, then: Any) -> None:
+        self.fails, self.then, self.calls = fails, then, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise FileNotFoundError("gone while it was read")
+        return self.then(*args, **kwargs)
+
+
+def test_a_file_gone_while_the_folder_is_read_is_read_again(tmp_path: Path) -> None:
+    children = Children(str(tmp_path))
+    real = children._files.collect
+    children._files.collect = Flaky(2, real)  # type: ignore[method-assign]
+    assert children.value("captionq_jobs_in_flight") == 0.0  # read on the third try
+    children._files.collect = Flaky(99, real)  # type: ignore[method-assign]
+    with pytest.raises(FileNotFoundError):  # a folder that never reads whole still says so
+        children.value("captionq_jobs_in_flight")
+
+
+def test_a_dead_childs_gauges_go_when_another_removes_some_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = 4_000_001
+    files = [tmp_path / f"gauge_{mode}_{pid}.db" for mode in ("livesum", "livemax")]
+    for path in files:
+        path.write_bytes(b"\0" * 16)
+    real = multiprocess.mark_process_dead
+
+    def raced(dead: int, path: str) -> None:
+        files[0].unlink(missing_ok=True)  # another thread's removal, first
+        if not raced.done:  # type: ignore[attr-defined]
+            raced.done = True  # type: ignore[attr-defined]
+            raise FileNotFoundError(str(files[0]))
+        real(dead, path=path)
+
+    raced.done = False  # type: ignore[attr-defined]
+    monkeypatch.setattr(multiprocess, "mark_process_dead", raced)
+    child_exited(str(tmp_path), pid=pid)  # no error
+    assert not any(path.exists() for path in files)
+
+
+def test_the_heartbeat_outlives_a_beat_that_failed(redis_db: str) -> None:
+    settings = WorkerSettings(redis_url=redis_db, heartbeat_interval_s=0.05)
+    reads = iter([0, "fail", "fail"])
+
+    def held() -> int:
+        read = next(reads, 3)
+        if read == "fail":
+            raise FileNotFoundError("a child's file went while it was read")
+        return int(read)
+
+    beat = Heartbeat(settings, pool="gpu", held=held, model="captionq/noop")
+    client = redis.Redis.from_url(redis_db)
+    beat.start()
+    try:
+        deadline = time.monotonic() + 10
+        seen: list[int] = []
+        while time.monotonic() < deadline and 3 not in seen:
+            seen = [b.in_flight for b in heartbeats.alive(client) if b.worker == beat.name]
+            time.sleep(0.05)
+        assert seen == [3], "the heartbeat stopped after a beat failed"
+    finally:
+        beat.stop()
