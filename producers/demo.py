@@ -216,7 +216,7 @@ def _start_worker(settings: CoreSettings, model_id: str, workdir: Path) -> subpr
     }
     with (workdir / "worker.log").open("wb") as log:
         return subprocess.Popen(
-            worker_command("captionq.gpu,captionq.io"),
+            worker_command("captionq.gpu,captionq.io,captionq.fetch"),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,9 @@
 """What producers and workers must agree on about the broker: Celery's configuration,
 and how caption and fetch tasks are sent. No Celery import: the app is passed in.
 
-A job whose image is a URL is published as a fetch task (``captionq.fetch``, io
-queue); the IO worker that stores its bytes publishes its caption task (gpu queue).
+A job whose image is a URL is published as a fetch task (``captionq.fetch``, on the
+fetch queue); the fetch worker that stores its bytes publishes its caption task (gpu
+queue). Callbacks go to the io queue.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schemas.messages import (
 )
 from schemas.names import (
     PRIORITY_MAX,
+    QUEUE_FETCH,
     QUEUE_GPU,
     QUEUE_IO,
     TASK_CAPTION,
@@ -64,7 +66,7 @@ def send_jobs(
     app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
 ) -> None:
     """:func:`send_captions` for jobs of either stage: a ``fetch`` job gets a fetch task
-    on the io queue, any other its caption task on the gpu queue, each at its priority,
+    on the fetch queue, any other its caption task on the gpu queue, each at its priority,
     in one Redis pipeline."""
     if not jobs:
         return
@@ -74,7 +76,7 @@ def send_jobs(
         for job, delay in zip(jobs, delays, strict=True):
             message: FetchMessage | CaptionMessage
             if job.fetch:
-                task, queue, message = TASK_FETCH, QUEUE_IO, FetchMessage(job_id=job.id)
+                task, queue, message = TASK_FETCH, QUEUE_FETCH, FetchMessage(job_id=job.id)
             else:
                 task, queue, message = TASK_CAPTION, QUEUE_GPU, CaptionMessage(job_id=job.id)
             _send(app, producer, task, queue, message.model_dump(),

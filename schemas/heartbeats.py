@@ -6,11 +6,24 @@ heartbeat intervals; a key that is gone is a worker that is not alive.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from schemas import keys
+from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
+
+
+def pool_name(queues: Iterable[str]) -> str:
+    """A worker's pool, named for the queues it consumes: ``gpu``, ``io``, ``fetch``, or
+    their names joined in order (``fetch+gpu+io``: one process on all three, as the
+    demo runs it)."""
+    return "+".join(sorted(q.removeprefix("captionq.") for q in queues)) or "worker"
+
+
+# The pools as deployed (one per queue) and as the demo runs them (one for all three).
+POOLS = ("gpu", "io", "fetch", pool_name((QUEUE_GPU, QUEUE_IO, QUEUE_FETCH)))
 
 
 class WorkerBeat(BaseModel):
@@ -19,7 +32,7 @@ class WorkerBeat(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     worker: str  # pool@host:pid
-    pool: str  # gpu, io or gpu+io
+    pool: str  # pool_name of its queues
     pid: int
     model: str
     in_flight: int  # jobs claimed, not finished

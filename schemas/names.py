@@ -16,7 +16,10 @@ TASK_DISPATCH: Final = "captionq.dispatch"
 TASK_PURGE: Final = "captionq.purge"
 
 QUEUE_GPU: Final = "captionq.gpu"
-QUEUE_IO: Final = "captionq.io"
+QUEUE_IO: Final = "captionq.io"  # callbacks, and beat's ticks
+# Image fetches on a queue of their own, so that slow image servers hold fetch threads
+# only, never the threads that send callbacks.
+QUEUE_FETCH: Final = "captionq.fetch"
 
 # Celery priorities on Redis: 0 is served first. Jobs ask for 0 (low) .. 9
 # (urgent); the producer maps that onto Celery's inverted scale.

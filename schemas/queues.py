@@ -11,9 +11,9 @@ import json
 from typing import Any, NamedTuple
 
 from schemas import keys
-from schemas.names import QUEUE_GPU, QUEUE_IO
+from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
 
-QUEUES = (QUEUE_GPU, QUEUE_IO)
+QUEUES = (QUEUE_GPU, QUEUE_IO, QUEUE_FETCH)
 
 
 class Depth(NamedTuple):

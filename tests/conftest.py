@@ -144,7 +144,7 @@ def stack(
     }
     built = Stack.open(settings, env=env, logdir=tmp_path_factory.mktemp("worker"))
     try:
-        built.start("gpu+io")
+        built.start("all")
         yield built
     finally:
         built.stop()

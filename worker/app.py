@@ -1,9 +1,11 @@
 """The Celery application: configuration, queues, beat's schedule, and the signals
 that set up and wind down a worker process.
 
-GPU workers consume ``captionq.gpu`` with one process per GPU (solo pool); IO
-workers consume ``captionq.io`` (image fetches, deliveries) with threads, so a
-worker fetches as many URLs side by side as it has threads. The model is loaded
+GPU workers consume ``captionq.gpu`` with one process per GPU (threads for pipelined
+batches); IO workers consume ``captionq.io`` (callbacks, beat's ticks) and fetch
+workers ``captionq.fetch`` (image URLs), each with threads, so a worker fetches as
+many URLs side by side as it has threads, and slow image servers never hold a thread
+that sends callbacks. The model is loaded
 once per process in ``worker_process_init`` (after a prefork fork, never
 before CUDA initialises; the solo pool sends it too); a worker that cannot load
 its models exits instead of failing every job. Each process has one publisher
@@ -24,10 +26,11 @@ from datetime import timedelta
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from schemas import logs
+from schemas import heartbeats, logs
 from schemas.broker import celery_config
 from schemas.errors import CaptionError
 from schemas.names import (
+    QUEUE_FETCH,
     QUEUE_GPU,
     QUEUE_IO,
     TASK_CAPTION,
@@ -60,12 +63,14 @@ app.conf.update(
         1, math.ceil((settings.pipeline_batches + 1) * settings.batch_size
                      / settings.pipeline_batches)
     ),
-    task_queues=[Queue(q, Exchange(q), routing_key=q) for q in (QUEUE_GPU, QUEUE_IO)],
+    task_queues=[
+        Queue(q, Exchange(q), routing_key=q) for q in (QUEUE_GPU, QUEUE_IO, QUEUE_FETCH)
+    ],
     task_default_queue=QUEUE_IO,
     task_routes={
         TASK_CAPTION: {"queue": QUEUE_GPU},
         TASK_DELIVER: {"queue": QUEUE_IO},
-        TASK_FETCH: {"queue": QUEUE_IO},
+        TASK_FETCH: {"queue": QUEUE_FETCH},
         TASK_REAP: {"queue": QUEUE_IO},
         TASK_DISPATCH: {"queue": QUEUE_IO},
         TASK_PURGE: {"queue": QUEUE_IO},
@@ -216,8 +221,7 @@ _heartbeat: Heartbeat | None = None
 def _alive(sender: object = None, **_: object) -> None:
     """The consumer runs: export metrics and start the heartbeat (``worker.heartbeat``)."""
     global _heartbeat
-    consumed = sorted(app.amqp.queues.consume_from or ())
-    pool = "+".join(q.removeprefix("captionq.") for q in consumed) or "worker"
+    pool = heartbeats.pool_name(app.amqp.queues.consume_from or ())
     folder = settings.prometheus_multiproc_dir
     metrics.serve(settings.metrics_port, role=pool, folder=folder)
     held = metrics.held_by_children if folder is not None else lambda: lease_keeper.held

@@ -24,7 +24,7 @@ that a long healthy backlog is never re-published:
    messages (a longer backlog waits: it drains).
 
 Each job is published to the stage it is at: a URL job not fetched yet gets a fetch
-task (io queue), any other its caption task. A fetch handed back spends the job's
+task (fetch queue), any other its caption task. A fetch handed back spends the job's
 fetch attempts (``fetch_max_attempts``, then ``fetch_attempts_exhausted``), never
 its caption attempts.
 

@@ -4,8 +4,8 @@ what follows. Whether a failure is retried, and when, is ``worker.retry``'s to s
 - ``captionq.caption`` (gpu queue, celery-batches): one batch of jobs, in one thread
   of the GPU worker's pool; it returns (and its messages are acknowledged) once the
   batch is stored.
-- ``captionq.fetch`` (io queue): one job's image URL into the blob store, then its
-  caption task (IO worker threads fetch side by side, as many as the pool has).
+- ``captionq.fetch`` (fetch queue): one job's image URL into the blob store, then its
+  caption task (fetch worker threads fetch side by side, as many as the pool has).
 
 - ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
 - ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.

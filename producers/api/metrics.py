@@ -177,7 +177,7 @@ class StoreCollector(Collector):
             "captionq_workers_in_flight", "Jobs claimed and not finished, by pool, as the "
             "workers' heartbeats say", labels=["pool"],
         )  # fmt: skip
-        pools: dict[str, list[int]] = {"gpu": [0, 0], "io": [0, 0], "gpu+io": [0, 0]}
+        pools: dict[str, list[int]] = {pool: [0, 0] for pool in heartbeats.POOLS}
         for beat in heartbeats.alive(client):
             counts = pools.setdefault(beat.pool, [0, 0])
             counts[0] += 1
@@ -192,7 +192,8 @@ class StoreCollector(Collector):
             found = census.take_census(session=session)
         age = GaugeMetricFamily(
             "captionq_queue_oldest_age_seconds",
-            "Age of the oldest job waiting for a GPU worker, or the most overdue callback",
+            "Age of the oldest job waiting for a GPU worker (gpu) or a fetch (fetch), or "
+            "of the most overdue callback (io)",
             labels=["queue"],
         )
         for queue, seconds in found.oldest_waiting_s.items():

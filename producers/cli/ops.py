@@ -11,9 +11,9 @@ import typer
 from producers.cli.errors import fail
 from producers.cli.output import console, group
 from schemas.errors import ErrorCode
-from schemas.names import QUEUE_GPU, QUEUE_IO
+from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
 
-QUEUES = {"gpu": QUEUE_GPU, "io": QUEUE_IO}
+QUEUES = {"gpu": QUEUE_GPU, "io": QUEUE_IO, "fetch": QUEUE_FETCH}
 # A GPU worker's threads spend minutes inside their batches: Celery's heartbeats, gossip
 # and mingle would only log clock drift and missed heartbeats there.
 QUIET_WORKER = ("--without-heartbeat", "--without-mingle", "--without-gossip")
@@ -22,12 +22,13 @@ QUIET_WORKER = ("--without-heartbeat", "--without-mingle", "--without-gossip")
 def worker_argv(queues: str, concurrency: int, extra: list[str]) -> list[str]:
     """The ``celery worker`` command line of ``captionq worker``.
 
-    A node is named for its queues on this host (``gpu@host``, ``io@host``) unless
+    A node is named for its queues on this host (``gpu@host``, ``fetch@host``) unless
     ``-n``/``--hostname`` is given, so ``celery inspect ping`` sees every node."""
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in wanted if q not in QUEUES]
     if unknown or not wanted:
-        fail(f"unknown queue(s) {unknown}; use gpu, io or gpu,io", code=ErrorCode.invalid_request)
+        fail(f"unknown queue(s) {unknown}; use gpu, io, fetch, or a list of them such as "
+             "gpu,io,fetch", code=ErrorCode.invalid_request)  # fmt: skip
     gpu = "gpu" in wanted
     # A GPU worker's threads are PIPELINE_BATCHES (worker.app sets the concurrency).
     pool = (
@@ -57,11 +58,17 @@ def worker_argv(queues: str, concurrency: int, extra: list[str]) -> list[str]:
 
 def worker(
     ctx: typer.Context,
-    queues: Annotated[str, typer.Option(help="gpu, io, or gpu,io")] = "gpu,io",
-    concurrency: Annotated[int, typer.Option(min=1, help="Threads of an io-only worker")] = 1,
+    queues: Annotated[
+        str, typer.Option(help="gpu (captions), io (callbacks, beat's ticks), fetch (image "
+                          "URLs), or a list: gpu,io,fetch")  # fmt: skip
+    ] = "gpu,io,fetch",
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Threads of a worker without the gpu queue")
+    ] = 1,
 ) -> None:
     """Run a Celery worker: on the gpu queue one process per GPU with PIPELINE_BATCHES
-    threads (pipelined batches); io alone uses threads. Other options go to celery worker."""
+    threads (pipelined batches); io and fetch use threads (--concurrency). In production
+    each queue has a pool of its own. Other options go to celery worker."""
     argv = worker_argv(queues, concurrency, list(ctx.args))
     os.execv(sys.executable, argv)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from schemas.names import QUEUE_GPU, QUEUE_IO
+from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
 from schemas.tables import (
     Delivery,
     DeliveryStatus,
@@ -43,7 +43,7 @@ def oldest_queued_s(*, session: Session) -> float:
 
 
 def oldest_fetch_s(*, session: Session) -> float:
-    """Age of the oldest URL job waiting for an IO worker to fetch its image (fetching,
+    """Age of the oldest URL job waiting for a fetch worker to fetch its image (fetching,
     no fetch in flight); 0 when none waits."""
     oldest = session.exec(
         select(func.min(col(Job.created_at))).where(
@@ -98,9 +98,8 @@ def take_census(*, session: Session) -> Census:
     return Census(
         oldest_waiting_s={
             QUEUE_GPU: oldest_queued_s(session=session),
-            QUEUE_IO: max(
-                oldest_due_delivery_s(session=session), oldest_fetch_s(session=session)
-            ),
+            QUEUE_IO: oldest_due_delivery_s(session=session),
+            QUEUE_FETCH: oldest_fetch_s(session=session),
         },
         oldest_pending_review_s=oldest_pending_review_s(session=session),
         dead_deliveries=dead_deliveries(session=session),

@@ -41,7 +41,7 @@ def _through(
     folder: Path, url: str, redis_db: str, env: dict[str, str], client: CaptionClient, n: int
 ) -> list:  # type: ignore[type-arg]
     worker = start(
-        "gpu+io",
+        "all",
         env={"DATABASE_URL": url, "REDIS_URL": redis_db, "MAX_NEW_TOKENS": "6",
              "COPY_MAX_NEW_TOKENS": "12", "HF_HUB_OFFLINE": "1", **env},
         logdir=folder,

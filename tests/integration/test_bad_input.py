@@ -125,7 +125,7 @@ def hostile(
         url_allowed_ports=[server.port],
     )
     worker = start(
-        "gpu+io",
+        "all",
         env={
             "DATABASE_URL": url,
             "REDIS_URL": redis_db,

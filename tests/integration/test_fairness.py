@@ -44,7 +44,7 @@ def _race(
     flood_ids = [accepted.id for accepted in big.submit_bulk([job] * FLOOD)]
     small_id = small.submit(**job).id
     worker = start(
-        "gpu+io",
+        "all",
         env={
             "DATABASE_URL": url,
             "REDIS_URL": redis_db,
@@ -107,7 +107,7 @@ def _drain(
 ) -> list[str]:
     """Start one worker on the queued jobs; their ids in the order they finished."""
     worker = start(
-        "gpu+io",
+        "all",
         env={"DATABASE_URL": url, "REDIS_URL": redis_db, "CAPTIONER_MODEL": "captionq/noop",
              "BATCH_SIZE": "4"},
         logdir=folder,

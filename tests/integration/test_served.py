@@ -90,7 +90,7 @@ def stack(
     built = Stack.open(settings, env={"HF_HUB_OFFLINE": "1", **LOOPBACK_ENV},
                        logdir=tmp_path_factory.mktemp("served-worker"))
     try:
-        built.start("gpu+io", **served_env(servers), JOB_MAX_ATTEMPTS="12", BATCH_SIZE="4")
+        built.start("all", **served_env(servers), JOB_MAX_ATTEMPTS="12", BATCH_SIZE="4")
         yield built
     finally:
         built.stop()
@@ -205,7 +205,7 @@ def hasty(
                             **LOOPBACK)
     built = Stack.open(settings, env={"HF_HUB_OFFLINE": "1", **LOOPBACK_ENV}, logdir=tmp_path)
     try:
-        built.start("gpu+io", **served_env(servers), SERVED_TIMEOUT_S="0.005",
+        built.start("all", **served_env(servers), SERVED_TIMEOUT_S="0.005",
                     JOB_MAX_ATTEMPTS="2", BATCH_SIZE="4")
         yield built
     finally:

@@ -105,7 +105,7 @@ def world(
     stack.procs[api.name] = api
     prometheus: Prometheus | None = None
     try:
-        worker = stack.start("gpu+io", METRICS_PORT=str(worker_port))
+        worker = stack.start("all", METRICS_PORT=str(worker_port))
         stack.start("beat", METRICS_PORT=str(beat_port))
         review = start_review(env=stack.env, logdir=logdir, port=review_port)
         stack.procs[review.name] = review

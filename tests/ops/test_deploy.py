@@ -88,7 +88,7 @@ def test_probes_metrics_and_disruption_budgets(rendered: list[dict[str, Any]]) -
     (container,) = api["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
-    for name in ("captionq-worker-gpu", "captionq-worker-io"):
+    for name in ("captionq-worker-gpu", "captionq-worker-io", "captionq-worker-fetch"):
         template = named(rendered, "Deployment", name)["spec"]["template"]
         (worker,) = template["spec"]["containers"]
         assert "captionq-heartbeat" in " ".join(worker["livenessProbe"]["exec"]["command"])
@@ -96,8 +96,10 @@ def test_probes_metrics_and_disruption_budgets(rendered: list[dict[str, Any]]) -
         named(rendered, "PodDisruptionBudget", name)
     assert api["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     named(rendered, "PodDisruptionBudget", "captionq-api")
-    egress = named(rendered, "NetworkPolicy", "captionq-worker-io-egress")["spec"]["egress"]
-    assert "169.254.0.0/16" in egress[0]["to"][0]["ipBlock"]["except"]
+    internet = named(rendered, "NetworkPolicy", "captionq-internet-egress")["spec"]
+    assert "169.254.0.0/16" in internet["egress"][0]["to"][0]["ipBlock"]["except"]
+    (components,) = internet["podSelector"]["matchExpressions"]
+    assert components["values"] == ["worker-io", "worker-fetch"]  # fetches and callbacks only
     named(rendered, "NetworkPolicy", "captionq-default-deny")
 
 

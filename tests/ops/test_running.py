@@ -78,7 +78,7 @@ def test_counters_move_by_what_happened(world: World) -> None:
     lag_s = world.prometheus.value("sum(captionq_delivery_lag_seconds_sum)")
     assert lag_s is not None
     assert 0 < lag_s <= JOBS * (time.monotonic() - started)
-    settles(world, 'captionq_workers_alive{pool="gpu+io"}', 1)
+    settles(world, 'captionq_workers_alive{pool="fetch+gpu+io"}', 1)
     settles(world, 'captionq_jobs_in_flight{job="worker"}', 0)
     settles(world, 'sum(captionq_queue_depth{queue="captionq.gpu"})', 0)
     settles(world, 'captionq_dependency_up{dependency="database"}', 1)
@@ -209,7 +209,7 @@ def test_worker_heartbeat_lives_without_celery_events(world: World) -> None:
     says it is alive, what it holds, and keeps its liveness file fresh."""
     client = redis.Redis.from_url(world.stack.settings.redis_url)
     (beat,) = heartbeats.alive(client)
-    assert beat.pool == "gpu+io"
+    assert beat.pool == "fetch+gpu+io"
     assert beat.pid == world.worker.process.pid
     assert time.time() - beat.at < 3 * 1.0 + 1
     # The jobs above are finished: a beat after them says the worker holds none.
@@ -281,7 +281,7 @@ def status(world: World) -> dict[str, Any]:
 def test_status_shows_workers_queues_and_jobs(world: World) -> None:
     found = status(world)
     (worker,) = found["workers"]
-    assert worker["pool"] == "gpu+io"
+    assert worker["pool"] == "fetch+gpu+io"
     assert worker["pid"] == world.worker.process.pid
     assert worker["in_flight"] == 0
     gpu = next(q for q in found["queues"] if q["queue"] == QUEUE_GPU)
@@ -346,7 +346,7 @@ def test_keda_query_counts_queued_and_in_flight(world: World) -> None:
     """No worker consumes; M messages are taken and held unacknowledged, as a worker
     holds its prefetched and running jobs; the autoscaler's query says N + M."""
     world.worker.stop()
-    settles(world, 'captionq_workers_alive{pool="gpu+io"}', 0)
+    settles(world, 'captionq_workers_alive{pool="fetch+gpu+io"}', 0)
     assert heartbeats.alive(redis.Redis.from_url(world.stack.settings.redis_url)) == []
     queued, in_flight = 5, 3
     assert len(world.submit(queued + in_flight)) == queued + in_flight

@@ -90,7 +90,7 @@ def test_a_worker_and_beat_report_through_the_celery_integration(
     env = {"SENTRY_DSN": dsn, "CAPTIONER_MODEL": "captionq/noop", "REAPER_INTERVAL_S": "1"}
     stack = Stack.open(settings, env=env, logdir=tmp_path)
     try:
-        stack.start("gpu+io")
+        stack.start("all")
         stack.start("beat")
         from producers.publish import producer_app
 

@@ -3,9 +3,12 @@
 ``start(kind, env=..., logdir=...)`` runs one and returns once it says it is ready:
 
 - ``gpu``: the GPU worker's shape, pipelined: ``PIPELINE_BATCHES`` threads on the gpu queue;
-- ``io``: the IO worker, four threads on the io queue (fetches, callbacks);
-- ``gpu+io``: one solo process on both queues, as ``captionq demo`` runs it;
-- ``prefork``: both queues in two prefork children, each replaced after one task (so
+- ``io``: the IO and fetch queues in one worker of four threads (callbacks, beat's
+  ticks, image fetches), as a small deployment may run them;
+- ``callbacks`` and ``fetch``: each of those two queues alone, four threads, as
+  production runs them (a pool per queue);
+- ``all``: one solo process on every queue, as ``captionq demo`` runs it;
+- ``prefork``: every queue in two prefork children, each replaced after one task (so
   every batch runs in a fresh child and children exit all along);
 - ``beat``: the scheduler (reaper, outbox dispatch).
 """
@@ -25,13 +28,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 READY_S = 90
 SOLO = ("--pool", "solo")
+THREADS = ("--pool", "threads", "-c", "4")
 POOLS = {
     "gpu": (("--pool", "threads"), "captionq.gpu"),
-    "io": (("--pool", "threads", "-c", "4"), "captionq.io"),
-    "gpu+io": (SOLO, "captionq.gpu,captionq.io"),
+    "io": (THREADS, "captionq.io,captionq.fetch"),
+    "callbacks": (THREADS, "captionq.io"),
+    "fetch": (THREADS, "captionq.fetch"),
+    "all": (SOLO, "captionq.gpu,captionq.io,captionq.fetch"),
     "prefork": (
         ("--pool", "prefork", "-c", "2", "--max-tasks-per-child", "1"),
-        "captionq.gpu,captionq.io",
+        "captionq.gpu,captionq.io,captionq.fetch",
     ),
 }
 
@@ -71,7 +77,7 @@ def celery_args(kind: str, name: str, logdir: Path) -> tuple[list[str], str]:
 
 
 def start(kind: str, *, env: dict[str, str], logdir: Path) -> Proc:
-    """Start a ``gpu``, ``io``, ``gpu+io`` worker or ``beat`` with ``env`` over this
+    """Start a worker of a ``kind`` in ``POOLS``, or ``beat``, with ``env`` over this
     process's environment; wait until it is ready (or fail with its log)."""
     name = f"{kind.replace('+', '-')}-{uuid.uuid4().hex[:6]}"
     args, ready = celery_args(kind, name, logdir)

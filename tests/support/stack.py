@@ -71,7 +71,7 @@ class Stack:
         return self.settings.database_url
 
     def start(self, kind: str, **overrides: str) -> Proc:
-        """A ``gpu``, ``io``, ``gpu+io`` worker or ``beat`` (``tests.support.processes``)."""
+        """A worker of a kind in ``tests.support.processes.POOLS``, or ``beat``."""
         proc = start(kind, env={**self.env, **overrides}, logdir=self.logdir)
         self.procs[proc.name] = proc
         return proc

@@ -22,6 +22,17 @@ def test_nodes_are_named_for_their_queues_on_this_host() -> None:
     assert _after_worker(worker_argv("gpu,io", 1, []))[-1] == "gpu-io@%h"
 
 
+def test_fetches_have_a_pool_of_their_own_and_the_default_runs_every_queue() -> None:
+    fetch = _after_worker(worker_argv("fetch", 16, []))
+    assert fetch[fetch.index("-Q") + 1] == "captionq.fetch"
+    assert fetch[fetch.index("-n") + 1] == "fetch@%h"
+    assert (fetch[fetch.index("--pool") + 1], fetch[fetch.index("-c") + 1]) == ("threads", "16")
+    io = _after_worker(worker_argv("io", 8, []))
+    assert io[io.index("-Q") + 1] == "captionq.io"  # callbacks only: no fetch
+    everything = _after_worker(worker_argv("gpu,io,fetch", 1, []))
+    assert everything[everything.index("-Q") + 1] == "captionq.gpu,captionq.io,captionq.fetch"
+
+
 def test_a_name_given_is_kept() -> None:
     argv = _after_worker(worker_argv("io", 2, ["-n", "io-7@%h"]))
     assert argv.count("-n") == 1
