@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
 from schemas.api import VariantBase, VariantPublic, WebhookEvent
@@ -48,25 +49,19 @@ class Stored(NamedTuple):
 def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Stored:
     """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
     longer running (a duplicate or late attempt) is left as it is. A few statements for
-    the whole batch, whatever its size: the running jobs' captions (one statement run
-    for each), one conditional UPDATE that moves them and returns them as stored, one
-    insert of the variants, one read of the endpoints' subscriptions, one
-    insert of the outbox rows (column values: no ORM objects are built for them)."""
+    the whole batch, whatever its size: one conditional UPDATE that moves the running
+    jobs and returns them, their captions (one statement run for each), one insert of
+    the variants, one read of the endpoints' subscriptions, one insert of the outbox
+    rows (column values: no ORM objects are built for them)."""
     if not results:
         return Stored([], [])
     now = utcnow()
     by_id = {result.job_id: result for result in results}
     table = Job.__table__  # type: ignore[attr-defined]
-    running = table.c.status == JobStatus.running.value
     connection = session.connection()
-    results_of = {
-        job_id: {"caption": r.caption, "model_id": r.model_id, "model_revision": r.model_revision}
-        for job_id, r in by_id.items()
-    }
-    update_rows(connection, table, results_of, where=[running])
     stored = (
         update(Job)
-        .where(col(Job.id).in_(list(by_id)), running)
+        .where(col(Job.id).in_(list(by_id)), col(Job.status) == JobStatus.running.value)
         .values(
             status=JobStatus.succeeded,
             finished_at=now,
@@ -80,6 +75,20 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Sto
     jobs = list(session.scalars(stored).all())
     if not jobs:
         return Stored([], [])
+    # The jobs just moved are this transaction's (their rows are locked on PostgreSQL,
+    # the database is on SQLite): their results go to exactly those rows.
+    results_of = {
+        job.id: {
+            "caption": by_id[job.id].caption,
+            "model_id": by_id[job.id].model_id,
+            "model_revision": by_id[job.id].model_revision,
+        }
+        for job in jobs
+    }
+    update_rows(connection, table, results_of)
+    for job in jobs:  # as stored, without marking the objects changed
+        for name, value in results_of[job.id].items():
+            set_committed_value(job, name, value)
     variants = {
         job.id: [
             {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}

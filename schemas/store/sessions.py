@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,23 +90,23 @@ def update_rows(
     table: Any,
     rows: Mapping[Any, Mapping[str, object]],
     *,
-    where: Sequence[Any] = (),
     every: Mapping[str, object] | None = None,
 ) -> None:
     """Give each row (``rows``: primary key → its columns' new values) values of its
     own: one statement per set of columns (as a rule one), run for all its rows at once
     (the driver's executemany: a C loop on SQLite, a pipeline on PostgreSQL), on
-    SQLite and PostgreSQL alike. ``where``: conditions a row must also meet;
-    ``every``: values that every row gets."""
+    SQLite and PostgreSQL alike; rows in key order, so that two writers of the same rows
+    lock them in the same order. ``every``: values that every row gets."""
     key = table.primary_key.columns.values()[0]
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
-    for row_key, values in rows.items():
+    for row_key in sorted(rows):
+        values = rows[row_key]
         row = {"k_": row_key, **{f"v_{column}": value for column, value in values.items()}}
         groups.setdefault(tuple(values), []).append(row)
     for columns, params in groups.items():
         statement = (
             update(table)
-            .where(key == bindparam("k_", type_=key.type), *where)
+            .where(key == bindparam("k_", type_=key.type))
             .values(
                 **{c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns},
                 **(every or {}),
