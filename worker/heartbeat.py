@@ -55,10 +55,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         now = time.time()
-        HEARTBEAT.set(now)
-        if self._settings.heartbeat_file:
-            Path(self._settings.heartbeat_file).touch()
-        value = WorkerBeat(
+        value = WorkerBeat(  # first: a worker that cannot say what it holds is not alive
             worker=self.name,
             pool=self._pool,
             pid=os.getpid(),
@@ -67,6 +64,9 @@ class Heartbeat:
             started_at=self._started,
             at=now,
         )
+        HEARTBEAT.set(now)
+        if self._settings.heartbeat_file:
+            Path(self._settings.heartbeat_file).touch()
         ttl_s = max(1, int(3 * self._settings.heartbeat_interval_s))
         try:
             self._client.set(keys.heartbeat(self.name), value.model_dump_json(), ex=ttl_s)
@@ -74,9 +74,20 @@ class Heartbeat:
             log.warning("heartbeat not written (Redis away): %s", exc)
 
     def _run(self) -> None:
+        """Beat every interval until stopped. A beat that fails is skipped (and said once,
+        not every interval, until one succeeds): the thread never ends on its own, or a
+        live worker would look dead; while beats fail, the key and the liveness file age,
+        so status, alerts and Kubernetes see it."""
+        failing = False
         while not self._stop.wait(self._settings.heartbeat_interval_s):
             try:
                 self.beat()
-            except Exception:  # a heartbeat that stopped would say the worker is dead
-                log.exception("heartbeat not written; the next one is tried as usual")
+            except Exception:
+                if not failing:
+                    log.exception("heartbeat failed; trying again every interval")
+                failing = True
+                continue
+            if failing:
+                log.info("heartbeat written again")
+            failing = False
 

@@ -70,6 +70,24 @@ def test_a_dead_childs_gauges_go_when_another_removes_some_first(
     assert not any(path.exists() for path in files)
 
 
+def test_a_beat_that_cannot_say_what_it_holds_touches_nothing(
+    redis_db: str, tmp_path: Path
+) -> None:
+    """The liveness file ages while beats fail, so Kubernetes restarts a worker whose
+    heartbeat is gone (and status and the alerts, which read the key, agree)."""
+    alive = tmp_path / "heartbeat"
+    settings = WorkerSettings(redis_url=redis_db, heartbeat_file=str(alive))
+
+    def held() -> int:
+        raise FileNotFoundError("a child's file went while it was read")
+
+    beat = Heartbeat(settings, pool="gpu", held=held, model="captionq/noop")
+    with pytest.raises(FileNotFoundError):
+        beat.beat()
+    assert not alive.exists()
+    assert not heartbeats.alive(redis.Redis.from_url(redis_db))
+
+
 def test_the_heartbeat_outlives_a_beat_that_failed(redis_db: str) -> None:
     settings = WorkerSettings(redis_url=redis_db, heartbeat_interval_s=0.05)
     reads = iter([0, "fail", "fail"])
