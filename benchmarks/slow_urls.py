@@ -128,9 +128,10 @@ def inline_phase(database_url: str, producer: DirectProducer, n: int) -> dict[st
 
 @contextlib.contextmanager
 def workers(env: dict[str, str], logdir: Path) -> Iterator[list[Proc]]:
-    """The GPU worker (every connect it makes recorded) and an IO worker of 4 threads."""
+    """The GPU worker (every connect it makes recorded) and one worker of 4 threads for
+    the io and fetch queues (as measured; production gives fetches a pool of their own)."""
     gpu = start("gpu", env={**env, **audit_env(logdir / "gpu-connects.txt")}, logdir=logdir)
-    io = start("io", env=env, logdir=logdir)
+    io = start("io+fetch", env=env, logdir=logdir)
     try:
         yield [gpu, io]
     finally:

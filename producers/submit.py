@@ -1,5 +1,5 @@
 """Submission: validate, store the image, write the job row, publish, mark queued (or
-fetching: a job whose image is a URL goes to the IO workers' fetch stage first).
+fetching: a job whose image is a URL goes to the fetch workers' fetch stage first).
 
 The database is the source of truth: a job row (and its image) is committed
 before anything is published. The API, the Python client and the CLI all

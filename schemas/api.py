@@ -231,7 +231,7 @@ class VariantPublic(VariantBase):
 class JobPublic(BaseModel):
     id: str
     status: JobStatus = Field(
-        description="received → fetching (an image URL, fetched by the IO workers) → queued "
+        description="received → fetching (an image URL, fetched by the fetch workers) → queued "
         "→ running → succeeded | failed | cancelled"
     )
     styles: list[str]
@@ -241,7 +241,7 @@ class JobPublic(BaseModel):
     idempotency_key: str | None
     metadata: dict[str, Any]
     attempts: int = Field(description="Times a GPU worker took the job")
-    fetch_attempts: int = Field(default=0, description="Times an IO worker fetched its image URL")
+    fetch_attempts: int = Field(default=0, description="Times a fetch worker fetched its image URL")
     caption: str | None
     model_id: str | None
     model_revision: str | None

@@ -32,6 +32,7 @@ from schemas.names import (
 )
 
 log = logging.getLogger("captionq.broker")
+ARGSREPR_MAX = 1024  # characters of a task's arguments that Celery's logs and events show
 
 
 def celery_config(redis_url: str) -> dict[str, Any]:
@@ -98,8 +99,6 @@ def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: i
                 message = DeliverMessage(delivery_ids=ids[at : at + batch_max])
                 _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump())
 
-
-ARGSREPR_MAX = 1024  # characters of a task's arguments that Celery's logs and events show
 
 
 def _send(

@@ -17,7 +17,7 @@ from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
 
 def pool_name(queues: Iterable[str]) -> str:
     """A worker's pool, named for the queues it consumes: ``gpu``, ``io``, ``fetch``, or
-    their names joined in order (``fetch+gpu+io``: one process on all three, as the
+    their names sorted and joined (``fetch+gpu+io``: one process on all three, as the
     demo runs it)."""
     return "+".join(sorted(q.removeprefix("captionq.") for q in queues)) or "worker"
 

@@ -8,7 +8,7 @@ from typing import Final
 
 TASK_CAPTION: Final = "captionq.caption"
 TASK_DELIVER: Final = "captionq.deliver"
-# An image URL fetched by an IO worker into the blob store, before any GPU worker sees it.
+# An image URL fetched by a fetch worker into the blob store, before any GPU worker sees it.
 TASK_FETCH: Final = "captionq.fetch"
 # Beat's periodic tasks (worker side only; producers never send them).
 TASK_REAP: Final = "captionq.reap"

@@ -203,14 +203,14 @@ class WorkerSettings(ModelSettings, CoreSettings):
     fetch_lease_s: float = Field(
         default=60.0,
         gt=0,
-        description="A fetch's lease: past it (its IO worker killed) the reaper publishes the "
+        description="A fetch's lease: past it (its fetch worker killed) the reaper publishes the "
         "fetch again. Must exceed FETCH_TIMEOUT_S",
     )
     fetch_tenant_max: int = Field(
-        default=16, ge=1, description="One tenant's fetches in flight across every IO worker"
+        default=16, ge=1, description="One tenant's fetches in flight across every fetch worker"
     )
     fetch_host_max: int = Field(
-        default=8, ge=1, description="Fetches in flight to one image host across every IO worker"
+        default=8, ge=1, description="Fetches in flight to one image host across every fetch worker"
     )
     batch_size: int = Field(default=8, ge=1, le=256, description="Jobs per model batch")
     batch_interval_s: float = Field(

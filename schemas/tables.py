@@ -26,7 +26,7 @@ def new_id(prefix: str) -> str:
 
 class JobStatus(StrEnum):
     """received → (fetching, for an image URL) → queued → running → succeeded | failed |
-    cancelled. ``fetching``: an IO worker is to fetch (or is fetching) the job's image URL
+    cancelled. ``fetching``: a fetch worker is to fetch (or is fetching) the job's image URL
     into the blob store; a GPU worker only ever claims a job whose bytes are stored."""
 
     received = "received"

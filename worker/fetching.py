@@ -1,4 +1,4 @@
-"""The fetch stage: a job's image URL fetched by an IO worker into the blob store, before
+"""The fetch stage: a job's image URL fetched by a fetch worker into the blob store, before
 any GPU worker sees the job (a GPU worker reads stored bytes only). One fetch::
 
     read the job     a message for a job that moved on (cancelled, fetched, its fetch

@@ -1,7 +1,7 @@
 """Getting a batch's image bytes: stored blobs, in one read.
 
 A GPU worker reads stored bytes only and never fetches: an image URL is fetched by
-the IO workers before its caption task is published (``worker.fetching``), and the
+the fetch workers before its caption task is published (``worker.fetching``), and the
 claim takes only jobs whose bytes are stored. A job that reaches here without them
 fails with ``image_not_fetched``.
 """

@@ -2,7 +2,7 @@
 exports them on ``METRICS_PORT``.
 
 Every name is ``captionq_``-prefixed, in base units, and carries no per-job label.
-GPU workers run the solo pool and IO workers threads, so each process is one target of
+GPU workers run the solo pool and IO and fetch workers threads, so each process is one target of
 its own; a prefork worker is one target too, its parent serving the sum of its children
 (``worker.multiprocess``; each gauge says how its processes combine). What only the
 store or Redis knows (queue depth and age, dead deliveries,
@@ -98,7 +98,7 @@ GPU_MEMORY = Gauge(
 )
 FETCHES = Counter(
     "captionq_fetches_total",
-    "Image URL fetches by an IO worker, by outcome (fetched, retried, failed, capped: over "
+    "Image URL fetches by a fetch worker, by outcome (fetched, retried, failed, capped: over "
     "a cap of fetches in flight, skipped: nothing to do)",
     ["outcome"],
 )

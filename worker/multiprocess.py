@@ -18,7 +18,7 @@ imported), and the parent serves their sum on ``METRICS_PORT``:
   memory) are sampled by each child every ``SAMPLE_S`` instead, since the parent cannot
   call into a child.
 
-The solo GPU worker and the threaded IO worker are single processes and need none of
+The solo GPU worker and the threaded IO and fetch workers are single processes and need none of
 this; the prefork pool refuses to start with ``METRICS_PORT`` and no folder, since its
 parent would export nothing that its children did.
 """
@@ -41,6 +41,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("captionq.worker")
 
 SAMPLE_S = 1.0
+_READS = 5  # tries at a folder whose files other threads and processes remove meanwhile
 _FILE = re.compile(r"^(?P<kind>[a-z_]+)_(?P<pid>\d+)\.db$")
 _LIVE = re.compile(r"^gauge_live[a-z]+_(?P<pid>\d+)\.db$")
 
@@ -85,13 +86,12 @@ class Children(Collector):
         """Every file's values. A file can go between the folder's listing and its
         reading (a child that exits, or another thread of this process, drops a dead
         child's gauges): then the folder is read again."""
-        for attempt in range(_READS):
+        for _ in range(_READS - 1):
             try:
                 return list(self._files.collect())
             except FileNotFoundError:
-                if attempt == _READS - 1:
-                    raise
-        return []
+                continue
+        return list(self._files.collect())  # the last try: a folder never read whole says so
 
     def value(self, name: str) -> float:
         """The summed value of an unlabelled metric (0 when none has been written)."""
@@ -113,8 +113,6 @@ def child_exited(folder: str, *, pid: int) -> None:
     """A child that exits: its live gauges leave the sum at once."""
     _drop_live_gauges(folder, pid)
 
-
-_READS = 5  # tries at a folder whose files other processes remove meanwhile
 
 
 def _drop_live_gauges(folder: str, pid: int) -> None:

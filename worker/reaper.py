@@ -14,7 +14,7 @@ that a long healthy backlog is never re-published:
    celery-batches buffer: Redis would hand it back only after its visibility
    timeout, an hour): its message is put back on the queue.
 4. ``running`` past its lease (the worker was killed, or hung and was recycled), or
-   ``fetching`` past its fetch's lease (an IO worker killed mid-fetch).
+   ``fetching`` past its fetch's lease (a fetch worker killed mid-fetch).
 5. ``queued`` (or ``fetching`` with no fetch in flight) for longer than
    ``job_queued_stale_s`` with no message for it anywhere in the broker, at two reads
    in a row: kombu's Redis transport takes a message off its list and records it
@@ -240,9 +240,9 @@ def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:
 def _hand_back_fetches(
     session: Session, jobs: Sequence[Job], *, settings: WorkerSettings, found: Reaped
 ) -> None:
-    """Fetches whose IO worker is gone: a job already stored gets its caption task; any
+    """Fetches whose fetch worker is gone: a job already stored gets its caption task; any
     other its fetch again, or fails past its fetch attempts."""
-    lost = WorkerLostError("IO worker lost while fetching")
+    lost = WorkerLostError("fetch worker lost while fetching")
     for job in jobs:
         if job.image_sha256 is not None:
             found.publish.append(JobRef(job.id, job.priority))

@@ -1,8 +1,8 @@
-"""Fetches in flight, capped per tenant and per image host across every IO worker.
+"""Fetches in flight, capped per tenant and per image host across every fetch worker.
 
 Each cap is a Redis sorted set (``schemas.keys``): one member per fetch in flight (its
 job id), scored by when its slot lapses, on Redis's own clock. Taking a slot drops the
-lapsed members first, so a slot held by an IO worker that was killed frees itself
+lapsed members first, so a slot held by a fetch worker that was killed frees itself
 after ``ttl_s`` (the fetch's lease) and no counter can drift. Both slots are taken
 together or not at all, in one script.
 """
@@ -36,7 +36,7 @@ return 1
 
 
 class FetchSlots:
-    """The caps of one IO worker process's fetches (the counts live in Redis)."""
+    """The caps of one fetch worker process's fetches (the counts live in Redis)."""
 
     def __init__(
         self, client: redis.Redis, *, tenant_max: int, host_max: int, ttl_s: float

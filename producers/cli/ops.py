@@ -30,11 +30,13 @@ def worker_argv(queues: str, concurrency: int, extra: list[str]) -> list[str]:
         fail(f"unknown queue(s) {unknown}; use gpu, io, fetch, or a list of them such as "
              "gpu,io,fetch", code=ErrorCode.invalid_request)  # fmt: skip
     gpu = "gpu" in wanted
-    # A GPU worker's threads are PIPELINE_BATCHES (worker.app sets the concurrency).
+    # A GPU worker's threads are PIPELINE_BATCHES, and its prefetch fills their batches
+    # (worker.app sets both). Threads that fetch or send take one message each at a time:
+    # the rest wait on the broker, in priority order, for whichever worker is free.
     pool = (
         ["--pool", "threads", *QUIET_WORKER]
         if gpu
-        else ["--pool", "threads", "-c", str(concurrency)]
+        else ["--pool", "threads", "-c", str(concurrency), "--prefetch-multiplier", "1"]
     )
     named = any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra)
     name = [] if named else ["-n", f"{'-'.join(wanted)}@%h"]

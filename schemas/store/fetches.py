@@ -1,4 +1,4 @@
-"""A URL job's fetch stage: published (received → fetching), claimed by an IO worker
+"""A URL job's fetch stage: published (received → fetching), claimed by a fetch worker
 (one more ``fetch_attempts``, a lease of its own), its bytes stored, or given back.
 
 Every transition is conditional, as in ``schemas.store.jobs``: a duplicate fetch

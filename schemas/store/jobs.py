@@ -6,7 +6,7 @@ stored by ``schemas.store.results``.
 
 A running job holds a lease (``lease_expires_at``) that its worker renews; the
 reaper re-publishes jobs whose lease expired. ``attempts`` counts claims.
-A URL job is ``fetching`` between received and queued: an IO worker claims its fetch
+A URL job is ``fetching`` between received and queued: a fetch worker claims its fetch
 (``fetch_attempts``, and a lease of its own), stores the bytes, then publishes its
 caption task.
 """

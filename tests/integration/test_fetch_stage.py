@@ -135,7 +135,7 @@ def world(
     try:
         with ThreadPoolExecutor(2) as starting:  # side by side: each waits on its imports
             gpu_started = starting.submit(stack.start, "gpu", **audit_env(connect_log))
-            io_started = starting.submit(stack.start, "io")  # no beat: no reaper needed here
+            io_started = starting.submit(stack.start, "io+fetch")  # no beat: no reaper needed here
             gpu, _ = gpu_started.result(), io_started.result()
 
         def sample() -> None:

@@ -69,7 +69,7 @@ def _check(stack: FaultStack, ids: list[str], scenario: str, *, timeout_s: float
 
 
 def test_sigkill_worker_mid_batch_with_full_buffer(stack: FaultStack) -> None:
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     gpu = stack.start("gpu")
     ids = stack.submit(32)
@@ -105,12 +105,12 @@ def test_sigkill_io_worker_mid_fetch(stack: FaultStack) -> None:
     and announced once."""
     stack.start("beat")
     stack.start("gpu")
-    io = stack.start("io")
+    io = stack.start("io+fetch")
     ids = stack.submit(16, folder="/long")
     wait_for(lambda: _fetches_in_flight(stack, ids) >= 2, 60, "fetches in flight")
     io.signal(signal.SIGKILL)
     io.process.wait()
-    stack.start("io")
+    stack.start("io+fetch")
     _check(stack, ids, "sigkill-io-mid-fetch", timeout_s=120)
     assert _succeeded(stack, ids) == len(ids)
     assert stack.logged("fetches lost their lease")  # the reaper brought them back
@@ -121,7 +121,7 @@ def test_sigkill_io_worker_mid_fetch(stack: FaultStack) -> None:
 
 
 def test_redis_loses_everything_mid_stream(stack: FaultStack) -> None:
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     stack.start("gpu")
     ids = stack.submit(32)
@@ -133,7 +133,7 @@ def test_redis_loses_everything_mid_stream(stack: FaultStack) -> None:
 
 
 def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: FaultStack) -> None:
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     stack.start("gpu")
     receiver = stack.receiver
@@ -169,7 +169,7 @@ def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: FaultStack) -> 
 def test_crash_after_2xx_before_marked_delivered(stack: FaultStack) -> None:
     stack.start("beat")
     stack.start("gpu")
-    io = stack.start("io")
+    io = stack.start("io+fetch")
     crashed: list[str] = []
 
     def crash_sender(msg_id: str) -> None:
@@ -181,7 +181,7 @@ def test_crash_after_2xx_before_marked_delivered(stack: FaultStack) -> None:
     ids = stack.submit(8, slow=False)
     wait_for(lambda: bool(crashed), 60, "the first callback")
     io.process.wait()
-    stack.start("io")
+    stack.start("io+fetch")
 
     def redelivered() -> bool:
         return sum(1 for h in stack.receiver.received if h.webhook_id == crashed[0]) >= 2
@@ -191,7 +191,7 @@ def test_crash_after_2xx_before_marked_delivered(stack: FaultStack) -> None:
 
 
 def test_sigterm_during_a_batch(stack: FaultStack) -> None:
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     gpu = stack.start("gpu")
     ids = stack.submit(24)
@@ -207,7 +207,7 @@ def test_sigterm_to_the_whole_gpu_pool_while_jobs_stream_in(stack: FaultStack) -
     """Scale-in as Kubernetes does it, pool-wide: SIGTERM to every GPU worker at once
     while jobs keep arriving. Each exits within SHUTDOWN_GRACE_S, its batch finished or
     handed back; a new pool finishes everything, nothing lost or stored twice."""
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     pool = [stack.start("gpu") for _ in range(3)]
     ids = stack.submit(12)
@@ -242,7 +242,7 @@ def test_sigterm_with_batches_in_several_stages(stack: FaultStack, tmp_path: Pat
     back at once; a new worker finishes them, nothing lost or stored twice."""
     config = json.loads((REPO / "benchmarks" / "configs" / "blip-cpu-small.json").read_text())
     model = build_blip_from_config(tmp_path / "blip-cpu-small", config["config"])
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     gpu = stack.start("gpu", CAPTIONER_MODEL=str(model), MAX_NEW_TOKENS="12",
                       SHUTDOWN_GRACE_S="0.5", LOG_FORMAT="json")  # fmt: skip
@@ -267,7 +267,7 @@ def test_sigterm_with_batches_in_several_stages(stack: FaultStack, tmp_path: Pat
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # PostgreSQL's fault
 def test_postgres_connections_killed_while_workers_write(stack: FaultStack) -> None:
-    stack.start("io")
+    stack.start("io+fetch")
     stack.start("beat")
     stack.start("gpu")
     ids = stack.submit(32)

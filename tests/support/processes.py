@@ -3,8 +3,8 @@
 ``start(kind, env=..., logdir=...)`` runs one and returns once it says it is ready:
 
 - ``gpu``: the GPU worker's shape, pipelined: ``PIPELINE_BATCHES`` threads on the gpu queue;
-- ``io``: the IO and fetch queues in one worker of four threads (callbacks, beat's
-  ticks, image fetches), as a small deployment may run them;
+- ``io+fetch``: the io and fetch queues in one worker of four threads (callbacks,
+  beat's ticks, image fetches), as a small deployment may run them;
 - ``callbacks`` and ``fetch``: each of those two queues alone, four threads, as
   production runs them (a pool per queue);
 - ``all``: one solo process on every queue, as ``captionq demo`` runs it;
@@ -31,7 +31,7 @@ SOLO = ("--pool", "solo")
 THREADS = ("--pool", "threads", "-c", "4")
 POOLS = {
     "gpu": (("--pool", "threads"), "captionq.gpu"),
-    "io": (THREADS, "captionq.io,captionq.fetch"),
+    "io+fetch": (THREADS, "captionq.io,captionq.fetch"),
     "callbacks": (THREADS, "captionq.io"),
     "fetch": (THREADS, "captionq.fetch"),
     "all": (SOLO, "captionq.gpu,captionq.io,captionq.fetch"),

@@ -27,10 +27,13 @@ def test_fetches_have_a_pool_of_their_own_and_the_default_runs_every_queue() -> 
     assert fetch[fetch.index("-Q") + 1] == "captionq.fetch"
     assert fetch[fetch.index("-n") + 1] == "fetch@%h"
     assert (fetch[fetch.index("--pool") + 1], fetch[fetch.index("-c") + 1]) == ("threads", "16")
+    assert fetch[fetch.index("--prefetch-multiplier") + 1] == "1"  # a message per thread
     io = _after_worker(worker_argv("io", 8, []))
     assert io[io.index("-Q") + 1] == "captionq.io"  # callbacks only: no fetch
+    assert io[io.index("--prefetch-multiplier") + 1] == "1"
     everything = _after_worker(worker_argv("gpu,io,fetch", 1, []))
     assert everything[everything.index("-Q") + 1] == "captionq.gpu,captionq.io,captionq.fetch"
+    assert "--prefetch-multiplier" not in everything  # a GPU worker's batches set it
 
 
 def test_a_name_given_is_kept() -> None:
