@@ -100,7 +100,6 @@ def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: i
                 _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump())
 
 
-
 def _send(
     app: Any, producer: Any, task: str, queue: str, message: dict[str, Any], *,
     priority: int | None = None, countdown: float | None = None,

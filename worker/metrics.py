@@ -2,12 +2,12 @@
 exports them on ``METRICS_PORT``.
 
 Every name is ``captionq_``-prefixed, in base units, and carries no per-job label.
-GPU workers run the solo pool and IO and fetch workers threads, so each process is one target of
-its own; a prefork worker is one target too, its parent serving the sum of its children
-(``worker.multiprocess``; each gauge says how its processes combine). What only the
-store or Redis knows (queue depth and age, dead deliveries,
-workers alive) is exported by the API (``producers.api.metrics``). The README's
-"Operations" section lists every metric with its labels.
+GPU, IO and fetch workers are one process each (threads), so each process is one
+target of its own; a prefork worker is one target too, its parent serving the sum of
+its children (``worker.multiprocess``; each gauge says how its processes combine).
+What only the store or Redis knows (queue depth and age, dead deliveries, workers
+alive) is exported by the API (``producers.api.metrics``). The README's "Operations"
+section lists every metric with its labels.
 """
 
 from __future__ import annotations

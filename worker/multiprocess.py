@@ -18,9 +18,9 @@ imported), and the parent serves their sum on ``METRICS_PORT``:
   memory) are sampled by each child every ``SAMPLE_S`` instead, since the parent cannot
   call into a child.
 
-The solo GPU worker and the threaded IO and fetch workers are single processes and need none of
-this; the prefork pool refuses to start with ``METRICS_PORT`` and no folder, since its
-parent would export nothing that its children did.
+The GPU worker and the threaded IO and fetch workers are single processes and need
+none of this; the prefork pool refuses to start with ``METRICS_PORT`` and no folder,
+since its parent would export nothing that its children did.
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ def registry(folder: str) -> tuple[CollectorRegistry, Children]:
 def child_exited(folder: str, *, pid: int) -> None:
     """A child that exits: its live gauges leave the sum at once."""
     _drop_live_gauges(folder, pid)
-
 
 
 def _drop_live_gauges(folder: str, pid: int) -> None:
