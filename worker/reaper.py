@@ -51,7 +51,7 @@ from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef, JobRef
 from schemas.names import TASK_CAPTION, TASK_FETCH
 from schemas.settings import WorkerSettings
-from schemas.store.fetches import mark_fetching, release_fetch
+from schemas.store.fetches import fetch_waiting, mark_fetching, release_fetch
 from schemas.store.jobs import mark_queued, requeue
 from schemas.store.results import complete_failed
 from schemas.store.sessions import read_scope, session_scope
@@ -214,10 +214,8 @@ def _vanished(
 
 
 def _waiting() -> ColumnElement[bool]:
-    """A job whose next message the broker holds: queued, or fetching with no fetch in
-    flight (one in flight publishes what follows itself)."""
-    fetching = (col(Job.status) == JobStatus.fetching) & col(Job.lease_expires_at).is_(None)
-    return (col(Job.status) == JobStatus.queued) | fetching
+    """A job whose next message the broker holds: queued, or its fetch waiting."""
+    return (col(Job.status) == JobStatus.queued) | fetch_waiting()
 
 
 def _expired(session: Session, settings: WorkerSettings, found: Reaped) -> None:

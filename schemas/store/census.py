@@ -12,6 +12,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
+from schemas.store.fetches import fetch_waiting
 from schemas.tables import (
     Delivery,
     DeliveryStatus,
@@ -45,11 +46,7 @@ def oldest_queued_s(*, session: Session) -> float:
 def oldest_fetch_s(*, session: Session) -> float:
     """Age of the oldest URL job waiting for a fetch worker to fetch its image (fetching,
     no fetch in flight); 0 when none waits."""
-    oldest = session.exec(
-        select(func.min(col(Job.created_at))).where(
-            Job.status == JobStatus.fetching.value, col(Job.lease_expires_at).is_(None)
-        )
-    ).one()
+    oldest = session.exec(select(func.min(col(Job.created_at))).where(fetch_waiting())).one()
     return _age_s(oldest, utcnow())
 
 

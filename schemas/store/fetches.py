@@ -13,11 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlmodel import Session, col
 
 from schemas.store.jobs import transition
 from schemas.tables import Job, JobStatus, utcnow
+
+
+def fetch_waiting() -> ColumnElement[bool]:
+    """A URL job whose fetch waits for a fetch worker: fetching, with no fetch in flight
+    (a fetch in flight holds a lease, and publishes what follows itself)."""
+    return (col(Job.status) == JobStatus.fetching) & col(Job.lease_expires_at).is_(None)
 
 
 def mark_fetching(*, session: Session, job_ids: Sequence[str]) -> list[str]:
