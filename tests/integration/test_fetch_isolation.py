@@ -80,7 +80,7 @@ def world(
     drips = DripServer()
     try:
         stack.start("gpu")
-        stack.start("callbacks")
+        stack.start("io")
         fetch = stack.start("fetch")
         yield stack, drips
     finally:

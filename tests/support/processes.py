@@ -5,7 +5,7 @@
 - ``gpu``: the GPU worker's shape, pipelined: ``PIPELINE_BATCHES`` threads on the gpu queue;
 - ``io+fetch``: the io and fetch queues in one worker of four threads (callbacks,
   beat's ticks, image fetches), as a small deployment may run them;
-- ``callbacks`` and ``fetch``: each of those two queues alone, four threads, as
+- ``io`` and ``fetch``: each of those two queues alone, four threads, as
   production runs them (a pool per queue);
 - ``all``: one solo process on every queue, as ``captionq demo`` runs it;
 - ``prefork``: every queue in two prefork children, each replaced after one task (so
@@ -32,7 +32,7 @@ THREADS = ("--pool", "threads", "-c", "4")
 POOLS = {
     "gpu": (("--pool", "threads"), "captionq.gpu"),
     "io+fetch": (THREADS, "captionq.io,captionq.fetch"),
-    "callbacks": (THREADS, "captionq.io"),
+    "io": (THREADS, "captionq.io"),
     "fetch": (THREADS, "captionq.fetch"),
     "all": (SOLO, "captionq.gpu,captionq.io,captionq.fetch"),
     "prefork": (
