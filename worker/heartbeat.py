@@ -41,10 +41,13 @@ class Heartbeat:
         self._model = model
         self._started = time.time()
         self._stop = threading.Event()
+        self._failing = False
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
 
     def start(self) -> None:
-        self.beat()
+        """Beat at once (a worker is alive as soon as it is ready), then every interval,
+        until stopped, whatever the first beat did."""
+        self._try()
         threading.Thread(target=self._run, name="captionq-heartbeat", daemon=True).start()
 
     def stop(self) -> None:
@@ -74,20 +77,22 @@ class Heartbeat:
             log.warning("heartbeat not written (Redis away): %s", exc)
 
     def _run(self) -> None:
-        """Beat every interval until stopped. A beat that fails is skipped (and said once,
-        not every interval, until one succeeds): the thread never ends on its own, or a
-        live worker would look dead; while beats fail, the key and the liveness file age,
-        so status, alerts and Kubernetes see it."""
-        failing = False
         while not self._stop.wait(self._settings.heartbeat_interval_s):
-            try:
-                self.beat()
-            except Exception:
-                if not failing:
-                    log.exception("heartbeat failed; trying again every interval")
-                failing = True
-                continue
-            if failing:
-                log.info("heartbeat written again")
-            failing = False
+            self._try()
+
+    def _try(self) -> None:
+        """One beat. A beat that fails is skipped (and said once, not every interval,
+        until one succeeds): the beats never end on their own, or a live worker would
+        look dead; while they fail, the key and the liveness file age, so status, the
+        alerts and Kubernetes see it."""
+        try:
+            self.beat()
+        except Exception:
+            if not self._failing:
+                log.exception("heartbeat failed; trying again every interval")
+            self._failing = True
+            return
+        if self._failing:
+            log.info("heartbeat written again")
+        self._failing = False
 

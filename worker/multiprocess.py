@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("captionq.worker")
 
 SAMPLE_S = 1.0
-_READS = 5  # tries at a folder whose files other threads and processes remove meanwhile
+_DROPS = 5  # tries at removing files that other threads and processes remove meanwhile
 _FILE = re.compile(r"^(?P<kind>[a-z_]+)_(?P<pid>\d+)\.db$")
 _LIVE = re.compile(r"^gauge_live[a-z]+_(?P<pid>\d+)\.db$")
 
@@ -73,7 +73,6 @@ class Children(Collector):
 
     def __init__(self, folder: str) -> None:
         self._folder = folder
-        self._files = MultiProcessCollector(None, path=folder)
 
     def collect(self) -> Iterator[Metric]:
         for path in Path(self._folder).iterdir():
@@ -83,15 +82,12 @@ class Children(Collector):
         yield from self._read()
 
     def _read(self) -> list[Metric]:
-        """Every file's values. A file can go between the folder's listing and its
-        reading (a child that exits, or another thread of this process, drops a dead
-        child's gauges): then the folder is read again."""
-        for _ in range(_READS - 1):
-            try:
-                return list(self._files.collect())
-            except FileNotFoundError:
-                continue
-        return list(self._files.collect())  # the last try: a folder never read whole says so
+        """Every file's values, but for files still empty: a child that has just started
+        creates its file empty and then sizes it, and an empty file holds no value yet
+        (prometheus-client would fail on it). A live gauge's file removed meanwhile is
+        skipped by prometheus-client itself."""
+        files = [str(p) for p in Path(self._folder).glob("*.db") if _written(p)]
+        return list(MultiProcessCollector.merge(files, accumulate=True))
 
     def value(self, name: str) -> float:
         """The summed value of an unlabelled metric (0 when none has been written)."""
@@ -109,6 +105,13 @@ def registry(folder: str) -> tuple[CollectorRegistry, Children]:
     return served, children
 
 
+def _written(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:  # removed since the listing: a dead child's live gauges
+        return False
+
+
 def child_exited(folder: str, *, pid: int) -> None:
     """A child that exits: its live gauges leave the sum at once."""
     _drop_live_gauges(folder, pid)
@@ -117,7 +120,7 @@ def child_exited(folder: str, *, pid: int) -> None:
 def _drop_live_gauges(folder: str, pid: int) -> None:
     """``mark_process_dead``, safe when another thread or process removes the same
     files at the same time (it raises on a file gone before its turn)."""
-    for _ in range(_READS):
+    for _ in range(_DROPS):
         try:
             mark_process_dead(pid, path=folder)
             return
