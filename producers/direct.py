@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from producers.limits import admit
-from producers.submit import Submitted, submit_many
+from producers.submit import Submitted, check_all, submit_checked
 from schemas.api import JobRequest
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings, api_settings
@@ -41,11 +41,12 @@ class DirectProducer:
     def submit_each(self, requests: Sequence[JobRequest]) -> list[Submitted | RequestError]:
         """Admit the batch (or raise the 429-coded ``RateLimitedError``), then submit it:
         each request accepted (``Submitted``) or refused (its ``RequestError``), in order."""
+        checked = check_all(requests, self.settings)  # before the transaction: see check_all
         with session_scope(self.settings.database_url) as session:
             tenant = session.get(Tenant, self.tenant_id)
             if tenant is None:
                 raise RequestError(f"tenant {self.tenant_id} is gone", code=ErrorCode.not_found)
             admit(self.settings, session, tenant, len(requests))
-            return submit_many(
-                session=session, settings=self.settings, tenant=tenant, requests=requests
+            return submit_checked(
+                session=session, settings=self.settings, tenant=tenant, checked=checked
             )

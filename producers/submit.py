@@ -154,30 +154,54 @@ def fair_priority(priority: int, *, backlog: int, steps: Sequence[int]) -> int:
     return max(PRIORITY_MIN, priority - sum(backlog >= step for step in steps))
 
 
+def check_all(
+    requests: Sequence[JobRequest], settings: CoreSettings
+) -> list[Checked | RequestError]:
+    """Each request checked, its inline image decoded and probed, or the ``RequestError``
+    that refuses it, in order. No database: a caller runs this before its transaction,
+    so that on SQLite nobody waits for the write lock while a bulk request's images are
+    decoded."""
+    out: list[Checked | RequestError] = []
+    for request in requests:
+        try:
+            request = validate(request, settings)
+            out.append((request, inline_image(request, settings=settings)))
+        except RequestError as exc:
+            out.append(exc)
+    return out
+
+
 def submit_many(
     *, session: Session, settings: CoreSettings, tenant: Tenant, requests: Sequence[JobRequest]
 ) -> list[Submitted | RequestError]:
-    """Submit a batch: one transaction for the rows, one broker connection for the messages.
+    """:func:`check_all`, then :func:`submit_checked`."""
+    checked = check_all(requests, settings)
+    return submit_checked(session=session, settings=settings, tenant=tenant, checked=checked)
+
+
+def submit_checked(
+    *,
+    session: Session,
+    settings: CoreSettings,
+    tenant: Tenant,
+    checked: Sequence[Checked | RequestError],
+) -> list[Submitted | RequestError]:
+    """Submit a batch that :func:`check_all` checked: one transaction for the rows, one
+    broker connection for the messages.
 
     A request that is refused gets its ``RequestError`` in its place; the others go on.
     Commits ``session`` twice: the rows before anything is published, then their
     ``queued`` state.
     """
-    checked: list[Checked] = []
-    refused: dict[int, RequestError] = {}
-    for at, request in enumerate(requests):
-        try:
-            request = validate(request, settings)
-            checked.append((request, inline_image(request, settings=settings)))
-        except RequestError as exc:
-            refused[at] = exc
-    _register_endpoints(session, tenant, settings, checked)
-    created = iter(_create(session, tenant, settings, checked))
+    refused = {at: c for at, c in enumerate(checked) if isinstance(c, RequestError)}
+    accepted = [c for c in checked if not isinstance(c, RequestError)]
+    _register_endpoints(session, tenant, settings, accepted)
+    created = iter(_create(session, tenant, settings, accepted))
     outcomes: list[Submitted | RequestError] = []
     to_publish: list[JobRef] = []
     publishing: set[str] = set()
     backlog = in_flight(session=session, tenant_id=tenant.id)
-    for at in range(len(requests)):
+    for at in range(len(checked)):
         outcome = refused.get(at) or next(created)
         if isinstance(outcome, RequestError):
             outcomes.append(outcome)

@@ -60,6 +60,10 @@ def require(scope: str) -> Callable[..., Tenant]:
         if not has_scope(key, scope):
             raise RequestError(f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden)
         request.state.api_key = key  # who decides, for the review routes
+        # The authentication's transaction ends here (with the key's last use): on SQLite
+        # it holds the write lock, which the route's work outside the database (decoding
+        # a bulk request's images) must not hold. The route's statements begin another.
+        session.commit()
         return tenant
 
     return dependency

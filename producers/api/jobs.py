@@ -12,7 +12,7 @@ from pydantic import Json
 
 from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from producers.limits import admit
-from producers.submit import Submitted, submit_many
+from producers.submit import Submitted, check_all, submit_checked
 from schemas.api import (
     NO_NUL,
     BulkAccepted,
@@ -53,8 +53,9 @@ def submit_job(
 ) -> JobAccepted:
     """Accept one job. 202 with its id and status URL; the same idempotency key with the
     same body returns the same job (``created: false``)."""
+    checked = check_all([body], settings)  # before the transaction: see check_all
     admit(settings, session, tenant, 1)
-    (outcome,) = submit_many(session=session, settings=settings, tenant=tenant, requests=[body])
+    (outcome,) = submit_checked(session=session, settings=settings, tenant=tenant, checked=checked)
     if isinstance(outcome, RequestError):
         raise outcome
     accepted = _accepted(settings, outcome)
@@ -118,8 +119,9 @@ def submit_bulk(
             f"at most {settings.bulk_max_jobs} jobs per bulk request, got {len(body.jobs)}",
             code=ErrorCode.payload_too_large,
         )
+    checked = check_all(body.jobs, settings)  # before the transaction: see check_all
     admit(settings, session, tenant, len(body.jobs))
-    outcomes = submit_many(session=session, settings=settings, tenant=tenant, requests=body.jobs)
+    outcomes = submit_checked(session=session, settings=settings, tenant=tenant, checked=checked)
     return BulkAccepted(
         jobs=[
             BulkItem(index=i, error=ErrorBody(code=o.code.value, message=o.message))
