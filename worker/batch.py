@@ -58,6 +58,15 @@ class Retried(NamedTuple):
     countdown_s: float
 
 
+class LogLine(NamedTuple):
+    """A log line to write later (``BatchReport.lines``)."""
+
+    level: int
+    message: str
+    args: tuple[object, ...]
+    extra: dict[str, object]
+
+
 @dataclass
 class BatchReport:
     deliveries: list[DeliveryRef] = field(default_factory=list)  # outbox rows to send
@@ -70,6 +79,9 @@ class BatchReport:
     model_s: float = 0.0  # seconds in model calls (in-process: the device's turn held)
     durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
     stages: Stages = field(default_factory=lambda: Stages())
+    # Each job's outcome as a log line, written once the transaction that stored it commits.
+    lines: list[LogLine] = field(default_factory=list)
+
 
 
 @dataclass
@@ -234,6 +246,8 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
             _store(session, chunk, settings=settings, report=part)
             retried = {again.job.id for again in part.retry}
             add_usage(session=session, used=_used(chunk, share_s, retried=retried))
+        for line in part.lines:  # committed: each line says what is stored
+            log.log(line.level, line.message, *line.args, extra=line.extra)
         return part
 
     try:
@@ -299,23 +313,30 @@ def _store(
     ]
     stored = complete_succeeded(session=session, results=completed)
     outbox = stored.deliveries
-    report.succeeded += len(stored.job_ids)  # not a duplicate or late attempt's
+    stored_ids = set(stored.job_ids)  # not a duplicate or late attempt's
+    report.succeeded += len(stored_ids)
     report.auto_approved += sum(
         variant.review_state == ReviewState.auto_approved
         for done in completed
-        if done.job_id in stored.job_ids
+        if done.job_id in stored_ids
         for variant in done.variants
     )
+    lines = report.lines
     for job, outcome in chunk:
         if isinstance(outcome, Written):
-            log.info("job %s succeeded", job.id, extra=_about(job))
+            if job.id in stored_ids:
+                lines.append(LogLine(logging.INFO, "job %s succeeded", (job.id,), _about(job)))
+            else:
+                lines.append(LogLine(logging.INFO, "job %s: its result is not stored (the job "
+                                     "is no longer running)", (job.id,), _about(job)))  # fmt: skip
             continue
         decision = retry.decide(
             outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
         )
         if isinstance(decision, retry.Retry):
-            log.warning("job %s: transient %s (%s), retrying in %.1fs",
-                        job.id, outcome.code, outcome, decision.countdown_s, extra=_about(job))
+            lines.append(LogLine(logging.WARNING, "job %s: transient %s (%s), retrying in %.1fs",
+                                 (job.id, outcome.code, outcome, decision.countdown_s),
+                                 _about(job)))  # fmt: skip
             if requeue(session=session, job_id=job.id):
                 report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
                 report.retried_codes.append(outcome.code.value)
@@ -324,7 +345,8 @@ def _store(
             session=session, job_id=job.id, code=decision.code, message=decision.message
         )
         report.failed += 1
-        log.info("job %s failed: %s", job.id, decision.code.value, extra=_about(job))
+        lines.append(LogLine(logging.INFO, "job %s failed: %s", (job.id, decision.code.value),
+                             _about(job)))  # fmt: skip
         report.failed_codes.append(decision.code.value)
         if delivery is not None:
             outbox.append(DeliveryRef(delivery.id, delivery.url))

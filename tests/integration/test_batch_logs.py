@@ -1,0 +1,110 @@
+"""A batch's log lines say what was stored: each job's outcome is logged once its
+result transaction commits, and a job whose result was not stored (no longer running:
+a late or duplicate attempt) is not logged as succeeded. Real store, both databases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import pytest
+from PIL import Image
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select, update
+
+from schemas.settings import WorkerSettings
+from schemas.store.blobs import put_blob
+from schemas.store.sessions import session_scope
+from schemas.store.tenants import create_tenant
+from schemas.tables import Job, JobStatus
+from tests.support.images import png
+from worker import batch
+from worker.models import Engine
+from worker.models.noop import NoopCaptioner
+
+
+def _jobs(url: str, n: int, name: str) -> list[str]:
+    with session_scope(url) as session:
+        tenant = create_tenant(session=session, name=name)
+        digest = put_blob(session=session, data=png((30, 60, 90)), store="db")
+        jobs = [
+            Job(tenant_id=tenant.id, image_sha256=digest, styles=["minimal"],
+                platforms=["x"], variants=1, request_hash=f"{name}-{i}", status="queued")
+            for i in range(n)
+        ]  # fmt: skip
+        session.add_all(jobs)
+        session.flush()
+        return [job.id for job in jobs]
+
+
+def _settings(url: str) -> WorkerSettings:
+    return WorkerSettings(database_url=url, captioner_model="captionq/noop", blob_store="db")
+
+
+def _outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("job ")]
+
+
+class Requeuing(NoopCaptioner):
+    """While the batch generates, the reaper takes one of its jobs back (its lease ran
+    out): that job's result must not be stored, nor logged as its success."""
+
+    def __init__(self, url: str, job_id: str) -> None:
+        super().__init__()
+        self.url, self.job_id = url, job_id
+
+    def _caption(
+        self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
+    ) -> list[str]:
+        if prompts is None:
+            with session_scope(self.url) as session:
+                session.exec(
+                    update(Job).where(col(Job.id) == self.job_id).values(status="queued")
+                )
+        return super()._caption(images, prompts, seed)
+
+
+def test_a_job_taken_back_mid_batch_is_not_logged_as_succeeded(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept, taken = _jobs(database_url, 2, "logs-taken-back")
+    engine = Engine(captioner=Requeuing(database_url, taken))
+    with caplog.at_level(logging.INFO, logger="captionq.worker"):
+        report = batch.process([kept, taken], settings=_settings(database_url),
+                               engine=engine, gpu=threading.Lock())  # fmt: skip
+    assert report.succeeded == 1
+    assert _outcomes(caplog) == [
+        f"job {kept} succeeded",
+        f"job {taken}: its result is not stored (the job is no longer running)",
+    ]
+    with session_scope(database_url) as session:
+        assert session.get(Job, taken).status == JobStatus.queued  # type: ignore[union-attr]
+
+
+def test_a_batch_whose_transaction_fails_logs_each_job_once_as_stored(
+    database_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's transaction is refused (not an outage), so its jobs are stored one by
+    one: each is logged once, by the transaction that stored it, none by the one that
+    was rolled back."""
+    ids = _jobs(database_url, 3, "logs-refused")
+    add_usage, calls = batch.add_usage, []
+
+    def refuse_the_first(**kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO usage ...", {}, Exception("refused"))
+        add_usage(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "add_usage", refuse_the_first)
+    with caplog.at_level(logging.INFO, logger="captionq.worker"):
+        engine = Engine(captioner=NoopCaptioner())
+        report = batch.process(ids, settings=_settings(database_url), engine=engine,
+                               gpu=threading.Lock())  # fmt: skip
+    assert report.succeeded == 3
+    assert len(calls) == 4  # the batch's, then one per job
+    assert _outcomes(caplog) == [f"job {job_id} succeeded" for job_id in ids]
+    with session_scope(database_url) as session:
+        statuses = session.exec(select(Job.status).where(col(Job.id).in_(ids))).all()
+    assert set(statuses) == {JobStatus.succeeded}
