@@ -538,7 +538,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {  # where the results go is not one of them
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"
+        },
         "runs": runs,
         "median": {
             "bare_jobs_s": statistics.median(r["bare"]["jobs_s"] for r in runs),
