@@ -83,7 +83,6 @@ class BatchReport:
     lines: list[LogLine] = field(default_factory=list)
 
 
-
 @dataclass
 class Stages:
     """When a batch's stages began and ended (``time.time()``): claim .. ``gpu_wanted``

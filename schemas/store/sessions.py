@@ -58,7 +58,7 @@ def _sqlite_begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
     A writer waits for the lock in short steps: SQLite's own busy handler sleeps ever
     longer between tries (1, 2, 5, 10, 15, 20, 25 ... 100 ms), so that with three
     processes writing, a waiter slept through the lock's release again and again while
-    newcomers took it (a GPU worker's claim of 1 ms waited 20 to 160 ms). Here it tries
+    newcomers took it (in a benchmark run, an IO worker waited up to 0.93 s). Here it tries
     again every ``BEGIN_POLL_S`` until ``SQLITE_BUSY_TIMEOUT_S``, then fails as before
     ("database is locked", an outage to retry). Every other statement keeps SQLite's
     handler and timeout."""

@@ -59,9 +59,7 @@ class Requeuing(NoopCaptioner):
     ) -> list[str]:
         if prompts is None:
             with session_scope(self.url) as session:
-                session.exec(
-                    update(Job).where(col(Job.id) == self.job_id).values(status="queued")
-                )
+                session.exec(update(Job).where(col(Job.id) == self.job_id).values(status="queued"))
         return super()._caption(images, prompts, seed)
 
 
