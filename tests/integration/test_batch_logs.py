@@ -14,28 +14,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select, update
 
 from schemas.settings import WorkerSettings
-from schemas.store.blobs import put_blob
 from schemas.store.sessions import session_scope
-from schemas.store.tenants import create_tenant
 from schemas.tables import Job, JobStatus
-from tests.support.images import png
+from tests.support.jobs import queued_jobs
 from worker import batch
 from worker.models import Engine
 from worker.models.noop import NoopCaptioner
 
 
 def _jobs(url: str, n: int, name: str) -> list[str]:
-    with session_scope(url) as session:
-        tenant = create_tenant(session=session, name=name)
-        digest = put_blob(session=session, data=png((30, 60, 90)), store="db")
-        jobs = [
-            Job(tenant_id=tenant.id, image_sha256=digest, styles=["minimal"],
-                platforms=["x"], variants=1, request_hash=f"{name}-{i}", status="queued")
-            for i in range(n)
-        ]  # fmt: skip
-        session.add_all(jobs)
-        session.flush()
-        return [job.id for job in jobs]
+    return queued_jobs(url, n, tenant=name, color=(30, 60, 90))
 
 
 def _settings(url: str) -> WorkerSettings:

@@ -18,11 +18,9 @@ from PIL import Image
 from sqlmodel import col, select
 
 from schemas.settings import WorkerSettings
-from schemas.store.blobs import put_blob
 from schemas.store.sessions import session_scope
-from schemas.store.tenants import create_tenant
 from schemas.tables import Job, JobStatus
-from tests.support.images import png
+from tests.support.jobs import queued_jobs
 from tests.support.waiting import wait_for
 from worker import batch
 from worker.batch import BatchReport
@@ -54,17 +52,7 @@ class GatedCaptioner(NoopCaptioner):
 
 
 def _jobs(url: str, n: int, shade: int) -> list[str]:
-    with session_scope(url) as session:
-        tenant = create_tenant(session=session, name=f"pipelined-{shade}")
-        digest = put_blob(session=session, data=png((shade, 80, 80)), store="db")
-        jobs = [
-            Job(tenant_id=tenant.id, image_sha256=digest, styles=["minimal"],
-                platforms=["x"], variants=1, request_hash=f"h{shade}-{i}", status="queued")
-            for i in range(n)
-        ]  # fmt: skip
-        session.add_all(jobs)
-        session.flush()
-        return [job.id for job in jobs]
+    return queued_jobs(url, n, tenant=f"pipelined-{shade}", color=(shade, 80, 80))
 
 
 def _statuses(url: str, ids: list[str]) -> set[str]:
