@@ -326,27 +326,38 @@ def _store(
             if job.id in stored_ids:
                 lines.append(LogLine(logging.INFO, "job %s succeeded", (job.id,), _about(job)))
             else:
-                lines.append(LogLine(logging.INFO, "job %s: its result is not stored (the job "
-                                     "is no longer running)", (job.id,), _about(job)))  # fmt: skip
+                lines.append(_not_stored(job))
             continue
         decision = retry.decide(
             outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
         )
         if isinstance(decision, retry.Retry):
+            if not requeue(session=session, job_id=job.id):
+                lines.append(_not_stored(job))
+                continue
             lines.append(LogLine(logging.WARNING, "job %s: transient %s (%s), retrying in %.1fs",
                                  (job.id, outcome.code, outcome, decision.countdown_s),
                                  _about(job)))  # fmt: skip
-            if requeue(session=session, job_id=job.id):
-                report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
-                report.retried_codes.append(outcome.code.value)
+            report.retry.append(Retried(JobRef(job.id, job.priority), decision.countdown_s))
+            report.retried_codes.append(outcome.code.value)
             continue
-        delivery = complete_failed(
+        failed = complete_failed(
             session=session, job_id=job.id, code=decision.code, message=decision.message
         )
+        if not failed.moved:
+            lines.append(_not_stored(job))
+            continue
         report.failed += 1
         lines.append(LogLine(logging.INFO, "job %s failed: %s", (job.id, decision.code.value),
                              _about(job)))  # fmt: skip
         report.failed_codes.append(decision.code.value)
-        if delivery is not None:
-            outbox.append(DeliveryRef(delivery.id, delivery.url))
+        if failed.delivery is not None:
+            outbox.append(failed.delivery)
     report.deliveries += outbox
+
+
+def _not_stored(job: Job) -> LogLine:
+    """The line of an attempt whose outcome is not stored: a late or duplicate attempt,
+    the job no longer running (taken back by the reaper, or cancelled)."""
+    return LogLine(logging.INFO, "job %s: its result is not stored (the job is no longer "
+                   "running)", (job.id,), _about(job))  # fmt: skip

@@ -35,7 +35,7 @@ from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.blobs import put_blob
 from schemas.store.fetches import claim_fetch, release_fetch, store_fetched
-from schemas.store.results import complete_failed
+from schemas.store.results import FailedJob, complete_failed
 from schemas.store.sessions import read_scope, session_scope
 from schemas.tables import Job, JobStatus, utcnow
 from worker import retry
@@ -175,17 +175,18 @@ def _failed(
             return Skipped("job moved while its image was fetched")
         return Again(job, decision.countdown_s, code=error.code.value, fetch_s=fetch_s)
 
-    def fail() -> DeliveryRef | None:
+    def fail() -> FailedJob:
         with session_scope(settings.database_url) as session:
-            delivery = complete_failed(
+            return complete_failed(
                 session=session, job_id=job.id, code=decision.code, message=decision.message,
                 expected=(JobStatus.fetching,),
             )  # fmt: skip
-            return DeliveryRef(delivery.id, delivery.url) if delivery is not None else None
 
-    delivery = with_db_retry(fail)
+    failed = with_db_retry(fail)
+    if not failed.moved:
+        return Skipped("job moved while its image was fetched")
     log.info("job %s failed: %s (%s)", job.id, decision.code.value, decision.message, extra=about)
-    return Failed(decision.code.value, delivery, fetch_s=fetch_s)
+    return Failed(decision.code.value, failed.delivery, fetch_s=fetch_s)
 
 
 def _aware(at: datetime) -> datetime:

@@ -249,13 +249,14 @@ def _hand_back_fetches(
                                 max_attempts=settings.fetch_max_attempts,
                                 exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
         if isinstance(decision, retry.GiveUp):
-            delivery = complete_failed(
+            failed = complete_failed(
                 session=session, job_id=job.id, code=decision.code, message=decision.message,
                 expected=(JobStatus.fetching,),
             )  # fmt: skip
-            found.exhausted += 1
-            if delivery is not None:
-                found.deliveries.append(DeliveryRef(delivery.id, delivery.url))
+            if failed.moved:
+                found.exhausted += 1
+            if failed.delivery is not None:
+                found.deliveries.append(failed.delivery)
         elif release_fetch(session=session, job_id=job.id):
             found.publish.append(JobRef(job.id, job.priority, fetch=True))
 
@@ -269,12 +270,13 @@ def hand_back(
     for job in jobs:
         decision = retry.decide(lost, attempt=job.attempts, max_attempts=settings.job_max_attempts)
         if isinstance(decision, retry.GiveUp):
-            delivery = complete_failed(
+            failed = complete_failed(
                 session=session, job_id=job.id, code=decision.code, message=decision.message
             )
-            found.exhausted += 1
-            if delivery is not None:
-                found.deliveries.append(DeliveryRef(delivery.id, delivery.url))
+            if failed.moved:
+                found.exhausted += 1
+            if failed.delivery is not None:
+                found.deliveries.append(failed.delivery)
         elif requeue(session=session, job_id=job.id):
             found.publish.append(JobRef(job.id, job.priority))
 

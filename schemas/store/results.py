@@ -117,6 +117,15 @@ def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Sto
     return Stored([job.id for job in jobs], [DeliveryRef(row["id"], row["url"]) for row in outbox])
 
 
+class FailedJob(NamedTuple):
+    """What :func:`complete_failed` did: whether the job moved to ``failed`` (a job no
+    longer in an expected state is left as it is: nothing is stored), and the outbox row
+    that announces it, if its endpoint wants one."""
+
+    moved: bool
+    delivery: DeliveryRef | None
+
+
 def complete_failed(
     *,
     session: Session,
@@ -124,7 +133,7 @@ def complete_failed(
     code: ErrorCode,
     message: str,
     expected: Sequence[JobStatus] = (JobStatus.running,),
-) -> Delivery | None:
+) -> FailedJob:
     moved = transition(
         session,
         [job_id],
@@ -135,8 +144,9 @@ def complete_failed(
         finished_at=utcnow(),
     )
     if not moved:
-        return None
-    return _add_job_event(session, job_id, "job.failed")
+        return FailedJob(False, None)
+    delivery = _add_job_event(session, job_id, "job.failed")
+    return FailedJob(True, DeliveryRef(delivery.id, delivery.url) if delivery else None)
 
 
 def _add_job_event(session: Session, job_id: str, event_type: str) -> Delivery | None:

@@ -1,6 +1,7 @@
 """A batch's log lines say what was stored: each job's outcome is logged once its
 result transaction commits, and a job whose result was not stored (no longer running:
-a late or duplicate attempt) is not logged as succeeded. Real store, both databases."""
+a late or duplicate attempt) is not logged, nor counted, as succeeded, failed or put
+back. Real store, both databases."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select, update
 
+from schemas.errors import CaptionError, ErrorCode, PermanentError, TransientError
 from schemas.settings import WorkerSettings
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, JobStatus
@@ -36,11 +38,12 @@ def _outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 class Requeuing(NoopCaptioner):
     """While the batch generates, the reaper takes one of its jobs back (its lease ran
-    out): that job's result must not be stored, nor logged as its success."""
+    out): that job's result must not be stored, nor logged as its success. With
+    ``error``, the model then fails the whole batch with it."""
 
-    def __init__(self, url: str, job_id: str) -> None:
+    def __init__(self, url: str, job_id: str, error: CaptionError | None = None) -> None:
         super().__init__()
-        self.url, self.job_id = url, job_id
+        self.url, self.job_id, self.error = url, job_id, error
 
     def _caption(
         self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None
@@ -48,6 +51,8 @@ class Requeuing(NoopCaptioner):
         if prompts is None:
             with session_scope(self.url) as session:
                 session.exec(update(Job).where(col(Job.id) == self.job_id).values(status="queued"))
+            if self.error is not None:
+                raise self.error
         return super()._caption(images, prompts, seed)
 
 
@@ -66,6 +71,48 @@ def test_a_job_taken_back_mid_batch_is_not_logged_as_succeeded(
     ]
     with session_scope(database_url) as session:
         assert session.get(Job, taken).status == JobStatus.queued  # type: ignore[union-attr]
+
+
+FAILURES = {
+    "permanent": (
+        PermanentError("broke", code=ErrorCode.model_error),
+        "job {} failed: model_error",
+    ),
+    "transient": (
+        TransientError("busy", code=ErrorCode.model_error),
+        "job {}: transient model_error (busy), retrying in ",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", FAILURES)
+def test_a_failure_of_a_job_taken_back_mid_batch_is_not_stored_counted_or_logged(
+    database_url: str, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """The model fails the batch after the reaper took one of its jobs back: the job
+    still running fails (or is put back); the other is left as the reaper left it, and
+    neither the report, the metrics fed from it nor the log say otherwise."""
+    error, kept_line = FAILURES[kind]
+    kept, taken = _jobs(database_url, 2, f"logs-taken-back-{kind}")
+    engine = Engine(captioner=Requeuing(database_url, taken, error))
+    with caplog.at_level(logging.INFO, logger="captionq.worker"):
+        report = batch.process([kept, taken], settings=_settings(database_url),
+                               engine=engine, gpu=threading.Lock())  # fmt: skip
+    lines = _outcomes(caplog)
+    assert len(lines) == 2
+    assert lines[0].startswith(kept_line.format(kept))
+    assert lines[1] == f"job {taken}: its result is not stored (the job is no longer running)"
+    if kind == "permanent":
+        assert (report.failed, report.failed_codes, report.retry) == (1, ["model_error"], [])
+        assert [d.id for d in report.deliveries] == []  # no callback URL on these jobs
+        expected = {kept: JobStatus.failed, taken: JobStatus.queued}
+    else:
+        assert (report.failed, report.retried_codes) == (0, ["model_error"])
+        assert [again.job.id for again in report.retry] == [kept]
+        expected = {kept: JobStatus.queued, taken: JobStatus.queued}
+    with session_scope(database_url) as session:
+        found = session.exec(select(Job.id, Job.status).where(col(Job.id).in_([kept, taken])))
+        assert dict(found.all()) == expected
 
 
 def test_a_batch_whose_transaction_fails_logs_each_job_once_as_stored(

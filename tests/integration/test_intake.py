@@ -332,12 +332,11 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
         )
         stored = complete_succeeded(session=session, results=[done])
         assert (stored.job_ids, stored.deliveries) == ([ids[0]], [])
-        assert (
-            complete_failed(
-                session=session, job_id=ids[1], code=ErrorCode.model_error, message="broke"
-            )
-            is not None
+        failed = complete_failed(
+            session=session, job_id=ids[1], code=ErrorCode.model_error, message="broke"
         )
+        assert failed.moved
+        assert failed.delivery is not None
     with read_scope(api.settings.database_url) as session:
         rows = session.exec(select(Delivery).where(col(Delivery.job_id).in_(ids))).all()
         assert [(r.job_id, r.event_type) for r in rows] == [(ids[1], "job.failed")]
