@@ -20,11 +20,19 @@ Stage costs come two ways, both per job:
   Redis (no concurrency): DB writes of a submit, publishing, the worker's batch
   (claim / load / model / store) and the delivery (DB / sign+POST).
 
+``--drained`` also times each process alone, as many reps: the other processes
+paused (SIGSTOP) and its input queued in front of it, from the moment it is let go
+(SIGCONT) until it has done all of it. Bare Celery's worker drains N queued no-op
+tasks; the API takes N jobs in bulk; the GPU worker stores N queued jobs; the IO
+worker sends their N callbacks. A stage alone has the cores to itself (and the
+database server), so its rate is the most the spine can do with it in the path,
+whatever the host.
+
 Prints a table and ratios; never passes or fails on time.
 
     .venv/bin/python -m benchmarks.spine_throughput [--jobs 300] [--reps 3]
         [--batch-size 8] [--chunk 50] [--database sqlite|postgresql] [--out FILE]
-        [--gpu-pool threads|solo] [--pipeline-batches 3] [--profile DIR]
+        [--gpu-pool threads|solo] [--pipeline-batches 3] [--profile DIR] [--drained]
 
 ``--profile DIR`` samples the API, GPU worker and IO worker with py-spy (the
 ``bench`` extra) during the timed reps and writes each one's collapsed stacks and
@@ -39,6 +47,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -313,6 +322,110 @@ def latencies(
     return {name: statistics.median(v) * 1000 for name, v in spans.items() if v}
 
 
+# --- each process alone, draining its queue ---------------------------------------------
+
+
+@contextlib.contextmanager
+def paused(*pids: int) -> Iterator[None]:
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def stored(database_url: str) -> int:
+    """Jobs succeeded so far."""
+    from sqlalchemy import func
+    from sqlmodel import col, select
+
+    from schemas.store.sessions import session_scope
+    from schemas.tables import Job, JobStatus
+
+    with session_scope(database_url) as session:
+        return session.exec(
+            select(func.count()).where(col(Job.status) == JobStatus.succeeded.value)
+        ).one()
+
+
+def drain(
+    pid: int, done: Callable[[], bool], *, what: str, n: int, database_url: str
+) -> dict[str, float]:
+    """Let a paused process go (``paused`` sends SIGCONT again on the way out, which is
+    harmless) and time it until ``done``: jobs/s, its CPU ms/job, and (PostgreSQL) the
+    database server's."""
+    postgres0 = server_cpu_s("postgres") if database_url.startswith("postgresql") else {}
+    cpu0 = cpu_s(pid)
+    started = time.perf_counter()
+    os.kill(pid, signal.SIGCONT)
+    wait_until(done, what=what, timeout_s=300)
+    elapsed = time.perf_counter() - started
+    out = {"jobs_s": n / elapsed, "cpu_ms_per_job": (cpu_s(pid) - cpu0) * 1000 / n}
+    if postgres0:
+        spent = sum(t - postgres0.get(p, 0.0) for p, t in server_cpu_s("postgres").items())
+        out["postgresql_cpu_ms_per_job"] = spent * 1000 / n
+    return out
+
+
+def run_drained(
+    n: int, *, chunk: int, api_url: str, key: str, receiver: Receiver, pids: dict[str, int],
+    redis_url: str, database_url: str,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Each process alone (module docstring, ``--drained``)."""
+    out: dict[str, dict[str, float]] = {}
+    producer = Celery("captionq-bare-producer")
+    producer.conf.update(celery_config(redis_url))
+    counter = redis.Redis.from_url(redis_url)
+    counter.set(COUNTER_KEY, 0)
+    with paused(pids["bare worker"]):
+        with producer.producer_or_acquire() as conn:
+            for _ in range(n):
+                producer.send_task(BARE_TASK, queue=BARE_QUEUE, producer=conn)
+        out["bare worker"] = drain(
+            pids["bare worker"], lambda: int(counter.get(COUNTER_KEY) or 0) >= n,
+            what="bare tasks", n=n, database_url=database_url,
+        )  # fmt: skip
+
+    gpu, io = pids["gpu worker"], pids["io worker"]
+    image = png_base64()
+    jobs = [
+        {"image_base64": image, "styles": ["playful"], "platforms": ["x"], "variants": 1,
+         "callback_url": receiver.url, "metadata": {"i": i}}
+        for i in range(n)
+    ]  # fmt: skip
+    stored0, received0 = stored(database_url), len(receiver.received)
+    with paused(gpu, io):
+        postgres0 = server_cpu_s("postgres") if database_url.startswith("postgresql") else {}
+        cpu0 = cpu_s(pids["api server"])
+        started = time.perf_counter()
+        with httpx.Client(base_url=api_url, headers={"authorization": f"Bearer {key}"}) as client:
+            for at in range(0, n, chunk):
+                response = client.post("/v1/jobs/bulk", json={"jobs": jobs[at : at + chunk]},
+                                       timeout=120)  # fmt: skip
+                if response.status_code != 202:
+                    raise RuntimeError(f"bulk submit: {response.status_code} {response.text[:500]}")
+        elapsed = time.perf_counter() - started
+        out["api server"] = {
+            "jobs_s": n / elapsed, "cpu_ms_per_job": (cpu_s(pids["api server"]) - cpu0) * 1000 / n,
+        }  # fmt: skip
+        if postgres0:
+            spent = sum(t - postgres0.get(p, 0.0) for p, t in server_cpu_s("postgres").items())
+            out["api server"]["postgresql_cpu_ms_per_job"] = spent * 1000 / n
+        out["gpu worker"] = drain(
+            gpu, lambda: stored(database_url) - stored0 >= n, what="jobs stored", n=n,
+            database_url=database_url,
+        )  # fmt: skip
+        receiving = time.process_time()
+        out["io worker"] = drain(
+            io, lambda: len(receiver.received) - received0 >= n, what="callbacks", n=n,
+            database_url=database_url,
+        )  # fmt: skip
+        out["io worker"]["receiver_cpu_ms_per_job"] = (time.process_time() - receiving) * 1000 / n
+    return out
+
+
 # --- stages alone, in this process ------------------------------------------------------
 
 
@@ -451,6 +564,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="threads: pipelined, as deployed; solo: one batch at a time")
     parser.add_argument("--pipeline-batches", type=int, default=3, help="PIPELINE_BATCHES")
     parser.add_argument("--profile", type=Path, help="py-spy the processes into this folder")
+    parser.add_argument("--drained", action="store_true",
+                        help="also time each process alone, draining its queue")
     args = parser.parse_args(argv)
 
     from schemas.store.sessions import migrate
@@ -532,6 +647,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cpu = {name: statistics.mean(r["spine"]["cpu_ms_per_job"][name] for r in runs)
                    for name in pids if name != "redis-server"}  # fmt: skip
             accounts = profile_account.finish(profiles, cpu_ms_per_job=cpu)
+        drained = [
+            run_drained(args.jobs, chunk=args.chunk, api_url=api_url, key=key, receiver=receiver,
+                        pids={**pids, "bare worker": bare.pid}, redis_url=redis_url,
+                        database_url=database_url)
+            for _ in range(args.reps if args.drained else 0)
+        ]  # fmt: skip
         alone = stages_alone(args.jobs, batch_size=args.batch_size, chunk=args.chunk,
                              database_url=database_url, redis_url=redis_url,
                              receiver_url=receiver.url)  # fmt: skip
@@ -551,6 +672,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.profile:
         result["profile_ms_per_job"] = accounts
+    if drained:
+        result["drained"] = drained
     report(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
@@ -598,6 +721,14 @@ def report(result: dict[str, Any]) -> None:
         "stages alone, in-process, no concurrency (ms per job):",
         *(f"  {name:46}{ms:>8.3f}" for name, ms in result["stages_alone_ms_per_job"].items()),
     ]
+    if drained := result.get("drained"):
+        bare = statistics.median(rep["bare worker"]["jobs_s"] for rep in drained)
+        lines += ["", "each process alone, draining its queue (medians of the reps):",
+                  f"  {'':24}{'jobs/s':>10}{'/ bare':>8}{'CPU ms/job':>12}"]  # fmt: skip
+        for name in drained[0]:
+            rate = statistics.median(rep[name]["jobs_s"] for rep in drained)
+            cpu = statistics.median(rep[name]["cpu_ms_per_job"] for rep in drained)
+            lines.append(f"  {name:24}{rate:>10.1f}{rate / bare:>8.3f}{cpu:>12.2f}")
     for process, account in result.get("profile_ms_per_job", {}).items():
         total = account["total"]["cpu_ms_per_job"]
         lines += ["", f"py-spy, {process}: CPU ms per job {total:.2f} (mean of the reps), by stage"]
