@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.messages import (
+    CAPTION_MESSAGE_JOBS,
     DELIVER_BATCH_MAX,
     CaptionMessage,
     DeliverMessage,
@@ -56,10 +57,11 @@ def celery_config(redis_url: str) -> dict[str, Any]:
 def send_captions(
     app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
 ) -> None:
-    """Publish one caption task per job, at the job's priority, over one broker
+    """Publish the jobs' caption tasks, at each job's priority, over one broker
     connection and in one Redis pipeline, by task name, with ``app`` (a Celery
-    application). ``countdown``: seconds before the tasks are due, one for all or one
-    per job."""
+    application): jobs of equal priority and ``countdown`` share messages of up to
+    ``CAPTION_MESSAGE_JOBS``, in the order given. ``countdown``: seconds before the
+    tasks are due, one for all or one per job."""
     send_jobs(app, [job._replace(fetch=False) for job in jobs], countdown=countdown)
 
 
@@ -67,21 +69,25 @@ def send_jobs(
     app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
 ) -> None:
     """:func:`send_captions` for jobs of either stage: a ``fetch`` job gets a fetch task
-    on the fetch queue, any other its caption task on the gpu queue, each at its priority,
-    in one Redis pipeline."""
+    of its own on the fetch queue (each fetch is a request to some server), any other
+    its caption task on the gpu queue, all in one Redis pipeline."""
     if not jobs:
         return
     delays = [countdown] * len(jobs) if isinstance(countdown, int | float) else countdown
+    captions: dict[tuple[int, float], list[str]] = {}
     # One Redis pipeline for the lot (kombu's publish batch), not a round trip each.
     with app.producer_or_acquire() as producer, producer.batch():
         for job, delay in zip(jobs, delays, strict=True):
-            message: FetchMessage | CaptionMessage
-            if job.fetch:
-                task, queue, message = TASK_FETCH, QUEUE_FETCH, FetchMessage(job_id=job.id)
-            else:
-                task, queue, message = TASK_CAPTION, QUEUE_GPU, CaptionMessage(job_id=job.id)
-            _send(app, producer, task, queue, message.model_dump(),
+            if not job.fetch:
+                captions.setdefault((job.priority, delay or 0.0), []).append(job.id)
+                continue
+            _send(app, producer, TASK_FETCH, QUEUE_FETCH, FetchMessage(job_id=job.id).model_dump(),
                   priority=celery_priority(job.priority), countdown=delay or None)  # fmt: skip
+        for (priority, delay), ids in captions.items():
+            for at in range(0, len(ids), CAPTION_MESSAGE_JOBS):
+                message = CaptionMessage(job_ids=ids[at : at + CAPTION_MESSAGE_JOBS])
+                _send(app, producer, TASK_CAPTION, QUEUE_GPU, message.model_dump(),
+                      priority=celery_priority(priority), countdown=delay or None)  # fmt: skip
 
 
 def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: int) -> None:

@@ -1,17 +1,21 @@
 """Messages on the broker: frozen, versioned, validated at both ends; and the
 references that producers, the store and the worker pass around to build them.
 
-A caption or fetch task carries a job id and what the worker needs to run it without a
-second round trip; never the image bytes (they are in the blob store).
+A caption or fetch task carries job ids and what the worker needs to run them without
+a second round trip; never the image bytes (they are in the blob store).
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 DELIVER_BATCH_MAX = 256  # outbox rows in one deliver message
+# Jobs in one caption message as published: the default BATCH_SIZE. A worker takes a
+# message of any size up to CAPTION_READ_MAX (BATCH_SIZE's own bound).
+CAPTION_MESSAGE_JOBS = 8
+CAPTION_READ_MAX = 256
 
 
 class JobRef(NamedTuple):
@@ -31,11 +35,38 @@ class DeliveryRef(NamedTuple):
 
 
 class CaptionMessage(BaseModel):
+    """Caption these jobs. The jobs of one priority and delay that are published together
+    share messages of up to ``CAPTION_MESSAGE_JOBS``: a bulk submission's jobs reach a
+    GPU worker a batch at a time, and the worker's per-message cost (receive, record,
+    acknowledge) is paid once per batch instead of once per job.
+
+    Version 1 carried one job; one left in a queue across an upgrade is read as a
+    message of that one job (:func:`caption_job_ids`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[2] = 2
+    job_ids: list[str] = Field(min_length=1, max_length=CAPTION_READ_MAX)
+
+
+class CaptionMessageV1(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = 1
     job_id: str
     attempt: int = 1
+
+
+_CAPTION = TypeAdapter(
+    Annotated[CaptionMessage | CaptionMessageV1, Field(discriminator="schema_version")]
+)
+
+
+def caption_job_ids(payload: object) -> list[str]:
+    """The job ids of a caption message of either version (raises pydantic's
+    ``ValidationError`` for anything else)."""
+    message = _CAPTION.validate_python(payload)
+    return [message.job_id] if isinstance(message, CaptionMessageV1) else list(message.job_ids)
 
 
 class FetchMessage(BaseModel):

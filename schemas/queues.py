@@ -73,8 +73,7 @@ def job_ids_held(client: Any, *, tasks: frozenset[str]) -> set[str] | None:
     *waiting, unacked = pipe.execute()
     messages = [_loads(raw) for listed in waiting for raw in listed]
     messages += [unacked_message(raw) for raw in unacked]
-    return {job_id for message in messages
-            if (job_id := message_job_id(message, tasks=tasks)) is not None}  # fmt: skip
+    return {job_id for message in messages for job_id in message_job_ids(message, tasks=tasks)}
 
 
 def unacked_message(raw: bytes | None) -> Any:
@@ -84,18 +83,22 @@ def unacked_message(raw: bytes | None) -> Any:
     return row[0] if isinstance(row, list) and row else None
 
 
-def message_job_id(message: Any, *, tasks: frozenset[str]) -> str | None:
-    """The job id of a Celery message (as kombu keeps it on Redis) for one of
-    ``tasks``, whose first argument carries ``job_id``; None for any other message."""
+def message_job_ids(message: Any, *, tasks: frozenset[str]) -> list[str]:
+    """The job ids of a Celery message (as kombu keeps it on Redis) for one of
+    ``tasks``, whose first argument carries ``job_ids`` (a caption message) or
+    ``job_id`` (a fetch message, or a caption message of version 1); none for any other
+    message."""
     try:
         if message.get("headers", {}).get("task") not in tasks:
-            return None
+            return []
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        return str(json.loads(body)[0][0]["job_id"])
+        argument = json.loads(body)[0][0]
+        ids = argument["job_ids"] if "job_ids" in argument else [argument["job_id"]]
+        return [str(job_id) for job_id in ids]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
+        return []
 
 
 def _loads(raw: bytes) -> Any:

@@ -1,24 +1,85 @@
-"""How a GPU worker gathers its batches: celery-batches, with one change for a
-pipelined worker.
+"""How a GPU worker gathers its batches: celery-batches, counted in jobs, with one
+change for a pipelined worker.
 
-celery-batches flushes its buffer when ``BATCH_SIZE`` messages are in, and on a timer
-every ``BATCH_INTERVAL_S`` whatever is in. A solo worker cannot receive while a batch
-runs, so its buffer fills meanwhile; a pipelined worker's consumer keeps receiving,
-and the timer would flush every trickle as a batch of one or two, each paying a
-claim, a transaction and a publish of its own. So :class:`PipelinedBatches` flushes a
-partial buffer on the timer only while fewer than ``waiting_limit`` batches are in
-hand (the next turn on the GPU would otherwise have nothing ready); a full buffer is
-flushed at once, as before. At low load nothing changes: a lone job is flushed within
-``BATCH_INTERVAL_S``.
+A caption message carries up to ``CAPTION_MESSAGE_JOBS`` jobs (a bulk submission's
+share messages), so :class:`PipelinedBatches` counts what it holds in jobs, not in
+messages, everywhere that counts:
+
+- **Flushing.** The buffer is flushed as soon as it holds ``flush_every``
+  (``BATCH_SIZE``) jobs, and a flush is cut into batches of whole messages of at most
+  ``BATCH_SIZE`` jobs each (a message is acknowledged as a whole, when its batch
+  returns); a message of more jobs than that is a batch of its own, which the task
+  runs as consecutive batches.
+- **Prefetch.** Celery's prefetch counts messages. A message of k jobs lowers the
+  consumer's prefetch by k - 1 until it is acknowledged or rejected, so that a worker
+  holds about as many jobs (not k times as many) as its prefetch says: jobs it holds
+  are jobs no other worker can take, and a job of a higher priority published later
+  waits behind them.
+- **The timer.** celery-batches also flushes on a timer every ``BATCH_INTERVAL_S``,
+  whatever is in. A solo worker cannot receive while a batch runs, so its buffer fills
+  meanwhile; a pipelined worker's consumer keeps receiving, and the timer would flush
+  every trickle as a batch of one or two, each paying a claim, a transaction and a
+  publish of its own. So a partial buffer is flushed on the timer only while fewer
+  than ``waiting_limit`` batches are in hand (the next turn on the GPU would otherwise
+  have nothing ready). At low load nothing changes: a lone job is flushed within
+  ``BATCH_INTERVAL_S``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator, Sequence
+from queue import Queue
 from typing import Any
 
 from celery_batches import Batches
+
+
+def jobs_in(arguments: Any) -> int:
+    """How many jobs a caption task's arguments name: its message's ``job_ids`` (one
+    for a message of version 1, or one that is not a caption message's; a malformed
+    one is dropped by the task)."""
+    try:
+        return max(1, len(arguments[0]["job_ids"]))
+    except (KeyError, IndexError, TypeError):
+        return 1
+
+
+def _request_jobs(request: Any) -> int:
+    return jobs_in(getattr(request, "args", None))
+
+
+class _JobBuffer(Queue):  # type: ignore[type-arg]
+    """celery-batches' buffer of requests, keeping count of their jobs (``jobs``)."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.jobs = 0
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self.jobs += _request_jobs(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.jobs -= _request_jobs(item)
+        return item
+
+
+def cut(requests: Sequence[Any], limit: int) -> Iterator[list[Any]]:
+    """Whole requests, in order, in batches of at most ``limit`` jobs (a request of
+    more jobs than that alone)."""
+    batch: list[Any] = []
+    jobs = 0
+    for request in requests:
+        n = _request_jobs(request)
+        if batch and jobs + n > limit:
+            yield batch
+            batch, jobs = [], 0
+        batch.append(request)
+        jobs += n
+    if batch:
+        yield batch
 
 
 class PipelinedBatches(Batches):
@@ -28,22 +89,73 @@ class PipelinedBatches(Batches):
 
     def __init__(self) -> None:
         super().__init__()
+        self._buffer = _JobBuffer()
         self._in_hand = 0
         self._in_hand_lock = threading.Lock()
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:  # noqa: N802
+        receive = super().Strategy(task, app, consumer)
+
+        def on_message(message: Any, body: Any, ack: Any, reject: Any, *args: Any,
+                       **kwargs: Any) -> None:  # fmt: skip
+            extra = jobs_in(_arguments(message)) - 1
+            if extra > 0:
+                ack, reject = _holding(consumer.qos, extra, ack, reject)
+            receive(message, body, ack, reject, *args, **kwargs)
+            if self._buffer.jobs >= self.flush_every:
+                self._do_flush()
+
+        return on_message
 
     def _do_flush(self) -> None:
         with self._in_hand_lock:
             busy = self._in_hand >= self.waiting_limit
-        if busy and self._buffer.qsize() < self.flush_every:
+        if busy and self._buffer.jobs < self.flush_every:
             return  # the timer's tick: the pipeline has work; let the buffer fill
         super()._do_flush()
 
     def flush(self, requests: Collection[Any]) -> Any:
-        with self._in_hand_lock:
-            self._in_hand += 1
-        return super().flush(requests)
+        for batch in cut(list(requests), self.flush_every):
+            with self._in_hand_lock:
+                self._in_hand += 1
+            super().flush(batch)
 
     def batch_done(self) -> None:
         """Called by the batch function when it returns (stored, or handed back)."""
         with self._in_hand_lock:
             self._in_hand = max(0, self._in_hand - 1)
+
+
+def _arguments(message: Any) -> Any:
+    """A task message's positional arguments (protocol 2: ``[args, kwargs, embed]``);
+    None for one that does not decode (the task drops it)."""
+    try:
+        return message.payload[0]
+    except Exception:  # noqa: BLE001 - any decoding error: counted as one job
+        return None
+
+
+def _holding(qos: Any, extra: int, ack: Any, reject: Any) -> tuple[Any, Any]:
+    """Lower ``qos`` (the consumer's prefetch) by ``extra`` (never below one, and not
+    at all when prefetch is unlimited) until the message is acknowledged or rejected,
+    whichever comes first; the returned ``ack`` and ``reject`` give it back."""
+    taken = min(extra, qos.value - 1) if qos.value else 0
+    if taken <= 0:
+        return ack, reject
+    qos.decrement_eventually(taken)
+    given_back = threading.Event()
+
+    def give_back() -> None:
+        if not given_back.is_set():
+            given_back.set()
+            qos.increment_eventually(taken)
+
+    def acked(*args: Any, **kwargs: Any) -> Any:
+        give_back()
+        return ack(*args, **kwargs)
+
+    def rejected(*args: Any, **kwargs: Any) -> Any:
+        give_back()
+        return reject(*args, **kwargs)
+
+    return acked, rejected

@@ -154,8 +154,7 @@ def _stale_unacked(
     by_job: dict[str, bytes] = {}
     for tag in tags:
         message = queues.unacked_message(client.hget(keys.UNACKED, tag))
-        job_id = queues.message_job_id(message, tasks=JOB_TASKS)
-        if job_id is not None:
+        for job_id in queues.message_job_ids(message, tasks=JOB_TASKS):
             by_job[job_id] = tag
     if not by_job:
         return
@@ -166,11 +165,13 @@ def _stale_unacked(
             col(Job.lease_expires_at).is_(None),  # a fetch in flight is its worker's
         )
     ).all()
+    # Forget each stranded copy (its worker is gone or never claimed it) and publish its
+    # waiting jobs anew; its other jobs are running, or done, elsewhere.
+    stranded = {by_job[job_id] for job_id, _, _ in rows}
+    if stranded:
+        pipe = client.pipeline()
+        pipe.zrem(keys.UNACKED_INDEX, *stranded).hdel(keys.UNACKED, *stranded).execute()
     for job_id, priority, image_sha256 in rows:
-        # Forget the stranded copy (its worker is gone or never claimed it) and publish anew.
-        client.pipeline().zrem(keys.UNACKED_INDEX, by_job[job_id]).hdel(
-            keys.UNACKED, by_job[job_id]
-        ).execute()
         found.publish.append(_ref(job_id, priority, image_sha256))
         found.unacked += 1
 

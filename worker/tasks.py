@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from schemas import keys, logs
-from schemas.messages import CaptionMessage, DeliverMessage, FetchMessage, JobRef
+from schemas.messages import DeliverMessage, FetchMessage, JobRef, caption_job_ids
 from schemas.names import (
     TASK_CAPTION,
     TASK_DELIVER,
@@ -67,8 +67,15 @@ def caption(requests: list[SimpleRequest]) -> None:
 
 
 def _caption(requests: list[SimpleRequest]) -> None:
+    jobs = [job for request in requests for job in caption_jobs(request)]
+    # A flush holds whole messages of BATCH_SIZE jobs at most (``worker.gather``), but
+    # one message may hold more: its jobs run as consecutive batches.
+    for at in range(0, len(jobs), settings.batch_size):
+        _caption_batch(jobs[at : at + settings.batch_size])
+
+
+def _caption_batch(jobs: list[JobRef]) -> None:
     logs.begin(task=TASK_CAPTION, batch_id=uuid.uuid4().hex[:16])
-    jobs = [job for job in map(caption_job, requests) if job is not None]
     job_ids = [job.id for job in jobs]
     if lease_keeper is not None and lease_keeper.shutting_down:
         # A batch flushed after SIGTERM is not started: its messages are acknowledged on
@@ -103,7 +110,7 @@ def _caption(requests: list[SimpleRequest]) -> None:
     stages = report.stages
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",
-        len(requests),
+        len(jobs),
         report.succeeded,
         report.failed,
         len(report.retry),
@@ -113,15 +120,16 @@ def _caption(requests: list[SimpleRequest]) -> None:
     )
 
 
-def caption_job(request: SimpleRequest) -> JobRef | None:
-    """The job a caption request is for, at the priority its message was published
-    with (the broker keeps it beside the body); None for a malformed message."""
+def caption_jobs(request: SimpleRequest) -> list[JobRef]:
+    """The jobs a caption message is for, at the priority it was published with (the
+    broker keeps it beside the body); none for a malformed message."""
     try:
-        job_id = CaptionMessage.model_validate(request.args[0]).job_id
+        job_ids = caption_job_ids(request.args[0])
     except (ValidationError, IndexError, TypeError) as exc:
         log.error("dropping malformed caption message %s: %s", request.id, exc)
-        return None
-    return JobRef(job_id, job_priority((request.delivery_info or {}).get("priority")))
+        return []
+    priority = job_priority((request.delivery_info or {}).get("priority"))
+    return [JobRef(job_id, priority) for job_id in job_ids]
 
 
 @app.task(name=TASK_FETCH, bind=True, acks_late=True)

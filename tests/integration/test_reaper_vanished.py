@@ -2,8 +2,10 @@
 records it unacknowledged in two steps: a worker killed between them loses it) is
 published again by the reaper once two reads of the broker in a row miss it; a job
 whose message waits on a list, is in a worker's hands, or turns up by the second read,
-or that has waited less than ``job_queued_stale_s``, is left alone. Real Redis, SQLite
-and PostgreSQL."""
+or that has waited less than ``job_queued_stale_s``, is left alone. A message held
+unacknowledged past ``job_queued_stale_s`` with jobs still waiting (its worker gone)
+is forgotten and its waiting jobs published again. A caption message may carry several
+jobs: each is found. Real Redis, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def test_only_a_job_whose_message_is_gone_twice_is_published_again(
         database_url,
         statuses={"listed": JobStatus.queued, "taken": JobStatus.queued,
                   "gone": JobStatus.queued, "recent": JobStatus.queued,
+                  "listed_too": JobStatus.queued,  # in one message with "listed"
                   "late": JobStatus.queued,  # its message turns up by the second read
                   "fetch_gone": JobStatus.fetching, "fetch_listed": JobStatus.fetching},
     )  # fmt: skip
@@ -79,7 +82,7 @@ def test_only_a_job_whose_message_is_gone_twice_is_published_again(
             .values(updated_at=utcnow() - timedelta(seconds=1))
         )
     send_captions(app, [JobRef(jobs["taken"], 5)])
-    send_captions(app, [JobRef(jobs["listed"], 9)])
+    send_captions(app, [JobRef(jobs["listed"], 9), JobRef(jobs["listed_too"], 9)])
     send_jobs(app, [JobRef(jobs["fetch_listed"], 5, fetch=True)])
     settings = WorkerSettings(
         database_url=database_url, redis_url=redis_db, job_queued_stale_s=60
@@ -87,7 +90,8 @@ def test_only_a_job_whose_message_is_gone_twice_is_published_again(
     gpu = Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU)
     with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
         held = queue.get(timeout=10)  # a worker holds it, unacknowledged
-        assert held.payload[0][0]["job_id"] in (jobs["taken"], jobs["listed"])
+        assert held.payload[0][0]["job_ids"] in ([jobs["taken"]],
+                                                 [jobs["listed"], jobs["listed_too"]])  # fmt: skip
         first = _reap(client, settings)
         assert (first.publish, first.vanished) == ([], 0)  # missing once: maybe in flight
         again = reaper.reap(settings=settings, client=client)  # within job_queued_stale_s
@@ -109,7 +113,7 @@ def test_a_broker_holding_more_than_it_reads_is_left_alone(
     jobs = _jobs(database_url, statuses={"gone": JobStatus.queued, "a": JobStatus.queued,
                                          "b": JobStatus.queued})  # fmt: skip
     send_captions(app, [JobRef(jobs["a"], 5), JobRef(jobs["b"], 5)])
-    monkeypatch.setattr(queues, "HELD_READ_MAX", 1)
+    monkeypatch.setattr(queues, "HELD_READ_MAX", 0)  # a and b share one message
     settings = WorkerSettings(database_url=database_url, redis_url=redis_db)
     assert queues.job_ids_held(client, tasks=reaper.JOB_TASKS) is None
     for _ in range(2):
@@ -118,3 +122,33 @@ def test_a_broker_holding_more_than_it_reads_is_left_alone(
     _reap(client, settings)
     mine = set(jobs.values())  # (the module's other test left jobs of its own waiting)
     assert [ref.id for ref in _reap(client, settings).publish if ref.id in mine] == [jobs["gone"]]
+
+
+def test_a_message_held_past_the_stale_limit_gives_back_its_waiting_jobs(
+    database_url: str, redis_db: str, broker: tuple[redis.Redis, Celery]
+) -> None:
+    client, app = broker
+    settings = WorkerSettings(database_url=database_url, redis_url=redis_db, job_queued_stale_s=60)
+    _reap(client, settings)  # the broker's epoch, new after the flush: settled first
+    jobs = _jobs(database_url, statuses={"waiting": JobStatus.queued, "running": JobStatus.queued,
+                                         "fresh": JobStatus.queued})  # fmt: skip
+    with session_scope(database_url) as session:  # "running": claimed, its lease alive
+        session.exec(
+            update(Job).where(col(Job.id) == jobs["running"])
+            .values(status=JobStatus.running, lease_expires_at=utcnow() + timedelta(minutes=5))
+        )  # fmt: skip
+    send_captions(app, [JobRef(jobs["waiting"], 5), JobRef(jobs["running"], 5)])
+    send_captions(app, [JobRef(jobs["fresh"], 7)])
+    gpu = Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU)
+    with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
+        fresh, stale = queue.get(timeout=10), queue.get(timeout=10)  # held by a worker
+        assert stale.payload[0][0]["job_ids"] == [jobs["waiting"], jobs["running"]]
+        stale_tag = stale.delivery_tag
+        client.zadd(keys.UNACKED_INDEX, {stale_tag: utcnow().timestamp() - 600})
+        found = _reap(client, settings)
+        assert client.hexists(keys.UNACKED, stale_tag) is False  # forgotten
+        assert client.hexists(keys.UNACKED, fresh.delivery_tag) is True  # its worker's
+        fresh.ack()
+    mine = set(jobs.values())  # (the module's other tests left jobs of their own waiting)
+    assert [ref.id for ref in found.publish if ref.id in mine] == [jobs["waiting"]]
+    assert found.unacked == 1

@@ -83,7 +83,7 @@ def add_jobs(url: str, attempts: Sequence[int], priority: int = PRIORITY_DEFAULT
 def request(job_id: str, celery_prio: int | None = None) -> SimpleRequest:
     return SimpleRequest(
         id=f"task-{job_id}", name="captionq.caption",
-        args=(CaptionMessage(job_id=job_id).model_dump(),), kwargs={},
+        args=(CaptionMessage(job_ids=[job_id]).model_dump(),), kwargs={},
         delivery_info={"exchange": "captionq.gpu", "routing_key": "captionq.gpu",
                        "priority": celery_prio},
         hostname="test", ignore_result=True, reply_to=None, correlation_id=None, request_dict={},

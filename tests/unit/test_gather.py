@@ -1,33 +1,48 @@
-"""A pipelined GPU worker's batches: a partial buffer waits while the pipeline has
-work (its consumer keeps receiving), and is flushed once the pipeline would wait."""
+"""A GPU worker's batches, counted in jobs: a caption message carries several. The
+buffer is flushed once it holds a batch's jobs, a flush is cut into batches of whole
+messages, and a message of k jobs holds k - 1 of the consumer's prefetch until it is
+acknowledged. In a pipelined worker a partial buffer waits while the pipeline has work
+(its consumer keeps receiving), and is flushed once the pipeline would wait."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 from celery_batches import Batches
+from kombu.common import QoS
 
-from worker.gather import PipelinedBatches
+from worker.gather import PipelinedBatches, cut, jobs_in
 
 pytestmark = pytest.mark.unit
+
+
+def message(jobs: int) -> SimpleNamespace:
+    """A caption request (or its message) for ``jobs`` jobs."""
+    arguments = ({"schema_version": 2, "job_ids": [f"job_{i}" for i in range(jobs)]},)
+    return SimpleNamespace(args=arguments, payload=[arguments, {}, {}], eta=None)
+
+
+def sizes(batches: list[list[Any]]) -> list[list[int]]:
+    return [[jobs_in(request.args) for request in batch] for batch in batches]
 
 
 def test_a_partial_batch_waits_while_the_pipeline_has_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     flushed: list[int] = []
-    monkeypatch.setattr(Batches, "_do_flush", lambda self: flushed.append(self._buffer.qsize()))
+    monkeypatch.setattr(Batches, "_do_flush", lambda self: flushed.append(self._buffer.jobs))
     monkeypatch.setattr(Batches, "flush", lambda self, requests: None)
     task = PipelinedBatches()
     task.flush_every, task.waiting_limit = 8, 2
-    for _ in range(3):
-        task._buffer.put(object())
+    task._buffer.put(message(1)), task._buffer.put(message(2))
     task._do_flush()
     assert flushed == [3]  # nothing in hand: the partial batch goes now
-    task.flush([]), task.flush([])  # two batches in hand
+    task.flush([message(8)]), task.flush([message(8)])  # two batches in hand
     task._do_flush()
     assert flushed == [3]  # the timer's tick: it waits to fill
-    for _ in range(5):
-        task._buffer.put(object())
+    task._buffer.put(message(5))
     task._do_flush()
     assert flushed == [3, 8]  # full: flushed at once
     task.batch_done()
@@ -35,3 +50,95 @@ def test_a_partial_batch_waits_while_the_pipeline_has_work(
     assert flushed == [3, 8, 8]  # one left in hand: the next turn needs a batch
     task.batch_done(), task.batch_done()
     assert task._in_hand == 0  # never below zero
+
+
+def test_the_buffer_counts_jobs_and_a_flush_is_cut_into_batches_of_whole_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches: list[list[Any]] = []
+    monkeypatch.setattr(Batches, "flush", lambda self, requests: batches.append(list(requests)))
+    task = PipelinedBatches()
+    task.flush_every = 8
+    for jobs in (8, 1, 1, 8, 3, 20, 2):
+        task._buffer.put(message(jobs))
+    assert task._buffer.jobs == 43
+    task._do_flush()
+    assert task._buffer.jobs == 0
+    # A message is acknowledged whole, so it is never split between batches; one of more
+    # jobs than a batch is a batch of its own (the task runs it as consecutive batches).
+    assert sizes(batches) == [[8], [1, 1], [8], [3], [20], [2]]
+    assert task._in_hand == 6
+    assert sizes(list(cut([message(1)] * 9, 4))) == [[1] * 4, [1] * 4, [1]]
+    # What is not a caption message of version 2 counts as one job.
+    assert [jobs_in(a) for a in (None, (), ({"job_id": "j"},), ({"job_ids": []},))] == [1] * 4
+
+
+def test_a_message_flushes_the_buffer_once_it_holds_a_batch_of_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flushed: list[list[int]] = []
+    monkeypatch.setattr(Batches, "flush", lambda self, requests: flushed.append(
+        [jobs_in(r.args) for r in requests]))  # fmt: skip
+
+    def strategy(self: PipelinedBatches, task: Any, app: Any, consumer: Any) -> Any:
+        def receive(message: Any, body: Any, ack: Any, reject: Any, *args: Any) -> None:
+            self._buffer.put(message)  # celery-batches' own: buffer the request
+
+        return receive
+
+    monkeypatch.setattr(Batches, "Strategy", strategy)
+    task = PipelinedBatches()
+    task.flush_every = 8
+    consumer = SimpleNamespace(qos=QoS(lambda prefetch_count: None, 0))
+    on_message = task.Strategy(task, None, consumer)
+    for jobs in (3, 4):
+        on_message(message(jobs), None, None, None, set())
+    assert flushed == []  # 7 jobs: not a batch yet (the timer sees to a partial one)
+    on_message(message(2), None, None, None, set())
+    assert flushed == [[3, 4], [2]]  # 9 jobs: flushed at once, cut at 8 jobs a batch
+
+
+def test_a_message_of_several_jobs_holds_that_much_more_prefetch_until_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[tuple[Any, Any]] = []
+
+    def strategy(self: PipelinedBatches, task: Any, app: Any, consumer: Any) -> Any:
+        def receive(message: Any, body: Any, ack: Any, reject: Any, *args: Any) -> None:
+            received.append((ack, reject))
+
+        return receive
+
+    monkeypatch.setattr(Batches, "Strategy", strategy)
+    task = PipelinedBatches()
+    task.flush_every = 1000
+    qos = QoS(lambda prefetch_count: None, 32)
+    on_message = task.Strategy(task, None, SimpleNamespace(qos=qos))
+    done: list[str] = []
+    for jobs in (8, 8, 1, 8):
+        on_message(message(jobs), None, lambda *a: done.append("ack"),
+                   lambda *a: done.append("reject"), set())  # fmt: skip
+    assert qos.value == 32 - 7 * 3  # three messages of 8 jobs held, and one of 1
+    (ack1, _), (_, reject2), (ack3, _), (ack4, _) = received
+    ack1("logger", ())
+    ack1("logger", ())  # given back once only
+    assert qos.value == 32 - 7 * 2
+    reject2("logger", ())
+    ack3("logger", ())
+    ack4("logger", ())
+    assert qos.value == 32
+    assert done == ["ack", "ack", "reject", "ack", "ack"]  # Celery's own callbacks still run
+
+    # Never below one message, and given back exactly what was taken.
+    small = QoS(lambda prefetch_count: None, 4)
+    on_message = task.Strategy(task, None, SimpleNamespace(qos=small))
+    on_message(message(8), None, lambda *a: None, lambda *a: None, set())
+    assert small.value == 1
+    received[-1][0]("logger", ())
+    assert small.value == 4
+    # Unlimited prefetch (0) stays unlimited.
+    unlimited = QoS(lambda prefetch_count: None, 0)
+    on_message = task.Strategy(task, None, SimpleNamespace(qos=unlimited))
+    on_message(message(8), None, lambda *a: None, lambda *a: None, set())
+    received[-1][0]("logger", ())
+    assert unlimited.value == 0
