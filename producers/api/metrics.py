@@ -42,7 +42,7 @@ from schemas.settings import CoreSettings
 from schemas.store import census
 from schemas.store.decisions import Decided
 from schemas.store.sessions import read_scope
-from schemas.tables import DecisionAction
+from schemas.tables import DecisionAction, JobStatus
 
 log = logging.getLogger("captionq.api")
 
@@ -209,8 +209,11 @@ class StoreCollector(Collector):
             value=found.dead_deliveries,
         )
         by_status = GaugeMetricFamily("captionq_jobs", "Jobs stored, by state", labels=["status"])
-        for status, count in found.jobs.items():
-            by_status.add_metric([status], count)
+        # Every state, none left out at 0: a query over a state (the autoscaler's over
+        # queued and running) then answers 0, not nothing.
+        states = [str(state) for state in JobStatus]
+        for status in states + [s for s in found.jobs if s not in states]:
+            by_status.add_metric([status], found.jobs.get(status, 0))
         yield by_status
 
 

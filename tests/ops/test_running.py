@@ -70,6 +70,7 @@ def test_counters_move_by_what_happened(world: World) -> None:
     settles(world, "sum(captionq_job_duration_seconds_count)", JOBS)
     settles(world, 'sum(captionq_deliveries_total{outcome="delivered",status_class="2xx"})', JOBS)
     settles(world, 'captionq_jobs{status="succeeded"}', JOBS)
+    settles(world, 'captionq_jobs{status="running"}', 0)  # a state with no job: 0, not absent
     settles(world, "captionq_deliveries_dead", 0)
     # Each job.succeeded callback's lag (row written → 2xx recorded): one each, none
     # longer than the test so far, every one in the buckets below an hour.
@@ -343,23 +344,26 @@ def keda_query() -> str:
 
 
 def test_keda_query_counts_queued_and_in_flight(world: World) -> None:
-    """No worker consumes; M messages are taken and held unacknowledged, as a worker
-    holds its prefetched and running jobs; the autoscaler's query says N + M."""
+    """No worker consumes; N jobs wait on the broker and M messages are taken and held
+    unacknowledged, as a worker holds its prefetched jobs; the autoscaler's query, over
+    the jobs the store counts queued or running, says N + M."""
     world.worker.stop()
     settles(world, 'captionq_workers_alive{pool="fetch+gpu+io"}', 0)
     assert heartbeats.alive(redis.Redis.from_url(world.stack.settings.redis_url)) == []
     queued, in_flight = 5, 3
-    assert len(world.submit(queued + in_flight)) == queued + in_flight
+    # Two bulk submissions: two caption messages, of 3 jobs and of 5.
+    assert len(world.submit(in_flight)) == in_flight
+    assert len(world.submit(queued)) == queued
     transport = celery_config(world.stack.settings.redis_url)["broker_transport_options"]
     with Connection(world.stack.settings.redis_url, transport_options=transport) as conn:
-        channel = conn.channel()
-        held = [channel.basic_get(QUEUE_GPU, no_ack=False) for _ in range(in_flight)]
-        assert all(message is not None for message in held)
-        settles(world, 'sum(captionq_queue_taken{queue="captionq.gpu"})', in_flight)
+        held = conn.channel().basic_get(QUEUE_GPU, no_ack=False)  # the first: 3 jobs
+        assert held is not None
+        assert len(held.payload[0][0]["job_ids"]) == in_flight
+        settles(world, 'sum(captionq_queue_taken{queue="captionq.gpu"})', 1)
         settles(world, keda_query(), queued + in_flight)
         settles(world, "captionq:gpu_work", queued + in_flight)
         found = status(world)
     assert found["workers"] == []
     gpu = next(q for q in found["queues"] if q["queue"] == QUEUE_GPU)
-    assert (gpu["waiting"], gpu["taken"]) == (queued, in_flight)
+    assert (gpu["waiting"], gpu["taken"]) == (1, 1)  # the broker counts messages
     assert gpu["oldest_age_s"] > 0
