@@ -40,9 +40,10 @@ def jobs_in(arguments: Any) -> int:
     for a message of version 1, or one that is not a caption message's; a malformed
     one is dropped by the task)."""
     try:
-        return max(1, len(arguments[0]["job_ids"]))
+        job_ids = arguments[0]["job_ids"]
     except (KeyError, IndexError, TypeError):
         return 1
+    return max(1, len(job_ids)) if isinstance(job_ids, list) else 1
 
 
 def _request_jobs(request: Any) -> int:

@@ -70,7 +70,8 @@ def test_the_buffer_counts_jobs_and_a_flush_is_cut_into_batches_of_whole_message
     assert task._in_hand == 6
     assert sizes(list(cut([message(1)] * 9, 4))) == [[1] * 4, [1] * 4, [1]]
     # What is not a caption message of version 2 counts as one job.
-    assert [jobs_in(a) for a in (None, (), ({"job_id": "j"},), ({"job_ids": []},))] == [1] * 4
+    odd = (None, (), ({"job_id": "j"},), ({"job_ids": []},), ({"job_ids": "job_1"},))
+    assert [jobs_in(arguments) for arguments in odd] == [1] * 5
 
 
 def test_a_message_flushes_the_buffer_once_it_holds_a_batch_of_jobs(
