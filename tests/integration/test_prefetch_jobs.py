@@ -1,0 +1,73 @@
+"""A GPU worker holds as many jobs as its prefetch says, whatever the size of the
+messages they come in: a bulk submission's jobs share caption messages of up to 8, and
+a message of k jobs takes k of the worker's prefetch until it is acknowledged (jobs a
+worker holds are jobs no other worker can take). Its batches are whole messages of
+``BATCH_SIZE`` jobs. A real GPU worker process (pipelined pool, the no-op model made
+slow), real Redis, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlmodel import col, select
+
+from schemas import queues
+from schemas.names import QUEUE_GPU
+from schemas.settings import CoreSettings
+from schemas.store.sessions import session_scope
+from schemas.tables import Job, JobStatus
+from tests.support.images import png
+from tests.support.services import LOOPBACK, LOOPBACK_ENV
+from tests.support.stack import Stack
+from tests.support.waiting import wait_for
+
+BATCH_SIZE = 8
+MESSAGES = 6  # a bulk submission of 48 jobs: six messages of 8
+
+
+@pytest.fixture
+def stack(database_url: str, redis_db: str, tmp_path: Path) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_db).flushdb()
+    settings = CoreSettings(
+        database_url=database_url, redis_url=redis_db, blob_store="db", **LOOPBACK
+    )
+    built = Stack.open(settings, env={"HF_HUB_OFFLINE": "1", **LOOPBACK_ENV}, logdir=tmp_path)
+    try:
+        yield built
+    finally:
+        built.stop()
+
+
+def statuses(url: str, ids: list[str]) -> list[str]:
+    with session_scope(url) as session:
+        return list(session.exec(select(Job.status).where(col(Job.id).in_(ids))).all())
+
+
+def test_a_worker_prefetches_jobs_not_messages(stack: Stack, redis_db: str) -> None:
+    # One batch at a time; its prefetch: (PIPELINE_BATCHES + 1) x BATCH_SIZE = 16 jobs.
+    stack.start("gpu", CAPTIONER_MODEL="captionq/noop", NOOP_MODEL_S="2",
+                BATCH_SIZE=str(BATCH_SIZE), PIPELINE_BATCHES="1")  # fmt: skip
+    accepted = stack.client.submit_bulk(
+        [{"image": png((i * 5, 90, 160)), "styles": ["playful"], "platforms": ["x"],
+          "variants": 1} for i in range(MESSAGES * BATCH_SIZE)]
+    )  # fmt: skip
+    ids = [a.id for a in accepted]
+    wait_for(lambda: JobStatus.running in statuses(stack.database_url, ids), timeout_s=60,
+             what="the first batch in the model")  # fmt: skip
+    time.sleep(0.5)  # the consumer takes what its prefetch allows meanwhile
+    client = redis.Redis.from_url(redis_db)
+    held = queues.taken(client)[QUEUE_GPU]
+    waiting = sum(d.waiting for d in queues.depths(client) if d.queue == QUEUE_GPU)
+    # The batch in the model and the next: 16 jobs (counted in messages, the prefetch of
+    # 16 would have taken all six messages, 48 jobs).
+    assert held <= 3, (held, waiting)
+    assert held + waiting == MESSAGES
+    running = statuses(stack.database_url, ids).count(JobStatus.running)
+    assert running == BATCH_SIZE  # a batch is one whole message of 8 jobs
+    wait_for(lambda: set(statuses(stack.database_url, ids)) == {JobStatus.succeeded},
+             timeout_s=120, what="every job stored")  # fmt: skip
+    assert queues.taken(client)[QUEUE_GPU] == 0  # every message acknowledged
