@@ -204,6 +204,16 @@ def png_base64() -> str:
     return base64.b64encode(png()).decode()
 
 
+def bulk_jobs(n: int, *, callback_url: str) -> list[dict[str, Any]]:
+    """The jobs of a run, as the bulk route takes them: one small image, one variant."""
+    image = png_base64()
+    return [
+        {"image_base64": image, "styles": ["playful"], "platforms": ["x"], "variants": 1,
+         "callback_url": callback_url, "metadata": {"i": i}}
+        for i in range(n)
+    ]  # fmt: skip
+
+
 # --- one run of each ---------------------------------------------------------------------
 
 
@@ -232,12 +242,7 @@ def run_spine(
     n: int, *, chunk: int, api_url: str, key: str, receiver: Receiver,
     pids: dict[str, int], database_url: str,
 ) -> dict[str, Any]:  # fmt: skip
-    image = png_base64()
-    jobs = [
-        {"image_base64": image, "styles": ["playful"], "platforms": ["x"], "variants": 1,
-         "callback_url": receiver.url, "metadata": {"i": i}}
-        for i in range(n)
-    ]  # fmt: skip
+    jobs = bulk_jobs(n, callback_url=receiver.url)
     stamped: Stamped = receiver.received  # type: ignore[assignment]
     first = len(stamped)
     cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
@@ -389,12 +394,7 @@ def run_drained(
         )  # fmt: skip
 
     gpu, io = pids["gpu worker"], pids["io worker"]
-    image = png_base64()
-    jobs = [
-        {"image_base64": image, "styles": ["playful"], "platforms": ["x"], "variants": 1,
-         "callback_url": receiver.url, "metadata": {"i": i}}
-        for i in range(n)
-    ]  # fmt: skip
+    jobs = bulk_jobs(n, callback_url=receiver.url)
     stored0, received0 = stored(database_url), len(receiver.received)
     with paused(gpu, io):
         postgres0 = server_cpu_s("postgres") if database_url.startswith("postgresql") else {}
