@@ -344,16 +344,23 @@ def keda_query() -> str:
 
 
 def test_keda_query_counts_queued_and_in_flight(world: World) -> None:
-    """No worker consumes; N jobs wait on the broker and M messages are taken and held
-    unacknowledged, as a worker holds its prefetched jobs; the autoscaler's query, over
-    the jobs the store counts queued or running, says N + M."""
+    """No worker consumes; N jobs wait on the broker (one of them marked running, as a
+    claimed one is) and a message of M jobs is taken and held unacknowledged, as a worker
+    holds its prefetched jobs; the autoscaler's query, over the jobs the store counts
+    queued or running, says N + M."""
     world.worker.stop()
     settles(world, 'captionq_workers_alive{pool="fetch+gpu+io"}', 0)
     assert heartbeats.alive(redis.Redis.from_url(world.stack.settings.redis_url)) == []
     queued, in_flight = 5, 3
     # Two bulk submissions: two caption messages, of 3 jobs and of 5.
     assert len(world.submit(in_flight)) == in_flight
-    assert len(world.submit(queued)) == queued
+    waiting = world.submit(queued)
+    assert len(waiting) == queued
+    with session_scope(world.stack.settings.database_url) as session:
+        claimed = session.get(Job, waiting[0])
+        assert claimed is not None
+        claimed.status = "running"
+        session.add(claimed)
     transport = celery_config(world.stack.settings.redis_url)["broker_transport_options"]
     with Connection(world.stack.settings.redis_url, transport_options=transport) as conn:
         held = conn.channel().basic_get(QUEUE_GPU, no_ack=False)  # the first: 3 jobs
