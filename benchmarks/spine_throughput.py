@@ -24,9 +24,9 @@ Stage costs come two ways, both per job:
 paused (SIGSTOP) and its input queued in front of it, from the moment it is let go
 (SIGCONT) until it has done all of it. Bare Celery's worker drains N queued no-op
 tasks; the API takes N jobs in bulk; the GPU worker stores N queued jobs; the IO
-worker sends their N callbacks. A stage alone has the cores to itself (and the
-database server), so its rate is the most the spine can do with it in the path,
-whatever the host.
+worker sends their N callbacks. A process alone has the cores to itself (and the
+database server's), so its rate, as a share of bare Celery's (one process too), is
+the most the spine can reach with it in the path, however many cores the host has.
 
 Prints a table and ratios; never passes or fails on time.
 
