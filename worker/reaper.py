@@ -250,14 +250,7 @@ def _hand_back_fetches(
                                 max_attempts=settings.fetch_max_attempts,
                                 exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
         if isinstance(decision, retry.GiveUp):
-            failed = complete_failed(
-                session=session, job_id=job.id, code=decision.code, message=decision.message,
-                expected=(JobStatus.fetching,),
-            )  # fmt: skip
-            if failed.moved:
-                found.exhausted += 1
-            if failed.delivery is not None:
-                found.deliveries.append(failed.delivery)
+            _give_up(session, job.id, decision, found=found, expected=(JobStatus.fetching,))
         elif release_fetch(session=session, job_id=job.id):
             found.publish.append(JobRef(job.id, job.priority, fetch=True))
 
@@ -271,15 +264,23 @@ def hand_back(
     for job in jobs:
         decision = retry.decide(lost, attempt=job.attempts, max_attempts=settings.job_max_attempts)
         if isinstance(decision, retry.GiveUp):
-            failed = complete_failed(
-                session=session, job_id=job.id, code=decision.code, message=decision.message
-            )
-            if failed.moved:
-                found.exhausted += 1
-            if failed.delivery is not None:
-                found.deliveries.append(failed.delivery)
+            _give_up(session, job.id, decision, found=found, expected=(JobStatus.running,))
         elif requeue(session=session, job_id=job.id):
             found.publish.append(JobRef(job.id, job.priority))
+
+
+def _give_up(
+    session: Session, job_id: str, decision: retry.GiveUp, *, found: Reaped,
+    expected: Sequence[JobStatus],
+) -> None:  # fmt: skip
+    """Fail a job past its attempts, if it is still in an ``expected`` state: counted as
+    exhausted, and its callback sent, only when it moved."""
+    failed = complete_failed(session=session, job_id=job_id, code=decision.code,
+                             message=decision.message, expected=expected)  # fmt: skip
+    if failed.moved:
+        found.exhausted += 1
+    if failed.delivery is not None:
+        found.deliveries.append(failed.delivery)
 
 
 def give_back(*, settings: WorkerSettings, job_ids: Sequence[str]) -> Reaped:
