@@ -78,6 +78,9 @@ class Skipped:
 
 
 Outcome = Fetched | Again | Failed | Skipped
+# The job left ``fetching`` while its image was fetched (cancelled, or taken back): what
+# the fetch found is not stored.
+MOVED = Skipped("job moved while its image was fetched")
 
 
 def fetch_job(job: JobRef, *, settings: WorkerSettings, slots: FetchSlots) -> Outcome:
@@ -146,7 +149,7 @@ def _claimed(job: JobRef, url: str, *, settings: WorkerSettings) -> Outcome:
             return False
 
     if not with_db_retry(store):
-        return Skipped("job moved while its image was fetched")
+        return MOVED
     log.info("job %s: image fetched (%d bytes, %.2fs)", job.id, len(data), fetch_s,
              extra={"job_id": job.id, "attempt": claimed.fetch_attempts})  # fmt: skip
     return Fetched(job, fetch_s)
@@ -172,7 +175,7 @@ def _failed(
                 return release_fetch(session=session, job_id=job.id)
 
         if not with_db_retry(give_back):
-            return Skipped("job moved while its image was fetched")
+            return MOVED
         return Again(job, decision.countdown_s, code=error.code.value, fetch_s=fetch_s)
 
     def fail() -> FailedJob:
@@ -184,7 +187,7 @@ def _failed(
 
     failed = with_db_retry(fail)
     if not failed.moved:
-        return Skipped("job moved while its image was fetched")
+        return MOVED
     log.info("job %s failed: %s (%s)", job.id, decision.code.value, decision.message, extra=about)
     return Failed(decision.code.value, failed.delivery, fetch_s=fetch_s)
 
