@@ -123,6 +123,13 @@ def server_cpu_s(name: str) -> dict[int, float]:
     return found
 
 
+def postgres_ms_per_job(before: dict[int, float], n: int) -> float:
+    """CPU ms per job that PostgreSQL's server processes spent since ``before`` (a
+    :func:`server_cpu_s` reading)."""
+    spent = sum(t - before.get(pid, 0.0) for pid, t in server_cpu_s("postgres").items())
+    return spent * 1000 / n
+
+
 def spawn(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", *args],
@@ -278,9 +285,7 @@ def run_spine(
     cpu = {name: (cpu_s(pid) - cpu0[name]) * 1000 / n for name, pid in pids.items()}
     cpu["bench (client + receiver)"] = (time.process_time() - self0) * 1000 / n
     if database_url.startswith("postgresql"):
-        postgres = server_cpu_s("postgres")
-        spent = sum(t - postgres0.get(pid, 0.0) for pid, t in postgres.items())
-        cpu["postgresql (all server processes)"] = spent * 1000 / n
+        cpu["postgresql (all server processes)"] = postgres_ms_per_job(postgres0, n)
     received = stamped[first:]
     arrived = {r.job_id: t for r, t in zip(received, stamped.times[first:], strict=True)}
     return {
@@ -355,23 +360,33 @@ def stored(database_url: str) -> int:
         ).one()
 
 
+def alone(
+    pid: int, work: Callable[[], object], *, n: int, database_url: str
+) -> dict[str, float]:
+    """Time ``work`` (a process's share of the run, the others paused): jobs/s, the
+    process's CPU ms/job, and (PostgreSQL) the database server's."""
+    postgres0 = server_cpu_s("postgres") if database_url.startswith("postgresql") else {}
+    cpu0 = cpu_s(pid)
+    started = time.perf_counter()
+    work()
+    elapsed = time.perf_counter() - started
+    out = {"jobs_s": n / elapsed, "cpu_ms_per_job": (cpu_s(pid) - cpu0) * 1000 / n}
+    if postgres0:
+        out["postgresql_cpu_ms_per_job"] = postgres_ms_per_job(postgres0, n)
+    return out
+
+
 def drain(
     pid: int, done: Callable[[], bool], *, what: str, n: int, database_url: str
 ) -> dict[str, float]:
     """Let a paused process go (``paused`` sends SIGCONT again on the way out, which is
-    harmless) and time it until ``done``: jobs/s, its CPU ms/job, and (PostgreSQL) the
-    database server's."""
-    postgres0 = server_cpu_s("postgres") if database_url.startswith("postgresql") else {}
-    cpu0 = cpu_s(pid)
-    started = time.perf_counter()
-    os.kill(pid, signal.SIGCONT)
-    wait_until(done, what=what, timeout_s=300)
-    elapsed = time.perf_counter() - started
-    out = {"jobs_s": n / elapsed, "cpu_ms_per_job": (cpu_s(pid) - cpu0) * 1000 / n}
-    if postgres0:
-        spent = sum(t - postgres0.get(p, 0.0) for p, t in server_cpu_s("postgres").items())
-        out["postgresql_cpu_ms_per_job"] = spent * 1000 / n
-    return out
+    harmless) and time it until ``done``."""
+
+    def work() -> None:
+        os.kill(pid, signal.SIGCONT)
+        wait_until(done, what=what, timeout_s=300)
+
+    return alone(pid, work, n=n, database_url=database_url)
 
 
 def run_drained(
@@ -396,23 +411,17 @@ def run_drained(
     gpu, io = pids["gpu worker"], pids["io worker"]
     jobs = bulk_jobs(n, callback_url=receiver.url)
     stored0, received0 = stored(database_url), len(receiver.received)
-    with paused(gpu, io):
-        postgres0 = server_cpu_s("postgres") if database_url.startswith("postgresql") else {}
-        cpu0 = cpu_s(pids["api server"])
-        started = time.perf_counter()
+
+    def submit() -> None:
         with httpx.Client(base_url=api_url, headers={"authorization": f"Bearer {key}"}) as client:
             for at in range(0, n, chunk):
                 response = client.post("/v1/jobs/bulk", json={"jobs": jobs[at : at + chunk]},
                                        timeout=120)  # fmt: skip
                 if response.status_code != 202:
                     raise RuntimeError(f"bulk submit: {response.status_code} {response.text[:500]}")
-        elapsed = time.perf_counter() - started
-        out["api server"] = {
-            "jobs_s": n / elapsed, "cpu_ms_per_job": (cpu_s(pids["api server"]) - cpu0) * 1000 / n,
-        }  # fmt: skip
-        if postgres0:
-            spent = sum(t - postgres0.get(p, 0.0) for p, t in server_cpu_s("postgres").items())
-            out["api server"]["postgresql_cpu_ms_per_job"] = spent * 1000 / n
+
+    with paused(gpu, io):
+        out["api server"] = alone(pids["api server"], submit, n=n, database_url=database_url)
         out["gpu worker"] = drain(
             gpu, lambda: stored(database_url) - stored0 >= n, what="jobs stored", n=n,
             database_url=database_url,
