@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 DELIVER_BATCH_MAX = 256  # outbox rows in one deliver message
 # Jobs in one caption message as published: the default BATCH_SIZE. A worker takes a
-# message of any size up to CAPTION_READ_MAX (BATCH_SIZE's own bound).
+# message of any size up to CAPTION_READ_MAX, which also bounds BATCH_SIZE.
 CAPTION_MESSAGE_JOBS = 8
 CAPTION_READ_MAX = 256
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.checks.urls import Ports, parse_ports
-from schemas.messages import DELIVER_BATCH_MAX
+from schemas.messages import CAPTION_READ_MAX, DELIVER_BATCH_MAX
 from schemas.model_settings import ModelSettings
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "captionq"
@@ -212,7 +212,9 @@ class WorkerSettings(ModelSettings, CoreSettings):
     fetch_host_max: int = Field(
         default=8, ge=1, description="Fetches in flight to one image host across every fetch worker"
     )
-    batch_size: int = Field(default=8, ge=1, le=256, description="Jobs per model batch")
+    batch_size: int = Field(
+        default=8, ge=1, le=CAPTION_READ_MAX, description="Jobs per model batch"
+    )
     batch_interval_s: float = Field(
         default=0.05, gt=0, description="Longest wait to fill a batch before running it"
     )
