@@ -70,8 +70,17 @@ def _caption(requests: list[SimpleRequest]) -> None:
     jobs = [job for request in requests for job in caption_jobs(request)]
     # A flush holds whole messages of BATCH_SIZE jobs at most (``worker.gather``), but
     # one message may hold more: its jobs run as consecutive batches.
-    for at in range(0, len(jobs), settings.batch_size):
-        _caption_batch(jobs[at : at + settings.batch_size])
+    size = settings.batch_size
+    for at in range(0, len(jobs), size):
+        try:
+            _caption_batch(jobs[at : at + size])
+        except Exception:
+            # The messages are acknowledged on return whatever happens (celery-batches),
+            # and the later batches' jobs were never claimed (no lease brings them back):
+            # they are published again first. This batch's jobs hold leases.
+            if rest := jobs[at + size :]:
+                publisher.captions(rest)
+            raise
 
 
 def _caption_batch(jobs: list[JobRef]) -> None:

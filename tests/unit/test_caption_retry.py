@@ -132,3 +132,35 @@ def test_after_a_failed_claim_each_job_is_published_again_at_its_own_priority(
     sent = [(job.id, job.priority) for job, _ in publisher.captions_sent]
     assert sent == [("job_urgent", 9), ("job_low", 0), ("job_old", PRIORITY_DEFAULT)]
     assert all(delay > 0 for _, delay in publisher.captions_sent)
+
+
+def test_when_a_batch_of_a_large_message_raises_its_later_jobs_are_published_again(
+    tasks: tuple[ModuleType, RecordingPublisher], store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message of more jobs than a batch runs as consecutive batches and is acknowledged
+    whatever happens: if one batch raises (the database away while it stores), the jobs of
+    the batches after it, never claimed, go back to the broker before the acknowledgement."""
+    module, publisher = tasks
+    monkeypatch.setattr(module, "settings", module.settings.model_copy(update={"batch_size": 4}))
+    ids = add_jobs(store, attempts=[0] * 12)
+    ran: list[list[str]] = []
+
+    def process(job_ids: Sequence[str], **_: object) -> batch.BatchReport:
+        ran.append(list(job_ids))
+        if len(ran) == 2:
+            raise RuntimeError("the database went away while the batch was stored")
+        return batch.BatchReport()
+
+    monkeypatch.setattr(batch, "process", process)
+    message = SimpleRequest(
+        id="task-12", name="captionq.caption",
+        args=(CaptionMessage(job_ids=ids).model_dump(),), kwargs={},
+        delivery_info={"priority": celery_priority(7)}, hostname="test", ignore_result=True,
+        reply_to=None, correlation_id=None, request_dict={},
+    )  # fmt: skip
+    with pytest.raises(RuntimeError):
+        module._caption([message])
+    assert ran == [ids[:4], ids[4:8]]  # the third batch did not run...
+    assert [(job.id, job.priority) for job, _ in publisher.captions_sent] == [
+        (job_id, 7) for job_id in ids[8:]
+    ]  # ...its jobs are published again, at the message's priority
