@@ -99,10 +99,18 @@ class PipelinedBatches(Batches):
 
         def on_message(message: Any, body: Any, ack: Any, reject: Any, *args: Any,
                        **kwargs: Any) -> None:  # fmt: skip
+            give_back = None
             extra = jobs_in(_arguments(message)) - 1
             if extra > 0:
-                ack, reject = _holding(consumer.qos, extra, ack, reject)
-            receive(message, body, ack, reject, *args, **kwargs)
+                ack, reject, give_back = _holding(consumer.qos, extra, ack, reject)
+            try:
+                receive(message, body, ack, reject, *args, **kwargs)
+            except BaseException:
+                # Refused before it was buffered (an invalid task message: Celery rejects
+                # it itself, not through ``reject``): its prefetch comes back now.
+                if give_back is not None:
+                    give_back()
+                raise
             if self._buffer.jobs >= self.flush_every:
                 self._do_flush()
 
@@ -136,13 +144,14 @@ def _arguments(message: Any) -> Any:
         return None
 
 
-def _holding(qos: Any, extra: int, ack: Any, reject: Any) -> tuple[Any, Any]:
+def _holding(qos: Any, extra: int, ack: Any, reject: Any) -> tuple[Any, Any, Any]:
     """Lower ``qos`` (the consumer's prefetch) by ``extra`` (never below one, and not
     at all when prefetch is unlimited) until the message is acknowledged or rejected,
-    whichever comes first; the returned ``ack`` and ``reject`` give it back."""
+    whichever comes first; the returned ``ack`` and ``reject`` give it back, and so does
+    the returned ``give_back`` (None if nothing was taken), once in all."""
     taken = min(extra, qos.value - 1) if qos.value else 0
     if taken <= 0:
-        return ack, reject
+        return ack, reject, None
     qos.decrement_eventually(taken)
     given_back = threading.Event()
 
@@ -159,4 +168,4 @@ def _holding(qos: Any, extra: int, ack: Any, reject: Any) -> tuple[Any, Any]:
         give_back()
         return reject(*args, **kwargs)
 
-    return acked, rejected
+    return acked, rejected, give_back

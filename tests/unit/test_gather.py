@@ -143,3 +143,34 @@ def test_a_message_of_several_jobs_holds_that_much_more_prefetch_until_acknowled
     on_message(message(8), None, lambda *a: None, lambda *a: None, set())
     received[-1][0]("logger", ())
     assert unlimited.value == 0
+
+
+def test_a_message_celery_refuses_gives_its_prefetch_back() -> None:
+    """A message of 8 jobs with a malformed ``eta`` header: celery-batches' strategy
+    raises, and Celery rejects the message itself (not through the ``reject`` it was
+    given), so the prefetch the message took must come back then, or every such message
+    would lower the worker's prefetch for good."""
+    from celery import Celery
+    from celery.exceptions import InvalidTaskError
+
+    app = Celery("gather-test", set_as_current=False)
+
+    @app.task(name="captionq.caption", base=PipelinedBatches, flush_every=8,
+              flush_interval=60, acks_late=True, shared=False)  # fmt: skip
+    def caption(requests: list[Any]) -> None:
+        return None
+
+    qos = QoS(lambda prefetch_count: None, 33)
+    consumer = SimpleNamespace(
+        qos=qos, hostname="test", connection_errors=(), pool=SimpleNamespace(apply_async=None),
+        event_dispatcher=SimpleNamespace(enabled=False),
+        timer=SimpleNamespace(call_repeatedly=lambda *args: None),
+    )  # fmt: skip
+    on_message = caption.Strategy(caption, app, consumer)
+    refused = message(8)
+    refused.headers = {"id": "m1", "task": "captionq.caption", "eta": "not a time", "lang": "py"}
+    refused.body, refused.content_type = b"{}", "application/json"
+    refused.content_encoding, refused.delivery_info, refused.properties = "utf-8", {}, {}
+    with pytest.raises(InvalidTaskError):
+        on_message(refused, None, lambda *a: None, lambda *a: None, set())
+    assert qos.value == 33
