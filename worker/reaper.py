@@ -151,11 +151,11 @@ def _stale_unacked(
 ) -> None:
     ceiling = utcnow().timestamp() - settings.job_queued_stale_s
     tags = client.zrangebyscore(keys.UNACKED_INDEX, "-inf", ceiling, start=0, num=1000)
-    by_job: dict[str, bytes] = {}
+    by_job: dict[str, set[bytes]] = {}  # a job published twice may be in two messages
     for tag in tags:
         message = queues.unacked_message(client.hget(keys.UNACKED, tag))
         for job_id in queues.message_job_ids(message, tasks=JOB_TASKS):
-            by_job[job_id] = tag
+            by_job.setdefault(job_id, set()).add(tag)
     if not by_job:
         return
     rows = session.exec(
@@ -167,7 +167,7 @@ def _stale_unacked(
     ).all()
     # Forget each stranded copy (its worker is gone or never claimed it) and publish its
     # waiting jobs anew; its other jobs are running, or done, elsewhere.
-    stranded = {by_job[job_id] for job_id, _, _ in rows}
+    stranded = {tag for job_id, _, _ in rows for tag in by_job[job_id]}
     if stranded:
         pipe = client.pipeline()
         pipe.zrem(keys.UNACKED_INDEX, *stranded).hdel(keys.UNACKED, *stranded).execute()

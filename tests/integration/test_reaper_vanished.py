@@ -4,7 +4,8 @@ published again by the reaper once two reads of the broker in a row miss it; a j
 whose message waits on a list, is in a worker's hands, or turns up by the second read,
 or that has waited less than ``job_queued_stale_s``, is left alone. A message held
 unacknowledged past ``job_queued_stale_s`` with jobs still waiting (its worker gone)
-is forgotten and its waiting jobs published again. A caption message may carry several
+is forgotten, as is every other copy of such a job's message, and its waiting jobs are
+published again; one whose jobs all run is kept. A caption message may carry several
 jobs: each is found. Real Redis, SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -130,25 +131,41 @@ def test_a_message_held_past_the_stale_limit_gives_back_its_waiting_jobs(
     client, app = broker
     settings = WorkerSettings(database_url=database_url, redis_url=redis_db, job_queued_stale_s=60)
     _reap(client, settings)  # the broker's epoch, new after the flush: settled first
-    jobs = _jobs(database_url, statuses={"waiting": JobStatus.queued, "running": JobStatus.queued,
-                                         "fresh": JobStatus.queued})  # fmt: skip
-    with session_scope(database_url) as session:  # "running": claimed, its lease alive
+    names = ("waiting", "running", "twice", "busy", "fresh")
+    jobs = _jobs(database_url, statuses=dict.fromkeys(names, JobStatus.queued))
+    with session_scope(database_url) as session:  # claimed, their leases alive
         session.exec(
-            update(Job).where(col(Job.id) == jobs["running"])
+            update(Job).where(col(Job.id).in_([jobs["running"], jobs["busy"]]))
             .values(status=JobStatus.running, lease_expires_at=utcnow() + timedelta(minutes=5))
         )  # fmt: skip
-    send_captions(app, [JobRef(jobs["waiting"], 5), JobRef(jobs["running"], 5)])
+    send_captions(app, [JobRef(jobs["running"], 5), JobRef(jobs["waiting"], 5)])
+    send_captions(app, [JobRef(jobs["twice"], 5)])
+    send_captions(app, [JobRef(jobs["twice"], 5)])  # published twice: in two messages
+    send_captions(app, [JobRef(jobs["busy"], 5)])
     send_captions(app, [JobRef(jobs["fresh"], 7)])
     gpu = Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU)
     with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
-        fresh, stale = queue.get(timeout=10), queue.get(timeout=10)  # held by a worker
-        assert stale.payload[0][0]["job_ids"] == [jobs["waiting"], jobs["running"]]
-        stale_tag = stale.delivery_tag
-        client.zadd(keys.UNACKED_INDEX, {stale_tag: utcnow().timestamp() - 600})
+        held = [queue.get(timeout=10) for _ in range(5)]  # all held by a worker
+        named = {name: [m.delivery_tag for m in held if jobs[name] in m.payload[0][0]["job_ids"]]
+                 for name in jobs}  # fmt: skip
+        assert held[0].delivery_tag == named["fresh"][0]  # the most urgent first
+        shared = held[1].payload[0][0]["job_ids"]
+        assert shared == [jobs["running"], jobs["waiting"]]  # the waiting job second
+        stale = [m.delivery_tag for m in held[1:]]
+        client.zadd(keys.UNACKED_INDEX, {tag: utcnow().timestamp() - 600 for tag in stale})
         found = _reap(client, settings)
-        assert client.hexists(keys.UNACKED, stale_tag) is False  # forgotten
-        assert client.hexists(keys.UNACKED, fresh.delivery_tag) is True  # its worker's
-        fresh.ack()
+        # Forgotten: each stale message with a job still waiting, every copy of it.
+        for tag in [*named["waiting"], *named["twice"]]:
+            assert client.hexists(keys.UNACKED, tag) is False
+        assert len(named["twice"]) == 2
+        # Kept: a fresh message (its worker's), and a stale one whose jobs all run.
+        for tag in [*named["fresh"], *named["busy"]]:
+            assert client.hexists(keys.UNACKED, tag) is True
+        again = _reap(client, settings)
+        held[0].ack()
     mine = set(jobs.values())  # (the module's other tests left jobs of their own waiting)
-    assert [ref.id for ref in found.publish if ref.id in mine] == [jobs["waiting"]]
-    assert found.unacked == 1
+    assert sorted(ref.id for ref in found.publish if ref.id in mine) == sorted(
+        [jobs["waiting"], jobs["twice"]]
+    )
+    assert found.unacked == 2
+    assert again.unacked == 0  # no copy of a given-back job is left to give it back twice
