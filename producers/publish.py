@@ -18,10 +18,11 @@ def producer_app(redis_url: str) -> Celery:
     return app
 
 
-def publish_jobs(*, redis_url: str, jobs: Sequence[JobRef]) -> None:
+def publish_jobs(*, redis_url: str, jobs: Sequence[JobRef], per_message: int) -> None:
     """Publish each job's next task: a fetch task for an image URL not fetched yet, else
-    its caption task; at its priority, over one broker connection."""
-    send_jobs(producer_app(redis_url), jobs)
+    its caption task (``per_message`` jobs to a caption message at most); at its
+    priority, over one broker connection."""
+    send_jobs(producer_app(redis_url), jobs, per_message=per_message)
 
 
 def publish_deliveries(*, redis_url: str, deliveries: Sequence[DeliveryRef]) -> None:

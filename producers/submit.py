@@ -256,7 +256,8 @@ def _published(settings: CoreSettings, jobs: Sequence[JobRef]) -> bool:
     when the broker is back. Nothing is lost, and a retry with the same idempotency
     key finds the same jobs."""
     try:
-        publish_jobs(redis_url=settings.redis_url, jobs=jobs)
+        publish_jobs(redis_url=settings.redis_url, jobs=jobs,
+                     per_message=settings.caption_message_jobs)  # fmt: skip
     except (BrokerError, RedisError, OSError) as exc:
         log.warning("broker unreachable (%s): %d jobs stay received", type(exc).__name__, len(jobs))
         return False

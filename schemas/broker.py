@@ -16,6 +16,7 @@ from schemas.messages import (
     CAPTION_MESSAGE_JOBS,
     DELIVER_BATCH_MAX,
     CaptionMessage,
+    CaptionMessageV1,
     DeliverMessage,
     DeliveryRef,
     FetchMessage,
@@ -55,18 +56,28 @@ def celery_config(redis_url: str) -> dict[str, Any]:
 
 
 def send_captions(
-    app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
+    app: Any,
+    jobs: Sequence[JobRef],
+    *,
+    countdown: float | Sequence[float] = 0.0,
+    per_message: int = CAPTION_MESSAGE_JOBS,
 ) -> None:
     """Publish the jobs' caption tasks, at each job's priority, over one broker
     connection and in one Redis pipeline, by task name, with ``app`` (a Celery
     application): jobs of equal priority and ``countdown`` share messages of up to
-    ``CAPTION_MESSAGE_JOBS``, in the order given. ``countdown``: seconds before the
-    tasks are due, one for all or one per job."""
-    send_jobs(app, [job._replace(fetch=False) for job in jobs], countdown=countdown)
+    ``per_message`` (the ``CAPTION_MESSAGE_JOBS`` setting), in the order given; with
+    ``per_message`` 1, each is a message of version 1, which workers of any release
+    read. ``countdown``: seconds before the tasks are due, one for all or one per job."""
+    send_jobs(app, [job._replace(fetch=False) for job in jobs], countdown=countdown,
+              per_message=per_message)  # fmt: skip
 
 
 def send_jobs(
-    app: Any, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0
+    app: Any,
+    jobs: Sequence[JobRef],
+    *,
+    countdown: float | Sequence[float] = 0.0,
+    per_message: int = CAPTION_MESSAGE_JOBS,
 ) -> None:
     """:func:`send_captions` for jobs of either stage: a ``fetch`` job gets a fetch task
     of its own on the fetch queue (each fetch is a request to some server), any other
@@ -84,10 +95,18 @@ def send_jobs(
             _send(app, producer, TASK_FETCH, QUEUE_FETCH, FetchMessage(job_id=job.id).model_dump(),
                   priority=celery_priority(job.priority), countdown=delay or None)  # fmt: skip
         for (priority, delay), ids in captions.items():
-            for at in range(0, len(ids), CAPTION_MESSAGE_JOBS):
-                message = CaptionMessage(job_ids=ids[at : at + CAPTION_MESSAGE_JOBS])
-                _send(app, producer, TASK_CAPTION, QUEUE_GPU, message.model_dump(),
+            for at in range(0, len(ids), per_message):
+                message = _caption_message(ids[at : at + per_message], per_message)
+                _send(app, producer, TASK_CAPTION, QUEUE_GPU, message,
                       priority=celery_priority(priority), countdown=delay or None)  # fmt: skip
+
+
+def _caption_message(job_ids: list[str], per_message: int) -> dict[str, Any]:
+    """A caption message of version 2; of version 1 when jobs are published one a
+    message (``per_message`` 1), so that workers of a release before version 2 read it."""
+    if per_message == 1:
+        return CaptionMessageV1(job_id=job_ids[0]).model_dump()
+    return CaptionMessage(job_ids=job_ids).model_dump()
 
 
 def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: int) -> None:

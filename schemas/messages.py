@@ -12,8 +12,9 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 DELIVER_BATCH_MAX = 256  # outbox rows in one deliver message
-# Jobs in one caption message as published: the default BATCH_SIZE. A worker takes a
-# message of any size up to CAPTION_READ_MAX, which also bounds BATCH_SIZE.
+# Jobs in one caption message as published, by default (CAPTION_MESSAGE_JOBS): the
+# default BATCH_SIZE. A worker takes a message of any size up to CAPTION_READ_MAX, which
+# also bounds both settings.
 CAPTION_MESSAGE_JOBS = 8
 CAPTION_READ_MAX = 256
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.checks.urls import Ports, parse_ports
-from schemas.messages import CAPTION_READ_MAX, DELIVER_BATCH_MAX
+from schemas.messages import CAPTION_MESSAGE_JOBS, CAPTION_READ_MAX, DELIVER_BATCH_MAX
 from schemas.model_settings import ModelSettings
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "captionq"
@@ -38,6 +38,16 @@ class CoreSettings(BaseSettings):
     blob_store: str = Field(
         default="db",
         description="Where submitted image bytes live: 'db' (in the database) or file:///dir",
+    )
+    caption_message_jobs: int = Field(
+        default=CAPTION_MESSAGE_JOBS,
+        ge=1,
+        le=CAPTION_READ_MAX,
+        description="Jobs published together (a bulk submission's, a batch's retries) per "
+        "caption message. 1 publishes message version 1, which GPU workers of a release "
+        "before version 2 also read: set it while such workers run (an upgrade's roll, a "
+        "roll back). At most the GPU workers' BATCH_SIZE: a larger message runs as "
+        "consecutive batches in one worker",
     )
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     image_max_pixels: int = Field(default=40_000_000, ge=1)

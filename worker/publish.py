@@ -27,12 +27,14 @@ class Publisher:
     ) -> None:
         """Publish a caption task per job, at its priority, after ``countdown`` seconds
         (one for all, or one per job)."""
-        broker.send_captions(self._app, jobs, countdown=countdown)
+        broker.send_captions(self._app, jobs, countdown=countdown,
+                             per_message=self._settings.caption_message_jobs)  # fmt: skip
 
     def jobs(self, jobs: Sequence[JobRef], *, countdown: float | Sequence[float] = 0.0) -> None:
         """Publish each job's next task: its fetch task (``JobRef.fetch``), or its caption
         task."""
-        broker.send_jobs(self._app, jobs, countdown=countdown)
+        broker.send_jobs(self._app, jobs, countdown=countdown,
+                         per_message=self._settings.caption_message_jobs)  # fmt: skip
 
     def deliveries(self, deliveries: Sequence[DeliveryRef]) -> None:
         """Ask the IO workers to send these outbox rows now."""

@@ -14,7 +14,13 @@ from kombu import Exchange, Queue
 
 from schemas import keys
 from schemas.broker import ARGSREPR_MAX, celery_config, send_captions, send_deliveries
-from schemas.messages import CAPTION_MESSAGE_JOBS, DELIVER_BATCH_MAX, DeliveryRef, JobRef
+from schemas.messages import (
+    CAPTION_MESSAGE_JOBS,
+    DELIVER_BATCH_MAX,
+    CaptionMessageV1,
+    DeliveryRef,
+    JobRef,
+)
 from schemas.names import QUEUE_GPU, QUEUE_IO, TASK_CAPTION, celery_priority
 from worker.tasks import caption_jobs
 
@@ -102,3 +108,28 @@ def test_a_task_describes_its_arguments_as_celery_would(redis_db: str) -> None:
                     assert len(argsrepr) == ARGSREPR_MAX
                     assert saferepr(args, ARGSREPR_MAX).startswith(argsrepr[:-40])
                 message.ack()
+
+
+def test_one_job_a_message_is_version_1_for_workers_of_an_earlier_release(
+    redis_db: str,
+) -> None:
+    """``CAPTION_MESSAGE_JOBS=1``, set while GPU workers of a release before message
+    version 2 run: each job's message is exactly a version-1 message (those workers
+    validate it strictly), and this release reads it too."""
+    app = Celery("captionq-test")
+    app.conf.update(celery_config(redis_db))
+    jobs = [JobRef(f"job_{i}", 5) for i in range(3)]
+    send_captions(app, jobs, per_message=1)
+    gpu = Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU)
+    with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
+        raw = [queue.get(timeout=10) for _ in jobs]
+        bodies = [message.payload[0][0] for message in raw]
+        for message in raw:
+            message.ack()
+    assert [CaptionMessageV1.model_validate(body) for body in bodies] == [
+        CaptionMessageV1(job_id=job.id) for job in jobs
+    ]
+    send_captions(app, jobs, per_message=1)
+    assert read_back(app, 3) == [[job] for job in jobs]
+    send_captions(app, jobs, per_message=2)  # and any other size, in version 2
+    assert read_back(app, 2) == [jobs[:2], jobs[2:]]
