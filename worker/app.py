@@ -133,6 +133,21 @@ def _load_models_before_threads(sender: object = None, **_: object) -> None:
         _load_models()
 
 
+@signals.worker_init.connect
+def _check_message_size(**_: object) -> None:
+    """A caption message of more jobs than a batch runs as consecutive batches in one
+    worker, its later jobs held unclaimed behind the first: say so at a GPU worker's
+    start (publishers read ``CAPTION_MESSAGE_JOBS`` from the same configuration)."""
+    if QUEUE_GPU not in (app.amqp.queues.consume_from or {}):
+        return
+    if settings.caption_message_jobs > settings.batch_size:
+        log.warning(
+            "CAPTION_MESSAGE_JOBS (%d) is above BATCH_SIZE (%d): each caption message runs "
+            "as consecutive batches in one worker; set CAPTION_MESSAGE_JOBS to at most "
+            "BATCH_SIZE for every process", settings.caption_message_jobs, settings.batch_size,
+        )
+
+
 @signals.worker_process_init.connect
 def _load_models(**_: object) -> None:
     """Sent in each pool process (the solo pool's too): load the models, or stop the

@@ -2,10 +2,12 @@
 buffer is flushed once it holds a batch's jobs, a flush is cut into batches of whole
 messages, and a message of k jobs holds k - 1 of the consumer's prefetch until it is
 acknowledged. In a pipelined worker a partial buffer waits while the pipeline has work
-(its consumer keeps receiving), and is flushed once the pipeline would wait."""
+(its consumer keeps receiving), and is flushed once the pipeline would wait. A GPU
+worker whose batch is smaller than the messages it is configured to receive says so."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -174,3 +176,21 @@ def test_a_message_celery_refuses_gives_its_prefetch_back() -> None:
     with pytest.raises(InvalidTaskError):
         on_message(refused, None, lambda *a: None, lambda *a: None, set())
     assert qos.value == 33
+
+
+def test_a_gpu_worker_says_at_start_when_a_message_holds_more_than_its_batch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker import app as worker_app
+
+    def start(**sizes: int) -> str:
+        monkeypatch.setattr(worker_app, "settings", worker_app.settings.model_copy(update=sizes))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="captionq.worker"):
+            worker_app._check_message_size()
+        return caplog.text
+
+    said = start(batch_size=4, caption_message_jobs=8)
+    assert "CAPTION_MESSAGE_JOBS (8) is above BATCH_SIZE (4)" in said
+    assert start(batch_size=8, caption_message_jobs=8) == ""
+    assert start(batch_size=4, caption_message_jobs=4) == ""
