@@ -32,10 +32,11 @@ _URL_TRAILING = ".,:;!?'\")]}"
 _SPACES = regex.compile(r"[ \t]+")
 _BLANK_LINES = regex.compile(r"\n{3,}")
 # Generated text keeps newlines, ZWJ (emoji sequences) and tag characters (subdivision
-# flags); other controls, bidi marks and zero-width spaces are dropped.
+# flags); other controls, bidi marks and zero-width spaces are dropped, and so are lone
+# surrogates (a served model's JSON may escape one: no database or callback takes it).
 _INVISIBLE = regex.compile(
     r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064"
-    r"\u2066-\u2069\ufeff]"
+    r"\u2066-\u2069\ufeff\ud800-\udfff]"
 )
 _CUT_TRAILING = " \t\n,;:-–—/&(["
 

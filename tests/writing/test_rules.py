@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from schemas.checks import rules
@@ -129,6 +131,11 @@ def test_cut_never_splits_a_grapheme_or_a_url() -> None:
 def test_clean_generated_drops_controls_and_bidi_keeps_emoji_sequences() -> None:
     raw = "Hi\u202e there\u200b\x07 " + FAMILY + "\n\n\n\nBye\u2066"
     assert rules.clean_generated(raw) == "Hi there " + FAMILY + "\n\nBye"
+    # A lone surrogate (a served model's JSON can escape one) is dropped: it cannot be
+    # encoded, so neither a database nor a callback body would take the text.
+    served = json.loads('"Sunny\\ud800 day \\ud83d\\ude0e\\udfff"')
+    assert rules.clean_generated(served) == "Sunny day \U0001F60E"
+    rules.clean_generated(served).encode("utf-8")
 
 
 def test_near_duplicate_similarity() -> None:
