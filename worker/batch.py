@@ -76,8 +76,9 @@ class BatchReport:
     failed_codes: list[str] = field(default_factory=list)  # one per failed job
     retried_codes: list[str] = field(default_factory=list)  # one per job put back
     auto_approved: int = 0  # variants stored auto-approved (no person decides them)
+    done: list[str] = field(default_factory=list)  # jobs this batch stored as finished
     model_s: float = 0.0  # seconds in model calls (in-process: the device's turn held)
-    durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per job
+    durations_s: list[float] = field(default_factory=list)  # submitted -> finished, per done job
     stages: Stages = field(default_factory=lambda: Stages())
     # Each job's outcome as a log line, written once the transaction that stored it commits.
     lines: list[LogLine] = field(default_factory=list)
@@ -183,12 +184,9 @@ def process(
         report.model_s = turns.model_s
         _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
         report.stages.stored = time.time()
-        finished = utcnow()
-        retried = {again.job.id for again in report.retry}
+        finished, done = utcnow(), set(report.done)
         report.durations_s = [
-            (finished - _aware(job.created_at)).total_seconds()
-            for job in jobs
-            if job.id not in retried
+            (finished - _aware(job.created_at)).total_seconds() for job in jobs if job.id in done
         ]
     finally:
         if lease is not None and held is not None:
@@ -234,8 +232,10 @@ Result = tuple[Job, Written | CaptionError]
 
 def _store_batch(results: list[Result], *, settings: WorkerSettings, report: BatchReport) -> None:
     """Store a batch's results in one transaction (one commit, one fsync); if that fails
-    for a reason other than the database being away, store job by job, so one bad row
-    cannot hold back the others. Safe to repeat: every write is conditional."""
+    for a reason other than the database being away (the database refuses a row, or a
+    result cannot be written at all), store job by job, so one bad result cannot hold
+    back the others. Safe to repeat: every write is conditional, and usage is added for
+    the jobs the same transaction moved."""
 
     share_s = report.model_s / max(1, len(results))  # each job's share of the model time
 
@@ -243,15 +243,14 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
         part = BatchReport()
         with _writing(settings), session_scope(settings.database_url) as session:
             _store(session, chunk, settings=settings, report=part)
-            retried = {again.job.id for again in part.retry}
-            add_usage(session=session, used=_used(chunk, share_s, retried=retried))
+            add_usage(session=session, used=_used(chunk, share_s, done=set(part.done)))
         for line in part.lines:  # committed: each line says what is stored
             log.log(line.level, line.message, *line.args, extra=line.extra)
         return part
 
     try:
         parts = [with_db_retry(lambda: store(results))]
-    except DBAPIError as exc:
+    except Exception as exc:
         if is_outage(exc):  # still away after with_db_retry: the leases bring the jobs back
             raise
         log.exception("storing a batch of %d failed; storing job by job", len(results))
@@ -264,14 +263,17 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
         report.failed_codes += part.failed_codes
         report.retried_codes += part.retried_codes
         report.auto_approved += part.auto_approved
+        report.done += part.done
 
 
-def _used(chunk: list[Result], share_s: float, *, retried: set[str]) -> dict[str, Used]:
-    """Usage by tenant of the jobs in ``chunk`` that are done (a job put back is counted
-    when it is done): an image each, its variants, its share of the model seconds."""
+def _used(chunk: list[Result], share_s: float, *, done: set[str]) -> dict[str, Used]:
+    """Usage by tenant of the jobs in ``chunk`` that this transaction stored as finished
+    (``done``; a job put back is counted when it is done, a job no longer running by the
+    attempt that finishes it): an image each, its variants, its share of the model
+    seconds."""
     used: dict[str, Used] = {}
     for job, outcome in chunk:
-        if job.id in retried:
+        if job.id not in done:
             continue
         figures = used.setdefault(job.tenant_id, Used())
         figures += Used(
@@ -283,12 +285,13 @@ def _used(chunk: list[Result], share_s: float, *, retried: set[str]) -> dict[str
 
 
 def _store_one(result: Result, store: Callable[[list[Result]], BatchReport]) -> BatchReport:
-    """One job's result on its own; a result the database refuses for a reason of its
-    own (not an outage) fails that job with ``internal_error``, and only that job."""
+    """One job's result on its own; a result that cannot be stored for a reason of its
+    own (the database refuses it; it cannot be written) fails that job with
+    ``internal_error``, and only that job."""
     job, _ = result
     try:
         return with_db_retry(lambda: store([result]))
-    except DBAPIError as exc:
+    except Exception as exc:
         if is_outage(exc):
             raise
         log.exception("job %s: its result cannot be stored; failing it", job.id)
@@ -314,6 +317,7 @@ def _store(
     outbox = stored.deliveries
     stored_ids = set(stored.job_ids)  # not a duplicate or late attempt's
     report.succeeded += len(stored_ids)
+    report.done += stored.job_ids
     report.auto_approved += sum(
         variant.review_state == ReviewState.auto_approved
         for done in completed
@@ -348,6 +352,7 @@ def _store(
             lines.append(_not_stored(job))
             continue
         report.failed += 1
+        report.done.append(job.id)
         lines.append(LogLine(logging.INFO, "job %s failed: %s", (job.id, decision.code.value),
                              _about(job)))  # fmt: skip
         report.failed_codes.append(decision.code.value)

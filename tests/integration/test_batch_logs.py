@@ -1,7 +1,8 @@
 """A batch's log lines say what was stored: each job's outcome is logged once its
 result transaction commits, and a job whose result was not stored (no longer running:
-a late or duplicate attempt) is not logged, nor counted, as succeeded, failed or put
-back. Real store, both databases."""
+a late or duplicate attempt) is not logged, counted or billed as succeeded, failed or
+put back. A result that cannot be stored fails its own job only. Real store, both
+databases."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from sqlmodel import col, select, update
 
 from schemas.errors import CaptionError, ErrorCode, PermanentError, TransientError
 from schemas.settings import WorkerSettings
+from schemas.store.results import Completed, Stored
 from schemas.store.sessions import session_scope
-from schemas.tables import Job, JobStatus
+from schemas.tables import Job, JobStatus, UsageDay
 from tests.support.jobs import queued_jobs
 from worker import batch
 from worker.models import Engine
@@ -30,6 +32,15 @@ def _jobs(url: str, n: int, name: str) -> list[str]:
 
 def _settings(url: str) -> WorkerSettings:
     return WorkerSettings(database_url=url, captioner_model="captionq/noop", blob_store="db")
+
+
+def _billed(url: str, job_id: str) -> tuple[int, int]:
+    """Images and variants billed to the tenant of ``job_id`` (its tenant's only jobs are
+    the test's)."""
+    with session_scope(url) as session:
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
+        days = session.exec(select(UsageDay).where(UsageDay.tenant_id == tenant_id)).all()
+        return sum(day.images for day in days), sum(day.variants for day in days)
 
 
 def _outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -69,6 +80,8 @@ def test_a_job_taken_back_mid_batch_is_not_logged_as_succeeded(
         f"job {kept} succeeded",
         f"job {taken}: its result is not stored (the job is no longer running)",
     ]
+    assert _billed(database_url, kept) == (1, 1)  # the attempt that finishes it is billed
+    assert len(report.durations_s) == 1
     with session_scope(database_url) as session:
         assert session.get(Job, taken).status == JobStatus.queued  # type: ignore[union-attr]
 
@@ -106,10 +119,12 @@ def test_a_failure_of_a_job_taken_back_mid_batch_is_not_stored_counted_or_logged
         assert (report.failed, report.failed_codes, report.retry) == (1, ["model_error"], [])
         assert [d.id for d in report.deliveries] == []  # no callback URL on these jobs
         expected = {kept: JobStatus.failed, taken: JobStatus.queued}
+        assert _billed(database_url, kept) == (1, 0)
     else:
         assert (report.failed, report.retried_codes) == (0, ["model_error"])
         assert [again.job.id for again in report.retry] == [kept]
         expected = {kept: JobStatus.queued, taken: JobStatus.queued}
+        assert _billed(database_url, kept) == (0, 0)  # billed when it is done
     with session_scope(database_url) as session:
         found = session.exec(select(Job.id, Job.status).where(col(Job.id).in_([kept, taken])))
         assert dict(found.all()) == expected
@@ -141,3 +156,37 @@ def test_a_batch_whose_transaction_fails_logs_each_job_once_as_stored(
     with session_scope(database_url) as session:
         statuses = session.exec(select(Job.status).where(col(Job.id).in_(ids))).all()
     assert set(statuses) == {JobStatus.succeeded}
+
+
+def test_a_result_that_cannot_be_written_fails_its_own_job_only(
+    database_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing one job's result raises an error that is not the database's (say, its
+    callback body cannot be built): the batch is stored job by job, that job fails with
+    ``internal_error`` at once, and the others are stored, logged and billed as usual."""
+    ids = _jobs(database_url, 3, "logs-unwritable")
+    bad = ids[1]
+    complete_succeeded = batch.complete_succeeded
+
+    def refuse_the_bad_one(*, session: object, results: Sequence[Completed]) -> Stored:
+        if any(result.job_id == bad for result in results):
+            raise TypeError("the result of this job cannot be written")
+        return complete_succeeded(session=session, results=results)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "complete_succeeded", refuse_the_bad_one)
+    engine = Engine(captioner=NoopCaptioner())
+    with caplog.at_level(logging.INFO, logger="captionq.worker"):
+        report = batch.process(ids, settings=_settings(database_url), engine=engine,
+                               gpu=threading.Lock())  # fmt: skip
+    assert (report.succeeded, report.failed, report.failed_codes) == (2, 1, ["internal_error"])
+    assert _outcomes(caplog) == [
+        f"job {ids[0]} succeeded",
+        f"job {bad}: its result cannot be stored; failing it",
+        f"job {bad} failed: internal_error",
+        f"job {ids[2]} succeeded",
+    ]
+    with session_scope(database_url) as session:
+        found = session.exec(select(Job.id, Job.status).where(col(Job.id).in_(ids)))
+        assert dict(found.all()) == {ids[0]: JobStatus.succeeded, bad: JobStatus.failed,
+                                     ids[2]: JobStatus.succeeded}  # fmt: skip
+    assert _billed(database_url, bad) == (3, 2)
