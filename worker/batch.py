@@ -175,9 +175,10 @@ def process(
         return report
     held = lease.hold([job.id for job in jobs]) if lease is not None else None
     try:
+        blobs = with_db_retry(lambda: load_all(jobs, settings=settings))  # a read: repeatable
         items = [
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
-            for job, data in zip(jobs, load_all(jobs, settings=settings), strict=True)
+            for job, data in zip(jobs, blobs, strict=True)
         ]
         turns = _Turns(gpu, report.stages)
         outcomes = pipeline.run(items, engine=engine, decode=decoder(settings), turns=turns)
