@@ -224,11 +224,13 @@ def _redirect_target(
     allowed_ports: Sequence[int],
     networks: Sequence[IPNetwork],
 ) -> CheckedURL:
-    following = check_url(
-        urljoin(current.url, location.strip()),
-        allowed_ports=allowed_ports,
-        allow_networks=networks,
-    )
+    try:
+        joined = urljoin(current.url, location.strip())
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise PermanentError(
+            f"redirect to a malformed URL: {location[:200]!r}", code=ErrorCode.url_invalid
+        ) from exc
+    following = check_url(joined, allowed_ports=allowed_ports, allow_networks=networks)
     if current.scheme == "https" and following.scheme != "https":
         raise PermanentError(
             f"redirect from https down to {following.scheme} refused",

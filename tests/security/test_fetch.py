@@ -140,6 +140,9 @@ def test_a_slow_resolver_is_cut_by_the_deadline(http_server: LoopbackServer) -> 
         pytest.param("file:///etc/passwd", "url_invalid", id="file-scheme"),
         pytest.param("gopher://127.0.0.1:{port}/_", "url_invalid", id="gopher-scheme"),
         pytest.param("http://user:pw@127.0.0.1:{port}/img", "url_invalid", id="userinfo"),
+        pytest.param("http://[::1/x", "url_invalid", id="unclosed-ipv6-bracket"),
+        pytest.param("//[x", "url_invalid", id="bracket-in-scheme-relative"),
+        pytest.param("https://b.example]/", "url_invalid", id="stray-bracket"),
     ],
 )
 def test_redirects_inward_are_checked_again(
