@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from schemas import keys
@@ -81,6 +82,17 @@ def unacked_message(raw: bytes | None) -> Any:
     routing key]``), or None."""
     row = _loads(raw) if raw is not None else None
     return row[0] if isinstance(row, list) and row else None
+
+
+def message_due(message: Any) -> float:
+    """When a Celery message (as kombu keeps it on Redis) is due, as a UNIX time: its
+    ``eta`` (a task published with a countdown, which a worker holds unacknowledged until
+    then); 0 for a message due at once, or one whose ``eta`` does not read."""
+    try:
+        eta = message.get("headers", {}).get("eta")
+        return datetime.fromisoformat(eta).timestamp() if eta else 0.0
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def message_job_ids(message: Any, *, tasks: frozenset[str]) -> list[str]:

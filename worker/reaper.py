@@ -12,7 +12,8 @@ that a long healthy backlog is never re-published:
 3. A ``queued`` job whose message a worker took but never claimed, unacknowledged
    for longer than ``job_queued_stale_s`` (a worker killed with a full
    celery-batches buffer: Redis would hand it back only after its visibility
-   timeout, an hour): its message is put back on the queue.
+   timeout, an hour): its message is put back on the queue. A delayed message (a
+   retry's countdown, which its worker holds until due) counts from when it is due.
 4. ``running`` past its lease (the worker was killed, or hung and was recycled), or
    ``fetching`` past its fetch's lease (a fetch worker killed mid-fetch).
 5. ``queued`` (or ``fetching`` with no fetch in flight) for longer than
@@ -154,6 +155,8 @@ def _stale_unacked(
     by_job: dict[str, set[bytes]] = {}  # a job published twice may be in two messages
     for tag in tags:
         message = queues.unacked_message(client.hget(keys.UNACKED, tag))
+        if queues.message_due(message) > ceiling:
+            continue  # a delayed task (a retry's countdown): its worker holds it until due
         for job_id in queues.message_job_ids(message, tasks=JOB_TASKS):
             by_job.setdefault(job_id, set()).add(tag)
     if not by_job:

@@ -5,7 +5,8 @@ whose message waits on a list, is in a worker's hands, or turns up by the second
 or that has waited less than ``job_queued_stale_s``, is left alone. A message held
 unacknowledged past ``job_queued_stale_s`` with jobs still waiting (its worker gone)
 is forgotten, as is every other copy of such a job's message, and its waiting jobs are
-published again; one whose jobs all run is kept. A caption message may carry several
+published again; one whose jobs all run is kept, and so is a delayed one (a retry's
+countdown) until it has been due that long. A caption message may carry several
 jobs: each is found. Real Redis, SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def test_a_message_held_past_the_stale_limit_gives_back_its_waiting_jobs(
     client, app = broker
     settings = WorkerSettings(database_url=database_url, redis_url=redis_db, job_queued_stale_s=60)
     _reap(client, settings)  # the broker's epoch, new after the flush: settled first
-    names = ("waiting", "running", "twice", "busy", "fresh")
+    names = ("waiting", "running", "twice", "busy", "fresh", "delayed")
     jobs = _jobs(database_url, statuses=dict.fromkeys(names, JobStatus.queued))
     with session_scope(database_url) as session:  # claimed, their leases alive
         session.exec(
@@ -143,9 +144,10 @@ def test_a_message_held_past_the_stale_limit_gives_back_its_waiting_jobs(
     send_captions(app, [JobRef(jobs["twice"], 5)])  # published twice: in two messages
     send_captions(app, [JobRef(jobs["busy"], 5)])
     send_captions(app, [JobRef(jobs["fresh"], 7)])
+    send_captions(app, [JobRef(jobs["delayed"], 5)], countdown=900)  # a retry, due later
     gpu = Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU)
     with app.connection_for_read() as connection, connection.SimpleQueue(gpu) as queue:
-        held = [queue.get(timeout=10) for _ in range(5)]  # all held by a worker
+        held = [queue.get(timeout=10) for _ in range(6)]  # all held by a worker
         named = {name: [m.delivery_tag for m in held if jobs[name] in m.payload[0][0]["job_ids"]]
                  for name in jobs}  # fmt: skip
         assert held[0].delivery_tag == named["fresh"][0]  # the most urgent first
@@ -158,8 +160,9 @@ def test_a_message_held_past_the_stale_limit_gives_back_its_waiting_jobs(
         for tag in [*named["waiting"], *named["twice"]]:
             assert client.hexists(keys.UNACKED, tag) is False
         assert len(named["twice"]) == 2
-        # Kept: a fresh message (its worker's), and a stale one whose jobs all run.
-        for tag in [*named["fresh"], *named["busy"]]:
+        # Kept: a fresh message (its worker's), a stale one whose jobs all run, and a
+        # delayed one held since long before it is due.
+        for tag in [*named["fresh"], *named["busy"], *named["delayed"]]:
             assert client.hexists(keys.UNACKED, tag) is True
         again = _reap(client, settings)
         held[0].ack()
