@@ -54,7 +54,10 @@ from worker.errors import RetryLaterError
 USER_AGENT: Final = b"captionq-fetch/1"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE_4XX: Final = frozenset({408, 429})
-_ACCEPTED_TYPES: Final = ("image/", "application/octet-stream")
+# Bytes of no declared type are let through (S3 serves an object stored without one as
+# binary/octet-stream): the bytes themselves are checked as an image after the fetch.
+_ACCEPTED_TYPES: Final = ("image/", "application/octet-stream", "binary/octet-stream")
+_OK: Final = (200, 203)  # 203: the resource, as a proxy transformed it
 _READ_CHUNK: Final = 64 * 1024
 
 
@@ -153,7 +156,7 @@ def _read_response(
         if "location" not in headers:
             raise PermanentError(f"HTTP {status} without Location", code=ErrorCode.fetch_failed)
         return _Redirect(headers["location"])
-    if status != 200:
+    if status not in _OK:
         raise _status_error(target.host, status, headers.get("retry-after"))
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if not content_type.startswith(_ACCEPTED_TYPES):
@@ -240,7 +243,7 @@ def _redirect_target(
 
 
 def _status_error(host: str, status: int, retry_after: str | None) -> CaptionError:
-    """What an answer other than 200 (and a redirect) means: 408, 429 and 5xx but 501
+    """What an answer other than 200 or 203 (and a redirect) means: 408, 429 and 5xx but 501
     may mend (``fetch_failed``, transient; 429 and 503 with the wait the server asked
     for), anything else cannot (``fetch_refused``)."""
     said = f"{host} answered HTTP {status}"

@@ -263,9 +263,19 @@ def test_a_body_that_is_not_an_image_is_refused(
     assert error.code is ErrorCode.url_not_image
 
 
-def test_octet_stream_is_accepted(http_server: LoopbackServer) -> None:
-    http_server.route("/bin", lambda r: send(r, BODY, content_type="application/octet-stream"))
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "binary/octet-stream"])
+def test_octet_stream_is_accepted(http_server: LoopbackServer, content_type: str) -> None:
+    """Bytes of no declared type (S3 serves an object stored without one as
+    binary/octet-stream) are fetched; the bytes are then checked as an image."""
+    http_server.route("/bin", lambda r: send(r, BODY, content_type=content_type))
     assert _fetch(http_server, "/bin") == BODY
+
+
+def test_a_proxy_transformed_answer_is_the_image(http_server: LoopbackServer) -> None:
+    http_server.route("/via", lambda r: send(r, BODY, status=203))
+    assert _fetch(http_server, "/via") == BODY
+    http_server.route("/empty", lambda r: send(r, b"", status=204))
+    assert _error(http_server, "/empty").code is ErrorCode.fetch_refused
 
 
 def test_a_gzip_bomb_is_cut_at_the_decompressed_cap(http_server: LoopbackServer) -> None:
