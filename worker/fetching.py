@@ -91,12 +91,13 @@ def fetch_job(job: JobRef, *, settings: WorkerSettings, slots: FetchSlots) -> Ou
         return found if isinstance(found, Skipped) else Fetched(job)
     tenant_id, url = found
     host = (urlsplit(url).hostname or "").lower()
-    if not slots.take(job_id=job.id, tenant_id=tenant_id, host=host):
+    slot = slots.take(job_id=job.id, tenant_id=tenant_id, host=host)
+    if slot is None:
         return Again(job, retry.SLOT_BACKOFF.delay_s(1), code=None)
     try:
         return _claimed(job, url, settings=settings)
     finally:
-        slots.give_back(job_id=job.id, tenant_id=tenant_id, host=host)
+        slots.give_back(slot)
 
 
 def _read(job_id: str, settings: WorkerSettings) -> tuple[str, str] | Skipped | Fetched:

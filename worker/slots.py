@@ -1,7 +1,9 @@
 """Fetches in flight, capped per tenant and per image host across every fetch worker.
 
 Each cap is a Redis sorted set (``schemas.keys``): one member per fetch in flight (its
-job id), scored by when its slot lapses, on Redis's own clock. Taking a slot drops the
+job id and a token of its own, so that a duplicate message's fetch of the same job,
+refused at the claim, gives back its own slot only), scored by when its slot lapses,
+on Redis's own clock. Taking a slot drops the
 lapsed members first, so a slot held by a fetch worker that was killed frees itself
 after ``ttl_s`` (the fetch's lease) and no counter can drift. Both slots are taken
 together or not at all, in one script.
@@ -9,7 +11,8 @@ together or not at all, in one script.
 
 from __future__ import annotations
 
-from typing import Final
+import uuid
+from typing import Final, NamedTuple
 
 import redis
 
@@ -22,8 +25,7 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl_ms = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
-  if not redis.call('ZSCORE', key, ARGV[1]) and
-     redis.call('ZCARD', key) >= tonumber(ARGV[2 + i]) then
+  if redis.call('ZCARD', key) >= tonumber(ARGV[2 + i]) then
     return 0
   end
 end
@@ -33,6 +35,14 @@ for _, key in ipairs(KEYS) do
 end
 return 1
 """
+
+
+class Slot(NamedTuple):
+    """One fetch's place under its tenant's cap and its host's."""
+
+    member: str
+    tenant_id: str
+    host: str
 
 
 class FetchSlots:
@@ -47,19 +57,20 @@ class FetchSlots:
         self._host_max = host_max
         self._ttl_ms = max(1, int(ttl_s * 1000))
 
-    def take(self, *, job_id: str, tenant_id: str, host: str) -> bool:
-        """A slot of the tenant's and of the host's, for ``job_id``; False when either
-        cap is full (taking a slot the job already holds again renews it)."""
+    def take(self, *, job_id: str, tenant_id: str, host: str) -> Slot | None:
+        """A slot of the tenant's and of the host's, for a fetch of ``job_id``; None when
+        either cap is full."""
+        slot = Slot(f"{job_id}:{uuid.uuid4().hex[:16]}", tenant_id, host)
         taken = self._take(
             keys=[keys.fetch_slots_tenant(tenant_id), keys.fetch_slots_host(host)],
-            args=[job_id, self._ttl_ms, self._tenant_max, self._host_max],
+            args=[slot.member, self._ttl_ms, self._tenant_max, self._host_max],
         )
-        return bool(taken)
+        return slot if taken else None
 
-    def give_back(self, *, job_id: str, tenant_id: str, host: str) -> None:
+    def give_back(self, slot: Slot) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.zrem(keys.fetch_slots_tenant(tenant_id), job_id)
-        pipe.zrem(keys.fetch_slots_host(host), job_id)
+        pipe.zrem(keys.fetch_slots_tenant(slot.tenant_id), slot.member)
+        pipe.zrem(keys.fetch_slots_host(slot.host), slot.member)
         pipe.execute()
 
     def in_flight(self, *, tenant_id: str | None = None, host: str | None = None) -> int:
