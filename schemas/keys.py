@@ -26,8 +26,9 @@ def rate_limit(tenant_id: str) -> str:
 
 
 def fetch_slots_tenant(tenant_id: str) -> str:
-    """The tenant's fetches in flight: a sorted set of job ids scored by when each slot
-    lapses (a killed fetch worker's slot lapses on its own; ``worker.slots``)."""
+    """The tenant's fetches in flight: a sorted set of fetches (a job id and a token each)
+    scored by when each slot lapses (a killed fetch worker's slot lapses on its own;
+    ``worker.slots``)."""
     return f"captionq:fetching:tenant:{tenant_id}"
 
 
