@@ -111,11 +111,14 @@ def _caption_batch(jobs: list[JobRef]) -> None:
         succeeded=report.succeeded, retried_codes=report.retried_codes,
         durations_s=report.durations_s, auto_approved=report.auto_approved,
     )  # fmt: skip
-    publisher.deliveries(report.deliveries)
+    # The jobs put back first: if the broker refuses what follows, beat still sends the
+    # committed callbacks within seconds, while a put-back job's lost message waits for
+    # the reaper's broker reads.
     publisher.captions(
         [retried.job for retried in report.retry],
         countdown=[retried.countdown_s for retried in report.retry],
     )
+    publisher.deliveries(report.deliveries)
     stages = report.stages
     log.info(
         "batch of %d: %d succeeded, %d failed, %d to retry",

@@ -164,3 +164,21 @@ def test_when_a_batch_of_a_large_message_raises_its_later_jobs_are_published_aga
     assert [(job.id, job.priority) for job, _ in publisher.captions_sent] == [
         (job_id, 7) for job_id in ids[8:]
     ]  # ...its jobs are published again, at the message's priority
+
+
+def test_jobs_put_back_are_published_before_the_callbacks(
+    tasks: tuple[ModuleType, RecordingPublisher], store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the broker refuses the callbacks (beat sends committed ones within seconds), the
+    jobs the batch put back have been published already: their messages are not left
+    for the reaper's slower broker reads to find missing."""
+    module, publisher = tasks
+
+    def refused(deliveries: Sequence[DeliveryRef]) -> None:
+        raise ConnectionError("the broker went away")
+
+    monkeypatch.setattr(publisher, "deliveries", refused)
+    ids = add_jobs(store, attempts=[0, 0])
+    with pytest.raises(ConnectionError):
+        module.caption.run([request(job_id) for job_id in ids])
+    assert sorted(job.id for job, _ in publisher.captions_sent) == sorted(ids)
