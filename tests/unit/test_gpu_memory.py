@@ -41,3 +41,23 @@ def test_a_tensor_on_the_gpu_is_counted() -> None:
     before = memory_in_use().get("cuda:0", 0)
     block = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda:0")
     assert memory_in_use()["cuda:0"] >= before + block.numel()
+
+
+def test_inputs_that_do_not_fit_the_device_are_out_of_memory_as_a_call_is() -> None:
+    """A batch's largest tensors (its images) are moved to the device before the model
+    call: running out of memory there is the worker's ``OutOfMemoryError`` too (the
+    batch is split), not an error of unknown kind."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from worker.errors import OutOfMemoryError
+    from worker.models.loading import HFModel
+
+    class Inputs(dict):  # type: ignore[type-arg]
+        def to(self, device: object) -> Inputs:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 MiB")
+
+    model = SimpleNamespace(info=SimpleNamespace(model_id="tiny"), device="cpu", dtype=None)
+    with pytest.raises(OutOfMemoryError, match="tiny inputs"):
+        HFModel._on_device(model, Inputs())  # type: ignore[arg-type]

@@ -33,9 +33,7 @@ class HFCaptioner(Captioner, HFImageTextModel):
         else:
             inputs = self.processor(images=images, text=[prompt] * len(images),
                                     return_tensors="pt")
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        return dict(inputs)
+        return dict(self._on_device(inputs))
 
     def _caption(
         self, images: Sequence[Image.Image], prompts: Sequence[str] | None, seed: int | None

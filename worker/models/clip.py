@@ -58,8 +58,9 @@ class HFClipScorer(HFModel):
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised embeddings of ``PROMPT + text``, (n, d) float32."""
         tokens = self.processor(text=[PROMPT + t for t in texts], padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt").to(self.device)
+                                max_length=self.max_length, return_tensors="pt")
         with torch.inference_mode(), out_of_memory_as_transient(f"{self.info.model_id} score"):
+            tokens = tokens.to(self.device)
             out = _features(self.model.get_text_features(
                 input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
         return torch.nn.functional.normalize(out.float(), dim=-1).cpu()

@@ -46,14 +46,17 @@ def out_of_memory_as_transient(what: str) -> Iterator[None]:
 
 
 class CudaMemory:
-    """The CUDA device's memory as ``worker.batchsize`` reads it: its total, and the
-    peak this process allocated since the last reset."""
+    """The CUDA device's memory as ``worker.batchsize`` reads it: what this process can
+    have, and the peak it reserved since the last reset."""
 
     def __init__(self, device: torch.device) -> None:
         self._device = device
 
     def total(self) -> int:
-        return int(torch.cuda.get_device_properties(self._device).total_memory)
+        """Free on the device now, with what this process's allocator holds already: not
+        the CUDA context's own, nor other processes'."""
+        free, _ = torch.cuda.mem_get_info(self._device)
+        return int(free + torch.cuda.memory_reserved(self._device))
 
     def reset_peak(self) -> None:
         torch.cuda.synchronize(self._device)

@@ -122,6 +122,16 @@ class HFModel:
             source=source.model_id,
         )
 
+    def _on_device(self, inputs: Any) -> Any:
+        """A processor's or tokenizer's output on this model's device, pixel values in its
+        dtype: the batch's largest tensors, so running out of memory here is
+        :class:`OutOfMemoryError` too (split the batch), as in the model call."""
+        with out_of_memory_as_transient(f"{self.info.model_id} inputs"):
+            moved = inputs.to(self.device)
+            if "pixel_values" in moved:
+                moved["pixel_values"] = moved["pixel_values"].to(self.dtype)
+        return moved
+
     def _new_texts(
         self, inputs: Any, kwargs: dict[str, Any], *, seed: int | None, decoder: Any, rows: int
     ) -> list[str]:

@@ -46,12 +46,12 @@ class HFRewriter(HFModel):
     def write(self, requests: Sequence[WriteRequest]) -> list[str]:
         if not requests:
             return []
-        inputs = self.tokenizer(
+        inputs = self._on_device(self.tokenizer(
             [self._prompt(r.instruction) for r in requests],
             padding=True,
             add_special_tokens=False,
             return_tensors="pt",
-        ).to(self.device)
+        ))
         return self._new_texts(
             inputs,
             {**self.generation.kwargs(sampled=True), "pad_token_id": self.tokenizer.pad_token_id},

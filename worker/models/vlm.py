@@ -36,13 +36,12 @@ class HFChatVLM(Captioner, HFImageTextModel):
              seed: int | None) -> list[str]:
         if not images:
             return []
-        inputs = self.processor(
+        inputs = self._on_device(self.processor(
             text=[self._prompt(i) for i in instructions],
             images=[[image] for image in images],
             padding=True,
             return_tensors="pt",
-        ).to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        ))
         return self._new_texts(
             inputs,
             self.generation.kwargs(sampled=seed is not None),
