@@ -4,9 +4,12 @@ images/s of every batch size tried (``captionq bench-batch``).
 
 The search doubles the batch (1, 2, 4, ...) while it fits, then halves the gap
 between the largest that fitted and the smallest that did not. A batch fits when
-its peak memory stays within ``headroom`` of the device's total and the model did not
-run out of memory; every trial writes a whole batch through the pipeline's model
-calls, each generating ``MAX_NEW_TOKENS`` (the longest a batch can take).
+its peak memory stays within ``headroom`` of the memory this process can have (free
+at the start, with what it holds already: not the CUDA context, nor other processes')
+and the model did not run out of memory. Every trial writes a whole batch through the
+pipeline's model calls, each generating its longest (``MAX_NEW_TOKENS``, a copywriter
+``COPY_MAX_NEW_TOKENS``): a first run from an emptied cache gives the peak, a second
+run the images/s.
 
 The search is pure: it calls ``trial(n)`` and reads a :class:`MemoryProbe`.
 ``worker.models.device.CudaMemory`` is the real probe; without CUDA the command is
@@ -16,13 +19,15 @@ refused with ``accelerator_missing``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from PIL import Image
 
+from schemas.platforms import PLATFORMS
 from schemas.settings import WorkerSettings
+from schemas.styles import STYLES
 from worker import pipeline
 from worker.errors import NoAcceleratorError, OutOfMemoryError
 from worker.pipeline import JobSpec
@@ -31,7 +36,9 @@ from worker.pipeline import JobSpec
 class MemoryProbe(Protocol):
     """The accelerator's memory as the search reads it, in bytes."""
 
-    def total(self) -> int: ...
+    def total(self) -> int:
+        """The memory this process can have: free now, with what it holds already."""
+        ...
 
     def reset_peak(self) -> None: ...
 
@@ -93,16 +100,20 @@ def search(
 
     def attempt(n: int) -> bool:
         probe.reset_peak()
-        started = clock()
         try:
-            trial(n)
+            trial(n)  # from an emptied cache: the peak
+            peak = probe.peak()
+            fits = peak <= found.headroom_bytes
+            elapsed = None
+            if fits:  # timed again, warm: the images/s the worker will see
+                started = clock()
+                trial(n)
+                elapsed = max(clock() - started, 1e-9)
         except OutOfMemoryError:
             found.trials.append(Trial(n, fits=False, peak_bytes=None, images_per_s=None))
             return False
-        elapsed = max(clock() - started, 1e-9)
-        peak = probe.peak()
-        fits = peak <= found.headroom_bytes
-        found.trials.append(Trial(n, fits=fits, peak_bytes=peak, images_per_s=n / elapsed))
+        speed = n / elapsed if elapsed is not None else None
+        found.trials.append(Trial(n, fits=fits, peak_bytes=peak, images_per_s=speed))
         return fits
 
     fitted, failed = _double(attempt, max_batch)
@@ -129,11 +140,18 @@ def _double(attempt: Callable[[int], bool], max_batch: int) -> tuple[int, int]:
 
 
 def measure(
-    settings: WorkerSettings, *, max_batch: int, headroom: float, variants: int = 1
+    settings: WorkerSettings,
+    *,
+    max_batch: int,
+    headroom: float,
+    styles: int = 1,
+    platforms: int = 1,
+    variants: int = 3,
 ) -> Search:
     """:func:`search` on this process's accelerator with the configured models: each
     trial is one batch of ``n`` images through every model call of the pipeline
-    (:func:`worker.pipeline.draft`), ``variants`` variant slots per image."""
+    (:func:`worker.pipeline.draft`), each image a job of ``styles`` x ``platforms`` x
+    ``variants`` variant slots (a job's default: 1 x 1 x 3)."""
     from worker.models import load_engine
     from worker.models.device import CudaMemory, has_cuda, pick_device
 
@@ -144,13 +162,16 @@ def measure(
             "size found on a CPU says nothing of a GPU's memory"
         )
     engine = load_engine(settings)
-    generation = getattr(engine.captioner, "generation", None)
-    if generation is not None:  # every call runs to MAX_NEW_TOKENS: the longest batch
-        engine.captioner.generation = replace(  # type: ignore[attr-defined]
-            generation, min_new_tokens=generation.max_new_tokens
-        )
+    for model in {id(m): m for m in (engine.captioner, engine.writer)}.values():
+        generation = getattr(model, "generation", None)
+        if generation is not None and not getattr(model, "served", False):
+            # every call runs to its longest (MAX_NEW_TOKENS, a copywriter's
+            # COPY_MAX_NEW_TOKENS): the largest a batch can take
+            model.generation = replace(generation, min_new_tokens=generation.max_new_tokens)
     images = [Image.effect_noise((384, 384), 48 + i % 64).convert("RGB") for i in range(max_batch)]
-    specs = [JobSpec(f"bench-{i}", ("promotional",), ("instagram",), variants, seed=i)
+    job_styles = _first(STYLES, "promotional", styles)
+    job_platforms = _first(PLATFORMS, "instagram", platforms)
+    specs = [JobSpec(f"bench-{i}", job_styles, job_platforms, variants, seed=i)
              for i in range(max_batch)]  # fmt: skip
 
     def trial(n: int) -> None:
@@ -158,3 +179,9 @@ def measure(
 
     trial(1)  # warm-up: the first call pays for kernels and caches
     return search(trial, probe=CudaMemory(device), headroom=headroom, max_batch=max_batch)
+
+
+
+def _first(names: Iterable[str], first: str, n: int) -> tuple[str, ...]:
+    """``n`` names of a catalogue: ``first``, then the others in order."""
+    return (first, *sorted(set(names) - {first}))[:n]

@@ -63,9 +63,14 @@ def test_the_largest_batch_within_the_headroom_is_found(
     found = search(gpu.run, probe=gpu, headroom=0.9, max_batch=256, clock=_clock())
     assert found.largest == largest
     assert base + largest * per_image <= total * 0.9 < base + (largest + 1) * per_image
-    assert len(gpu.tried) == len(set(gpu.tried))  # no size measured twice
-    assert len(gpu.tried) <= 2 * 9  # doubling then halving: logarithmic
+    sizes = [t.batch for t in found.trials]
+    assert len(sizes) == len(set(sizes))  # no size searched twice
+    assert len(sizes) <= 2 * 9  # doubling then halving: logarithmic
+    # A size runs once from an emptied cache for its peak; one that fits runs again,
+    # warm, for its images/s.
+    assert sorted(gpu.tried) == sorted(t.batch for t in found.trials for _ in range(1 + t.fits))
     assert all(t.images_per_s is not None for t in found.trials if t.fits)
+    assert all(t.images_per_s is None for t in found.trials if not t.fits)
 
 
 def test_out_of_memory_means_too_big() -> None:
@@ -82,6 +87,7 @@ def test_everything_fits_up_to_the_cap() -> None:
     found = search(gpu.run, probe=gpu, headroom=0.9, max_batch=48, clock=_clock())
     assert found.largest == 48
     assert max(gpu.tried) == 48
+    assert all(t.images_per_s == t.batch for t in found.trials)  # one tick per timed run
 
 
 def test_not_even_one_image_fits() -> None:
