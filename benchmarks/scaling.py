@@ -47,7 +47,7 @@ from schemas.names import QUEUE_GPU
 from schemas.settings import CoreSettings
 from schemas.store.sessions import migrate, session_scope
 from schemas.store.tenants import ensure_tenant
-from schemas.tables import TERMINAL_STATUSES, Job
+from schemas.tables import TERMINAL_STATUSES, Job, JobStatus
 from tests.support.images import png
 
 HOLD = "bench:hold:"
@@ -85,11 +85,20 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def terminal(database_url: str) -> int:
+def terminal(database_url: str, *, succeeded: bool | None = None) -> int:
+    """Jobs finished (only the succeeded ones, or only the others, with ``succeeded``)."""
+    statuses = [s.value for s in TERMINAL_STATUSES
+                if succeeded is None or (s == JobStatus.succeeded) == succeeded]  # fmt: skip
     with session_scope(database_url) as session:
-        return int(session.exec(
-            select(func.count()).where(col(Job.status).in_([s.value for s in TERMINAL_STATUSES]))
-        ).one())  # fmt: skip
+        return int(session.exec(select(func.count()).where(col(Job.status).in_(statuses))).one())
+
+
+def all_succeeded(database_url: str, *, unsuccessful_before: int) -> None:
+    """Refuse a run in which a job ended other than succeeded: a failed job is quick, and
+    the run would read fast."""
+    unsuccessful = terminal(database_url, succeeded=False) - unsuccessful_before
+    if unsuccessful:
+        raise RuntimeError(f"{unsuccessful} jobs did not succeed: not a measure of throughput")
 
 
 def run(kind: str, k: int, n: int, *, env: dict[str, str], settings: CoreSettings,
@@ -108,10 +117,12 @@ def run(kind: str, k: int, n: int, *, env: dict[str, str], settings: CoreSetting
                 producer.send_task(BARE_TASK, queue=BARE_QUEUE, producer=conn)
         client.set(COUNTER_KEY, 0)
         queue, app, done = BARE_QUEUE, "benchmarks.spine_throughput:bare_app", None
+        unsuccessful = 0
         pool = "solo"
     else:
         migrate(settings.database_url)
         before = terminal(settings.database_url)
+        unsuccessful = terminal(settings.database_url, succeeded=False)
         submit_jobs(n, settings)
         queue, app, pool = QUEUE_GPU, "worker.app", gpu_pool
 
@@ -130,6 +141,8 @@ def run(kind: str, k: int, n: int, *, env: dict[str, str], settings: CoreSetting
     else:
         wait_until(done, what="captionq jobs", timeout_s=900)
     elapsed = time.perf_counter() - started
+    if done is not None:
+        all_succeeded(settings.database_url, unsuccessful_before=unsuccessful)
     workers_cpu = sum(cpu_s(w.pid) - cpu0[w.pid] for w in workers)
     redis_cpu = cpu_s(redis_pid) - cpu0[redis_pid]
     postgres = server_cpu_s("postgres")

@@ -51,7 +51,7 @@ import redis
 import torch
 
 from benchmarks.pipeline_cpu import PLATFORM, STYLE, load_config, make_images, raw_batch
-from benchmarks.scaling import hold, release, terminal
+from benchmarks.scaling import all_succeeded, hold, release, terminal
 from benchmarks.spine_throughput import celery_worker, cpu_s, database, stop, wait_until
 from producers.demo import RedisServer
 from schemas.api import JobRequest
@@ -95,6 +95,7 @@ def worker_rep(pngs: list[bytes], *, env: dict[str, str], settings: CoreSettings
     client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
     before = terminal(settings.database_url)
+    unsuccessful = terminal(settings.database_url, succeeded=False)
     submit(pngs, settings)
     moved = hold(client, QUEUE_GPU)
     worker = celery_worker("worker.app", QUEUE_GPU, env=env, log=workdir / "worker.log",
@@ -107,6 +108,7 @@ def worker_rep(pngs: list[bytes], *, env: dict[str, str], settings: CoreSettings
     elapsed = time.perf_counter() - started
     cpu = cpu_s(worker.pid) - cpu0
     stop(worker)
+    all_succeeded(settings.database_url, unsuccessful_before=unsuccessful)
     return {"images_per_s": n / elapsed, "worker_cpu_s_per_image": cpu / n}
 
 
