@@ -2,9 +2,11 @@
 URLs whose server sends one byte a second; and the GPU worker's time on those URLs.
 
 One run, real processes: a redis-server of its own, a database (SQLite file or a
-PostgreSQL database of its own), one GPU worker (solo pool, ``captionq/noop`` standing
-in ``--model-s`` per model call for the accelerator), one IO worker (threads), jobs
-submitted through the in-cluster producer (the API's admission). Each repetition:
+PostgreSQL database of its own), one GPU worker (the pipelined pool, ``captionq/noop``
+standing in ``--model-s`` per model call for the accelerator), one worker of 4 threads
+for the io and fetch queues, jobs submitted through the in-cluster producer (the API's
+admission). The inline jobs carry no callback: a job is done when its result is
+stored. Each repetition:
 
 1. alone: ``--inline`` inline jobs, bulk-submitted; timed from the first job's creation
    to the last one's result, from the database's own timestamps;

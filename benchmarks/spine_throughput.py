@@ -73,7 +73,7 @@ REPO = Path(__file__).resolve().parents[1]
 BARE_QUEUE = "bench.noop"
 BARE_TASK = "bench.noop"
 COUNTER_KEY = "bench:noop:done"
-PREFETCH = max(1, 2 * int(os.environ.get("BATCH_SIZE", "8")))  # a solo worker's, as before
+PREFETCH = max(1, 2 * int(os.environ.get("BATCH_SIZE", "8")))  # two batches, as a solo GPU worker
 
 # The baseline worker imports this module (-A benchmarks.spine_throughput:bare_app);
 # it gets REDIS_URL and BATCH_SIZE from the environment the benchmark gives it.
