@@ -24,7 +24,8 @@ from schemas.styles import STYLES
 def bench_batch(
     max_batch: Annotated[int, typer.Option(min=1, max=1024, help="Largest batch to try")] = 256,
     headroom: Annotated[
-        float, typer.Option(min=0.05, max=1.0, help="Share of the GPU memory free to this process that a batch may use")
+        float,
+        typer.Option(min=0.05, max=1.0, help="Share of the GPU memory free to it a batch may use"),
     ] = 0.9,
     styles: Annotated[
         int, typer.Option(min=1, max=len(STYLES), help="Styles of each image's job")
