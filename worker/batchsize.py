@@ -181,7 +181,6 @@ def measure(
     return search(trial, probe=CudaMemory(device), headroom=headroom, max_batch=max_batch)
 
 
-
 def _first(names: Iterable[str], first: str, n: int) -> tuple[str, ...]:
     """``n`` names of a catalogue: ``first``, then the others in order."""
     return (first, *sorted(set(names) - {first}))[:n]
