@@ -48,19 +48,19 @@ class HFClipScorer(HFModel):
 
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """L2-normalised image embeddings, (n, d) float32."""
-        pixels = self.processor(images=[im.convert("RGB") for im in images],
-                                return_tensors="pt")["pixel_values"]
+        inputs = self._on_device(self.processor(images=[im.convert("RGB") for im in images],
+                                                return_tensors="pt"))
         with torch.inference_mode(), out_of_memory_as_transient(f"{self.info.model_id} score"):
-            out = _features(self.model.get_image_features(
-                pixel_values=pixels.to(self.device, self.dtype)))
+            out = _features(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
         return torch.nn.functional.normalize(out.float(), dim=-1).cpu()
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised embeddings of ``PROMPT + text``, (n, d) float32."""
-        tokens = self.processor(text=[PROMPT + t for t in texts], padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt")
+        tokens = self._on_device(self.processor(
+            text=[PROMPT + t for t in texts], padding=True, truncation=True,
+            max_length=self.max_length, return_tensors="pt",
+        ))
         with torch.inference_mode(), out_of_memory_as_transient(f"{self.info.model_id} score"):
-            tokens = tokens.to(self.device)
             out = _features(self.model.get_text_features(
                 input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
         return torch.nn.functional.normalize(out.float(), dim=-1).cpu()
