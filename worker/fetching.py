@@ -8,7 +8,9 @@ any GPU worker sees the job (a GPU worker reads stored bytes only). One fetch::
                      (``worker.slots``); over a cap, the fetch is published again
                      shortly and costs no attempt
     claim            one more fetch attempt (``Job.fetch_attempts``), a lease of
-                     ``fetch_lease_s``
+                     ``fetch_lease_s``; what the fetch then writes names its attempt,
+                     so a fetch that outlived its lease writes nothing once a later
+                     fetch took the job over
     fetch, probe     ``worker.fetch`` (the SSRF guard, the byte cap, one deadline),
                      then the image's header (``schemas.checks.images``): a body that
                      is no image fails here, not on a GPU
@@ -34,7 +36,7 @@ from schemas.errors import CaptionError, ErrorCode
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.blobs import put_blob
-from schemas.store.fetches import claim_fetch, release_fetch, store_fetched
+from schemas.store.fetches import claim_fetch, fetch_attempt_is, release_fetch, store_fetched
 from schemas.store.results import FailedJob, complete_failed
 from schemas.store.sessions import read_scope, session_scope
 from schemas.tables import Job, JobStatus, utcnow
@@ -144,9 +146,10 @@ def _claimed(job: JobRef, url: str, *, settings: WorkerSettings) -> Outcome:
     def store() -> bool:
         with session_scope(settings.database_url) as session:
             digest = put_blob(session=session, store=settings.blob_store, data=data)
-            if store_fetched(session=session, job_id=job.id, image_sha256=digest):
+            if store_fetched(session=session, job_id=job.id, attempt=claimed.fetch_attempts,
+                             image_sha256=digest):  # fmt: skip
                 return True
-            session.rollback()  # cancelled meanwhile: keep no blob for it
+            session.rollback()  # cancelled or taken over meanwhile: keep no blob for it
             return False
 
     if not with_db_retry(store):
@@ -173,7 +176,7 @@ def _failed(
 
         def give_back() -> bool:
             with session_scope(settings.database_url) as session:
-                return release_fetch(session=session, job_id=job.id)
+                return release_fetch(session=session, job_id=job.id, attempt=attempt)
 
         if not with_db_retry(give_back):
             return MOVED
@@ -183,7 +186,7 @@ def _failed(
         with session_scope(settings.database_url) as session:
             return complete_failed(
                 session=session, job_id=job.id, code=decision.code, message=decision.message,
-                expected=(JobStatus.fetching,),
+                expected=(JobStatus.fetching,), where=[fetch_attempt_is(attempt)],
             )  # fmt: skip
 
     failed = with_db_retry(fail)

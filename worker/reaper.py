@@ -52,7 +52,12 @@ from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef, JobRef
 from schemas.names import TASK_CAPTION, TASK_FETCH
 from schemas.settings import WorkerSettings
-from schemas.store.fetches import fetch_waiting, mark_fetching, release_fetch
+from schemas.store.fetches import (
+    fetch_attempt_is,
+    fetch_waiting,
+    mark_fetching,
+    release_fetch,
+)
 from schemas.store.jobs import mark_queued, requeue
 from schemas.store.results import complete_failed
 from schemas.store.sessions import read_scope, session_scope
@@ -253,8 +258,9 @@ def _hand_back_fetches(
                                 max_attempts=settings.fetch_max_attempts,
                                 exhausted=ErrorCode.fetch_attempts_exhausted)  # fmt: skip
         if isinstance(decision, retry.GiveUp):
-            _give_up(session, job.id, decision, found=found, expected=(JobStatus.fetching,))
-        elif release_fetch(session=session, job_id=job.id):
+            _give_up(session, job.id, decision, found=found, expected=(JobStatus.fetching,),
+                     where=[fetch_attempt_is(job.fetch_attempts)])  # fmt: skip
+        elif release_fetch(session=session, job_id=job.id, attempt=job.fetch_attempts):
             found.publish.append(JobRef(job.id, job.priority, fetch=True))
 
 
@@ -274,12 +280,13 @@ def hand_back(
 
 def _give_up(
     session: Session, job_id: str, decision: retry.GiveUp, *, found: Reaped,
-    expected: Sequence[JobStatus],
+    expected: Sequence[JobStatus], where: Sequence[ColumnElement[bool]] = (),
 ) -> None:  # fmt: skip
-    """Fail a job past its attempts, if it is still in an ``expected`` state: counted as
-    exhausted, and its callback sent, only when it moved."""
+    """Fail a job past its attempts, if it is still in an ``expected`` state (and
+    matches ``where``): counted as exhausted, and its callback sent, only when it moved."""
     failed = complete_failed(session=session, job_id=job_id, code=decision.code,
-                             message=decision.message, expected=expected)  # fmt: skip
+                             message=decision.message, expected=expected,
+                             where=where)  # fmt: skip
     if failed.moved:
         found.exhausted += 1
     if failed.delivery is not None:

@@ -2,7 +2,11 @@
 (one more ``fetch_attempts``, a lease of its own), its bytes stored, or given back.
 
 Every transition is conditional, as in ``schemas.store.jobs``: a duplicate fetch
-message, or a fetch that finishes after its job was cancelled, changes nothing. Once
+message, or a fetch that finishes after its job was cancelled, changes nothing. A claim's
+``fetch_attempts`` is its fence: storing, giving back or failing a fetch names the attempt
+it belongs to, so a fetch whose lease ran out while another took the job over (a worker
+held up past its lease, the reaper acting on what it read a moment before) changes
+nothing of the newer fetch's. Once
 the bytes are stored the job keeps ``fetching`` and its lease until its caption task
 is published (``schemas.store.jobs.mark_queued``), so a worker killed in between
 leaves the reaper a job it can finish.
@@ -62,23 +66,31 @@ def claim_fetch(*, session: Session, job_id: str, lease_s: float) -> Job | None:
     return session.scalars(claimed).first()
 
 
-def store_fetched(*, session: Session, job_id: str, image_sha256: str) -> bool:
-    """The fetch's bytes are in the blob store: the job keeps its lease (its caption task
-    is published next, then :func:`mark_queued`). False if the job moved meanwhile
-    (cancelled)."""
+def fetch_attempt_is(attempt: int) -> ColumnElement[bool]:
+    """The job's fetch is still the one claimed as ``attempt`` (no later claim took it)."""
+    return Job.__table__.c.fetch_attempts == attempt  # type: ignore[attr-defined,no-any-return]
+
+
+def store_fetched(*, session: Session, job_id: str, attempt: int, image_sha256: str) -> bool:
+    """The bytes of fetch ``attempt`` are in the blob store: the job keeps its lease (its
+    caption task is published next, then :func:`mark_queued`). False if the job moved
+    meanwhile (cancelled, or its fetch taken over)."""
+    table = Job.__table__  # type: ignore[attr-defined]
     return bool(
         transition(
             session,
             [job_id],
             expected=[JobStatus.fetching],
-            where=[Job.__table__.c.image_sha256.is_(None)],  # type: ignore[attr-defined]
+            where=[table.c.image_sha256.is_(None), fetch_attempt_is(attempt)],
             image_sha256=image_sha256,
         )
     )
 
 
-def release_fetch(*, session: Session, job_id: str) -> bool:
-    """A fetch to try again later: the job stays fetching, its lease given up."""
+def release_fetch(*, session: Session, job_id: str, attempt: int) -> bool:
+    """Fetch ``attempt`` to be tried again later: the job stays fetching, its lease
+    given up. False if the job moved meanwhile (cancelled, or its fetch taken over)."""
     return bool(
-        transition(session, [job_id], expected=[JobStatus.fetching], lease_expires_at=None)
+        transition(session, [job_id], expected=[JobStatus.fetching],
+                   where=[fetch_attempt_is(attempt)], lease_expires_at=None)  # fmt: skip
     )

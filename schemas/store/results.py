@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, update
+from sqlalchemy import ColumnElement, insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
@@ -133,11 +133,13 @@ def complete_failed(
     code: ErrorCode,
     message: str,
     expected: Sequence[JobStatus] = (JobStatus.running,),
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> FailedJob:
     moved = transition(
         session,
         [job_id],
         expected=expected,
+        where=where,
         status=JobStatus.failed,
         error_code=code.value,
         error_message=message[:2000],
