@@ -12,6 +12,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from schemas.messages import (
     CAPTION_MESSAGE_JOBS,
     DELIVER_BATCH_MAX,
@@ -35,6 +38,20 @@ from schemas.names import (
 
 log = logging.getLogger("captionq.broker")
 ARGSREPR_MAX = 1024  # characters of a task's arguments that Celery's logs and events show
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when ``error`` says the broker (Redis) cannot be reached now, not that what
+    was sent is wrong: nothing can be published or read until it is back. That is
+    redis-py's connection or timeout error (it wraps the socket's), from direct use
+    (fetch slots, the reaper's reads) or as the cause that Celery's transport raised
+    its own error from (kombu's ``OperationalError``, once its retries are spent)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, RedisConnectionError | RedisTimeoutError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def celery_config(redis_url: str) -> dict[str, Any]:

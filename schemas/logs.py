@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -83,6 +83,35 @@ def use_format(logger: logging.Logger, log_format: LogFormat) -> None:
         return
     for handler in logger.handlers:
         handler.setFormatter(JsonFormatter())
+
+
+class OneLine(logging.Filter):
+    """Writes a record whose exception ``expected`` says is an outage to wait out (a
+    broker away, say) as one line: the message's first line and the error, with no
+    traceback. Other records pass as they are."""
+
+    def __init__(self, expected: Callable[[BaseException], bool]) -> None:
+        super().__init__()
+        self._expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None or not self._expected(error):
+            return True
+        message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        said = f"{type(error).__name__}: {error}".splitlines()[0]
+        record.msg = message if str(error) and str(error) in message else f"{message} ({said})"
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line(logger: logging.Logger, expected: Callable[[BaseException], bool]) -> None:
+    """Each of ``logger``'s handlers writes the outages ``expected`` names in one line
+    (:class:`OneLine`)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, OneLine) for f in handler.filters):
+            handler.addFilter(OneLine(expected))
 
 
 def uvicorn_config(log_format: LogFormat) -> dict[str, Any] | None:

@@ -24,10 +24,10 @@ import time
 from datetime import timedelta
 
 from celery import Celery, signals
+from celery.beat import SchedulingError
 from kombu import Exchange, Queue
 
-from schemas import heartbeats, logs
-from schemas.broker import celery_config
+from schemas import broker, heartbeats, logs
 from schemas.errors import CaptionError
 from schemas.names import (
     QUEUE_FETCH,
@@ -52,7 +52,7 @@ log = logging.getLogger("captionq.worker")
 settings = worker_settings()
 
 app = Celery("captionq", include=["worker.tasks"])
-app.conf.update(celery_config(settings.redis_url))
+app.conf.update(broker.celery_config(settings.redis_url))
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -197,8 +197,20 @@ def _child_exits(pid: int | None = None, **_: object) -> None:
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _log_format(logger: logging.Logger, **_: object) -> None:
-    """JSON lines (``schemas.logs``) unless on a terminal or ``LOG_FORMAT=text``."""
+    """JSON lines (``schemas.logs``) unless on a terminal or ``LOG_FORMAT=text``; and a
+    broker that cannot be reached said in one line, by Celery as by the tasks: it is an
+    outage every process waits out (Celery reconnects; ``worker.tasks`` says what brings
+    each task's work back), not a fault to trace."""
     logs.use_format(logger, settings.log_format)
+    logs.one_line(logger, _broker_outage)
+
+
+def _broker_outage(error: BaseException) -> bool:
+    """The broker away; or beat's error for a task it could not send, raised while
+    handling that."""
+    if isinstance(error, SchedulingError) and error.__context__ is not None:
+        error = error.__context__
+    return broker.is_outage(error)
 
 
 @signals.task_prerun.connect

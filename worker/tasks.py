@@ -10,6 +10,10 @@ what follows. Whether a failure is retried, and when, is ``worker.retry``'s to s
 - ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
 - ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.
 - ``captionq.reap`` (io queue, beat): re-publish jobs that are truly lost.
+
+A task that meets the broker away (Redis down, a failover) ends with one line saying
+what brings its work back; nothing of it is lost, since every state is in the database
+first and the reaper and beat publish from there once the broker is back.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import lru_cache
 
@@ -27,7 +33,7 @@ from celery_batches import SimpleRequest
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from schemas import keys, logs
+from schemas import broker, keys, logs
 from schemas.messages import DeliverMessage, FetchMessage, JobRef, caption_job_ids
 from schemas.names import (
     TASK_CAPTION,
@@ -61,9 +67,25 @@ log = logging.getLogger("captionq.worker")
 )
 def caption(requests: list[SimpleRequest]) -> None:
     try:
-        _caption(requests)
+        with _until_the_broker_is_back("the reaper publishes again the jobs of these %d "
+                                       "messages that are not stored, and beat sends the "
+                                       "callbacks of those that are", len(requests)):  # fmt: skip
+            _caption(requests)
     finally:
         caption.batch_done()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _until_the_broker_is_back(what_follows: str, *args: object) -> Iterator[None]:
+    """End the task with one line if the broker is away: ``what_follows`` says what
+    brings its work back. Any other error is raised as it was."""
+    try:
+        yield
+    except Exception as exc:
+        if not broker.is_outage(exc):
+            raise
+        log.error("the broker is away (%s: %s); " + what_follows, type(exc).__name__,
+                  str(exc).splitlines()[0] if str(exc) else "", *args)  # fmt: skip
 
 
 def _caption(requests: list[SimpleRequest]) -> None:
@@ -155,12 +177,17 @@ def fetch(self: Task, message: dict[str, object]) -> None:
         log.error("dropping a malformed fetch message %s: %s", self.request.id, exc)
         return
     job = JobRef(job_id, job_priority((self.request.delivery_info or {}).get("priority")), True)
+    with _until_the_broker_is_back("job %s: the reaper publishes its next task", job_id):
+        _fetch(job)
+
+
+def _fetch(job: JobRef) -> None:
     try:
         outcome = fetching.fetch_job(job, settings=settings, slots=_slots())
     except DBAPIError as exc:  # the database stayed away: no attempt spent, try again later
         decision = retry.decide(exc, attempt=1, max_attempts=None, backoff=retry.CLAIM_BACKOFF)
         assert isinstance(decision, retry.Retry)
-        log.warning("job %s: fetch put off %.1fs (%s)", job_id, decision.countdown_s, exc)
+        log.warning("job %s: fetch put off %.1fs (%s)", job.id, decision.countdown_s, exc)
         publisher.jobs([job], countdown=decision.countdown_s)
         return
     if isinstance(outcome, fetching.Fetched):
@@ -177,7 +204,7 @@ def fetch(self: Task, message: dict[str, object]) -> None:
         metrics.fetch_done("failed", seconds=outcome.fetch_s)
         metrics.JOBS_FINISHED.labels(outcome="failed", error_code=outcome.code).inc()
     else:
-        log.info("job %s: no fetch to do (%s)", job_id, outcome.reason)
+        log.info("job %s: no fetch to do (%s)", job.id, outcome.reason)
         metrics.fetch_done("skipped", seconds=None)
 
 
@@ -208,6 +235,12 @@ def deliver(self: Task, message: dict[str, object]) -> None:
     except ValidationError as exc:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return
+    with _until_the_broker_is_back("these %d callbacks wait in the outbox for beat's next "
+                                   "dispatch", len(delivery_ids)):  # fmt: skip
+        _deliver(self, delivery_ids)
+
+
+def _deliver(self: Task, delivery_ids: list[str]) -> None:
     try:
         metrics.deliveries_sent(sender.send_batch(delivery_ids, settings=settings))
     except Exception as exc:
@@ -222,6 +255,13 @@ def deliver(self: Task, message: dict[str, object]) -> None:
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)
 def dispatch() -> int:
+    with _until_the_broker_is_back("the callbacks due go with a later dispatch, once their "
+                                   "reservation lapses"):  # fmt: skip
+        return _dispatch()
+    return 0
+
+
+def _dispatch() -> int:
     with session_scope(settings.database_url) as session:
         due = outbox.dispatch_due(
             session=session,
@@ -240,6 +280,11 @@ def _redis() -> redis.Redis:
 
 @app.task(name=TASK_REAP, ignore_result=True)
 def reap() -> None:
+    with _until_the_broker_is_back("the reaper looks again at its next tick"):
+        _reap()
+
+
+def _reap() -> None:
     found = reaper.reap(settings=settings, client=_redis())
     counts = {
         "received": found.received, "broker_lost": found.broker_lost,

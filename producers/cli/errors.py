@@ -112,10 +112,7 @@ def _settings(exc: BaseException) -> CliError | None:
 
 def _unavailable(exc: BaseException) -> CliError | None:
     """A database or broker that cannot be reached (imported here only when failing)."""
-    from kombu.exceptions import OperationalError as BrokerError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
+    from schemas import broker
     from schemas.settings import core_settings
     from schemas.store.sessions import is_outage
 
@@ -126,7 +123,7 @@ def _unavailable(exc: BaseException) -> CliError | None:
             code=ErrorCode.database_unavailable,
             hint="check DATABASE_URL and that the server runs, then retry",
         )
-    if isinstance(exc, BrokerError | RedisConnectionError | RedisTimeoutError):
+    if broker.is_outage(exc):
         return CliError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {_first_line(exc)}",
             code=ErrorCode.broker_unavailable,

@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -130,6 +131,40 @@ def test_redis_loses_everything_mid_stream(stack: FaultStack) -> None:
     _check(stack, ids, "redis-flushall")
     assert stack.logged("the broker lost its data")
     assert _succeeded(stack, ids) == len(ids)
+
+
+def test_redis_goes_away_mid_fetch_and_comes_back_empty(stack: FaultStack) -> None:
+    """The broker stops while image fetches and batches are in flight, and a new, empty
+    one takes its port a few seconds later (a failover that kept nothing). Every job
+    still ends once, with one callback each; and no worker prints a traceback for the
+    broker being away: it is an outage each one says in a line and recovers from."""
+    stack.start("io+fetch")
+    stack.start("beat")
+    stack.start("gpu")
+    ids = stack.submit(24, folder="/long")
+    wait_for(lambda: _fetches_in_flight(stack, ids) >= 2, 60, "fetches in flight")
+    port = stack.redis.url.rsplit(":", 1)[1].split("/", 1)[0]
+    stack.redis.process.terminate()
+    stack.redis.process.wait(timeout=10)
+    time.sleep(3)  # the fetches in flight finish and publish while the broker is away
+    stack.redis.process = subprocess.Popen(
+        ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", stack.redis.workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(lambda: _answers(stack.redis.url), 10, "the new redis-server")
+    _check(stack, ids, "redis-away-then-empty", timeout_s=120)
+    assert _succeeded(stack, ids) == len(ids)
+    assert stack.logged("the broker is away")
+    tracebacks = [p.name for p in stack.procs.values() if "Traceback" in p.output()]
+    assert not tracebacks, stack.logs()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
 
 
 def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: FaultStack) -> None:
