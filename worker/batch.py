@@ -159,12 +159,12 @@ def process(
 ) -> BatchReport:
     report = BatchReport()
     report.stages.claim = time.time()
+    claimed_at = utcnow()  # every run of the claim's transaction claims as this one claim
 
     def claim_batch() -> tuple[list[Job], dict[str, Tenant]]:
         with _writing(settings), session_scope(settings.database_url) as session:
-            jobs = claim(
-                session=session, job_ids=list(dict.fromkeys(job_ids)), lease_s=settings.job_lease_s
-            )
+            jobs = claim(session=session, job_ids=list(dict.fromkeys(job_ids)),
+                         lease_s=settings.job_lease_s, at=claimed_at)  # fmt: skip
             return jobs, _tenants(session, jobs)
 
     try:

@@ -190,30 +190,38 @@ def mark_queued(*, session: Session, job_ids: Sequence[str]) -> list[str]:
     )
 
 
-def claim(*, session: Session, job_ids: Sequence[str], lease_s: float = 300.0) -> list[Job]:
+def claim(
+    *, session: Session, job_ids: Sequence[str], lease_s: float = 300.0,
+    at: datetime | None = None,
+) -> list[Job]:  # fmt: skip
     """Move queued (or received or fetched: published before it was marked) jobs whose
     bytes are stored to running, with a lease of ``lease_s`` and one more attempt.
 
     A duplicate message for a job that already runs, finished or was cancelled
-    claims nothing.
+    claims nothing. ``at`` (default: now) is the claim's time, its ``started_at``: a
+    claim run again with the same ``at``, because the answer to its commit was lost,
+    takes back the jobs the first run took, without another attempt, instead of
+    leaving them to wait out their lease.
     """
     if not job_ids:
         return []
-    now = utcnow()
+    now = at or utcnow()
+    running = col(Job.status) == JobStatus.running.value
     claimed = (
         update(Job)
         .where(
             col(Job.id).in_(job_ids),
             col(Job.status).in_(
                 [JobStatus.received.value, JobStatus.fetching.value, JobStatus.queued.value]
-            ),
+            )
+            | (running & (col(Job.started_at) == now)),
             col(Job.image_sha256).is_not(None),  # a GPU worker never fetches
         )
         .values(
             status=JobStatus.running,
             started_at=now,
             lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=Job.attempts + 1,
+            attempts=case((running, Job.attempts), else_=Job.attempts + 1),
             updated_at=now,
         )
         .returning(Job)  # one statement: the rows come back as they now are

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from schemas.errors import TransientError
 from schemas.store.sessions import session_scope
 from schemas.tables import Marker
 from worker.batch import with_db_retry
@@ -142,3 +143,82 @@ def test_a_result_postgresql_refuses_fails_its_own_job_and_the_batch_beside_it_i
             ("failed", "internal_error"),
             ("succeeded", None),
         ]
+
+
+def _stored_jobs(url: str, n: int) -> list[str]:
+    from schemas.store.tenants import create_tenant
+    from schemas.tables import Job
+
+    with session_scope(url) as session:
+        tenant = create_tenant(session=session, name=f"claim-{time.monotonic_ns()}")
+        jobs = [
+            Job(tenant_id=tenant.id, styles=["playful"], platforms=["x"], variants=1,
+                request_hash="0" * 64, image_sha256="ab" * 32, status="queued")
+            for _ in range(n)
+        ]  # fmt: skip
+        session.add_all(jobs)
+        session.flush()
+        return [job.id for job in jobs]
+
+
+def test_a_claim_run_again_with_its_time_takes_back_its_own_jobs_only(database_url: str) -> None:
+    from datetime import timedelta
+
+    from schemas.store.jobs import claim
+    from schemas.tables import utcnow
+
+    ids = _stored_jobs(database_url, 3)
+    first_at = utcnow()
+    with session_scope(database_url) as session:
+        first = claim(session=session, job_ids=ids[:2], at=first_at)
+    assert [job.attempts for job in first] == [1, 1]
+    with session_scope(database_url) as session:  # the same claim again: its own jobs back
+        again = claim(session=session, job_ids=ids, at=first_at)
+    assert sorted(job.id for job in again) == sorted(ids)  # and the one still queued
+    assert sorted(job.attempts for job in again) == [1, 1, 1]  # no second attempt
+    assert {job.started_at.replace(tzinfo=None) for job in again} == {first_at.replace(tzinfo=None)}
+    with session_scope(database_url) as session:  # any other claim: nothing of theirs
+        other = claim(session=session, job_ids=ids, at=first_at + timedelta(microseconds=1))
+    assert other == []
+
+
+def test_a_claim_whose_commit_answer_was_lost_keeps_its_jobs(
+    database_url: str, slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's transaction commits, then the connection drops before the answer: it
+    is run again (an outage), and takes back the jobs its first run took, so the batch
+    runs them now, each on its first attempt, rather than claiming nothing and leaving
+    them to wait out their lease for the reaper."""
+    from contextlib import contextmanager
+
+    from schemas.settings import WorkerSettings
+    from schemas.tables import Job
+    from worker import batch
+    from worker.models import load_engine
+
+    ids = _stored_jobs(database_url, 3)
+    real_scope = batch.session_scope
+    scopes: list[int] = []
+
+    @contextmanager
+    def answer_lost_once(url: str):  # type: ignore[no-untyped-def]
+        scopes.append(1)
+        with real_scope(url) as session:
+            yield session
+        if len(scopes) == 1:  # committed; the answer to the COMMIT never came back
+            raise OperationalError("COMMIT", {}, ConnectionResetError("reset by peer"),
+                                   connection_invalidated=True)  # fmt: skip
+
+    monkeypatch.setattr(batch, "session_scope", answer_lost_once)
+    settings = WorkerSettings(database_url=database_url, captioner_model="captionq/noop",
+                              blob_store="db")  # fmt: skip
+    monkeypatch.setattr(batch, "load_all", lambda jobs, **_: [b"not read"] * len(jobs))
+    monkeypatch.setattr(batch.pipeline, "run", lambda items, **_: [
+        TransientError("the model server is away") for _ in items
+    ])  # fmt: skip
+    report = batch.process(ids, settings=settings, engine=load_engine(settings))
+    assert len(slept) == 1  # one outage, run again after a pause
+    assert sorted(r.job.id for r in report.retry) == sorted(ids)  # the batch ran all three
+    with session_scope(database_url) as session:
+        jobs = [session.get(Job, job_id) for job_id in ids]
+        assert [(j.status, j.attempts) for j in jobs if j] == [("queued", 1)] * 3
