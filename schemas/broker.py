@@ -12,7 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from redis.exceptions import AuthorizationError as RedisAuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExternalAuthProviderError as RedisExternalAuthProviderError
+from redis.exceptions import MaxConnectionsError as RedisMaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import (
@@ -40,14 +44,27 @@ log = logging.getLogger("captionq.broker")
 ARGSREPR_MAX = 1024  # characters of a task's arguments that Celery's logs and events show
 
 
+# redis-py files these under its ConnectionError, but they are faults of this side (a
+# password, a permission, a connection pool used up), not a broker away.
+_NOT_OUTAGES = (
+    RedisAuthenticationError,
+    RedisAuthorizationError,
+    RedisExternalAuthProviderError,
+    RedisMaxConnectionsError,
+)
+
+
 def is_outage(error: BaseException) -> bool:
     """True when ``error`` says the broker (Redis) cannot be reached now, not that what
     was sent is wrong: nothing can be published or read until it is back. That is
-    redis-py's connection or timeout error (it wraps the socket's), from direct use
-    (fetch slots, the reaper's reads) or as the cause that Celery's transport raised
-    its own error from (kombu's ``OperationalError``, once its retries are spent)."""
+    redis-py's connection or timeout error (it wraps the socket's; not a refused
+    password or a used-up pool), from direct use (fetch slots, the reaper's reads) or as
+    the cause that Celery's transport raised its own error from (kombu's
+    ``OperationalError``, once its retries are spent)."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, _NOT_OUTAGES):
+            return False
         if isinstance(seen, RedisConnectionError | RedisTimeoutError):
             return True
         seen = seen.__cause__

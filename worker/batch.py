@@ -159,12 +159,14 @@ def process(
 ) -> BatchReport:
     report = BatchReport()
     report.stages.claim = time.time()
-    claimed_at = utcnow()  # every run of the claim's transaction claims as this one claim
+    claimed_at: list[datetime] = []  # its first run's time: every run is the one claim
 
     def claim_batch() -> tuple[list[Job], dict[str, Tenant]]:
         with _writing(settings), session_scope(settings.database_url) as session:
+            again = bool(claimed_at)
+            claimed_at[:] = claimed_at or [utcnow()]
             jobs = claim(session=session, job_ids=list(dict.fromkeys(job_ids)),
-                         lease_s=settings.job_lease_s, at=claimed_at)  # fmt: skip
+                         lease_s=settings.job_lease_s, at=claimed_at[0], again=again)  # fmt: skip
             return jobs, _tenants(session, jobs)
 
     try:
@@ -337,7 +339,7 @@ def _store(
             outcome, attempt=job.attempts, max_attempts=settings.job_max_attempts
         )
         if isinstance(decision, retry.Retry):
-            if not requeue(session=session, job_id=job.id):
+            if not requeue(session=session, job_id=job.id, attempt=job.attempts):
                 lines.append(_not_stored(job))
                 continue
             lines.append(LogLine(logging.WARNING, "job %s: transient %s (%s), retrying in %.1fs",

@@ -58,7 +58,7 @@ from schemas.store.fetches import (
     mark_fetching,
     release_fetch,
 )
-from schemas.store.jobs import mark_queued, requeue
+from schemas.store.jobs import attempt_is, mark_queued, requeue
 from schemas.store.results import complete_failed
 from schemas.store.sessions import read_scope, session_scope
 from schemas.tables import Job, JobStatus, Marker, utcnow
@@ -273,8 +273,9 @@ def hand_back(
     for job in jobs:
         decision = retry.decide(lost, attempt=job.attempts, max_attempts=settings.job_max_attempts)
         if isinstance(decision, retry.GiveUp):
-            _give_up(session, job.id, decision, found=found, expected=(JobStatus.running,))
-        elif requeue(session=session, job_id=job.id):
+            _give_up(session, job.id, decision, found=found, expected=(JobStatus.running,),
+                     where=[attempt_is(job.attempts)])  # fmt: skip
+        elif requeue(session=session, job_id=job.id, attempt=job.attempts):
             found.publish.append(JobRef(job.id, job.priority))
 
 

@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from celery_batches import SimpleRequest
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -82,10 +83,11 @@ def _until_the_broker_is_back(what_follows: str, *args: object) -> Iterator[None
     try:
         yield
     except Exception as exc:
-        if not broker.is_outage(exc):
+        outage = exc.reason if isinstance(exc, Reject) else exc  # Task.retry could not publish
+        if not isinstance(outage, BaseException) or not broker.is_outage(outage):
             raise
-        log.error("the broker is away (%s: %s); " + what_follows, type(exc).__name__,
-                  str(exc).splitlines()[0] if str(exc) else "", *args)  # fmt: skip
+        log.error("the broker is away (%s: %s); " + what_follows, type(outage).__name__,
+                  str(outage).splitlines()[0] if str(outage) else "", *args)  # fmt: skip
 
 
 def _caption(requests: list[SimpleRequest]) -> None:
@@ -101,7 +103,11 @@ def _caption(requests: list[SimpleRequest]) -> None:
             # and the later batches' jobs were never claimed (no lease brings them back):
             # they are published again first. This batch's jobs hold leases.
             if rest := jobs[at + size :]:
-                publisher.captions(rest)
+                # The broker away too: said in a line, and the fault, not the outage,
+                # ends the task.
+                with _until_the_broker_is_back("the reaper publishes again the %d jobs "
+                                               "this message had left", len(rest)):  # fmt: skip
+                    publisher.captions(rest)
             raise
 
 
@@ -177,7 +183,8 @@ def fetch(self: Task, message: dict[str, object]) -> None:
         log.error("dropping a malformed fetch message %s: %s", self.request.id, exc)
         return
     job = JobRef(job_id, job_priority((self.request.delivery_info or {}).get("priority")), True)
-    with _until_the_broker_is_back("job %s: the reaper publishes its next task", job_id):
+    with _until_the_broker_is_back("job %s: the reaper publishes its next task (beat its "
+                                   "callback, if it failed)", job_id):  # fmt: skip
         _fetch(job)
 
 

@@ -74,14 +74,15 @@ def fetch_attempt_is(attempt: int) -> ColumnElement[bool]:
 def store_fetched(*, session: Session, job_id: str, attempt: int, image_sha256: str) -> bool:
     """The bytes of fetch ``attempt`` are in the blob store: the job keeps its lease (its
     caption task is published next, then :func:`mark_queued`). False if the job moved
-    meanwhile (cancelled, or its fetch taken over)."""
-    table = Job.__table__  # type: ignore[attr-defined]
+    meanwhile (cancelled, or its fetch taken over). The same bytes stored again by the
+    same fetch (its commit's answer was lost) are stored, not a move."""
+    sha = Job.__table__.c.image_sha256  # type: ignore[attr-defined]
     return bool(
         transition(
             session,
             [job_id],
             expected=[JobStatus.fetching],
-            where=[table.c.image_sha256.is_(None), fetch_attempt_is(attempt)],
+            where=[sha.is_(None) | (sha == image_sha256), fetch_attempt_is(attempt)],
             image_sha256=image_sha256,
         )
     )

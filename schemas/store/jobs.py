@@ -192,29 +192,29 @@ def mark_queued(*, session: Session, job_ids: Sequence[str]) -> list[str]:
 
 def claim(
     *, session: Session, job_ids: Sequence[str], lease_s: float = 300.0,
-    at: datetime | None = None,
+    at: datetime | None = None, again: bool = False,
 ) -> list[Job]:  # fmt: skip
     """Move queued (or received or fetched: published before it was marked) jobs whose
     bytes are stored to running, with a lease of ``lease_s`` and one more attempt.
 
     A duplicate message for a job that already runs, finished or was cancelled
-    claims nothing. ``at`` (default: now) is the claim's time, its ``started_at``: a
-    claim run again with the same ``at``, because the answer to its commit was lost,
-    takes back the jobs the first run took, without another attempt, instead of
-    leaving them to wait out their lease.
+    claims nothing. ``at`` (default: now) is the claim's time, its ``started_at``. The
+    same claim run ``again`` (the same ``at``), because the answer to its commit was
+    lost, also takes back the running jobs that bear its time, without another attempt:
+    the jobs the first run took, which would otherwise wait out their lease.
     """
     if not job_ids:
         return []
     now = at or utcnow()
     running = col(Job.status) == JobStatus.running.value
+    claimable = col(Job.status).in_(
+        [JobStatus.received.value, JobStatus.fetching.value, JobStatus.queued.value]
+    )
     claimed = (
         update(Job)
         .where(
             col(Job.id).in_(job_ids),
-            col(Job.status).in_(
-                [JobStatus.received.value, JobStatus.fetching.value, JobStatus.queued.value]
-            )
-            | (running & (col(Job.started_at) == now)),
+            (claimable | (running & (col(Job.started_at) == now))) if again else claimable,
             col(Job.image_sha256).is_not(None),  # a GPU worker never fetches
         )
         .values(
@@ -240,13 +240,21 @@ def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> 
     )
 
 
-def requeue(*, session: Session, job_id: str) -> bool:
-    """Put a running job back to queued (a transient failure that will be retried)."""
+def attempt_is(attempt: int) -> ColumnElement[bool]:
+    """The job still runs as the claim that made ``attempt`` (no later claim took it)."""
+    return Job.__table__.c.attempts == attempt  # type: ignore[attr-defined,no-any-return]
+
+
+def requeue(*, session: Session, job_id: str, attempt: int) -> bool:
+    """Put a job running as its claim ``attempt`` back to queued (a transient failure
+    that will be retried, or a lost worker's job): False if it no longer runs as that
+    claim (finished, cancelled, or taken back and claimed again meanwhile)."""
     return bool(
         transition(
             session,
             [job_id],
             expected=[JobStatus.running],
+            where=[attempt_is(attempt)],
             status=JobStatus.queued,
             lease_expires_at=None,
             queued_at=utcnow(),

@@ -172,13 +172,16 @@ def test_a_claim_run_again_with_its_time_takes_back_its_own_jobs_only(database_u
     with session_scope(database_url) as session:
         first = claim(session=session, job_ids=ids[:2], at=first_at)
     assert [job.attempts for job in first] == [1, 1]
+    with session_scope(database_url) as session:  # another claim at the very same time
+        assert claim(session=session, job_ids=ids[:2], at=first_at) == []
     with session_scope(database_url) as session:  # the same claim again: its own jobs back
-        again = claim(session=session, job_ids=ids, at=first_at)
+        again = claim(session=session, job_ids=ids, at=first_at, again=True)
     assert sorted(job.id for job in again) == sorted(ids)  # and the one still queued
     assert sorted(job.attempts for job in again) == [1, 1, 1]  # no second attempt
     assert {job.started_at.replace(tzinfo=None) for job in again} == {first_at.replace(tzinfo=None)}
     with session_scope(database_url) as session:  # any other claim: nothing of theirs
-        other = claim(session=session, job_ids=ids, at=first_at + timedelta(microseconds=1))
+        other = claim(session=session, job_ids=ids, at=first_at + timedelta(microseconds=1),
+                      again=True)
     assert other == []
 
 
@@ -222,3 +225,38 @@ def test_a_claim_whose_commit_answer_was_lost_keeps_its_jobs(
     with session_scope(database_url) as session:
         jobs = [session.get(Job, job_id) for job_id in ids]
         assert [(j.status, j.attempts) for j in jobs if j] == [("queued", 1)] * 3
+
+
+@pytest.mark.parametrize("spent", ["put-back", "given-up"])
+def test_the_reaper_leaves_a_job_claimed_again_after_it_read_it(
+    database_url: str, spent: str
+) -> None:
+    """The reaper read a running job whose lease had run out; before it acted, the job was
+    put back and claimed again by another worker: the reaper neither puts back nor fails
+    the new claim's job."""
+    from schemas.settings import WorkerSettings
+    from schemas.store.jobs import claim, requeue
+    from schemas.tables import Job
+    from worker import reaper
+
+    settings = WorkerSettings(database_url=database_url)
+    [job_id] = _stored_jobs(database_url, 1)
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.attempts = 0 if spent == "put-back" else settings.job_max_attempts - 1
+    with session_scope(database_url) as session:
+        [read] = claim(session=session, job_ids=[job_id])
+        session.expunge(read)  # the job as the reaper read it, its lease run out
+    with session_scope(database_url) as session:
+        assert requeue(session=session, job_id=job_id, attempt=read.attempts)
+        [again] = claim(session=session, job_ids=[job_id])
+        assert again.attempts == read.attempts + 1
+    found = reaper.Reaped()
+    with session_scope(database_url) as session:
+        reaper.hand_back(session=session, jobs=[read], settings=settings, found=found)
+    assert (found.publish, found.deliveries, found.exhausted) == ([], [], 0)
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.attempts) == ("running", read.attempts + 1)

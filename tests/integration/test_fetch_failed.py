@@ -117,6 +117,11 @@ def test_a_fetch_taken_over_by_a_later_one_changes_nothing_of_it(
 
     with session_scope(database_url) as session:  # the live fetch's own store goes through
         assert store_fetched(session=session, job_id=job_id, attempt=2, image_sha256="0" * 64)
+    with session_scope(database_url) as session:  # again, as after a commit's lost answer
+        assert store_fetched(session=session, job_id=job_id, attempt=2, image_sha256="0" * 64)
+    with session_scope(database_url) as session:  # other bytes are never stored over them
+        assert not store_fetched(session=session, job_id=job_id, attempt=2, image_sha256="1" * 64)
+    assert _fetch_state(database_url, job_id) == (JobStatus.fetching, 2, True, "0" * 64)
 
 
 @pytest.mark.parametrize("spent", ["given-back", "given-up"])

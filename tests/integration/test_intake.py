@@ -245,8 +245,8 @@ def test_a_job_cancelled_between_attempts_does_not_say_it_never_ran(database_url
     job_id = submit(image=png(), styles=["playful"], platforms=["x"]).job_id
     with session_scope(database_url) as session:
         tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
-        assert claim(session=session, job_ids=[job_id])
-        assert requeue(session=session, job_id=job_id)
+        [claimed] = claim(session=session, job_ids=[job_id])
+        assert requeue(session=session, job_id=job_id, attempt=claimed.attempts)
         cancelled = cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
         assert cancelled.error_message == "cancelled while waiting to be tried again"
     never = submit(image=png(), styles=["playful"], platforms=["x"]).job_id

@@ -11,8 +11,8 @@ import logging
 import pytest
 from celery.beat import SchedulingError
 from kombu.exceptions import OperationalError
+from redis.exceptions import AuthenticationError, MaxConnectionsError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas import broker, logs
@@ -77,10 +77,13 @@ def test_an_error_already_in_the_message_is_not_said_twice() -> None:
     "error",
     [
         ResponseError("WRONGTYPE"),
+        AuthenticationError("invalid username-password pair"),
+        _raised_from(MaxConnectionsError("Too many connections"), OperationalError("pool")),
         OperationalError("not raised from an outage"),
         _raised_from(ValueError("a bug"), OperationalError("a bug")),
     ],
-    ids=["redis-refused-a-command", "kombu-alone", "kombu-from-a-bug"],
+    ids=["redis-refused-a-command", "wrong-password", "pool-used-up", "kombu-alone",
+         "kombu-from-a-bug"],
 )
 def test_any_other_error_keeps_its_traceback(error: BaseException) -> None:
     line = json.loads(_written(error, "a command was refused"))
@@ -105,3 +108,26 @@ def test_beats_error_for_a_task_it_could_not_send_is_an_outage() -> None:
     )
     assert not _broker_outage(scheduling_error(ValueError("a bug")))
     assert not _broker_outage(ValueError("a bug"))
+
+
+def test_a_task_that_meets_the_broker_away_ends_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Raised as such, or as Celery's ``Reject`` when ``Task.retry`` could not publish
+    the retry; anything else, ``Reject`` for another reason included, is raised."""
+    from celery.exceptions import Reject
+
+    from worker.tasks import _until_the_broker_is_back
+
+    away = _raised_from(RedisConnectionError(REFUSED), OperationalError(REFUSED))
+    for error in (away, Reject(away, requeue=False)):
+        with _until_the_broker_is_back("job %s: the reaper publishes it", "job_1"):
+            raise error
+    lines = [r for r in caplog.records if "the broker is away" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        f"the broker is away (OperationalError: {REFUSED}); job job_1: the reaper publishes it"
+    ] * 2
+    assert all(r.exc_info is None for r in lines)
+    for error in (ValueError("a bug"), Reject(ValueError("a bug"), requeue=False)):
+        with pytest.raises(type(error)), _until_the_broker_is_back("never said"):
+            raise error

@@ -201,3 +201,33 @@ def test_an_error_that_is_not_the_brokers_is_raised_as_it_was(
     ids = add_jobs(store, attempts=[0])
     with pytest.raises(ValueError, match="a bug"):
         module.caption.run([request(job_id) for job_id in ids])
+
+
+def test_a_fault_met_while_the_broker_is_away_is_raised_not_the_outage(
+    tasks: tuple[ModuleType, RecordingPublisher], store: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A batch of a large message raises (a bug, say) and publishing its later jobs again
+    meets the broker away: the bug ends the task, with its traceback; the outage is a
+    line (the reaper finds those jobs)."""
+    module, publisher = tasks
+    monkeypatch.setattr(module, "settings", module.settings.model_copy(update={"batch_size": 2}))
+    ids = add_jobs(store, attempts=[0] * 4)
+
+    def process(job_ids: Sequence[str], **_: object) -> batch.BatchReport:
+        raise TypeError("a bug in the batch")
+
+    def away(jobs: Sequence[JobRef], **_: object) -> None:
+        raise RedisConnectionError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(batch, "process", process)
+    monkeypatch.setattr(publisher, "captions", away)
+    message = SimpleRequest(
+        id="task-4", name="captionq.caption", args=(CaptionMessage(job_ids=ids).model_dump(),),
+        kwargs={}, delivery_info={}, hostname="test", ignore_result=True, reply_to=None,
+        correlation_id=None, request_dict={},
+    )  # fmt: skip
+    with pytest.raises(TypeError, match="a bug in the batch"):
+        module.caption.run([message])
+    [line] = [r.getMessage() for r in caplog.records if "the broker is away" in r.getMessage()]
+    assert "publishes again the 2 jobs this message had left" in line
