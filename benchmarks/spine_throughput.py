@@ -123,6 +123,25 @@ def server_cpu_s(name: str) -> dict[int, float]:
     return found
 
 
+def host_cpu_s() -> tuple[float, float]:
+    """Busy and idle CPU seconds of the whole host so far, all cores (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
+def waiting_s(pid: int) -> float | None:
+    """Seconds a process's threads have spent runnable but waiting for a core (the
+    scheduler's run queue, /proc/<pid>/task/*/schedstat); None where the kernel keeps
+    no such count."""
+    total, found = 0, False
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+            found = True
+    return total / 1e9 if found else None
+
+
 def postgres_ms_per_job(before: dict[int, float], n: int) -> float:
     """CPU ms per job that PostgreSQL's server processes spent since ``before`` (a
     :func:`server_cpu_s` reading)."""
@@ -258,6 +277,8 @@ def run_spine(
     stamped: Stamped = receiver.received  # type: ignore[assignment]
     first = len(stamped)
     cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+    waiting0 = {name: waiting_s(pid) for name, pid in pids.items()}
+    host0 = host_cpu_s()
     postgres0 = server_cpu_s("postgres")
     self0 = time.process_time()
     post_s: list[float] = []
@@ -287,6 +308,9 @@ def run_spine(
     submitted = time.perf_counter()
     wait_until(lambda: len(stamped) - first >= n, what="callbacks", timeout_s=300)
     elapsed = stamped.times[first + n - 1] - wall0  # to the n-th callback's arrival
+    busy, idle = (now - then for now, then in zip(host_cpu_s(), host0, strict=True))
+    read_for = time.time() - wall0  # the host's span: to the end found, within 10 ms of it
+    waited = {name: waiting_s(pid) for name, pid in pids.items()}
     cpu = {name: (cpu_s(pid) - cpu0[name]) * 1000 / n for name, pid in pids.items()}
     cpu["bench (client + receiver)"] = (time.process_time() - self0) * 1000 / n
     if database_url.startswith("postgresql"):
@@ -302,6 +326,15 @@ def run_spine(
         "bulk_posts": len(post_s),
         "bulk_posts_500_retried": failed_posts,
         "cpu_ms_per_job": cpu,
+        # The host's cores over the rep: how many were busy, and each process's wait
+        # for one.
+        "host_cores_busy": busy / read_for,
+        "host_cores_idle": idle / read_for,
+        "waiting_for_a_core_ms_per_job": {
+            name: (after - before) * 1000 / n
+            for name, after in waited.items()
+            if after is not None and (before := waiting0[name]) is not None
+        },
         "latency_ms": latencies(database_url, ids, arrived, wall0),
     }
 
@@ -725,6 +758,9 @@ def report(result: dict[str, Any]) -> None:
         f"{b['worker_cpu_ms_per_job']:.2f} ms/job):",
         *(f"  {name:36}{ms:>10.2f}" for name, ms in s["cpu_ms_per_job"].items()),
         f"  {'API, client side (POST wall / job)':36}{s['api_ms_per_job_client_side']:>10.2f}",
+        f"  host: {s['host_cores_busy']:.2f} cores busy, {s['host_cores_idle']:.2f} idle, of "
+        f"{os.cpu_count()}; waiting for a core (runnable, not running), ms per job: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in s["waiting_for_a_core_ms_per_job"].items()),
         f"  submit phase {s['submit_s']:.2f} s of {s['elapsed_s']:.2f} s; "
         f"{s['verified']} callbacks verified; {s['bulk_posts_500_retried']} of "
         f"{s['bulk_posts']} bulk POSTs answered 500 and were sent again",
