@@ -130,16 +130,22 @@ def host_cpu_s() -> tuple[float, float]:
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
 
 
-def waiting_s(pid: int) -> float | None:
-    """Seconds a process's threads have spent runnable but waiting for a core (the
-    scheduler's run queue, /proc/<pid>/task/*/schedstat); None where the kernel keeps
-    no such count."""
-    total, found = 0, False
+def waiting_s(pid: int) -> dict[int, float]:
+    """Seconds each thread of a process (by thread id) has spent runnable but waiting
+    for a core (the scheduler's run queue, /proc/<pid>/task/*/schedstat); empty where
+    the kernel keeps no such count."""
+    found = {}
     for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            total += int(stat.read_text().split()[1])
-            found = True
-    return total / 1e9 if found else None
+            found[int(stat.parent.name)] = int(stat.read_text().split()[1]) / 1e9
+    return found
+
+
+def waited_s(before: dict[int, float], after: dict[int, float]) -> float:
+    """A process's threads' wait for a core between two :func:`waiting_s` readings: each
+    thread alive at the second from where it was at the first (0 if it began since); a
+    thread that ended between them is not counted."""
+    return sum(t - before.get(tid, 0.0) for tid, t in after.items())
 
 
 def postgres_ms_per_job(before: dict[int, float], n: int) -> float:
@@ -331,9 +337,9 @@ def run_spine(
         "host_cores_busy": busy / read_for,
         "host_cores_idle": idle / read_for,
         "waiting_for_a_core_ms_per_job": {
-            name: (after - before) * 1000 / n
+            name: waited_s(waiting0[name], after) * 1000 / n
             for name, after in waited.items()
-            if after is not None and (before := waiting0[name]) is not None
+            if after
         },
         "latency_ms": latencies(database_url, ids, arrived, wall0),
     }

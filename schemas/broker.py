@@ -12,11 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import AuthenticationError as RedisAuthenticationError
-from redis.exceptions import AuthorizationError as RedisAuthorizationError
+from redis import exceptions as redis_errors
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ExternalAuthProviderError as RedisExternalAuthProviderError
-from redis.exceptions import MaxConnectionsError as RedisMaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import (
@@ -44,14 +41,27 @@ log = logging.getLogger("captionq.broker")
 ARGSREPR_MAX = 1024  # characters of a task's arguments that Celery's logs and events show
 
 
+def _redis_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """redis-py's errors of these names, those its installed release has (not every
+    release this project allows has all of them)."""
+    return tuple(getattr(redis_errors, name) for name in names if hasattr(redis_errors, name))
+
+
 # redis-py files these under its ConnectionError, but they are faults of this side (a
-# password, a permission, a connection pool used up), not a broker away.
-_NOT_OUTAGES = (
-    RedisAuthenticationError,
-    RedisAuthorizationError,
-    RedisExternalAuthProviderError,
-    RedisMaxConnectionsError,
-)
+# password, a permission: :func:`refused`; a connection pool used up), not a broker away.
+_REFUSALS = _redis_errors("AuthenticationError", "AuthorizationError", "ExternalAuthProviderError")
+_NOT_OUTAGES = (*_REFUSALS, *_redis_errors("MaxConnectionsError"))
+
+
+def refused(error: BaseException) -> bool:
+    """True when Redis refused this side's credentials or permissions (``REDIS_URL``'s
+    user and password, its ACL): no retry mends that."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, _REFUSALS):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def is_outage(error: BaseException) -> bool:

@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
-from schemas.store.jobs import claim, requeue
+from schemas.store.jobs import attempt_is, claim, requeue
 from schemas.store.results import Completed, complete_failed, complete_succeeded
 from schemas.store.sessions import is_outage, session_scope
 from schemas.store.usage import Used, add_usage
@@ -175,7 +175,7 @@ def process(
         raise ClaimError(f"claim failed: {type(exc).__name__}") from exc
     if not jobs:
         return report
-    held = lease.hold([job.id for job in jobs]) if lease is not None else None
+    held = lease.hold({job.id: job.attempts for job in jobs}) if lease is not None else None
     try:
         blobs = with_db_retry(lambda: load_all(jobs, settings=settings))  # a read: repeatable
         items = [
@@ -349,7 +349,8 @@ def _store(
             report.retried_codes.append(outcome.code.value)
             continue
         failed = complete_failed(
-            session=session, job_id=job.id, code=decision.code, message=decision.message
+            session=session, job_id=job.id, code=decision.code, message=decision.message,
+            where=[attempt_is(job.attempts)],
         )
         if not failed.moved:
             lines.append(_not_stored(job))

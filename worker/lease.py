@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import renew_lease
@@ -39,14 +39,15 @@ class LeaseKeeper:
         self,
         settings: WorkerSettings,
         *,
-        hand_back: Callable[[Sequence[str]], None],
+        hand_back: Callable[[Mapping[str, int]], None],
         exit_process: Callable[[int], None] = os._exit,
     ) -> None:
         self._settings = settings
         self._hand_back = hand_back
         self._exit = exit_process
         self._lock = threading.Lock()
-        self._batches: dict[int, tuple[tuple[str, ...], float]] = {}  # token -> jobs, start
+        # token -> (its jobs: job id -> the attempt its claim made), when it was taken
+        self._batches: dict[int, tuple[dict[str, int], float]] = {}
         self._tokens = itertools.count(1)
         self._shutdown_at: float | None = None
         self._wake = threading.Event()
@@ -57,12 +58,13 @@ class LeaseKeeper:
             self._thread = threading.Thread(target=self._run, name="captionq-lease", daemon=True)
             self._thread.start()
 
-    def hold(self, job_ids: Sequence[str]) -> int:
-        """A batch in hand is now ``job_ids`` (claimed, leases set by the claim); the
-        token it returns releases it."""
+    def hold(self, jobs: Mapping[str, int]) -> int:
+        """A batch in hand is now ``jobs`` (job id → the attempt its claim made; leases
+        set by the claim); the token it returns releases it. The keeper renews, and
+        hands back, each job only while it runs as that claim."""
         with self._lock:
             token = next(self._tokens)
-            self._batches[token] = (tuple(job_ids), time.monotonic())
+            self._batches[token] = (dict(jobs), time.monotonic())
         self.start()
         return token
 
@@ -103,7 +105,7 @@ class LeaseKeeper:
             batches, shutdown_at = list(self._batches.values()), self._shutdown_at
         if not batches:
             return
-        jobs = tuple(job for held, _ in batches for job in held)
+        jobs = {job: attempt for held, _ in batches for job, attempt in held.items()}
         now = time.monotonic()
         overdue = now - min(started for _, started in batches) > self._settings.batch_time_limit_s
         if overdue or (shutdown_at is not None and now > shutdown_at):
@@ -115,4 +117,4 @@ class LeaseKeeper:
             self._exit(EX_TEMPFAIL)
             return
         with session_scope(self._settings.database_url) as session:
-            renew_lease(session=session, job_ids=jobs, lease_s=self._settings.job_lease_s)
+            renew_lease(session=session, jobs=jobs, lease_s=self._settings.job_lease_s)

@@ -8,7 +8,7 @@ that ``app`` and ``tasks`` need not import each other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from schemas import broker
@@ -42,9 +42,10 @@ class Publisher:
             self._app, deliveries, batch_max=self._settings.callback_batch_max
         )
 
-    def hand_back(self, job_ids: Sequence[str]) -> None:
-        """The lease keeper gives up on the batch in hand: publish its jobs again (or
-        fail those past their attempts, and send their callbacks)."""
-        found = reaper.give_back(settings=self._settings, job_ids=job_ids)
+    def hand_back(self, jobs: Mapping[str, int]) -> None:
+        """The lease keeper gives up on the batches in hand (``jobs``: job id → the
+        attempt its claim made): publish their jobs again (or fail those past their
+        attempts, and send their callbacks)."""
+        found = reaper.give_back(settings=self._settings, jobs=jobs)
         self.jobs(found.publish)
         self.deliveries(found.deliveries)

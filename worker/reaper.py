@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -294,15 +294,18 @@ def _give_up(
         found.deliveries.append(failed.delivery)
 
 
-def give_back(*, settings: WorkerSettings, job_ids: Sequence[str]) -> Reaped:
-    """The jobs of a batch that its own worker abandons (time limit, shutdown grace):
-    those still running are handed back like any lost job."""
+def give_back(*, settings: WorkerSettings, jobs: Mapping[str, int]) -> Reaped:
+    """The jobs of batches that their own worker abandons (time limit, shutdown grace;
+    ``jobs``: job id → the attempt its claim made): those still running as that claim
+    are handed back like any lost job. One the reaper already took back, and another
+    worker claimed again, is not this worker's to hand back."""
     found = Reaped()
     with session_scope(settings.database_url) as session:
-        jobs = session.exec(
-            select(Job).where(col(Job.id).in_(job_ids), Job.status == JobStatus.running)
+        running = session.exec(
+            select(Job).where(col(Job.id).in_(list(jobs)), Job.status == JobStatus.running)
         ).all()
-        hand_back(session=session, jobs=jobs, settings=settings, found=found)
+        mine = [job for job in running if jobs[job.id] == job.attempts]
+        hand_back(session=session, jobs=mine, settings=settings, found=found)
     return found
 
 

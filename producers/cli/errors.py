@@ -123,6 +123,13 @@ def _unavailable(exc: BaseException) -> CliError | None:
             code=ErrorCode.database_unavailable,
             hint="check DATABASE_URL and that the server runs, then retry",
         )
+    if broker.refused(exc):
+        return CliError(
+            f"Redis at {_safe_url(settings.redis_url)} refused its credentials: "
+            f"{_first_line(exc)}",
+            code=ErrorCode.broker_unavailable,
+            hint="check the user and password in REDIS_URL (and the user's ACL)",
+        )
     if broker.is_outage(exc):
         return CliError(
             f"cannot reach Redis at {_safe_url(settings.redis_url)}: {_first_line(exc)}",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, update
@@ -230,19 +230,25 @@ def claim(
     return list(session.scalars(claimed).all())
 
 
-def renew_lease(*, session: Session, job_ids: Sequence[str], lease_s: float) -> list[str]:
-    """Extend the lease of the jobs (still running) that this worker is working on."""
-    return transition(
-        session,
-        job_ids,
-        expected=[JobStatus.running],
-        lease_expires_at=utcnow() + timedelta(seconds=lease_s),
-    )
-
-
 def attempt_is(attempt: int) -> ColumnElement[bool]:
     """The job still runs as the claim that made ``attempt`` (no later claim took it)."""
     return Job.__table__.c.attempts == attempt  # type: ignore[attr-defined,no-any-return]
+
+
+def renew_lease(*, session: Session, jobs: Mapping[str, int], lease_s: float) -> list[str]:
+    """Extend the lease of the jobs this worker is working on (``jobs``: job id → the
+    attempt its claim made), those still running as that claim: one statement per
+    attempt number (as a rule one)."""
+    by_attempt: dict[int, list[str]] = {}
+    for job_id, attempt in sorted(jobs.items()):
+        by_attempt.setdefault(attempt, []).append(job_id)
+    until = utcnow() + timedelta(seconds=lease_s)
+    return [
+        job_id
+        for attempt, job_ids in sorted(by_attempt.items())
+        for job_id in transition(session, job_ids, expected=[JobStatus.running],
+                                 where=[attempt_is(attempt)], lease_expires_at=until)  # fmt: skip
+    ]
 
 
 def requeue(*, session: Session, job_id: str, attempt: int) -> bool:

@@ -1,9 +1,12 @@
 """A batch's results: stored once, with the outbox rows that announce them.
 
 Results and their callback rows are written in the caller's single transaction: a
-job moves from ``running`` only (a duplicate or late attempt changes nothing), and
-variants have a unique slot, so a second set can never be added. Variants the
-worker auto-approved are announced (``caption.approved``) in the same transaction.
+job moves from ``running`` only (a duplicate or late attempt of a finished job changes
+nothing; while a later claim runs it, a late attempt's results are stored, the first
+results stored win, but a late attempt's failure is not: the caller fences it with
+``schemas.store.jobs.attempt_is``), and variants have a unique slot, so a second set
+can never be added. Variants the worker auto-approved are announced
+(``caption.approved``) in the same transaction.
 """
 
 from __future__ import annotations

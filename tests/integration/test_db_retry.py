@@ -260,3 +260,62 @@ def test_the_reaper_leaves_a_job_claimed_again_after_it_read_it(
         job = session.get(Job, job_id)
         assert job is not None
         assert (job.status, job.attempts) == ("running", read.attempts + 1)
+
+
+def test_an_abandoning_worker_neither_renews_nor_hands_back_a_job_claimed_again(
+    database_url: str,
+) -> None:
+    """A worker held up past its lease (its renewals failing): the reaper put its job
+    back and another worker claimed it. When the first worker's lease keeper renews, or
+    gives up on its batch (time limit, shutdown grace), the job is the new claim's: not
+    renewed, not put back, not failed."""
+    from schemas.settings import WorkerSettings
+    from schemas.store.jobs import claim, renew_lease, requeue
+    from schemas.tables import Job
+    from worker import reaper
+
+    settings = WorkerSettings(database_url=database_url)
+    ids = _stored_jobs(database_url, 2)
+    with session_scope(database_url) as session:
+        held = {job.id: job.attempts for job in claim(session=session, job_ids=ids)}
+    with session_scope(database_url) as session:  # the reaper, then another worker
+        assert requeue(session=session, job_id=ids[0], attempt=held[ids[0]])
+        [again] = claim(session=session, job_ids=[ids[0]])
+        lease = again.lease_expires_at
+    with session_scope(database_url) as session:
+        assert renew_lease(session=session, jobs=held, lease_s=600) == [ids[1]]
+    found = reaper.give_back(settings=settings, jobs=held)
+    assert [job.id for job in found.publish] == [ids[1]]  # its own job only
+    with session_scope(database_url) as session:
+        jobs = [session.get(Job, job_id) for job_id in ids]
+        assert [(j.status, j.attempts) for j in jobs if j] == [("running", 2), ("queued", 1)]
+        assert jobs[0] is not None
+        assert jobs[0].lease_expires_at == lease
+
+
+def test_a_late_attempts_failure_does_not_fail_a_job_claimed_again(database_url: str) -> None:
+    """A batch that outlived its lease stores a permanent failure (an image the model
+    refused, say) after the job was claimed again: the new claim's job is not failed
+    under it, and nothing is billed or called back."""
+    from schemas.errors import ErrorCode, PermanentError
+    from schemas.settings import WorkerSettings
+    from schemas.store.jobs import claim, requeue
+    from schemas.tables import Job
+    from worker.batch import BatchReport, _store_batch
+
+    [job_id] = _stored_jobs(database_url, 1)
+    with session_scope(database_url) as session:
+        [late] = claim(session=session, job_ids=[job_id])
+        session.expunge(late)
+    with session_scope(database_url) as session:
+        assert requeue(session=session, job_id=job_id, attempt=late.attempts)
+        assert claim(session=session, job_ids=[job_id])
+    report = BatchReport()
+    refused = PermanentError("the image cannot be read", code=ErrorCode.image_unreadable)
+    _store_batch([(late, refused)], settings=WorkerSettings(database_url=database_url),
+                 report=report)  # fmt: skip
+    assert (report.failed, report.done, report.deliveries) == (0, [], [])
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.attempts, job.error_code) == ("running", 2, None)

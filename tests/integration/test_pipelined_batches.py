@@ -67,7 +67,7 @@ def test_the_next_batch_is_prepared_while_one_generates_and_stored_after(
                               blob_store="db", job_lease_s=30)  # fmt: skip
     captioner = GatedCaptioner(gates=2)
     engine = Engine(captioner=captioner)
-    lease = LeaseKeeper(settings, hand_back=lambda ids: None)
+    lease = LeaseKeeper(settings, hand_back=lambda jobs: None)
     gpu = threading.Lock()
     a, b = _jobs(database_url, 3, 10), _jobs(database_url, 3, 200)
     reports: dict[str, BatchReport] = {}
@@ -112,7 +112,7 @@ def test_a_failed_batch_releases_the_gpu_and_its_lease(database_url: str) -> Non
 
     settings = WorkerSettings(database_url=database_url, captioner_model="captionq/noop",
                               blob_store="db", job_lease_s=30)  # fmt: skip
-    lease = LeaseKeeper(settings, hand_back=lambda ids: None)
+    lease = LeaseKeeper(settings, hand_back=lambda jobs: None)
     gpu = threading.Lock()
     ids = _jobs(database_url, 2, 90)
     report = batch.process(ids, settings=settings, engine=Engine(captioner=Broken()),

@@ -131,3 +131,19 @@ def test_a_task_that_meets_the_broker_away_ends_in_one_line(
     for error in (ValueError("a bug"), Reject(ValueError("a bug"), requeue=False)):
         with pytest.raises(type(error)), _until_the_broker_is_back("never said"):
             raise error
+
+
+def test_a_refused_password_is_told_apart_from_an_outage() -> None:
+    """Redis refusing REDIS_URL's credentials is no outage to wait out: the command line
+    says which setting to check, with the broker's code, and no traceback."""
+    from producers.cli.errors import _unavailable
+
+    wrong = _raised_from(AuthenticationError("invalid username-password pair"),
+                         OperationalError("invalid username-password pair"))  # fmt: skip
+    assert broker.refused(wrong)
+    assert not broker.is_outage(wrong)
+    told = _unavailable(wrong)
+    assert told is not None
+    assert told.code == "broker_unavailable"
+    assert "refused its credentials" in str(told)
+    assert not broker.refused(RedisConnectionError(REFUSED))
