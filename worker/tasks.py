@@ -247,17 +247,17 @@ def deliver(self: Task, message: dict[str, object]) -> None:
         _deliver(self, delivery_ids)
 
 
-def _deliver(self: Task, delivery_ids: list[str]) -> None:
+def _deliver(task: Task, delivery_ids: list[str]) -> None:
     try:
         metrics.deliveries_sent(sender.send_batch(delivery_ids, settings=settings))
     except Exception as exc:
-        decision = retry.decide(exc, attempt=self.request.retries + 1,
+        decision = retry.decide(exc, attempt=task.request.retries + 1,
                                 max_attempts=retry.DELIVER_ATTEMPTS, backoff=retry.DELIVER_BACKOFF)
         if isinstance(decision, retry.GiveUp):
             log.error("deliver task gave up (%s: %s); beat dispatches its rows again",
                       decision.code, decision.message)
             raise
-        raise self.retry(exc=exc, countdown=decision.countdown_s) from exc
+        raise task.retry(exc=exc, countdown=decision.countdown_s) from exc
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)

@@ -2,14 +2,14 @@
 (one more ``fetch_attempts``, a lease of its own), its bytes stored, or given back.
 
 Every transition is conditional, as in ``schemas.store.jobs``: a duplicate fetch
-message, or a fetch that finishes after its job was cancelled, changes nothing. A claim's
-``fetch_attempts`` is its fence: storing, giving back or failing a fetch names the attempt
-it belongs to, so a fetch whose lease ran out while another took the job over (a worker
-held up past its lease, the reaper acting on what it read a moment before) changes
-nothing of the newer fetch's. Once
-the bytes are stored the job keeps ``fetching`` and its lease until its caption task
-is published (``schemas.store.jobs.mark_queued``), so a worker killed in between
-leaves the reaper a job it can finish.
+message, or a fetch that finishes after its job was cancelled, changes nothing. A
+claim's ``fetch_attempts`` is its fence: storing, giving back or failing a fetch names
+the attempt it belongs to, so a fetch whose lease ran out while another took the job
+over (a worker held up past its lease, the reaper acting on what it read a moment
+before) changes nothing of the newer fetch's. Once the bytes are stored the job keeps
+``fetching`` and its lease until its caption task is published
+(``schemas.store.jobs.mark_queued``), so a worker killed in between leaves the reaper a
+job it can finish.
 """
 
 from __future__ import annotations
