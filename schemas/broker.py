@@ -9,7 +9,7 @@ queue). Callbacks go to the io queue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -53,15 +53,18 @@ _REFUSALS = _redis_errors("AuthenticationError", "AuthorizationError", "External
 _NOT_OUTAGES = (*_REFUSALS, *_redis_errors("MaxConnectionsError"))
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it was raised from, and so on (``raise ... from``)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__
+
+
 def refused(error: BaseException) -> bool:
     """True when Redis refused this side's credentials or permissions (``REDIS_URL``'s
     user and password, its ACL): no retry mends that."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, _REFUSALS):
-            return True
-        seen = seen.__cause__
-    return False
+    return any(isinstance(seen, _REFUSALS) for seen in _causes(error))
 
 
 def is_outage(error: BaseException) -> bool:
@@ -71,13 +74,11 @@ def is_outage(error: BaseException) -> bool:
     password or a used-up pool), from direct use (fetch slots, the reaper's reads) or as
     the cause that Celery's transport raised its own error from (kombu's
     ``OperationalError``, once its retries are spent)."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in _causes(error):
         if isinstance(seen, _NOT_OUTAGES):
             return False
         if isinstance(seen, RedisConnectionError | RedisTimeoutError):
             return True
-        seen = seen.__cause__
     return False
 
 
