@@ -85,6 +85,11 @@ def use_format(logger: logging.Logger, log_format: LogFormat) -> None:
         handler.setFormatter(JsonFormatter())
 
 
+def error_line(error: BaseException) -> str:
+    """An error in a line: its type and the first line of what it says."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
 class OneLine(logging.Filter):
     """Writes a record whose exception ``expected`` says is an outage to wait out (a
     broker away, say) as one line: the message's first line and the error, with no
@@ -98,9 +103,10 @@ class OneLine(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if error is None or not self._expected(error):
             return True
-        message = record.getMessage().splitlines()[0] if record.getMessage() else ""
-        said = f"{type(error).__name__}: {error}".splitlines()[0]
-        record.msg = message if str(error) and str(error) in message else f"{message} ({said})"
+        full = record.getMessage()
+        message = full.splitlines()[0] if full else ""
+        said = str(error)
+        record.msg = message if said and said in message else f"{message} ({error_line(error)})"
         record.args = ()
         record.exc_info = record.exc_text = None
         return True

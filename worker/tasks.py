@@ -86,8 +86,7 @@ def _until_the_broker_is_back(what_follows: str, *args: object) -> Iterator[None
         outage = exc.reason if isinstance(exc, Reject) else exc  # Task.retry could not publish
         if not isinstance(outage, BaseException) or not broker.is_outage(outage):
             raise
-        log.error("the broker is away (%s: %s); " + what_follows, type(outage).__name__,
-                  str(outage).splitlines()[0] if str(outage) else "", *args)  # fmt: skip
+        log.error("the broker is away (%s); " + what_follows, logs.error_line(outage), *args)
 
 
 def _caption(requests: list[SimpleRequest]) -> None:
