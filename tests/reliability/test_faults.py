@@ -7,7 +7,6 @@ import itertools
 import json
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -143,28 +142,13 @@ def test_redis_goes_away_mid_fetch_and_comes_back_empty(stack: FaultStack) -> No
     stack.start("gpu")
     ids = stack.submit(24, folder="/long")
     wait_for(lambda: _fetches_in_flight(stack, ids) >= 2, 60, "fetches in flight")
-    port = stack.redis.url.rsplit(":", 1)[1].split("/", 1)[0]
-    stack.redis.process.terminate()
-    stack.redis.process.wait(timeout=10)
-    time.sleep(3)  # the fetches in flight finish and publish while the broker is away
-    stack.redis.process = subprocess.Popen(
-        ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", stack.redis.workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for(lambda: _answers(stack.redis.url), 10, "the new redis-server")
+    # The fetches in flight finish and publish while the broker is away.
+    stack.redis.restart_empty(away_s=3)
     _check(stack, ids, "redis-away-then-empty", timeout_s=120)
     assert _succeeded(stack, ids) == len(ids)
     assert stack.logged("the broker is away")
     tracebacks = [p.name for p in stack.procs.values() if "Traceback" in p.output()]
     assert not tracebacks, stack.logs()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
 
 
 def test_receiver_fails_then_recovers_hangs_and_goes_away(stack: FaultStack) -> None:
