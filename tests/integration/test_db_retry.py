@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from schemas.errors import TransientError
 from schemas.store.sessions import session_scope
-from schemas.tables import Marker
+from schemas.tables import Job, Marker
 from worker.batch import with_db_retry
 
 
@@ -93,7 +93,6 @@ def test_a_result_postgresql_refuses_fails_its_own_job_and_the_batch_beside_it_i
     from schemas.settings import WorkerSettings
     from schemas.store.jobs import claim
     from schemas.store.tenants import create_tenant
-    from schemas.tables import Job
     from worker.batch import BatchReport, _store_batch
     from worker.pipeline import Written
 
@@ -147,7 +146,6 @@ def test_a_result_postgresql_refuses_fails_its_own_job_and_the_batch_beside_it_i
 
 def _stored_jobs(url: str, n: int) -> list[str]:
     from schemas.store.tenants import create_tenant
-    from schemas.tables import Job
 
     with session_scope(url) as session:
         tenant = create_tenant(session=session, name=f"claim-{time.monotonic_ns()}")
@@ -195,7 +193,6 @@ def test_a_claim_whose_commit_answer_was_lost_keeps_its_jobs(
     from contextlib import contextmanager
 
     from schemas.settings import WorkerSettings
-    from schemas.tables import Job
     from worker import batch
     from worker.models import load_engine
 
@@ -227,6 +224,21 @@ def test_a_claim_whose_commit_answer_was_lost_keeps_its_jobs(
         assert [(j.status, j.attempts) for j in jobs if j] == [("queued", 1)] * 3
 
 
+def _claimed_twice(url: str, job_id: str) -> Job:
+    """Claim the job, then put it back and claim it again (the reaper, then another
+    worker): the job as its first claim saw it."""
+    from schemas.store.jobs import claim, requeue
+
+    with session_scope(url) as session:
+        [first] = claim(session=session, job_ids=[job_id])
+        session.expunge(first)
+    with session_scope(url) as session:
+        assert requeue(session=session, job_id=job_id, attempt=first.attempts)
+        [again] = claim(session=session, job_ids=[job_id])
+        assert again.attempts == first.attempts + 1
+    return first
+
+
 @pytest.mark.parametrize("spent", ["put-back", "given-up"])
 def test_the_reaper_leaves_a_job_claimed_again_after_it_read_it(
     database_url: str, spent: str
@@ -235,8 +247,6 @@ def test_the_reaper_leaves_a_job_claimed_again_after_it_read_it(
     put back and claimed again by another worker: the reaper neither puts back nor fails
     the new claim's job."""
     from schemas.settings import WorkerSettings
-    from schemas.store.jobs import claim, requeue
-    from schemas.tables import Job
     from worker import reaper
 
     settings = WorkerSettings(database_url=database_url)
@@ -245,13 +255,7 @@ def test_the_reaper_leaves_a_job_claimed_again_after_it_read_it(
         job = session.get(Job, job_id)
         assert job is not None
         job.attempts = 0 if spent == "put-back" else settings.job_max_attempts - 1
-    with session_scope(database_url) as session:
-        [read] = claim(session=session, job_ids=[job_id])
-        session.expunge(read)  # the job as the reaper read it, its lease run out
-    with session_scope(database_url) as session:
-        assert requeue(session=session, job_id=job_id, attempt=read.attempts)
-        [again] = claim(session=session, job_ids=[job_id])
-        assert again.attempts == read.attempts + 1
+    read = _claimed_twice(database_url, job_id)  # as the reaper read it, its lease run out
     found = reaper.Reaped()
     with session_scope(database_url) as session:
         reaper.hand_back(session=session, jobs=[read], settings=settings, found=found)
@@ -271,7 +275,6 @@ def test_an_abandoning_worker_neither_renews_nor_hands_back_a_job_claimed_again(
     renewed, not put back, not failed."""
     from schemas.settings import WorkerSettings
     from schemas.store.jobs import claim, renew_lease, requeue
-    from schemas.tables import Job
     from worker import reaper
 
     settings = WorkerSettings(database_url=database_url)
@@ -299,17 +302,10 @@ def test_a_late_attempts_failure_does_not_fail_a_job_claimed_again(database_url:
     under it, and nothing is billed or called back."""
     from schemas.errors import ErrorCode, PermanentError
     from schemas.settings import WorkerSettings
-    from schemas.store.jobs import claim, requeue
-    from schemas.tables import Job
     from worker.batch import BatchReport, _store_batch
 
     [job_id] = _stored_jobs(database_url, 1)
-    with session_scope(database_url) as session:
-        [late] = claim(session=session, job_ids=[job_id])
-        session.expunge(late)
-    with session_scope(database_url) as session:
-        assert requeue(session=session, job_id=job_id, attempt=late.attempts)
-        assert claim(session=session, job_ids=[job_id])
+    late = _claimed_twice(database_url, job_id)
     report = BatchReport()
     refused = PermanentError("the image cannot be read", code=ErrorCode.image_unreadable)
     _store_batch([(late, refused)], settings=WorkerSettings(database_url=database_url),
