@@ -40,7 +40,7 @@ from benchmarks.spine_throughput import (
     stop,
     wait_until,
 )
-from producers.demo import RedisServer
+from producers.redis_server import RedisServer
 from schemas import keys
 from schemas.api import JobRequest
 from schemas.names import QUEUE_GPU

@@ -44,8 +44,8 @@ from typing import Any
 from sqlmodel import col, select
 
 from benchmarks.spine_throughput import database
-from producers.demo import RedisServer
 from producers.direct import DirectProducer
+from producers.redis_server import RedisServer
 from schemas.api import JobRequest
 from schemas.settings import ApiSettings
 from schemas.store.sessions import migrate, read_scope, session_scope

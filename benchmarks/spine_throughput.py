@@ -63,7 +63,8 @@ import redis
 from celery import Celery
 
 from benchmarks import profile_account
-from producers.demo import RedisServer, free_port
+from producers.demo import free_port
+from producers.redis_server import RedisServer
 from schemas.broker import celery_config
 from schemas.settings import CoreSettings
 from tests.support.images import png

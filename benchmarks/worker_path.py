@@ -53,7 +53,7 @@ import torch
 from benchmarks.pipeline_cpu import PLATFORM, STYLE, load_config, make_images, raw_batch
 from benchmarks.scaling import all_succeeded, hold, release, terminal
 from benchmarks.spine_throughput import celery_worker, cpu_s, database, stop, wait_until
-from producers.demo import RedisServer
+from producers.redis_server import RedisServer
 from schemas.api import JobRequest
 from schemas.names import QUEUE_GPU
 from schemas.settings import CoreSettings, WorkerSettings

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 
 from sqlmodel import col, func, select
 
-from producers.demo import RedisServer
+from producers.redis_server import RedisServer
 from producers.sdk.calls import job_fields
 from schemas.api import JobRequest
 from schemas.store.sessions import session_scope

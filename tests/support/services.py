@@ -20,7 +20,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 if TYPE_CHECKING:
-    from producers.demo import RedisServer
+    from producers.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI") == "true"
 PG_SERVER = os.environ.get("CAPTIONQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -35,7 +35,7 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def start_redis() -> RedisServer:
-    from producers.demo import RedisServer
+    from producers.redis_server import RedisServer
 
     try:
         return RedisServer.start()
