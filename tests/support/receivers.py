@@ -58,6 +58,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._received_ids: set[str] = set()
         self.http = Loopback(_handler_class(self))
 
     @property
@@ -89,11 +90,13 @@ class Receiver:
         self.requests.append(got)
         status, delay_s = self.status, self.delay_s
         if 200 <= status < 300 and delay_s == 0:
-            first = got.webhook_id not in {r.webhook_id for r in self.received}
+            first = got.webhook_id not in self._received_ids
+            self._received_ids.add(got.webhook_id)
             self.received.append(got)
             if first and self.on_first is not None:
                 self.on_first(got.webhook_id)
-        time.sleep(delay_s)
+        if delay_s:
+            time.sleep(delay_s)
         return status if got.verified else 401
 
     def _verifies(self, raw: bytes, headers: dict[str, str]) -> bool:
