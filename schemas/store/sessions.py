@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +13,10 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
+from schemas.store import sqlite_writers
+
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _READ_ONLY = "captionq_read_only"
-SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a SQLite writer waits for the lock, then fails
-BEGIN_POLL_S = 0.0005  # how often a writer waiting at BEGIN tries the lock again
 
 
 def make_engine(url: str) -> Engine:
@@ -27,60 +25,30 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
-        engine = create_engine(url, connect_args=connect_args)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        engine = create_engine(url, connect_args=sqlite_writers.connect_args())
+        event.listen(engine, "connect", sqlite_writers.on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    # SQLAlchemy, not the driver, begins transactions (see _sqlite_begin_immediate).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # WAL + NORMAL: a crash of any process loses nothing; a power cut may lose the
-    # last commits, never corrupts. PostgreSQL is the database for durable production.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000:.0f}")
-    cursor.close()
-
-
-def _sqlite_begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
-    """Take SQLite's write lock at BEGIN. A deferred transaction that reads, then writes
-    after another process committed, fails at once with "database is locked" instead of
-    waiting; taking the lock up front makes every writer wait its turn.
-    A read-only session (:func:`read_scope`) begins deferred: it reads a snapshot and
-    neither waits for writers nor holds them up.
-
-    A writer waits for the lock in short steps: SQLite's own busy handler sleeps ever
-    longer between tries (1, 2, 5, 10, 15, 20, 25 ... 100 ms), so that with three
-    processes writing, a waiter slept through the lock's release again and again while
-    newcomers took it (in a benchmark run, an IO worker waited up to 0.93 s). Here it tries
-    again every ``BEGIN_POLL_S`` until ``SQLITE_BUSY_TIMEOUT_S``, then fails as before
-    ("database is locked", an outage to retry). Every other statement keeps SQLite's
-    handler and timeout."""
+def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
+    """A writing transaction waits its turn in the queue of the database's writers
+    (:mod:`schemas.store.sqlite_writers`), then takes SQLite's write lock at BEGIN: a
+    deferred transaction that reads, then writes after another process committed, fails
+    at once with "database is locked" instead of waiting. A read-only session
+    (:func:`read_scope`) begins deferred: it reads a snapshot and neither waits for
+    writers nor holds them up."""
     if connection.get_execution_options().get(_READ_ONLY, False):
         connection.exec_driver_sql("BEGIN")
         return
     raw = connection.connection.dbapi_connection
-    raw.execute("PRAGMA busy_timeout=0")
+    raw.take_turn()
     try:
-        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.Error as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
-                    break
-            time.sleep(BEGIN_POLL_S)
-        # The last try goes through SQLAlchemy, which raises its error as it does any other.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    finally:
-        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000:.0f}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # SQLAlchemy's errors, as any other
+    except BaseException:
+        raw.give_turn_back()
+        raise
 
 
 _engines: dict[str, Engine] = {}

@@ -1,25 +1,31 @@
-"""Sessions on SQLite: writers take the lock at BEGIN (waiting for it in short steps),
-readers never wait for it."""
+"""Sessions on SQLite: writers wait their turn in a queue (asleep), then take the lock at
+BEGIN; readers never wait for it."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
-from schemas.store import sessions
+from schemas.store import sqlite_writers
 from schemas.store.sessions import (
     dispose_engine,
+    engine_for,
     is_outage,
     migrate,
     read_scope,
     session_scope,
 )
+from schemas.store.sqlite_writers import NestedWriteError, QueuedConnection
 from schemas.store.tenants import ensure_tenant
 from schemas.tables import Tenant
 
@@ -51,56 +57,124 @@ def test_a_read_scope_writes_nothing(url: str) -> None:
         assert session.exec(select(Tenant)).all() == []
 
 
-def _holding_the_write_lock(url: str) -> sqlite3.Connection:
-    """Another process's writer, as SQLite sees it: a connection of its own in a write
-    transaction."""
+def _outside_the_queue(url: str) -> sqlite3.Connection:
+    """Another program's writer (a ``sqlite3`` shell): a plain connection in a write
+    transaction, not in the queue of captionq's writers."""
     holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     return holder
 
 
-def test_a_writer_waits_for_the_lock_in_short_steps_then_writes(
-    url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A writer that finds the lock taken tries again every ``BEGIN_POLL_S``, not after
-    SQLite's ever longer sleeps (up to 100 ms), and writes once the holder commits;
-    every other statement keeps SQLite's own timeout."""
-    holder = _holding_the_write_lock(url)
-    pauses: list[float] = []
-    sleep = time.sleep
+def _in_the_queue(url: str) -> QueuedConnection:
+    """Another captionq writer, as the queue sees it (a connection of its own: another
+    thread's or process's), holding its turn and SQLite's write lock."""
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None,
+                             factory=QueuedConnection)  # fmt: skip
+    holder.take_turn()
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
 
-    def pause(seconds: float) -> None:
-        pauses.append(seconds)
-        if len(pauses) == 5:
-            holder.commit()
-        sleep(seconds)
 
-    monkeypatch.setattr(sessions.time, "sleep", pause)
-    with session_scope(url) as writer:
-        ensure_tenant(session=writer, name="waited")
-        timeout_ms = writer.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
-    holder.close()
-    assert pauses == [sessions.BEGIN_POLL_S] * 5
-    assert timeout_ms == sessions.SQLITE_BUSY_TIMEOUT_S * 1000
+def _write_in_a_thread(url: str, name: str) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with session_scope(url) as writer:
+                ensure_tenant(session=writer, name=name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def _names(url: str) -> list[str]:
     with read_scope(url) as reader:
-        assert reader.exec(select(Tenant.name)).all() == ["waited"]
+        return sorted(reader.exec(select(Tenant.name)).all())
 
 
-def test_a_writer_that_never_gets_the_lock_fails_as_an_outage(
-    url: str, monkeypatch: pytest.MonkeyPatch
+def test_a_writer_waits_its_turn_asleep_and_begins_once_the_holder_commits(url: str) -> None:
+    """A writer behind another waits in the kernel, not trying the lock again and again:
+    it spends no CPU while it waits, and begins with one ``BEGIN IMMEDIATE``, as soon as
+    the holder commits."""
+    statements: list[str] = []
+    event.listen(engine_for(url), "connect", lambda raw, _: raw.set_trace_callback(statements.append))  # noqa: E501
+    holder = _in_the_queue(url)
+    cpu0 = time.process_time()
+    thread, errors = _write_in_a_thread(url, "waited")
+    thread.join(0.5)
+    assert thread.is_alive()  # still waiting its turn
+    assert time.process_time() - cpu0 < 0.1  # asleep (trying every 0.5 ms spends ~0.2 s)
+    assert _names(url) == []
+    holder.commit()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert errors == []
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert _names(url) == ["waited"]
+    holder.close()
+
+
+def test_a_writer_killed_holding_its_turn_lets_the_next_one_write(url: str) -> None:
+    """The kernel gives back a dead process's turn (a worker SIGKILLed mid-transaction)."""
+    path = url.removeprefix("sqlite:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sqlite3, sys, time\n"
+            "from schemas.store.sqlite_writers import QueuedConnection\n"
+            f"c = sqlite3.connect({path!r}, isolation_level=None, factory=QueuedConnection)\n"
+            "c.take_turn(); c.execute('BEGIN IMMEDIATE')\n"
+            "print('holding', flush=True); time.sleep(60)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "holding\n"
+    thread, errors = _write_in_a_thread(url, "after")
+    thread.join(0.3)
+    assert thread.is_alive()
+    holder.kill()
+    holder.communicate()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert errors == []
+    assert _names(url) == ["after"]
+
+
+def test_a_second_writer_in_the_same_thread_fails_at_once(url: str) -> None:
+    """A thread that writes in one transaction and begins another on the same database
+    would wait for itself: it is told so at once."""
+    with session_scope(url) as outer:
+        ensure_tenant(session=outer, name="outer")
+        with pytest.raises(NestedWriteError), session_scope(url) as inner:
+            ensure_tenant(session=inner, name="inner")
+    assert _names(url) == ["outer"]
+
+
+def test_a_writer_outside_the_queue_is_waited_for_then_fails_as_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sessions, "SQLITE_BUSY_TIMEOUT_S", 0.2)
-    holder = _holding_the_write_lock(url)
+    """A writer of another program holds SQLite's lock outside the queue: a writer waits
+    for it as SQLite's busy timeout says, then fails as an outage; its turn is given
+    back, and the connection writes again once the lock is free."""
+    monkeypatch.setattr(sqlite_writers, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(database)
+    holder = _outside_the_queue(database)
     try:
         with (
             pytest.raises(OperationalError, match="database is locked") as raised,
-            session_scope(url) as writer,
+            session_scope(database) as writer,
         ):
             ensure_tenant(session=writer, name="never")
     finally:
         holder.close()
     assert is_outage(raised.value)
-    with session_scope(url) as writer:  # the connection is usable again, with its timeout
-        ensure_tenant(session=writer, name="later")
-        timeout_ms = writer.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
-    assert timeout_ms == 200
+    thread, errors = _write_in_a_thread(database, "later")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert errors == []
+    assert _names(database) == ["later"]
+    dispose_engine(database)

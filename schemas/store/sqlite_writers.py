@@ -1,0 +1,122 @@
+"""SQLite's writers, queued: every transaction that writes waits its turn on a lock file
+beside the database, then takes SQLite's write lock at ``BEGIN IMMEDIATE``.
+
+SQLite has one write lock for the whole database and no queue for it: a writer that
+finds it taken is told "busy" and must try again, and SQLite's own busy handler sleeps
+ever longer between tries (1, 2, 5 ... 100 ms), so that a waiter slept through the
+lock's release again and again while newcomers took it; trying again in short steps
+instead spends a core on trying while the holder wants one to finish. Here each pooled
+connection holds a lock file of its own (``<database>-writers``, its own open file
+description) and takes an exclusive ``flock`` on it before ``BEGIN IMMEDIATE``: the
+kernel puts the waiter to sleep and wakes it the moment the turn is free, across every
+thread and process on the host sharing the database, and releases a dead process's turn
+with the process. The turn is given back when the transaction ends (commit, rollback,
+or the connection closed).
+
+A writer of another program (a ``sqlite3`` shell) is not in the queue: a writer that
+finds the lock held by one waits as SQLite's busy timeout says (``SQLITE_BUSY_TIMEOUT_S``),
+then fails with "database is locked", an outage to retry. A read-only transaction
+neither queues nor takes the lock: it reads a snapshot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from typing import Any
+
+SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a writer waits for a writer outside the queue
+
+_held = threading.local()  # turns: by lock file, the connection this thread last took it with
+
+
+class NestedWriteError(RuntimeError):
+    """A thread that holds a write turn asked for another: it would wait for itself."""
+
+
+class QueuedConnection(sqlite3.Connection):
+    """A ``sqlite3`` connection whose write transactions queue on the database's lock
+    file (made with ``sqlite3.connect(..., factory=QueuedConnection)``)."""
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        self._turn_fd: int | None = None
+        self._has_turn = False
+        self._holder: int | None = None
+        super().__init__(database, *args, **kwargs)
+        path = os.fspath(database)
+        self._turn_path = os.path.abspath(f"{path}-writers")
+        if path not in ("", ":memory:") and not path.startswith("file:"):
+            self._turn_fd = os.open(self._turn_path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def take_turn(self) -> None:
+        """Wait until it is this connection's turn to write (the caller then begins its
+        transaction with ``BEGIN IMMEDIATE``); the turn is given back when it ends."""
+        turns: dict[str, QueuedConnection] = _held.__dict__.setdefault("turns", {})
+        other = turns.get(self._turn_path)
+        if other is not None and other is not self and other._holder == threading.get_ident():
+            raise NestedWriteError(
+                "this thread already writes in another transaction on this database; "
+                "a second writer would wait for the first forever"
+            )
+        if self._turn_fd is not None and not self._has_turn:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)  # sleeps, without the GIL, until free
+            self._has_turn = True
+            self._holder = threading.get_ident()
+            turns[self._turn_path] = self
+
+    def give_turn_back(self) -> None:
+        """Let the next writer go (called when the transaction ends, or never began)."""
+        if self._has_turn and self._turn_fd is not None:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+        self._has_turn = False
+        self._holder = None  # the thread that took the turn (another may give it back)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            if not self.in_transaction:
+                self.give_turn_back()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            if not self.in_transaction:
+                self.give_turn_back()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_turn_back()
+            self._close_turn_file()
+
+    def __del__(self) -> None:  # a connection dropped unclosed must not keep its turn
+        self._close_turn_file()
+
+    def _close_turn_file(self) -> None:
+        fd, self._turn_fd, self._has_turn, self._holder = self._turn_fd, None, False, None
+        if fd is not None:
+            os.close(fd)  # gives back the turn with it
+
+
+def connect_args() -> dict[str, object]:
+    """``sqlite3.connect`` arguments for an engine whose writers queue."""
+    return {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False,
+            "factory": QueuedConnection}  # fmt: skip
+
+
+def on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    # SQLAlchemy, not the driver, begins transactions (schemas.store.sessions).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a crash of any process loses nothing; a power cut may lose the
+    # last commits, never corrupts. PostgreSQL is the database for durable production.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000:.0f}")
+    cursor.close()
