@@ -36,8 +36,14 @@ from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import attempt_is, claim, requeue
-from schemas.store.results import Completed, complete_failed, complete_succeeded
-from schemas.store.sessions import is_outage, session_scope
+from schemas.store.results import (
+    Completed,
+    Prepared,
+    complete_failed,
+    prepare_succeeded,
+    store_prepared,
+)
+from schemas.store.sessions import is_outage, read_scope, session_scope
 from schemas.store.usage import Used, add_usage
 from schemas.tables import Job, ReviewState, Tenant, utcnow
 from worker import pipeline, retry
@@ -244,8 +250,12 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
 
     def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
+        completed = _completed(chunk)
+        with read_scope(settings.database_url) as reader:  # rows built before the write
+            prepared = prepare_succeeded(reader=reader, results=completed,
+                                         jobs=[job for job, _ in chunk])  # fmt: skip
         with _writing(settings), session_scope(settings.database_url) as session:
-            _store(session, chunk, settings=settings, report=part)
+            _store(session, chunk, completed, prepared, settings=settings, report=part)
             add_usage(session=session, used=_used(chunk, share_s, done=set(part.done)))
         for line in part.lines:  # committed: each line says what is stored
             log.log(line.level, line.message, *line.args, extra=line.extra)
@@ -302,10 +312,8 @@ def _store_one(result: Result, store: Callable[[list[Result]], BatchReport]) -> 
     return with_db_retry(lambda: store([(job, unstorable)]))
 
 
-def _store(
-    session: Session, chunk: list[Result], *, settings: WorkerSettings, report: BatchReport
-) -> None:
-    completed = [
+def _completed(chunk: list[Result]) -> list[Completed]:
+    return [
         Completed(
             job_id=job.id,
             caption=outcome.caption,
@@ -316,7 +324,18 @@ def _store(
         for job, outcome in chunk
         if isinstance(outcome, Written)
     ]
-    stored = complete_succeeded(session=session, results=completed)
+
+
+def _store(
+    session: Session,
+    chunk: list[Result],
+    completed: list[Completed],
+    prepared: Prepared,
+    *,
+    settings: WorkerSettings,
+    report: BatchReport,
+) -> None:
+    stored = store_prepared(session=session, prepared=prepared)
     outbox = stored.deliveries
     stored_ids = set(stored.job_ids)  # not a duplicate or late attempt's
     report.succeeded += len(stored_ids)

@@ -17,10 +17,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, insert, update
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
-from schemas.api import VariantBase, VariantPublic, WebhookEvent
+from schemas.api import JobPublic, VariantBase, VariantPublic, WebhookEvent
 from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef
 from schemas.store.decisions import auto_approved_rows
@@ -49,75 +48,129 @@ class Stored(NamedTuple):
     deliveries: list[DeliveryRef]
 
 
-def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Stored:
-    """Store a batch of results and queue each job's ``job.succeeded`` callback; a job no
-    longer running (a duplicate or late attempt) is left as it is. A few statements for
-    the whole batch, whatever its size: one conditional UPDATE that moves the running
-    jobs and returns them, their captions (one statement run for each), one insert of
-    the variants, one read of the endpoints' subscriptions, one insert of the outbox
-    rows (column values: no ORM objects are built for them)."""
-    if not results:
-        return Stored([], [])
+@dataclass(frozen=True)
+class Prepared:
+    """A batch's results as rows, built before the transaction that writes them (outside
+    SQLite's write lock): per job, its result columns, its variant rows and the outbox
+    rows its endpoint wants, whose bodies describe the job as the claim of ``attempts``
+    left it, succeeded with these results."""
+
+    columns: dict[str, dict[str, object]]
+    variants: dict[str, list[dict[str, Any]]]
+    outbox: dict[str, list[dict[str, Any]]]
+    attempts: dict[str, int]
+    now: datetime
+
+
+def prepare_succeeded(
+    *, reader: Session, results: Sequence[Completed], jobs: Sequence[Job]
+) -> Prepared:
+    """The rows of ``results`` (each of a job in ``jobs``, the running jobs as claimed);
+    ``reader`` reads the endpoints' subscriptions (a read-only session will do)."""
     now = utcnow()
-    by_id = {result.job_id: result for result in results}
+    by_id = {job.id: job for job in jobs}
+    columns: dict[str, dict[str, object]] = {}
+    variants: dict[str, list[dict[str, Any]]] = {}
+    events: list[dict[str, Any]] = []
+    for result in results:
+        job = by_id[result.job_id]
+        columns[job.id] = {"caption": result.caption, "model_id": result.model_id,
+                           "model_revision": result.model_revision}  # fmt: skip
+        variants[job.id] = [
+            {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}
+            for variant in result.variants
+        ]
+        if job.callback_url:
+            events.append(_succeeded_event(job, columns[job.id], variants[job.id], now=now))
+    events += auto_approved_rows([by_id[r.job_id] for r in results], variants, now=now)
+    outbox: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in columns}
+    for row in wanted(reader, events):
+        outbox[row["job_id"]].append(row)
+    attempts = {job_id: by_id[job_id].attempts for job_id in columns}
+    return Prepared(columns, variants, outbox, attempts, now)
+
+
+def store_prepared(*, session: Session, prepared: Prepared) -> Stored:
+    """Store a batch of prepared results and queue their callbacks; a job no longer
+    running (a duplicate or late attempt) is left as it is. A few statements for the
+    whole batch, whatever its size: one conditional UPDATE that moves the running jobs
+    and returns them, their result columns (one statement run for each), one insert of
+    the variants, one of the outbox rows. A job claimed again while this attempt ran
+    (the reaper gave it to another worker) gets its callback bodies built again from
+    the row as it is now, in the same transaction."""
+    if not prepared.columns:
+        return Stored([], [])
+    now = prepared.now
     table = Job.__table__  # type: ignore[attr-defined]
     connection = session.connection()
-    stored = (
-        update(Job)
-        .where(col(Job.id).in_(list(by_id)), col(Job.status) == JobStatus.running.value)
-        .values(
-            status=JobStatus.succeeded,
-            finished_at=now,
-            updated_at=now,
-            error_code=None,
-            error_message=None,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    jobs = list(session.scalars(stored).all())
-    if not jobs:
+    moved = connection.execute(
+        update(table)
+        .where(table.c.id.in_(list(prepared.columns)), table.c.status == JobStatus.running.value)
+        .values(status=JobStatus.succeeded, finished_at=now, updated_at=now,
+                error_code=None, error_message=None)  # fmt: skip
+        .returning(table.c.id, table.c.attempts)
+    ).all()
+    if not moved:
         return Stored([], [])
     # The jobs just moved are this transaction's (their rows are locked on PostgreSQL,
     # the database is on SQLite): their results go to exactly those rows.
-    results_of = {
-        job.id: {
-            "caption": by_id[job.id].caption,
-            "model_id": by_id[job.id].model_id,
-            "model_revision": by_id[job.id].model_revision,
-        }
-        for job in jobs
-    }
-    update_rows(connection, table, results_of)
-    for job in jobs:  # as stored, without marking the objects changed
-        for name, value in results_of[job.id].items():
-            set_committed_value(job, name, value)
-    variants = {
-        job.id: [
-            {"id": new_id("var"), "job_id": job.id, **variant.model_dump(), "created_at": now}
-            for variant in by_id[job.id].variants
-        ]
-        for job in jobs
-    }
-    rows = [row for job_rows in variants.values() for row in job_rows]
+    job_ids = [row.id for row in moved]
+    update_rows(connection, table, {job_id: prepared.columns[job_id] for job_id in job_ids})
+    rows = [row for job_id in job_ids for row in prepared.variants[job_id]]
     if rows:
         connection.execute(insert(Variant.__table__), rows)  # type: ignore[attr-defined]
-    outbox = [
-        _job_event(
-            session,
-            job,
-            "job.succeeded",
-            variants=[VariantPublic.model_validate(row) for row in variants[job.id]],
-            now=now,
-        )
-        for job in jobs
-        if job.callback_url
-    ]
-    outbox += auto_approved_rows(jobs, variants, now=now)  # caption.approved, same transaction
-    outbox = wanted(session, outbox)
+    outbox = [row for job_id in job_ids for row in prepared.outbox[job_id]]
+    again = {row.id for row in moved if row.attempts != prepared.attempts[row.id]}
+    if again:
+        outbox = [row for row in outbox if row["job_id"] not in again]
+        outbox += _events_as_now(session, again, prepared)
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
-    return Stored([job.id for job in jobs], [DeliveryRef(row["id"], row["url"]) for row in outbox])
+    return Stored(job_ids, [DeliveryRef(row["id"], row["url"]) for row in outbox])
+
+
+def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Stored:
+    """:func:`prepare_succeeded` and :func:`store_prepared` in ``session``'s one
+    transaction, for a caller that holds no claimed jobs (the jobs are read here)."""
+    ids = [result.job_id for result in results]
+    jobs = session.exec(
+        select(Job).where(col(Job.id).in_(ids)).execution_options(populate_existing=True)
+    ).all()
+    running = {job.id for job in jobs if job.status == JobStatus.running}
+    prepared = prepare_succeeded(
+        reader=session, results=[r for r in results if r.job_id in running], jobs=jobs
+    )
+    return store_prepared(session=session, prepared=prepared)
+
+
+def _succeeded_event(
+    job: Job, columns: dict[str, object], variants: Sequence[dict[str, Any]], *, now: datetime
+) -> dict[str, Any]:
+    """The ``job.succeeded`` outbox row of ``job`` (as claimed) once these results are
+    stored."""
+    public = job_public(job=job, variants=[VariantPublic.model_validate(v) for v in variants])
+    # finished_at as the database gives it back: SQLite's times without their zone.
+    finished_at = now if job.created_at.tzinfo is not None else now.replace(tzinfo=None)
+    data = public.model_copy(update={**columns, "status": JobStatus.succeeded,
+                                     "finished_at": finished_at, "error": None})  # fmt: skip
+    return _event_row(job, "job.succeeded", data, now=now)
+
+
+def _events_as_now(session: Session, job_ids: set[str], prepared: Prepared) -> list[dict[str, Any]]:
+    """The outbox rows of jobs whose row changed under this attempt, built from the row
+    as it is now (kept only where the prepared batch kept an event of that type)."""
+    jobs = session.exec(
+        select(Job).where(col(Job.id).in_(job_ids)).execution_options(populate_existing=True)
+    ).all()
+    rows = []
+    for job in jobs:
+        kept = {row["event_type"]: row for row in prepared.outbox[job.id]}
+        if "job.succeeded" in kept:
+            rows.append(_job_event(session, job, "job.succeeded", now=prepared.now,
+                                   variants=[VariantPublic.model_validate(v)
+                                             for v in prepared.variants[job.id]]))  # fmt: skip
+        rows += [row for row in prepared.outbox[job.id] if row["event_type"] != "job.succeeded"]
+    return rows
 
 
 class FailedJob(NamedTuple):
@@ -181,11 +234,12 @@ def _job_event(
 ) -> dict[str, Any]:
     """The outbox row of a job event; the body is the job as it now is. ``variants``:
     the rows just added, so the body needs no second read of them."""
-    body = WebhookEvent(
-        type=event_type,  # type: ignore[arg-type]
-        timestamp=now,
-        data=job_public(session=session, job=job, variants=variants),
-    )
+    return _event_row(job, event_type, job_public(session=session, job=job, variants=variants),
+                      now=now)  # fmt: skip
+
+
+def _event_row(job: Job, event_type: str, data: JobPublic, *, now: datetime) -> dict[str, Any]:
+    body = WebhookEvent(type=event_type, timestamp=now, data=data)  # type: ignore[arg-type]
     assert job.callback_url is not None
     return event_row(
         tenant_id=job.tenant_id,

@@ -17,7 +17,7 @@ from sqlmodel import col, select, update
 
 from schemas.errors import CaptionError, ErrorCode, PermanentError, TransientError
 from schemas.settings import WorkerSettings
-from schemas.store.results import Completed, Stored
+from schemas.store.results import Completed, Prepared
 from schemas.store.sessions import session_scope
 from schemas.tables import Job, JobStatus, UsageDay
 from tests.support.jobs import queued_jobs
@@ -166,14 +166,16 @@ def test_a_result_that_cannot_be_written_fails_its_own_job_only(
     ``internal_error`` at once, and the others are stored, logged and billed as usual."""
     ids = _jobs(database_url, 3, "logs-unwritable")
     bad = ids[1]
-    complete_succeeded = batch.complete_succeeded
+    prepare_succeeded = batch.prepare_succeeded
 
-    def refuse_the_bad_one(*, session: object, results: Sequence[Completed]) -> Stored:
+    def refuse_the_bad_one(
+        *, reader: object, results: Sequence[Completed], jobs: Sequence[object]
+    ) -> Prepared:
         if any(result.job_id == bad for result in results):
             raise TypeError("the result of this job cannot be written")
-        return complete_succeeded(session=session, results=results)  # type: ignore[arg-type]
+        return prepare_succeeded(reader=reader, results=results, jobs=jobs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch, "complete_succeeded", refuse_the_bad_one)
+    monkeypatch.setattr(batch, "prepare_succeeded", refuse_the_bad_one)
     engine = Engine(captioner=NoopCaptioner())
     with caplog.at_level(logging.INFO, logger="captionq.worker"):
         report = batch.process(ids, settings=_settings(database_url), engine=engine,
