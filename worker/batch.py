@@ -21,7 +21,6 @@ is free.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -30,7 +29,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.messages import DeliveryRef, JobRef
@@ -147,14 +146,6 @@ class _Turns:
             self._gpu.__exit__(None, None, None)
 
 
-_SQLITE_WRITES = threading.Lock()
-
-
-def _writing(settings: WorkerSettings) -> AbstractContextManager[object]:
-    """This process's turn to write, on SQLite; no turn is needed on PostgreSQL."""
-    return _SQLITE_WRITES if settings.database_url.startswith("sqlite") else nullcontext()
-
-
 def process(
     job_ids: Sequence[str],
     *,
@@ -167,23 +158,22 @@ def process(
     report.stages.claim = time.time()
     claimed_at: list[datetime] = []  # its first run's time: every run is the one claim
 
-    def claim_batch() -> tuple[list[Job], dict[str, Tenant]]:
-        with _writing(settings), session_scope(settings.database_url) as session:
+    def claim_batch() -> list[Job]:
+        with session_scope(settings.database_url) as session:
             again = bool(claimed_at)
             claimed_at[:] = claimed_at or [utcnow()]
-            jobs = claim(session=session, job_ids=list(dict.fromkeys(job_ids)),
+            return claim(session=session, job_ids=list(dict.fromkeys(job_ids)),
                          lease_s=settings.job_lease_s, at=claimed_at[0], again=again)  # fmt: skip
-            return jobs, _tenants(session, jobs)
 
     try:
-        jobs, tenants = with_db_retry(claim_batch)
+        jobs = with_db_retry(claim_batch)
     except DBAPIError as exc:
         raise ClaimError(f"claim failed: {type(exc).__name__}") from exc
     if not jobs:
         return report
     held = lease.hold({job.id: job.attempts for job in jobs}) if lease is not None else None
     try:
-        blobs = with_db_retry(lambda: load_all(jobs, settings=settings))  # a read: repeatable
+        blobs, tenants = with_db_retry(lambda: load_all(jobs, settings=settings))  # a read
         items = [
             pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
             for job, data in zip(jobs, blobs, strict=True)
@@ -211,14 +201,6 @@ def _aware(at: datetime) -> datetime:
 def _about(job: Job) -> dict[str, object]:
     """A job's fields on a log line (``schemas.logs``)."""
     return {"job_id": job.id, "tenant": job.tenant_id, "attempt": job.attempts}
-
-
-def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
-    if not jobs:
-        return {}
-    tenant_ids = {job.tenant_id for job in jobs}
-    rows = session.exec(select(Tenant).where(col(Tenant.id).in_(tenant_ids))).all()
-    return {tenant.id: tenant for tenant in rows}
 
 
 def _spec(job: Job, tenant: Tenant) -> JobSpec:
@@ -254,7 +236,7 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
         with read_scope(settings.database_url) as reader:  # rows built before the write
             prepared = prepare_succeeded(reader=reader, results=completed,
                                          jobs=[job for job, _ in chunk])  # fmt: skip
-        with _writing(settings), session_scope(settings.database_url) as session:
+        with session_scope(settings.database_url) as session:
             _store(session, chunk, completed, prepared, settings=settings, report=part)
             add_usage(session=session, used=_used(chunk, share_s, done=set(part.done)))
         for line in part.lines:  # committed: each line says what is stored

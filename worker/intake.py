@@ -1,4 +1,5 @@
-"""Getting a batch's image bytes: stored blobs, in one read.
+"""Getting a batch's inputs: its stored image bytes and its tenants' settings, in one
+read (outside the claim's write transaction).
 
 A GPU worker reads stored bytes only and never fetches: an image URL is fetched by
 the fetch workers before its caption task is published (``worker.fetching``), and the
@@ -9,25 +10,44 @@ fails with ``image_not_fetched``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from PIL import Image
+from sqlmodel import Session, col, select
 
 from schemas.checks.images import decode_image
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.settings import WorkerSettings
 from schemas.store.blobs import get_blobs
 from schemas.store.sessions import read_scope
-from schemas.tables import Job
+from schemas.tables import Job, Tenant
 
 
-def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> list[bytes | CaptionError]:
-    """Each job's image bytes, or the error that stands in their place."""
+class Intake(NamedTuple):
+    """Each job's image bytes (or the error that stands in their place), in job order,
+    and the jobs' tenants by id."""
+
+    data: list[bytes | CaptionError]
+    tenants: dict[str, Tenant]
+
+
+def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> Intake:
     digests = {job.image_sha256 for job in jobs if job.image_sha256 is not None}
     stored: dict[str, bytes] = {}
-    if digests:
-        with read_scope(settings.database_url) as session:
+    with read_scope(settings.database_url) as session:
+        if digests:
             stored = get_blobs(session=session, store=settings.blob_store, sha256s=digests)
-    return [_one(job, stored, settings) for job in jobs]
+        tenants = _tenants(session, jobs)
+    return Intake([_one(job, stored, settings) for job in jobs], tenants)
+
+
+def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
+    if not jobs:
+        return {}
+    tenant_ids = {job.tenant_id for job in jobs}
+    rows = session.exec(select(Tenant).where(col(Tenant.id).in_(tenant_ids))).all()
+    session.expunge_all()  # as read: the read-only session's rollback would expire them
+    return {tenant.id: tenant for tenant in rows}
 
 
 def _one(job: Job, stored: dict[str, bytes], settings: WorkerSettings) -> bytes | CaptionError:
