@@ -6,12 +6,13 @@ finds it taken is told "busy" and must try again, and SQLite's own busy handler 
 ever longer between tries (1, 2, 5 ... 100 ms), so that a waiter slept through the
 lock's release again and again while newcomers took it; trying again in short steps
 instead spends a core on trying while the holder wants one to finish. Here each pooled
-connection holds a lock file of its own (``<database>-writers``, its own open file
-description) and takes an exclusive ``flock`` on it before ``BEGIN IMMEDIATE``: the
-kernel puts the waiter to sleep and wakes it the moment the turn is free, across every
-thread and process on the host sharing the database, and releases a dead process's turn
-with the process. The turn is given back when the transaction ends (commit, rollback,
-or the connection closed).
+connection opens the lock file beside the database (``<database>-writers``) for itself
+and takes an exclusive ``flock`` on it before ``BEGIN IMMEDIATE``: the kernel puts the
+waiter to sleep and wakes it the moment the turn is free, across every thread and
+process on the host sharing the database, and releases a dead process's turn with the
+process. The turn is given back when the transaction ends (commit, rollback, or the
+connection closed); a writer in the queue waits for as long as the turns before it
+last, each one transaction.
 
 A writer of another program (a ``sqlite3`` shell) is not in the queue: a writer that
 finds the lock held by one waits as SQLite's busy timeout says (``SQLITE_BUSY_TIMEOUT_S``),
@@ -48,7 +49,10 @@ class QueuedConnection(sqlite3.Connection):
         path = os.fspath(database)
         self._turn_path = os.path.abspath(f"{path}-writers")
         if path not in ("", ":memory:") and not path.startswith("file:"):
-            self._turn_fd = os.open(self._turn_path, os.O_RDWR | os.O_CREAT, 0o644)
+            # Read-only is enough for flock; made with the database's own permissions,
+            # as SQLite makes its -wal and -shm files, for every user that may write it.
+            mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+            self._turn_fd = os.open(self._turn_path, os.O_RDONLY | os.O_CREAT, mode)
 
     def take_turn(self) -> None:
         """Wait until it is this connection's turn to write (the caller then begins its
