@@ -43,8 +43,8 @@ def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
         connection.exec_driver_sql("BEGIN")
         return
     raw = connection.connection.dbapi_connection
-    raw.take_turn()
     try:
+        raw.take_turn()
         connection.exec_driver_sql("BEGIN IMMEDIATE")  # SQLAlchemy's errors, as any other
     except BaseException:
         raw.give_turn_back()

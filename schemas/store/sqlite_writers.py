@@ -12,7 +12,8 @@ waiter to sleep and wakes it the moment the turn is free, across every thread an
 process on the host sharing the database, and releases a dead process's turn with the
 process. The turn is given back when the transaction ends (commit, rollback, or the
 connection closed); a writer in the queue waits for as long as the turns before it
-last, each one transaction.
+last, each one transaction. (So a transaction must never wait for another writer of its
+own thread: none in captionq nests one write transaction in another.)
 
 A writer of another program (a ``sqlite3`` shell) is not in the queue: a writer that
 finds the lock held by one waits as SQLite's busy timeout says (``SQLITE_BUSY_TIMEOUT_S``),
@@ -25,57 +26,42 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-import threading
+import weakref
 from typing import Any
 
 SQLITE_BUSY_TIMEOUT_S = 30.0  # how long a writer waits for a writer outside the queue
 
-_held = threading.local()  # turns: by lock file, the connection this thread last took it with
-
-
-class NestedWriteError(RuntimeError):
-    """A thread that holds a write turn asked for another: it would wait for itself."""
-
 
 class QueuedConnection(sqlite3.Connection):
     """A ``sqlite3`` connection whose write transactions queue on the database's lock
-    file (made with ``sqlite3.connect(..., factory=QueuedConnection)``)."""
+    file (made with ``sqlite3.connect(..., factory=QueuedConnection)``). A turn belongs
+    to the connection, not to a thread: a session's commit may run on another thread
+    than its statements (a web framework's dependency teardown)."""
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
         self._turn_fd: int | None = None
+        self._turn_path: str | None = None
         self._has_turn = False
-        self._holder: int | None = None
         super().__init__(database, *args, **kwargs)
         path = os.fspath(database)
-        self._turn_path = os.path.abspath(f"{path}-writers")
         if path not in ("", ":memory:") and not path.startswith("file:"):
-            # Read-only is enough for flock; made with the database's own permissions,
-            # as SQLite makes its -wal and -shm files, for every user that may write it.
-            mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-            self._turn_fd = os.open(self._turn_path, os.O_RDONLY | os.O_CREAT, mode)
+            self._turn_path = os.path.abspath(f"{path}-writers")
+            self._turn_fd = _open_turn_file(self._turn_path, database=path)
+            _open.add(self)
 
     def take_turn(self) -> None:
         """Wait until it is this connection's turn to write (the caller then begins its
         transaction with ``BEGIN IMMEDIATE``); the turn is given back when it ends."""
-        turns: dict[str, QueuedConnection] = _held.__dict__.setdefault("turns", {})
-        other = turns.get(self._turn_path)
-        if other is not None and other is not self and other._holder == threading.get_ident():
-            raise NestedWriteError(
-                "this thread already writes in another transaction on this database; "
-                "a second writer would wait for the first forever"
-            )
-        if self._turn_fd is not None and not self._has_turn:
-            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)  # sleeps, without the GIL, until free
-            self._has_turn = True
-            self._holder = threading.get_ident()
-            turns[self._turn_path] = self
+        if self._turn_fd is None or self._has_turn:
+            return
+        self._has_turn = True  # first: if the wait is interrupted, giving back undoes it
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)  # sleeps, without the GIL, until free
 
     def give_turn_back(self) -> None:
         """Let the next writer go (called when the transaction ends, or never began)."""
         if self._has_turn and self._turn_fd is not None:
+            self._has_turn = False
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
-        self._has_turn = False
-        self._holder = None  # the thread that took the turn (another may give it back)
 
     def commit(self) -> None:
         try:
@@ -95,16 +81,39 @@ class QueuedConnection(sqlite3.Connection):
         try:
             super().close()
         finally:
-            self.give_turn_back()
             self._close_turn_file()
 
     def __del__(self) -> None:  # a connection dropped unclosed must not keep its turn
         self._close_turn_file()
 
     def _close_turn_file(self) -> None:
-        fd, self._turn_fd, self._has_turn, self._holder = self._turn_fd, None, False, None
+        fd, self._turn_fd, self._has_turn = self._turn_fd, None, False
         if fd is not None:
             os.close(fd)  # gives back the turn with it
+
+    def _forked(self) -> None:
+        """In a forked child: the inherited descriptor shares the parent's lock (a turn
+        either takes would be both's, and live on in the other after a death); the
+        child gets one of its own."""
+        if self._turn_fd is not None and self._turn_path is not None:
+            os.close(self._turn_fd)
+            self._turn_fd, self._has_turn = os.open(self._turn_path, os.O_RDONLY), False
+
+
+_open: weakref.WeakSet[QueuedConnection] = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [c._forked() for c in list(_open)])
+
+
+def _open_turn_file(path: str, *, database: str) -> int:
+    """The lock file, opened read-only (enough for ``flock``); made, if it is not
+    there, with the database's permissions, as SQLite makes its -wal and -shm files,
+    whatever the umask, so that every user who may write the database may queue."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return os.open(path, os.O_RDONLY)
+    os.fchmod(fd, os.stat(database).st_mode & 0o777 if os.path.exists(database) else 0o644)
+    return fd
 
 
 def connect_args() -> dict[str, object]:

@@ -3,6 +3,8 @@ BEGIN; readers never wait for it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from schemas.store import sqlite_writers
 from schemas.store.sessions import (
@@ -25,7 +27,7 @@ from schemas.store.sessions import (
     read_scope,
     session_scope,
 )
-from schemas.store.sqlite_writers import NestedWriteError, QueuedConnection
+from schemas.store.sqlite_writers import QueuedConnection
 from schemas.store.tenants import ensure_tenant
 from schemas.tables import Tenant
 
@@ -143,14 +145,69 @@ def test_a_writer_killed_holding_its_turn_lets_the_next_one_write(url: str) -> N
     assert _names(url) == ["after"]
 
 
-def test_a_second_writer_in_the_same_thread_fails_at_once(url: str) -> None:
-    """A thread that writes in one transaction and begins another on the same database
-    would wait for itself: it is told so at once."""
-    with session_scope(url) as outer:
-        ensure_tenant(session=outer, name="outer")
-        with pytest.raises(NestedWriteError), session_scope(url) as inner:
-            ensure_tenant(session=inner, name="inner")
-    assert _names(url) == ["outer"]
+def test_a_turn_is_the_connections_not_its_threads(url: str) -> None:
+    """A session's commit may run on another thread than its statements (FastAPI's
+    dependency teardown): the thread that wrote may meanwhile begin another writer,
+    which waits for that commit, and both rows are written."""
+    first = sessions_holding_a_turn(url, "first")
+    threading.Timer(0.3, first.commit).start()  # the teardown, on another thread
+    with session_scope(url) as second:
+        ensure_tenant(session=second, name="second")
+    first.close()
+    assert _names(url) == ["first", "second"]
+
+
+def sessions_holding_a_turn(url: str, name: str) -> Session:
+    session = Session(engine_for(url), expire_on_commit=False)
+    ensure_tenant(session=session, name=name)
+    session.flush()  # written: the session holds its turn until it commits
+    return session
+
+
+def test_a_forked_child_does_not_share_its_parents_turn(url: str) -> None:
+    """A process that forked (a pool's child that lives on) and is killed holding its
+    turn: the child's inherited descriptor does not keep the turn alive."""
+    path = url.removeprefix("sqlite:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import os, sqlite3, sys, time\n"
+            "from schemas.store.sqlite_writers import QueuedConnection\n"
+            f"c = sqlite3.connect({path!r}, isolation_level=None, factory=QueuedConnection)\n"
+            "child = os.fork()\n"
+            "if child == 0:\n"
+            "    time.sleep(60); os._exit(0)\n"
+            "c.take_turn(); c.execute('BEGIN IMMEDIATE')\n"
+            "print(child, flush=True); time.sleep(60)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    child = int(holder.stdout.readline())
+    try:
+        thread, errors = _write_in_a_thread(url, "after")
+        thread.join(0.3)
+        assert thread.is_alive()
+        holder.kill()
+        holder.wait()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert errors == []
+    finally:
+        os.kill(child, signal.SIGKILL)
+        holder.communicate()  # the child held the pipe too
+    assert _names(url) == ["after"]
+
+
+def test_the_lock_file_has_the_databases_permissions_whatever_the_umask(tmp_path: Path) -> None:
+    database = tmp_path / "shared.sqlite"
+    sqlite3.connect(database).close()
+    database.chmod(0o660)
+    umask = os.umask(0o077)
+    try:
+        sqlite3.connect(database, factory=QueuedConnection).close()
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "shared.sqlite-writers").stat().st_mode & 0o777 == 0o660
 
 
 def test_a_writer_outside_the_queue_is_waited_for_then_fails_as_an_outage(
