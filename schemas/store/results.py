@@ -53,7 +53,8 @@ class Prepared:
     """A batch's results as rows, built before the transaction that writes them (outside
     SQLite's write lock): per job, its result columns, its variant rows and the outbox
     rows its endpoint wants, whose bodies describe the job as the claim of ``attempts``
-    left it, succeeded with these results."""
+    left it, succeeded with these results. Its time (``now``: the jobs' finished_at, the
+    rows' created_at) is when the results were ready, before any wait to write them."""
 
     columns: dict[str, dict[str, object]]
     variants: dict[str, list[dict[str, Any]]]
