@@ -119,61 +119,18 @@ def test_a_writer_waits_its_turn_asleep_and_begins_once_the_holder_commits(url: 
     holder.close()
 
 
-def test_a_writer_killed_holding_its_turn_lets_the_next_one_write(url: str) -> None:
-    """The kernel gives back a dead process's turn (a worker SIGKILLed mid-transaction)."""
+@pytest.mark.parametrize("forked", [False, True], ids=["alone", "after-a-fork"])
+def test_a_writer_killed_holding_its_turn_lets_the_next_one_write(url: str, forked: bool) -> None:
+    """The kernel gives back a dead process's turn (a worker SIGKILLed mid-transaction),
+    also when the process had forked a child that lives on (a pool's): the child's
+    inherited descriptor does not keep the turn alive."""
     path = url.removeprefix("sqlite:///")
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sqlite3, sys, time\n"
+            "import os, sqlite3, time\n"
             "from schemas.store.sqlite_writers import QueuedConnection\n"
             f"c = sqlite3.connect({path!r}, isolation_level=None, factory=QueuedConnection)\n"
-            "c.take_turn(); c.execute('BEGIN IMMEDIATE')\n"
-            "print('holding', flush=True); time.sleep(60)\n"
-        )],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert holder.stdout is not None
-    assert holder.stdout.readline() == "holding\n"
-    thread, errors = _write_in_a_thread(url, "after")
-    thread.join(0.3)
-    assert thread.is_alive()
-    holder.kill()
-    holder.communicate()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert errors == []
-    assert _names(url) == ["after"]
-
-
-def test_a_turn_is_the_connections_not_its_threads(url: str) -> None:
-    """A session's commit may run on another thread than its statements (FastAPI's
-    dependency teardown): the thread that wrote may meanwhile begin another writer,
-    which waits for that commit, and both rows are written."""
-    first = sessions_holding_a_turn(url, "first")
-    threading.Timer(0.3, first.commit).start()  # the teardown, on another thread
-    with session_scope(url) as second:
-        ensure_tenant(session=second, name="second")
-    first.close()
-    assert _names(url) == ["first", "second"]
-
-
-def sessions_holding_a_turn(url: str, name: str) -> Session:
-    session = Session(engine_for(url), expire_on_commit=False)
-    ensure_tenant(session=session, name=name)
-    session.flush()  # written: the session holds its turn until it commits
-    return session
-
-
-def test_a_forked_child_does_not_share_its_parents_turn(url: str) -> None:
-    """A process that forked (a pool's child that lives on) and is killed holding its
-    turn: the child's inherited descriptor does not keep the turn alive."""
-    path = url.removeprefix("sqlite:///")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import os, sqlite3, sys, time\n"
-            "from schemas.store.sqlite_writers import QueuedConnection\n"
-            f"c = sqlite3.connect({path!r}, isolation_level=None, factory=QueuedConnection)\n"
-            "child = os.fork()\n"
+            f"child = os.fork() if {forked} else -1\n"
             "if child == 0:\n"
             "    time.sleep(60); os._exit(0)\n"
             "c.take_turn(); c.execute('BEGIN IMMEDIATE')\n"
@@ -193,9 +150,29 @@ def test_a_forked_child_does_not_share_its_parents_turn(url: str) -> None:
         assert not thread.is_alive()
         assert errors == []
     finally:
-        os.kill(child, signal.SIGKILL)
-        holder.communicate()  # the child held the pipe too
+        if child > 0:
+            os.kill(child, signal.SIGKILL)
+        holder.communicate()  # a child holds the pipe too
     assert _names(url) == ["after"]
+
+
+def test_a_turn_is_the_connections_not_its_threads(url: str) -> None:
+    """A session's commit may run on another thread than its statements (FastAPI's
+    dependency teardown): the thread that wrote may meanwhile begin another writer,
+    which waits for that commit, and both rows are written."""
+    first = _session_holding_a_turn(url, "first")
+    threading.Timer(0.3, first.commit).start()  # the teardown, on another thread
+    with session_scope(url) as second:
+        ensure_tenant(session=second, name="second")
+    first.close()
+    assert _names(url) == ["first", "second"]
+
+
+def _session_holding_a_turn(url: str, name: str) -> Session:
+    session = Session(engine_for(url), expire_on_commit=False)
+    ensure_tenant(session=session, name=name)
+    session.flush()  # written: the session holds its turn until it commits
+    return session
 
 
 def test_the_lock_file_has_the_databases_permissions_whatever_the_umask(tmp_path: Path) -> None:
