@@ -31,7 +31,7 @@ from schemas.tables import Delivery, Job, JobStatus, Variant, new_id, utcnow
 
 @dataclass(frozen=True)
 class Completed:
-    """A job's results, as a worker hands them to :func:`complete_succeeded`."""
+    """A job's results, as a worker hands them to :func:`prepare_succeeded`."""
 
     job_id: str
     caption: str
@@ -41,7 +41,7 @@ class Completed:
 
 
 class Stored(NamedTuple):
-    """What :func:`complete_succeeded` stored: the jobs that moved, and the outbox rows
+    """What :func:`store_prepared` stored: the jobs that moved, and the outbox rows
     to send."""
 
     job_ids: list[str]
@@ -128,20 +128,6 @@ def store_prepared(*, session: Session, prepared: Prepared) -> Stored:
     if outbox:
         connection.execute(insert(Delivery.__table__), outbox)  # type: ignore[attr-defined]
     return Stored(job_ids, [DeliveryRef(row["id"], row["url"]) for row in outbox])
-
-
-def complete_succeeded(*, session: Session, results: Sequence[Completed]) -> Stored:
-    """:func:`prepare_succeeded` and :func:`store_prepared` in ``session``'s one
-    transaction, for a caller that holds no claimed jobs (the jobs are read here)."""
-    ids = [result.job_id for result in results]
-    jobs = session.exec(
-        select(Job).where(col(Job.id).in_(ids)).execution_options(populate_existing=True)
-    ).all()
-    running = {job.id for job in jobs if job.status == JobStatus.running}
-    prepared = prepare_succeeded(
-        reader=session, results=[r for r in results if r.job_id in running], jobs=jobs
-    )
-    return store_prepared(session=session, prepared=prepared)
 
 
 def _succeeded_event(

@@ -1,5 +1,6 @@
 """Reviewable jobs made directly in the store: a tenant, jobs that succeeded with
-variants waiting for review, as the worker leaves them (``complete_succeeded``)."""
+variants waiting for review, as the worker leaves them (``prepare_succeeded``, then
+``store_prepared``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlmodel import Session
 from schemas.api import VariantBase
 from schemas.store.blobs import put_blob
 from schemas.store.jobs import claim
-from schemas.store.results import Completed, complete_succeeded
+from schemas.store.results import Completed, prepare_succeeded, store_prepared
 from schemas.tables import QUALITY_SCORE_VERSION, Job, ReviewState, Tenant
 from tests.support.images import png
 
@@ -46,7 +47,7 @@ def reviewable_job(
     )
     session.add(job)
     session.flush()
-    claim(session=session, job_ids=[job.id])
+    claimed = claim(session=session, job_ids=[job.id])
     rows = [
         VariantBase(
             style=style,
@@ -63,17 +64,9 @@ def reviewable_job(
         for style in styles
         for platform in platforms
     ]
-    complete_succeeded(
-        session=session,
-        results=[
-            Completed(
-                job_id=job.id,
-                caption="a pair of shoes",
-                model_id="tiny-captioner",
-                model_revision=None,
-                variants=rows,
-            )
-        ],
-    )
+    done = Completed(job_id=job.id, caption="a pair of shoes", model_id="tiny-captioner",
+                     model_revision=None, variants=rows)  # fmt: skip
+    prepared = prepare_succeeded(reader=session, results=[done], jobs=claimed)
+    store_prepared(session=session, prepared=prepared)
     session.refresh(job)
     return job

@@ -302,7 +302,12 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
     from schemas.api import VariantBase
     from schemas.store.endpoints import create_endpoint
     from schemas.store.jobs import claim
-    from schemas.store.results import Completed, complete_failed, complete_succeeded
+    from schemas.store.results import (
+        Completed,
+        complete_failed,
+        prepare_succeeded,
+        store_prepared,
+    )
     from schemas.tables import Delivery
 
     url = "https://failures-only.example.com/hook"
@@ -326,11 +331,12 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
         provenance={},
     )
     with session_scope(api.settings.database_url) as session:
-        claim(session=session, job_ids=ids)
+        claimed = claim(session=session, job_ids=ids)
         done = Completed(
             job_id=ids[0], caption="c", model_id="m", model_revision=None, variants=[variant]
         )
-        stored = complete_succeeded(session=session, results=[done])
+        prepared = prepare_succeeded(reader=session, results=[done], jobs=claimed)
+        stored = store_prepared(session=session, prepared=prepared)
         assert (stored.job_ids, stored.deliveries) == ([ids[0]], [])
         failed = complete_failed(
             session=session, job_id=ids[1], code=ErrorCode.model_error, message="broke"
