@@ -67,15 +67,19 @@ class QueuedConnection(sqlite3.Connection):
         try:
             super().commit()
         finally:
-            if not self.in_transaction:
-                self.give_turn_back()
+            self._ended()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            if not self.in_transaction:
-                self.give_turn_back()
+            self._ended()
+
+    def _ended(self) -> None:
+        """After a commit or rollback: the turn goes back once no transaction is left
+        (one that failed to commit still holds the lock, until its rollback)."""
+        if not self.in_transaction:
+            self.give_turn_back()
 
     def close(self) -> None:
         try:
