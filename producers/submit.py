@@ -32,9 +32,9 @@ from schemas.settings import CoreSettings
 from schemas.store.blobs import put_blob, put_blobs
 from schemas.store.endpoints import ensure_endpoint
 from schemas.store.fetches import mark_fetching
-from schemas.store.jobs import create_job, create_jobs, mark_queued
+from schemas.store.jobs import JobRecord, create_job, create_jobs, mark_queued
 from schemas.store.usage import Used, add_usage
-from schemas.tables import Job, JobStatus, Tenant
+from schemas.tables import JobStatus, Tenant
 
 log = logging.getLogger("captionq.submit")
 Checked = tuple[JobRequest, bytes | None]  # a request that passed its checks, its image bytes
@@ -118,7 +118,7 @@ def callback_target(url: str, *, settings: CoreSettings, field: str = "callback_
 
 def _create(
     session: Session, tenant: Tenant, settings: CoreSettings, checked: Sequence[Checked]
-) -> list[tuple[Job, bool] | RequestError]:
+) -> list[tuple[JobRecord, bool] | RequestError]:
     """Store the images and insert the jobs, all at once; job by job, each in its own
     savepoint, if a concurrent request took one of the idempotency keys meanwhile."""
     if not checked:
@@ -133,7 +133,7 @@ def _create(
             return create_jobs(session=session, tenant=tenant, requests=pairs)
     except IntegrityError as exc:
         log.info("a concurrent insert conflicted (%s); creating job by job", exc.orig)
-    outcomes: list[tuple[Job, bool] | RequestError] = []
+    outcomes: list[tuple[JobRecord, bool] | RequestError] = []
     for request, data in checked:
         try:
             with session.begin_nested():

@@ -11,11 +11,9 @@ the pool, and ``gpu`` (the process's one GPU lock) is held around each call of a
 in the process only (a served model's calls wait on the network and hold nothing):
 while one batch generates, the next is claimed, read, decoded and waits for the GPU,
 and the one before is checked, scored and stored. ``BatchReport.stages``
-says when each stage of a batch began and ended. On SQLite the threads take turns
-for their claims and result transactions through one lock of the process: SQLite
-has one writer at a time, and a writer refused at ``BEGIN IMMEDIATE`` sleeps in
-SQLite's busy handler (1, 2, 5, 10 ms ...) instead of being handed the lock when it
-is free.
+says when each stage of a batch began and ended. On SQLite a claim or result
+transaction waits, asleep, for its turn among every writer of the host
+(``schemas.store.sqlite_writers``).
 """
 
 from __future__ import annotations

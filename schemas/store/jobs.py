@@ -17,8 +17,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, case, update
+from pydantic_core import PydanticUndefined
+from sqlalchemy import ColumnElement, case, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -29,6 +31,7 @@ from schemas.tables import (
     JobStatus,
     Tenant,
     Variant,
+    new_id,
     utcnow,
 )
 
@@ -39,9 +42,25 @@ def request_hash(request: JobRequest) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+class JobRecord(NamedTuple):
+    """A job as its submission needs it: created now, or found by its idempotency key."""
+
+    id: str
+    status: str
+    priority: int
+    image_sha256: str | None
+    request_hash: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobRecord:
+        return cls(job.id, job.status, job.priority, job.image_sha256, job.request_hash,
+                   job.created_at)  # fmt: skip
+
+
 def create_job(
     *, session: Session, tenant: Tenant, request: JobRequest, image_sha256: str | None
-) -> tuple[Job, bool]:
+) -> tuple[JobRecord, bool]:
     """Insert a job in ``received``; returns (job, created). Idempotent on the key, also
     against a concurrent request with the same key."""
     try:
@@ -54,7 +73,7 @@ def create_job(
         existing = _by_key(session, tenant.id, request.idempotency_key or "")
         if existing is None:
             raise
-        return _replay(session, existing, request_hash(request)), False
+        return _replay(session, JobRecord.of(existing), request_hash(request)), False
     if isinstance(outcome, RequestError):
         raise outcome
     return outcome
@@ -62,19 +81,22 @@ def create_job(
 
 def create_jobs(
     *, session: Session, tenant: Tenant, requests: Sequence[tuple[JobRequest, str | None]]
-) -> list[tuple[Job, bool] | RequestError]:
-    """:func:`create_job` for many (request, image digest) pairs in one flush: one read
-    of the keys already used, one multi-row insert. A key used twice in ``requests``
-    gives the same job twice. Raises ``IntegrityError`` if a concurrent request took a
-    key meanwhile: the caller rolls back to a savepoint and creates job by job."""
+) -> list[tuple[JobRecord, bool] | RequestError]:
+    """:func:`create_job` for many (request, image digest) pairs: one read of the keys
+    already used, one insert of every new row (column values, no ORM objects: building
+    a ``Job`` costs about 0.1 ms, in a transaction that holds SQLite's write lock). A key
+    used twice in ``requests`` gives the same job twice. Raises ``IntegrityError`` if a
+    concurrent request took a key meanwhile: the caller rolls back to a savepoint and
+    creates job by job."""
     keys = {request.idempotency_key for request, _ in requests} - {None}
-    known: dict[str, Job] = {}
+    known: dict[str, JobRecord] = {}
     if keys:
         query = select(Job).where(Job.tenant_id == tenant.id, col(Job.idempotency_key).in_(keys))
-        known = {job.idempotency_key: job for job in session.exec(query).all()}  # type: ignore[misc]
-    outcomes: list[tuple[Job, bool] | RequestError] = []
-    created: list[Job] = []
+        known = {job.idempotency_key: JobRecord.of(job) for job in session.exec(query).all()}  # type: ignore[misc]
+    outcomes: list[tuple[JobRecord, bool] | RequestError] = []
+    rows: list[dict[str, Any]] = []
     here = session.info.setdefault(_CREATED_HERE, set())
+    now = utcnow()
     for request, image_sha256 in requests:
         digest = request_hash(request)
         key = request.idempotency_key
@@ -84,32 +106,50 @@ def create_jobs(
             except RequestError as exc:
                 outcomes.append(exc)
             continue
-        job = _new_job(tenant, request, digest, image_sha256)
-        created.append(job)
-        here.add(job.id)
+        row = new_job_row(tenant, request, digest, image_sha256, now=now)
+        rows.append(row)
+        here.add(row["id"])
+        job = JobRecord(row["id"], row["status"], row["priority"], image_sha256, digest, now)
         if key is not None:
             known[key] = job
         outcomes.append((job, True))
-    session.add_all(created)
-    session.flush()
+    if rows:
+        session.connection().execute(insert(Job.__table__), rows)  # type: ignore[attr-defined]
     return outcomes
 
 
-def _new_job(tenant: Tenant, request: JobRequest, digest: str, image_sha256: str | None) -> Job:
-    return Job(
-        tenant_id=tenant.id,
-        image_sha256=image_sha256,
-        image_url=request.image_url,
-        styles=list(request.styles),
-        platforms=list(request.platforms),
-        variants=request.variants,
-        brand_voice=request.brand_voice,
-        callback_url=request.callback_url,
-        idempotency_key=request.idempotency_key,
-        request_hash=digest,
-        priority=request.priority,
-        meta=dict(request.metadata),
-    )
+# Every column's value when a job is created, but for those set from the request; a
+# field's default factory is called per row (``id``, times, ``meta``), where it has one.
+_JOB_DEFAULTS = {
+    name: field.default
+    for name, field in Job.model_fields.items()
+    if field.default is not PydanticUndefined and field.default_factory is None
+}
+
+
+def new_job_row(
+    tenant: Tenant, request: JobRequest, digest: str, image_sha256: str | None, *, now: datetime
+) -> dict[str, Any]:
+    """The column values of a new job in ``received``, as :class:`Job` would give them."""
+    return {
+        **_JOB_DEFAULTS,
+        "id": new_id("job"),
+        "tenant_id": tenant.id,
+        "status": JobStatus.received.value,
+        "image_sha256": image_sha256,
+        "image_url": request.image_url,
+        "styles": list(request.styles),
+        "platforms": list(request.platforms),
+        "variants": request.variants,
+        "brand_voice": request.brand_voice,
+        "callback_url": request.callback_url,
+        "idempotency_key": request.idempotency_key,
+        "request_hash": digest,
+        "priority": request.priority,
+        "meta": dict(request.metadata),
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 _CREATED_HERE = "captionq.jobs_created"
@@ -121,7 +161,7 @@ def _by_key(session: Session, tenant_id: str, key: str) -> Job | None:
     return session.exec(query).first()
 
 
-def _replay(session: Session, existing: Job, digest: str) -> Job:
+def _replay(session: Session, existing: JobRecord, digest: str) -> JobRecord:
     """Same key, same body: the same job. Different body: ``idempotency_conflict``. A
     job that another request created moments ago and has not published yet:
     ``idempotency_in_progress``, retry shortly.
