@@ -44,5 +44,6 @@ def test_a_new_jobs_row_is_the_models_row(request_: JobRequest) -> None:
     assert set(row) == columns
     expected = {name: getattr(model, name) for name in columns - MADE_PER_ROW}
     assert {name: row[name] for name in columns - MADE_PER_ROW} == expected
-    assert row["id"].startswith("job_") and row["id"] != model.id
+    assert row["id"].startswith("job_")
+    assert row["id"] != model.id
     assert row["created_at"] == row["updated_at"]
