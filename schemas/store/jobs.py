@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from pydantic_core import PydanticUndefined
@@ -96,7 +96,7 @@ def create_jobs(
     outcomes: list[tuple[JobRecord, bool] | RequestError] = []
     rows: list[dict[str, Any]] = []
     here = session.info.setdefault(_CREATED_HERE, set())
-    now = utcnow()
+    now = datetime.min.replace(tzinfo=UTC)
     for request, image_sha256 in requests:
         digest = request_hash(request)
         key = request.idempotency_key
@@ -106,6 +106,9 @@ def create_jobs(
             except RequestError as exc:
                 outcomes.append(exc)
             continue
+        # Each job its own time, later than the one before it: jobs are listed oldest
+        # first, in the order they were submitted.
+        now = max(utcnow(), now + _TICK)
         row = new_job_row(tenant, request, digest, image_sha256, now=now)
         rows.append(row)
         here.add(row["id"])
@@ -118,6 +121,7 @@ def create_jobs(
     return outcomes
 
 
+_TICK = timedelta(microseconds=1)
 # Every column's value when a job is created, but for those set from the request; a
 # field's default factory is called per row (``id``, times, ``meta``), where it has one.
 _JOB_DEFAULTS = {
