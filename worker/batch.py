@@ -33,6 +33,7 @@ from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from schemas.store.jobs import attempt_is, claim, requeue
+from schemas.store.outbox import Subscriptions
 from schemas.store.results import (
     Completed,
     Prepared,
@@ -40,7 +41,7 @@ from schemas.store.results import (
     prepare_succeeded,
     store_prepared,
 )
-from schemas.store.sessions import is_outage, read_scope, session_scope
+from schemas.store.sessions import is_outage, session_scope
 from schemas.store.usage import Used, add_usage
 from schemas.tables import Job, ReviewState, Tenant, utcnow
 from worker import pipeline, retry
@@ -171,15 +172,16 @@ def process(
         return report
     held = lease.hold({job.id: job.attempts for job in jobs}) if lease is not None else None
     try:
-        blobs, tenants = with_db_retry(lambda: load_all(jobs, settings=settings))  # a read
+        intake = with_db_retry(lambda: load_all(jobs, settings=settings))  # a read
         items = [
-            pipeline.Item(spec=_spec(job, tenants[job.tenant_id]), data=data)
-            for job, data in zip(jobs, blobs, strict=True)
+            pipeline.Item(spec=_spec(job, intake.tenants[job.tenant_id]), data=data)
+            for job, data in zip(jobs, intake.data, strict=True)
         ]
         turns = _Turns(gpu, report.stages)
         outcomes = pipeline.run(items, engine=engine, decode=decoder(settings), turns=turns)
         report.model_s = turns.model_s
-        _store_batch(list(zip(jobs, outcomes, strict=True)), settings=settings, report=report)
+        _store_batch(list(zip(jobs, outcomes, strict=True)), intake.subscribed_to,
+                     settings=settings, report=report)  # fmt: skip
         report.stages.stored = time.time()
         finished, done = utcnow(), set(report.done)
         report.durations_s = [
@@ -219,7 +221,13 @@ def _spec(job: Job, tenant: Tenant) -> JobSpec:
 Result = tuple[Job, Written | CaptionError]
 
 
-def _store_batch(results: list[Result], *, settings: WorkerSettings, report: BatchReport) -> None:
+def _store_batch(
+    results: list[Result],
+    subscribed_to: Subscriptions,
+    *,
+    settings: WorkerSettings,
+    report: BatchReport,
+) -> None:
     """Store a batch's results in one transaction (one commit, one fsync); if that fails
     for a reason other than the database being away (the database refuses a row, or a
     result cannot be written at all), store job by job, so one bad result cannot hold
@@ -231,9 +239,8 @@ def _store_batch(results: list[Result], *, settings: WorkerSettings, report: Bat
     def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
         completed = _completed(chunk)
-        with read_scope(settings.database_url) as reader:  # rows built before the write
-            prepared = prepare_succeeded(reader=reader, results=completed,
-                                         jobs=[job for job, _ in chunk])  # fmt: skip
+        prepared = prepare_succeeded(results=completed, jobs=[job for job, _ in chunk],
+                                     subscribed_to=subscribed_to)  # before the write  # fmt: skip
         with session_scope(settings.database_url) as session:
             _store(session, chunk, completed, prepared, settings=settings, report=part)
             add_usage(session=session, used=_used(chunk, share_s, done=set(part.done)))

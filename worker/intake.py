@@ -1,5 +1,7 @@
-"""Getting a batch's inputs: its stored image bytes and its tenants' settings, in one
-read (outside the claim's write transaction).
+"""Getting a batch's inputs: its stored image bytes, its tenants' settings and its
+callback endpoints' subscriptions, in one read (outside the claim's write transaction).
+The subscriptions are read before the model runs, so a batch's outbox rows follow the
+subscriptions as they were when it began; the sender checks them again when it sends.
 
 A GPU worker reads stored bytes only and never fetches: an image URL is fetched by
 the fetch workers before its caption task is published (``worker.fetching``), and the
@@ -19,16 +21,19 @@ from schemas.checks.images import decode_image
 from schemas.errors import CaptionError, ErrorCode, PermanentError
 from schemas.settings import WorkerSettings
 from schemas.store.blobs import get_blobs
+from schemas.store.outbox import Subscriptions
+from schemas.store.results import job_subscriptions
 from schemas.store.sessions import read_scope
 from schemas.tables import Job, Tenant
 
 
 class Intake(NamedTuple):
     """Each job's image bytes (or the error that stands in their place), in job order,
-    and the jobs' tenants by id."""
+    the jobs' tenants by id, and their endpoints' subscriptions."""
 
     data: list[bytes | CaptionError]
     tenants: dict[str, Tenant]
+    subscribed_to: Subscriptions
 
 
 def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> Intake:
@@ -38,7 +43,8 @@ def load_all(jobs: Sequence[Job], *, settings: WorkerSettings) -> Intake:
         if digests:
             stored = get_blobs(session=session, store=settings.blob_store, sha256s=digests)
         tenants = _tenants(session, jobs)
-    return Intake([_one(job, stored, settings) for job in jobs], tenants)
+        subscribed_to = job_subscriptions(session, jobs)
+    return Intake([_one(job, stored, settings) for job in jobs], tenants, subscribed_to)
 
 
 def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -71,27 +71,47 @@ def event_row(
     }
 
 
-def wanted(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+Subscriptions = dict[tuple[str, str], list[str]]
+"""The event types each endpoint subscribes to (empty: all), by (tenant id, URL)."""
+
+
+def subscriptions(session: Session, endpoints: Iterable[tuple[str, str]]) -> Subscriptions:
+    """The subscriptions of these (tenant id, URL) endpoints, those that exist; one
+    query, of the two columns it needs."""
+    pairs = set(endpoints)
+    if not pairs:
+        return {}
+    table = WebhookEndpoint.__table__  # type: ignore[attr-defined]
+    found = session.connection().execute(
+        select(table.c.tenant_id, table.c.url, table.c.event_types).where(
+            table.c.tenant_id.in_({tenant_id for tenant_id, _ in pairs}),
+            table.c.url.in_({url for _, url in pairs}),
+        )
+    )
+    return {(row.tenant_id, row.url): row.event_types for row in found}
+
+
+def keep_wanted(
+    rows: Sequence[dict[str, Any]], subscribed_to: Subscriptions
+) -> list[dict[str, Any]]:
     """The event rows that their endpoint subscribes to: an event the endpoint does not
     want is not a delivery at all (never sent, never dead, never replayed). A row with
-    no endpoint is kept: the sender records it as refused. One query for the batch.
-    (A tenant who narrows an endpoint's subscriptions after a row was written sees
-    that row dead, with the reason, rather than lost.)"""
-    if not rows:
-        return []
-    found = session.exec(
-        select(WebhookEndpoint).where(
-            col(WebhookEndpoint.tenant_id).in_({r["tenant_id"] for r in rows}),
-            col(WebhookEndpoint.url).in_({r["url"] for r in rows}),
-        )
-    ).all()
-    endpoints = {(e.tenant_id, e.url): e for e in found}
+    no endpoint is kept: the sender records it as refused. (A tenant who narrows an
+    endpoint's subscriptions after a row was written sees that row dead, with the
+    reason, rather than lost.)"""
     return [
         row
         for row in rows
-        if (endpoint := endpoints.get((row["tenant_id"], row["url"]))) is None
-        or subscribed(endpoint, row["event_type"])
+        if (event_types := subscribed_to.get((row["tenant_id"], row["url"]))) is None
+        or _wants(event_types, row["event_type"])
     ]
+
+
+def wanted(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`keep_wanted`, the subscriptions read in ``session``."""
+    if not rows:
+        return []
+    return keep_wanted(rows, subscriptions(session, ((r["tenant_id"], r["url"]) for r in rows)))
 
 
 @dataclass(frozen=True)
@@ -199,7 +219,11 @@ class Sent:
 
 
 def subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
-    return event_type == PING or not endpoint.event_types or event_type in endpoint.event_types
+    return _wants(endpoint.event_types, event_type)
+
+
+def _wants(event_types: Sequence[str], event_type: str) -> bool:
+    return event_type == PING or not event_types or event_type in event_types
 
 
 def record(*, session: Session, sent: Sent, schedule_s: Sequence[float]) -> None:

@@ -24,7 +24,7 @@ from schemas.errors import ErrorCode
 from schemas.messages import DeliveryRef
 from schemas.store.decisions import auto_approved_rows
 from schemas.store.jobs import job_public, transition
-from schemas.store.outbox import event_row, wanted
+from schemas.store.outbox import Subscriptions, event_row, keep_wanted, subscriptions, wanted
 from schemas.store.sessions import update_rows
 from schemas.tables import Delivery, Job, JobStatus, Variant, new_id, utcnow
 
@@ -64,10 +64,11 @@ class Prepared:
 
 
 def prepare_succeeded(
-    *, reader: Session, results: Sequence[Completed], jobs: Sequence[Job]
+    *, results: Sequence[Completed], jobs: Sequence[Job], subscribed_to: Subscriptions
 ) -> Prepared:
     """The rows of ``results`` (each of a job in ``jobs``, the running jobs as claimed);
-    ``reader`` reads the endpoints' subscriptions (a read-only session will do)."""
+    an outbox row only where its endpoint subscribes to it (``subscribed_to``: the
+    jobs' endpoints' subscriptions, :func:`job_subscriptions`)."""
     now = utcnow()
     by_id = {job.id: job for job in jobs}
     columns: dict[str, dict[str, object]] = {}
@@ -85,10 +86,15 @@ def prepare_succeeded(
             events.append(_succeeded_event(job, columns[job.id], variants[job.id], now=now))
     events += auto_approved_rows([by_id[r.job_id] for r in results], variants, now=now)
     outbox: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in columns}
-    for row in wanted(reader, events):
+    for row in keep_wanted(events, subscribed_to):
         outbox[row["job_id"]].append(row)
     attempts = {job_id: by_id[job_id].attempts for job_id in columns}
     return Prepared(columns, variants, outbox, attempts, now)
+
+
+def job_subscriptions(session: Session, jobs: Sequence[Job]) -> Subscriptions:
+    """The subscriptions of the endpoints that ``jobs``' callbacks go to."""
+    return subscriptions(session, ((j.tenant_id, j.callback_url) for j in jobs if j.callback_url))
 
 
 def store_prepared(*, session: Session, prepared: Prepared) -> Stored:

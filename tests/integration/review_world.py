@@ -11,7 +11,12 @@ from sqlmodel import Session
 from schemas.api import VariantBase
 from schemas.store.blobs import put_blob
 from schemas.store.jobs import claim
-from schemas.store.results import Completed, prepare_succeeded, store_prepared
+from schemas.store.results import (
+    Completed,
+    job_subscriptions,
+    prepare_succeeded,
+    store_prepared,
+)
 from schemas.tables import QUALITY_SCORE_VERSION, Job, ReviewState, Tenant
 from tests.support.images import png
 
@@ -66,7 +71,8 @@ def reviewable_job(
     ]
     done = Completed(job_id=job.id, caption="a pair of shoes", model_id="tiny-captioner",
                      model_revision=None, variants=rows)  # fmt: skip
-    prepared = prepare_succeeded(reader=session, results=[done], jobs=claimed)
+    prepared = prepare_succeeded(results=[done], jobs=claimed,
+                                 subscribed_to=job_subscriptions(session, claimed))
     store_prepared(session=session, prepared=prepared)
     session.refresh(job)
     return job

@@ -169,11 +169,11 @@ def test_a_result_that_cannot_be_written_fails_its_own_job_only(
     prepare_succeeded = batch.prepare_succeeded
 
     def refuse_the_bad_one(
-        *, reader: object, results: Sequence[Completed], jobs: Sequence[object]
+        *, results: Sequence[Completed], jobs: Sequence[object], subscribed_to: object
     ) -> Prepared:
         if any(result.job_id == bad for result in results):
             raise TypeError("the result of this job cannot be written")
-        return prepare_succeeded(reader=reader, results=results, jobs=jobs)  # type: ignore[arg-type]
+        return prepare_succeeded(results=results, jobs=jobs, subscribed_to=subscribed_to)  # type: ignore[arg-type]
 
     monkeypatch.setattr(batch, "prepare_succeeded", refuse_the_bad_one)
     engine = Engine(captioner=NoopCaptioner())

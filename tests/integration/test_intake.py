@@ -305,6 +305,7 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
     from schemas.store.results import (
         Completed,
         complete_failed,
+        job_subscriptions,
         prepare_succeeded,
         store_prepared,
     )
@@ -335,7 +336,8 @@ def test_events_an_endpoint_does_not_want_are_not_written(api: Api) -> None:
         done = Completed(
             job_id=ids[0], caption="c", model_id="m", model_revision=None, variants=[variant]
         )
-        prepared = prepare_succeeded(reader=session, results=[done], jobs=claimed)
+        prepared = prepare_succeeded(results=[done], jobs=claimed,
+                                     subscribed_to=job_subscriptions(session, claimed))
         stored = store_prepared(session=session, prepared=prepared)
         assert (stored.job_ids, stored.deliveries) == ([ids[0]], [])
         failed = complete_failed(

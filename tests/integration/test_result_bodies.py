@@ -12,7 +12,12 @@ from sqlmodel import col, select
 
 from schemas.api import VariantBase
 from schemas.store.jobs import claim, job_public, requeue
-from schemas.store.results import Completed, prepare_succeeded, store_prepared
+from schemas.store.results import (
+    Completed,
+    job_subscriptions,
+    prepare_succeeded,
+    store_prepared,
+)
 from schemas.store.sessions import read_scope, session_scope
 from schemas.tables import Delivery, Job
 from tests.support.jobs import queued_jobs
@@ -47,7 +52,8 @@ def test_a_body_built_before_the_write_is_the_job_as_stored(
     done = Completed(job_id=job_id, caption="a caption", model_id="m", model_revision="r1",
                      variants=[_variant()])  # fmt: skip
     with read_scope(database_url) as reader:
-        prepared = prepare_succeeded(reader=reader, results=[done], jobs=[first])
+        prepared = prepare_succeeded(results=[done], jobs=[first],
+                                     subscribed_to=job_subscriptions(reader, [first]))
     with session_scope(database_url) as session:
         stored = store_prepared(session=session, prepared=prepared)
     assert stored.job_ids == [job_id]
