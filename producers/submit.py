@@ -66,10 +66,13 @@ def inline_image(request: JobRequest, *, settings: CoreSettings) -> bytes | None
     return data
 
 
-def validate(request: JobRequest, settings: CoreSettings) -> JobRequest:
+def validate(
+    request: JobRequest, settings: CoreSettings, *, callbacks: dict[str, str] | None = None
+) -> JobRequest:
     """``request`` if it may be stored as asked (with its callback URL in canonical
     form), else the ``RequestError`` that refuses it: the same checks on every
-    database, for every way in."""
+    database, for every way in. ``callbacks``: callback URLs already accepted, each in
+    its canonical form (the jobs of one bulk request share one as a rule)."""
     problem = catalogue_problem(
         styles=request.styles, platforms=request.platforms, variants=request.variants
     )
@@ -99,8 +102,15 @@ def validate(request: JobRequest, settings: CoreSettings) -> JobRequest:
             raise RequestError(f"image_url: {exc.message}", code=exc.code) from exc
     if request.callback_url is None:
         return request
-    target = callback_target(request.callback_url, settings=settings)
-    return request.model_copy(update={"callback_url": target.url})
+    known = {} if callbacks is None else callbacks
+    canonical = known.get(request.callback_url)
+    if canonical is None:
+        canonical = known[request.callback_url] = callback_target(
+            request.callback_url, settings=settings
+        ).url
+    if canonical == request.callback_url:
+        return request
+    return request.model_copy(update={"callback_url": canonical})
 
 
 def callback_target(url: str, *, settings: CoreSettings, field: str = "callback_url") -> CheckedURL:
@@ -162,9 +172,10 @@ def check_all(
     so that on SQLite nobody waits for the write lock while a bulk request's images are
     decoded."""
     out: list[Checked | RequestError] = []
+    callbacks: dict[str, str] = {}
     for request in requests:
         try:
-            request = validate(request, settings)
+            request = validate(request, settings, callbacks=callbacks)
             out.append((request, inline_image(request, settings=settings)))
         except RequestError as exc:
             out.append(exc)

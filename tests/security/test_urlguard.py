@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
-from schemas.checks.urls import check_address, check_url, parse_ipv4_host
+from schemas.checks.urls import CheckedURL, check_address, check_url, parse_ipv4_host
 from schemas.errors import ErrorCode, PermanentError
 
 pytestmark = pytest.mark.unit
@@ -150,3 +151,37 @@ def test_numeric_hosts_read_like_inet_aton(host: str, expected: str) -> None:
 def test_names_are_not_numeric_hosts() -> None:
     assert parse_ipv4_host("images.example.com") is None
     assert parse_ipv4_host("1.2.3.example") is None
+
+
+def test_a_bulk_requests_callback_urls_are_each_checked_and_made_canonical(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The jobs of one bulk request share their callback URL as a rule, and check_all
+    checks each accepted URL once: each job still gets its own canonical URL, and a
+    refused one refuses its own job only, however often it recurs."""
+    from producers import submit
+    from producers.submit import check_all
+    from schemas.api import JobRequest
+    from schemas.errors import RequestError
+    from schemas.settings import CoreSettings
+
+    shouted, plain, inward = "HTTPS://Example.COM:443/hook", "https://example.com/hook", "http://10.0.0.1/h"
+    urls = [shouted, plain, inward, shouted, inward, "https://b.example/h"]
+    requests = [
+        JobRequest(image_url="https://example.com/a.png", styles=["playful"], platforms=["x"],
+                   callback_url=url)  # fmt: skip
+        for url in urls
+    ]
+    checked: list[str] = []
+    check = submit.callback_target
+
+    def counted(url: str, **kw: Any) -> CheckedURL:
+        checked.append(url)
+        return check(url, **kw)
+
+    monkeypatch.setattr(submit, "callback_target", counted)
+    out = check_all(requests, CoreSettings())
+    assert checked == [shouted, plain, inward, inward, "https://b.example/h"]
+    got = [o.code if isinstance(o, RequestError) else o[0].callback_url for o in out]
+    blocked = ErrorCode.url_blocked
+    assert got == [plain, plain, blocked, plain, blocked, "https://b.example/h"]
