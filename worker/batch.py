@@ -232,15 +232,17 @@ def _store_batch(
     for a reason other than the database being away (the database refuses a row, or a
     result cannot be written at all), store job by job, so one bad result cannot hold
     back the others. Safe to repeat: every write is conditional, and usage is added for
-    the jobs the same transaction moved."""
+    the jobs the same transaction moved. ``subscribed_to``: the subscriptions of the
+    batch's endpoints, read with its images (``worker.intake``)."""
 
     share_s = report.model_s / max(1, len(results))  # each job's share of the model time
 
     def store(chunk: list[Result]) -> BatchReport:
         part = BatchReport()
         completed = _completed(chunk)
+        # The rows are built before the write transaction, outside SQLite's write lock.
         prepared = prepare_succeeded(results=completed, jobs=[job for job, _ in chunk],
-                                     subscribed_to=subscribed_to)  # before the write  # fmt: skip
+                                     subscribed_to=subscribed_to)  # fmt: skip
         with session_scope(settings.database_url) as session:
             _store(session, chunk, completed, prepared, settings=settings, report=part)
             add_usage(session=session, used=_used(chunk, share_s, done=set(part.done)))
