@@ -26,14 +26,7 @@ from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic
 from schemas.errors import ErrorCode, RequestError
-from schemas.tables import (
-    Job,
-    JobStatus,
-    Tenant,
-    Variant,
-    new_id,
-    utcnow,
-)
+from schemas.tables import Job, JobStatus, Tenant, Variant, new_id, utcnow
 
 
 def request_hash(request: JobRequest) -> str:
