@@ -11,8 +11,8 @@ from sqlmodel import Session
 
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.store.sessions import session_scope
-from schemas.store.tenants import authenticate, has_scope
+from schemas.store.sessions import read_scope, session_scope
+from schemas.store.tenants import authenticate, has_scope, record_use, use_unrecorded
 from schemas.tables import Tenant
 
 
@@ -52,18 +52,24 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 
 def require(scope: str) -> Callable[..., Tenant]:
-    def dependency(request: Request, session: SessionDep, credentials: Credentials) -> Tenant:
-        found = authenticate(session=session, presented=_token(credentials))
+    """The calling tenant, if its key holds ``scope``. The key is read in a read-only
+    session: on SQLite, authenticating takes no write lock, and waits for no writer. A
+    key's use is written once a minute at most, in a transaction of its own."""
+
+    def dependency(request: Request, settings: SettingsDep, credentials: Credentials) -> Tenant:
+        presented = _token(credentials)
+        with read_scope(settings.database_url) as reader:
+            found = authenticate(session=reader, presented=presented)
+            reader.expunge_all()  # as read: the read-only session's rollback would expire them
         if found is None:
             raise RequestError("invalid, revoked or expired API key", code=ErrorCode.unauthorized)
         tenant, key = found
         if not has_scope(key, scope):
             raise RequestError(f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden)
+        if use_unrecorded(key):
+            with session_scope(settings.database_url) as session:
+                record_use(session=session, key_id=key.id)
         request.state.api_key = key  # who decides, for the review routes
-        # The authentication's transaction ends here (with the key's last use): on SQLite
-        # it holds the write lock, which the route's work outside the database (decoding
-        # a bulk request's images) must not hold. The route's statements begin another.
-        session.commit()
         return tenant
 
     return dependency

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from schemas.errors import ErrorCode, RequestError
@@ -81,7 +82,8 @@ def create_api_key(
 
 
 def authenticate(*, session: Session, presented: str) -> tuple[Tenant, ApiKey] | None:
-    """The tenant and key for ``presented``, or None (unknown, revoked, expired, malformed)."""
+    """The tenant and key for ``presented``, or None (unknown, revoked, expired, malformed).
+    Only reads: a read-only session will do (:func:`record_use` writes the key's use)."""
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != "cq":
         return None
@@ -94,10 +96,28 @@ def authenticate(*, session: Session, presented: str) -> tuple[Tenant, ApiKey] |
     tenant = session.get(Tenant, key.tenant_id)
     if tenant is None:
         return None
-    if key.last_used_at is None or key.last_used_at < now - LAST_USED_PRECISION:
-        key.last_used_at = now  # at most one write per key per LAST_USED_PRECISION
-        session.add(key)
     return tenant, key
+
+
+def use_unrecorded(key: ApiKey) -> bool:
+    """Whether ``key``'s last use, as read, is older than ``LAST_USED_PRECISION``: a
+    use to record (:func:`record_use`)."""
+    return key.last_used_at is None or key.last_used_at < utcnow() - LAST_USED_PRECISION
+
+
+def record_use(*, session: Session, key_id: str) -> None:
+    """Record a key's use now, if its last use is older than ``LAST_USED_PRECISION``:
+    at most one write per key per minute, however many requests race to record it."""
+    now = utcnow()
+    table = ApiKey.__table__  # type: ignore[attr-defined]
+    session.connection().execute(
+        update(table)
+        .where(
+            table.c.id == key_id,
+            or_(table.c.last_used_at.is_(None), table.c.last_used_at < now - LAST_USED_PRECISION),
+        )
+        .values(last_used_at=now)
+    )
 
 
 def has_scope(key: ApiKey, scope: str) -> bool:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -382,3 +386,57 @@ def test_multipart_image_over_the_cap_is_413(database_url: str, redis_db: str) -
         )
     assert sent.status_code == 413
     assert sent.json()["error"]["code"] == "image_too_large"
+
+
+def _last_used(api: Api, who: str) -> datetime | None:
+    prefix = api.keys[who].split("_")[1]
+    with session_scope(api.settings.database_url) as session:
+        key = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).one()
+        return key.last_used_at
+
+
+def _set_last_used(api: Api, who: str, at: datetime) -> None:
+    prefix = api.keys[who].split("_")[1]
+    with session_scope(api.settings.database_url) as session:
+        key = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).one()
+        key.last_used_at = at
+        session.add(key)
+
+
+def test_a_keys_use_is_recorded_at_most_once_a_minute(api: Api) -> None:
+    _set_last_used(api, "beta", utcnow() - timedelta(minutes=5))
+    before = utcnow()
+    assert api.http.get("/v1/styles", headers=api.auth("beta")).status_code == 200
+    recorded = _last_used(api, "beta")
+    assert recorded is not None
+    assert recorded >= before - timedelta(seconds=1)
+    assert api.http.get("/v1/styles", headers=api.auth("beta")).status_code == 200
+    assert _last_used(api, "beta") == recorded  # within the minute: not written again
+    refused = api.http.get("/v1/keys", headers=api.auth("beta"))  # lacks the admin scope
+    assert refused.status_code == 403
+    assert _last_used(api, "beta") == recorded
+
+
+def test_authentication_waits_for_no_writer(api: Api) -> None:
+    """A key is read, not written (its use is recorded once a minute): with the database
+    held by another writer (SQLite's one write lock; on PostgreSQL, the key's own row), a
+    request that only authenticates is answered at once. It used to queue behind the
+    writer on SQLite, up to the 30 s busy timeout."""
+    url = api.settings.database_url
+    assert api.http.get("/v1/styles", headers=api.auth("alpha")).status_code == 200
+    prefix = api.keys["alpha"].split("_")[1]
+    if url.startswith("sqlite"):
+        writer: Any = sqlite3.connect(url.removeprefix("sqlite:///"))
+        writer.execute("BEGIN IMMEDIATE")
+    else:
+        writer = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+        writer.execute("SELECT 1 FROM apikey WHERE prefix = %s FOR UPDATE", (prefix,))
+    try:
+        started = time.monotonic()
+        answer = api.http.get("/v1/styles", headers=api.auth("alpha"))
+        waited_s = time.monotonic() - started
+    finally:
+        writer.rollback()
+        writer.close()
+    assert answer.status_code == 200
+    assert waited_s < 5
