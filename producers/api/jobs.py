@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import Json
 
-from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from producers.api.deps import ReadSessionDep, ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from producers.limits import admit
 from producers.submit import Submitted, check_all, submit_checked
 from schemas.api import (
@@ -153,7 +153,7 @@ def remove_job(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def read_job(job_id: str, tenant: ReadTenant, session: SessionDep) -> JobPublic:
+def read_job(job_id: str, tenant: ReadTenant, session: ReadSessionDep) -> JobPublic:
     job = get_job(session=session, tenant_id=tenant.id, job_id=job_id)
     if job is None:
         raise RequestError(f"no job {job_id}", code=ErrorCode.not_found)
@@ -163,7 +163,7 @@ def read_job(job_id: str, tenant: ReadTenant, session: SessionDep) -> JobPublic:
 @router.get("", response_model=JobPage)
 def read_jobs(
     tenant: ReadTenant,
-    session: SessionDep,
+    session: ReadSessionDep,
     status: JobStatus | None = None,
     limit: int = Query(default=50, ge=1, le=200),
     cursor: str | None = Query(default=None, max_length=200, pattern=NO_NUL),

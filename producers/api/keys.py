@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from producers.api.deps import SessionDep, require
+from producers.api.deps import ReadSessionDep, SessionDep, require
 from schemas.accounts import KeyCreate, KeyCreated, KeyExpiry, KeyPublic
 from schemas.store import tenants
 from schemas.tables import ApiKey, Tenant, utcnow
@@ -48,7 +48,7 @@ def create_key(body: KeyCreate, tenant: AdminTenant, session: SessionDep) -> Key
 
 
 @router.get("", response_model=list[KeyPublic])
-def list_keys(tenant: AdminTenant, session: SessionDep) -> list[KeyPublic]:
+def list_keys(tenant: AdminTenant, session: ReadSessionDep) -> list[KeyPublic]:
     """Every key of the tenant, oldest first, revoked and expired ones included."""
     return [_public(k) for k in tenants.list_api_keys(session=session, tenant_id=tenant.id)]
 

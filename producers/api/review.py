@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from producers.api.deps import SessionDep, SettingsDep, require
+from producers.api.deps import ReadSessionDep, SessionDep, SettingsDep, require
 from producers.api.metrics import decided
 from producers.api.statuses import status_for
 from producers.publish import publish_deliveries
@@ -102,7 +102,7 @@ def _committed(session: SessionDep, settings: ApiSettings, made: list[decisions.
 @router.get("/queue", response_model=ReviewQueuePage)
 def queue(
     tenant: ReviewTenant,
-    session: SessionDep,
+    session: ReadSessionDep,
     style: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     platform: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     model: Annotated[str | None, Query(max_length=300, pattern=NO_NUL)] = None,

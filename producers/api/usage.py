@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from producers.api.deps import SessionDep, require
+from producers.api.deps import ReadSessionDep, require
 from schemas.accounts import CalendarDate, UsagePage, UsagePublic
 from schemas.store.usage import usage
 from schemas.tables import Tenant
@@ -20,7 +20,7 @@ AdminTenant = Annotated[Tenant, Depends(require("admin"))]
 @router.get("", response_model=UsagePage)
 def read_usage(
     tenant: AdminTenant,
-    session: SessionDep,
+    session: ReadSessionDep,
     since: Annotated[CalendarDate | None, Query(description="First day (UTC), inclusive")] = None,
     until: Annotated[CalendarDate | None, Query(description="Last day (UTC), inclusive")] = None,
 ) -> UsagePage:

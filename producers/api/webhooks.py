@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from producers.api.deps import ReadTenant, SessionDep, SettingsDep, SubmitTenant
+from producers.api.deps import ReadSessionDep, ReadTenant, SessionDep, SettingsDep, SubmitTenant
 from producers.publish import publish_deliveries
 from producers.submit import callback_target
 from schemas.api import DeliveryPublic, EndpointCreate, EndpointPublic, EndpointSecret
@@ -47,7 +47,7 @@ def create_endpoint(
 
 
 @router.get("", response_model=list[EndpointPublic])
-def list_endpoints(tenant: ReadTenant, session: SessionDep) -> list[EndpointPublic]:
+def list_endpoints(tenant: ReadTenant, session: ReadSessionDep) -> list[EndpointPublic]:
     return [_public(e) for e in endpoints.list_endpoints(session=session, tenant_id=tenant.id)]
 
 
@@ -104,7 +104,7 @@ def ping(
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryPublic)
-def read_delivery(delivery_id: str, tenant: ReadTenant, session: SessionDep) -> DeliveryPublic:
+def read_delivery(delivery_id: str, tenant: ReadTenant, session: ReadSessionDep) -> DeliveryPublic:
     delivery = deliveries.get_delivery(
         session=session, tenant_id=tenant.id, delivery_id=delivery_id
     )
@@ -114,7 +114,7 @@ def read_delivery(delivery_id: str, tenant: ReadTenant, session: SessionDep) -> 
 @router.get("/deliveries", response_model=list[DeliveryPublic])
 def list_deliveries(
     tenant: ReadTenant,
-    session: SessionDep,
+    session: ReadSessionDep,
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryPublic]:
