@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from schemas.errors import ErrorCode, RequestError
 from schemas.settings import ApiSettings
-from schemas.store.sessions import read_scope, session_scope
+from schemas.store.sessions import is_outage, read_scope, session_scope
 from schemas.store.tenants import authenticate, has_scope, record_use, use_unrecorded
 from schemas.tables import Tenant
+
+log = logging.getLogger("captionq.api")
 
 
 def get_settings(request: Request) -> ApiSettings:
@@ -78,12 +82,25 @@ def require(scope: str) -> Callable[..., Tenant]:
         if not has_scope(key, scope):
             raise RequestError(f"this key lacks the '{scope}' scope", code=ErrorCode.forbidden)
         if use_unrecorded(key):
-            with session_scope(settings.database_url) as session:
-                record_use(session=session, key_id=key.id)
+            _record_use(settings.database_url, key.id)
         request.state.api_key = key  # who decides, for the review routes
         return tenant
 
     return dependency
+
+
+def _record_use(url: str, key_id: str) -> None:
+    """A key's last use, best effort: with the database away or its write lock held
+    past the busy timeout, the request is answered all the same, and the use is
+    written by the key's next request."""
+    try:
+        with session_scope(url) as session:
+            record_use(session=session, key_id=key_id)
+    except DBAPIError as exc:
+        if not is_outage(exc):
+            raise
+        reason = type(exc.orig).__name__
+        log.warning("key %s: its last use is not recorded now (%s)", key_id, reason)
 
 
 SubmitTenant = Annotated[Tenant, Depends(require("submit"))]

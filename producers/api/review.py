@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from producers.api.deps import ReadSessionDep, SessionDep, SettingsDep, require
 from producers.api.metrics import decided
@@ -77,6 +78,10 @@ def owned_variant(variant_id: str, tenant: ReviewTenant, session: SessionDep) ->
 
 
 def owned_job(job_id: str, tenant: ReviewTenant, session: SessionDep) -> str:
+    return _owned_job(session, job_id, tenant)
+
+
+def _owned_job(session: Session, job_id: str, tenant: Tenant) -> str:
     job = session.get(Job, job_id)
     if job is None or job.tenant_id != tenant.id:
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
@@ -256,8 +261,9 @@ def approve_job(
 
 
 @router.get("/jobs/{job_id}/decisions", response_model=JobDecided)
-def job_history(job_id: OwnedJob, tenant: ReviewTenant, session: SessionDep) -> JobDecided:
+def job_history(job_id: str, tenant: ReviewTenant, session: ReadSessionDep) -> JobDecided:
     """Every decision on the job's variants, oldest first (re-decisions included)."""
+    _owned_job(session, job_id, tenant)
     rows = decisions.history(session=session, tenant_ids=[tenant.id], job_id=job_id)
     return JobDecided(job_id=job_id, decisions=[_public(d) for d in rows])
 
