@@ -52,7 +52,6 @@ def _tenants(session: Session, jobs: Sequence[Job]) -> dict[str, Tenant]:
         return {}
     tenant_ids = {job.tenant_id for job in jobs}
     rows = session.exec(select(Tenant).where(col(Tenant.id).in_(tenant_ids))).all()
-    session.expunge_all()  # as read: the read-only session's rollback would expire them
     return {tenant.id: tenant for tenant in rows}
 
 

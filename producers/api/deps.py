@@ -75,7 +75,6 @@ def require(scope: str) -> Callable[..., Tenant]:
         presented = _token(credentials)
         with read_scope(settings.database_url) as reader:
             found = authenticate(session=reader, presented=presented)
-            reader.expunge_all()  # as read: the read-only session's rollback would expire them
         if found is None:
             raise RequestError("invalid, revoked or expired API key", code=ErrorCode.unauthorized)
         tenant, key = found

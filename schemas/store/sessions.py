@@ -116,12 +116,14 @@ def update_rows(
 @contextmanager
 def read_scope(url: str) -> Iterator[Session]:
     """A session that only reads (its transaction is rolled back at the end). On SQLite
-    it does not take the write lock."""
+    it does not take the write lock. What it read stays readable after it, as read: the
+    objects leave the session before the rollback, which would expire them."""
     engine = engine_for(url).execution_options(**{_READ_ONLY: True})
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
         finally:
+            session.expunge_all()
             session.rollback()
 
 
