@@ -115,16 +115,27 @@ def update_rows(
 
 @contextmanager
 def read_scope(url: str) -> Iterator[Session]:
-    """A session that only reads (its transaction is rolled back at the end). On SQLite
-    it does not take the write lock. What it read stays readable after it, as read: the
-    objects leave the session before the rollback, which would expire them."""
-    engine = engine_for(url).execution_options(**{_READ_ONLY: True})
-    with Session(engine, expire_on_commit=False) as session:
+    """A session that only reads. On SQLite it does not take the write lock, and its
+    transaction is rolled back. On PostgreSQL its transaction is ``READ ONLY`` (the
+    server refuses a write) and ends with a COMMIT: psycopg forgets a connection's
+    prepared statements after a ROLLBACK, and the server would parse and plan every
+    statement of the next sessions on it again. What it read stays readable after it,
+    as read: the objects leave the session before it ends, which would expire them."""
+    engine = engine_for(url)
+    postgres = engine.dialect.name == "postgresql"
+    options = {_READ_ONLY: True, **({"postgresql_readonly": True} if postgres else {})}
+    with Session(engine.execution_options(**options), expire_on_commit=False) as session:
         try:
             yield session
-        finally:
+            session.expunge_all()
+            if postgres:
+                session.commit()
+            else:
+                session.rollback()
+        except BaseException:
             session.expunge_all()
             session.rollback()
+            raise
 
 
 def migrate(url: str, revision: str = "head") -> None:
