@@ -574,9 +574,11 @@ def stages_alone(
     sender.Sender.post = timed(parts, "callback: sign + POST", sender.Sender.post)  # type: ignore[method-assign]
     try:
         t = time.perf_counter()
-        for at in range(0, len(deliveries), batch_size):
-            delivery_ids = [delivery_id for delivery_id, _ in deliveries[at : at + batch_size]]
-            deliver(DeliverMessage(delivery_ids=delivery_ids).model_dump())
+        # As an IO worker sends them: gathered, CALLBACK_BATCH_MAX at a time.
+        gathered = settings.callback_batch_max
+        for at in range(0, len(deliveries), gathered):
+            delivery_ids = [delivery_id for delivery_id, _ in deliveries[at : at + gathered]]
+            deliver.apply(args=[DeliverMessage(delivery_ids=delivery_ids).model_dump()])
         out["callback: deliver task total"] = time.perf_counter() - t
     finally:
         sender.Sender.post = saved_post  # type: ignore[method-assign]

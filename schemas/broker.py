@@ -8,6 +8,7 @@ queue). Callbacks go to the io queue.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -156,18 +157,40 @@ def _caption_message(job_ids: list[str], per_message: int) -> dict[str, Any]:
 
 def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: int) -> None:
     """Publish deliver tasks for outbox rows: one task per URL (up to ``batch_max``
-    rows each), so that one slow receiver holds up only its own callbacks, and each
-    task sends over one connection."""
+    rows each), named by its :func:`endpoint_key`, so that an IO worker sends each
+    URL's rows over one connection and one slow receiver holds up only its own
+    callbacks."""
     by_url: dict[str, list[str]] = {}
     for delivery in deliveries:
         by_url.setdefault(delivery.url, []).append(delivery.id)
-    if not by_url:
+    send_deliver_messages(
+        app,
+        [
+            DeliverMessage(delivery_ids=ids[at : at + batch_max], endpoint=endpoint_key(url))
+            for url, ids in by_url.items()
+            for at in range(0, len(ids), batch_max)
+        ],
+    )
+
+
+def send_deliver_messages(
+    app: Any, messages: Sequence[DeliverMessage], *, countdown: Sequence[float] = ()
+) -> None:
+    """Publish these deliver messages, in one Redis pipeline; ``countdown``: seconds
+    before each is due (none: all at once)."""
+    if not messages:
         return
+    delays = list(countdown) or [0.0] * len(messages)
     with app.producer_or_acquire() as producer, producer.batch():
-        for ids in by_url.values():
-            for at in range(0, len(ids), batch_max):
-                message = DeliverMessage(delivery_ids=ids[at : at + batch_max])
-                _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump())
+        for message, delay in zip(messages, delays, strict=True):
+            _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump(),
+                  countdown=delay or None)  # fmt: skip
+
+
+def endpoint_key(url: str) -> str:
+    """A short digest that names a callback URL in deliver messages (the URL itself
+    stays in the database: it may carry a tenant's token)."""
+    return hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
 
 
 def _send(

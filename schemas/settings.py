@@ -160,7 +160,14 @@ class WorkerSettings(ModelSettings, CoreSettings):
         default=32,
         ge=1,
         le=DELIVER_BATCH_MAX,
-        description="Callbacks to one URL sent by one deliver task, over one connection",
+        description="Callbacks to one URL sent by one deliver task, over one connection; an "
+        "IO worker gathers deliver messages until it holds this many callbacks",
+    )
+    callback_batch_interval_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="The longest an IO worker gathers deliver messages before it sends what "
+        "it holds (what a callback may wait at low load)",
     )
     delivery_dispatch_interval_s: float = Field(
         default=5.0, gt=0, description="How often beat sends the callbacks that are due"

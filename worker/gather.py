@@ -1,5 +1,7 @@
-"""How a GPU worker gathers its batches: celery-batches, counted in jobs, with one
-change for a pipelined worker.
+"""How workers gather their batches: celery-batches, counted in what a message carries.
+
+**A GPU worker** (:class:`PipelinedBatches`), counted in jobs, with one change for a
+pipelined worker.
 
 A caption message carries up to ``CAPTION_MESSAGE_JOBS`` jobs (a bulk submission's
 share messages), so :class:`PipelinedBatches` counts what it holds in jobs, not in
@@ -23,6 +25,16 @@ messages, everywhere that counts:
   than ``waiting_limit`` batches are in hand (the next turn on the GPU would otherwise
   have nothing ready). At low load nothing changes: a lone job is flushed within
   ``BATCH_INTERVAL_S``.
+
+**An IO worker** (:class:`CallbackBatches`) gathers deliver messages, counted in
+outbox rows: a GPU worker publishes one per batch, and taking, sending and recording
+the rows of several together costs one pair of transactions and one connection
+instead of one per message. The buffer is flushed once it holds
+``CALLBACK_BATCH_MAX`` rows, or on the timer every ``CALLBACK_BATCH_INTERVAL_S``
+(what a callback may wait at low load). A flush is cut by endpoint (the message's
+``endpoint``; a message that names none is sent alone) into batches of whole messages
+of at most ``CALLBACK_BATCH_MAX`` rows, each run by a thread of its own, so that one
+slow receiver holds up only its own callbacks.
 """
 
 from __future__ import annotations
@@ -39,46 +51,67 @@ def jobs_in(arguments: Any) -> int:
     """How many jobs a caption task's arguments name: its message's ``job_ids`` (one
     for a message of version 1, or one that is not a caption message's; a malformed
     one is dropped by the task)."""
+    return _count(arguments, "job_ids")
+
+
+def rows_in(arguments: Any) -> int:
+    """How many outbox rows a deliver task's arguments name (one for a malformed
+    message, which the task drops)."""
+    return _count(arguments, "delivery_ids")
+
+
+def _count(arguments: Any, field: str) -> int:
     try:
-        job_ids = arguments[0]["job_ids"]
+        items = arguments[0][field]
     except (KeyError, IndexError, TypeError):
         return 1
-    return max(1, len(job_ids)) if isinstance(job_ids, list) else 1
+    return max(1, len(items)) if isinstance(items, list) else 1
 
 
 def _request_jobs(request: Any) -> int:
     return jobs_in(getattr(request, "args", None))
 
 
-class _JobBuffer(Queue):  # type: ignore[type-arg]
-    """celery-batches' buffer of requests, keeping count of their jobs (``jobs``)."""
+def _request_rows(request: Any) -> int:
+    return rows_in(getattr(request, "args", None))
+
+
+class _CountedBuffer(Queue):  # type: ignore[type-arg]
+    """celery-batches' buffer of requests, keeping count (``count``) of what they carry,
+    as ``size`` counts it."""
+
+    def __init__(self, size: Callable[[Any], int]) -> None:
+        self._size = size
+        super().__init__()
 
     def _init(self, maxsize: int) -> None:
         super()._init(maxsize)
-        self.jobs = 0
+        self.count = 0
 
     def _put(self, item: Any) -> None:
         super()._put(item)
-        self.jobs += _request_jobs(item)
+        self.count += self._size(item)
 
     def _get(self) -> Any:
         item = super()._get()
-        self.jobs -= _request_jobs(item)
+        self.count -= self._size(item)
         return item
 
 
-def cut(requests: Sequence[Any], limit: int) -> Iterator[list[Any]]:
-    """Whole requests, in order, in batches of at most ``limit`` jobs (a request of
-    more jobs than that alone)."""
+def cut(
+    requests: Sequence[Any], limit: int, size: Callable[[Any], int] = _request_jobs
+) -> Iterator[list[Any]]:
+    """Whole requests, in order, in batches of at most ``limit`` (jobs, or what ``size``
+    counts; a request of more than that alone)."""
     batch: list[Any] = []
-    jobs = 0
+    counted = 0
     for request in requests:
-        n = _request_jobs(request)
-        if batch and jobs + n > limit:
+        n = size(request)
+        if batch and counted + n > limit:
             yield batch
-            batch, jobs = [], 0
+            batch, counted = [], 0
         batch.append(request)
-        jobs += n
+        counted += n
     if batch:
         yield batch
 
@@ -90,7 +123,7 @@ class PipelinedBatches(Batches):
 
     def __init__(self) -> None:
         super().__init__()
-        self._buffer = _JobBuffer()
+        self._buffer = _CountedBuffer(_request_jobs)
         self._in_hand = 0
         self._in_hand_lock = threading.Lock()
 
@@ -111,7 +144,7 @@ class PipelinedBatches(Batches):
                 if give_back is not None:
                     give_back()
                 raise
-            if self._buffer.jobs >= self.flush_every:
+            if self._buffer.count >= self.flush_every:
                 self._do_flush()
 
         return on_message
@@ -119,7 +152,7 @@ class PipelinedBatches(Batches):
     def _do_flush(self) -> None:
         with self._in_hand_lock:
             busy = self._in_hand >= self.waiting_limit
-        if busy and self._buffer.jobs < self.flush_every:
+        if busy and self._buffer.count < self.flush_every:
             return  # the timer's tick: the pipeline has work; let the buffer fill
         super()._do_flush()
 
@@ -133,6 +166,41 @@ class PipelinedBatches(Batches):
         """Called by the batch function when it returns (stored, or handed back)."""
         with self._in_hand_lock:
             self._in_hand = max(0, self._in_hand - 1)
+
+
+class CallbackBatches(Batches):
+    abstract = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = _CountedBuffer(_request_rows)
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:  # noqa: N802
+        receive = super().Strategy(task, app, consumer)
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            receive(*args, **kwargs)
+            if self._buffer.count >= self.flush_every:
+                self._do_flush()
+
+        return on_message
+
+    def flush(self, requests: Collection[Any]) -> Any:
+        by_endpoint: dict[object, list[Any]] = {}
+        for request in requests:
+            by_endpoint.setdefault(_endpoint(request) or object(), []).append(request)
+        for group in by_endpoint.values():
+            for batch in cut(group, self.flush_every, size=_request_rows):
+                super().flush(batch)
+
+
+def _endpoint(request: Any) -> str | None:
+    """The endpoint a deliver request's message names, if it names one."""
+    try:
+        endpoint = request.args[0]["endpoint"]
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+    return endpoint if isinstance(endpoint, str) and endpoint else None
 
 
 def _arguments(message: Any) -> Any:

@@ -36,9 +36,10 @@ command line use too). Where each decision is acted on:
                                  GiveUp fails the job (``fetch_attempts_exhausted``
                                  once they are spent). A fetch over its cap of
                                  fetches in flight costs no attempt (SLOT_BACKOFF)
-    a deliver task               worker.tasks.deliver: Celery's retry of the task
-                                 after the countdown; given up, its rows wait in
-                                 the outbox for beat
+    a deliver task               worker.tasks.deliver: its messages published again
+                                 after the countdown of their own attempts
+                                 (``DeliverMessage.attempt``); given up, their rows
+                                 wait in the outbox for beat
 
 A callback's own POST attempts are not errors of the worker: the outbox records
 each and follows its schedule to delivered or dead (``schemas.store.outbox``).

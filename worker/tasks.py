@@ -7,7 +7,8 @@ what follows. Whether a failure is retried, and when, is ``worker.retry``'s to s
 - ``captionq.fetch`` (fetch queue): one job's image URL into the blob store, then its
   caption task (fetch worker threads fetch side by side, as many as the pool has).
 
-- ``captionq.deliver`` (io queue): one attempt of each of a batch of callbacks.
+- ``captionq.deliver`` (io queue, celery-batches): one attempt of each of the callbacks
+  of the deliver messages gathered, one endpoint's at a time.
 - ``captionq.dispatch`` (io queue, beat): send the callbacks that are due.
 - ``captionq.reap`` (io queue, beat): re-publish jobs that are truly lost.
 
@@ -35,6 +36,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from schemas import broker, keys, logs
+from schemas.errors import ErrorCode
 from schemas.messages import DeliverMessage, FetchMessage, JobRef, caption_job_ids
 from schemas.names import (
     TASK_CAPTION,
@@ -52,7 +54,7 @@ from schemas.tables import utcnow
 from worker import batch, crons, fetching, metrics, reaper, retry, sender
 from worker.app import app, engine, gpu_turn, lease_keeper, publisher, settings
 from worker.errors import ClaimError
-from worker.gather import PipelinedBatches
+from worker.gather import CallbackBatches, PipelinedBatches
 from worker.slots import FetchSlots
 
 log = logging.getLogger("captionq.worker")
@@ -229,34 +231,62 @@ def _slots() -> FetchSlots:
     )
 
 
-@app.task(name=TASK_DELIVER, bind=True, acks_late=True, max_retries=None)
-def deliver(self: Task, message: dict[str, object]) -> None:
-    """Send a batch of outbox rows. Each POST's outcome is the outbox's to record (its
-    schedule and dead letters); what fails the task itself (the database away while
-    taking or recording the rows) is retried as ``worker.retry`` decides. Given up, the
-    rows are still in the outbox: beat dispatches them again once their reservation
-    passes."""
-    try:
-        delivery_ids = DeliverMessage.model_validate(message).delivery_ids
-    except ValidationError as exc:
-        log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
+@app.task(
+    name=TASK_DELIVER,
+    base=CallbackBatches,
+    flush_every=settings.callback_batch_max,
+    flush_interval=settings.callback_batch_interval_s,
+    acks_late=True,
+)
+def deliver(requests: list[SimpleRequest]) -> None:
+    """Send the outbox rows of deliver messages gathered together, one endpoint's as a
+    rule (``worker.gather``). Each POST's outcome is the outbox's to record (its
+    schedule and dead letters); what fails the batch itself (the database away while
+    taking or recording the rows) publishes each message again after the countdown
+    ``worker.retry`` decides, up to its attempts. Given up, the rows are still in the
+    outbox: beat dispatches them again once their reservation passes."""
+    messages = [message for request in requests if (message := _deliver_message(request))]
+    if not messages:
         return
+    rows = sum(len(message.delivery_ids) for message in messages)
     with _until_the_broker_is_back("these %d callbacks wait in the outbox for beat's next "
-                                   "dispatch", len(delivery_ids)):  # fmt: skip
-        _deliver(self, delivery_ids)
+                                   "dispatch", rows):  # fmt: skip
+        _deliver(messages)
 
 
-def _deliver(task: Task, delivery_ids: list[str]) -> None:
+def _deliver_message(request: SimpleRequest) -> DeliverMessage | None:
+    try:
+        return DeliverMessage.model_validate(request.args[0])
+    except (ValidationError, IndexError, TypeError) as exc:
+        log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
+        return None
+
+
+def _deliver(messages: list[DeliverMessage]) -> None:
+    delivery_ids = [delivery_id for message in messages for delivery_id in message.delivery_ids]
     try:
         metrics.deliveries_sent(sender.send_batch(delivery_ids, settings=settings))
     except Exception as exc:
-        decision = retry.decide(exc, attempt=task.request.retries + 1,
-                                max_attempts=retry.DELIVER_ATTEMPTS, backoff=retry.DELIVER_BACKOFF)
-        if isinstance(decision, retry.GiveUp):
-            log.error("deliver task gave up (%s: %s); beat dispatches its rows again",
-                      decision.code, decision.message)
-            raise
-        raise task.retry(exc=exc, countdown=decision.countdown_s) from exc
+        again: list[DeliverMessage] = []
+        countdowns: list[float] = []
+        for message in messages:
+            decision = retry.decide(exc, attempt=message.attempt,
+                                    max_attempts=retry.DELIVER_ATTEMPTS,
+                                    backoff=retry.DELIVER_BACKOFF)  # fmt: skip
+            if isinstance(decision, retry.Retry):
+                again.append(message.model_copy(update={"attempt": message.attempt + 1}))
+                countdowns.append(decision.countdown_s)
+            elif decision.code != ErrorCode.attempts_exhausted:
+                raise  # not the database away: a fault, with its traceback
+            else:
+                log.error("a deliver task gave up on %d callbacks (%s: %s); beat dispatches "
+                          "them again", len(message.delivery_ids), decision.code,
+                          decision.message)  # fmt: skip
+        if again:
+            log.warning("could not send %d callbacks (%s); publishing them again in %.1fs",
+                        sum(len(m.delivery_ids) for m in again), logs.error_line(exc),
+                        min(countdowns))  # fmt: skip
+            publisher.deliver_again(again, countdown=countdowns)
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)

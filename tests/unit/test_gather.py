@@ -3,7 +3,11 @@ buffer is flushed once it holds a batch's jobs, a flush is cut into batches of w
 messages, and a message of k jobs holds k - 1 of the consumer's prefetch until it is
 acknowledged. In a pipelined worker a partial buffer waits while the pipeline has work
 (its consumer keeps receiving), and is flushed once the pipeline would wait. A GPU
-worker whose batch is smaller than the messages it is configured to receive says so."""
+worker whose batch is smaller than the messages it is configured to receive says so.
+
+An IO worker's deliver messages, counted in outbox rows: flushed once they hold
+``CALLBACK_BATCH_MAX`` rows, and a flush cut by endpoint into batches of whole
+messages."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import pytest
 from celery_batches import Batches
 from kombu.common import QoS
 
-from worker.gather import PipelinedBatches, cut, jobs_in
+from worker.gather import CallbackBatches, PipelinedBatches, cut, jobs_in, rows_in
 
 pytestmark = pytest.mark.unit
 
@@ -23,6 +27,13 @@ pytestmark = pytest.mark.unit
 def message(jobs: int) -> SimpleNamespace:
     """A caption request (or its message) for ``jobs`` jobs."""
     arguments = ({"schema_version": 2, "job_ids": [f"job_{i}" for i in range(jobs)]},)
+    return SimpleNamespace(args=arguments, payload=[arguments, {}, {}], eta=None)
+
+
+def deliver(rows: int, endpoint: str | None) -> SimpleNamespace:
+    """A deliver request (or its message) for ``rows`` outbox rows to ``endpoint``."""
+    body = {"schema_version": 3, "delivery_ids": [f"msg_{i}" for i in range(rows)]}
+    arguments = ({**body, "endpoint": endpoint} if endpoint else body,)
     return SimpleNamespace(args=arguments, payload=[arguments, {}, {}], eta=None)
 
 
@@ -34,7 +45,7 @@ def test_a_partial_batch_waits_while_the_pipeline_has_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     flushed: list[int] = []
-    monkeypatch.setattr(Batches, "_do_flush", lambda self: flushed.append(self._buffer.jobs))
+    monkeypatch.setattr(Batches, "_do_flush", lambda self: flushed.append(self._buffer.count))
     monkeypatch.setattr(Batches, "flush", lambda self, requests: None)
     task = PipelinedBatches()
     task.flush_every, task.waiting_limit = 8, 2
@@ -63,9 +74,9 @@ def test_the_buffer_counts_jobs_and_a_flush_is_cut_into_batches_of_whole_message
     task.flush_every = 8
     for jobs in (8, 1, 1, 8, 3, 20, 2):
         task._buffer.put(message(jobs))
-    assert task._buffer.jobs == 43
+    assert task._buffer.count == 43
     task._do_flush()
-    assert task._buffer.jobs == 0
+    assert task._buffer.count == 0
     # A message is acknowledged whole, so it is never split between batches; one of more
     # jobs than a batch is a batch of its own (the task runs it as consecutive batches).
     assert sizes(batches) == [[8], [1, 1], [8], [3], [20], [2]]
@@ -194,3 +205,52 @@ def test_a_gpu_worker_says_at_start_when_a_message_holds_more_than_its_batch(
     assert "CAPTION_MESSAGE_JOBS (8) is above BATCH_SIZE (4)" in said
     assert start(batch_size=8, caption_message_jobs=8) == ""
     assert start(batch_size=4, caption_message_jobs=4) == ""
+
+
+def test_deliver_messages_are_counted_in_rows_and_a_flush_is_cut_by_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches: list[list[Any]] = []
+    monkeypatch.setattr(Batches, "flush", lambda self, requests: batches.append(list(requests)))
+    task = CallbackBatches()
+    task.flush_every = 32
+    for rows, endpoint in ((8, "a"), (8, "b"), (8, "a"), (1, None), (20, "a"), (8, "b"),
+                           (1, None), (40, "b")):  # fmt: skip
+        task._buffer.put(deliver(rows, endpoint))
+    assert task._buffer.count == 94
+    task._do_flush()
+    assert task._buffer.count == 0
+    shape = [[(rows_in(r.args), r.args[0].get("endpoint")) for r in batch] for batch in batches]
+    # One endpoint's messages together, whole, up to 32 rows a batch (a larger message
+    # alone); a message that names no endpoint is a batch of its own.
+    assert shape == [
+        [(8, "a"), (8, "a")], [(20, "a")],
+        [(8, "b"), (8, "b")], [(40, "b")],
+        [(1, None)], [(1, None)],
+    ]  # fmt: skip
+    odd = (None, (), ({"job_ids": ["j"]},), ({"delivery_ids": "msg_1"},))
+    assert [rows_in(arguments) for arguments in odd] == [1] * 4
+
+
+def test_a_deliver_message_flushes_the_buffer_once_it_holds_a_batch_of_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flushed: list[list[int]] = []
+    monkeypatch.setattr(Batches, "flush", lambda self, requests: flushed.append(
+        [rows_in(r.args) for r in requests]))  # fmt: skip
+
+    def strategy(self: CallbackBatches, task: Any, app: Any, consumer: Any) -> Any:
+        def receive(message: Any, body: Any, ack: Any, reject: Any, *args: Any) -> None:
+            self._buffer.put(message)  # celery-batches' own: buffer the request
+
+        return receive
+
+    monkeypatch.setattr(Batches, "Strategy", strategy)
+    task = CallbackBatches()
+    task.flush_every = 32
+    on_message = task.Strategy(task, None, SimpleNamespace())
+    for _ in range(3):
+        on_message(deliver(8, "a"), None, None, None, set())
+    assert flushed == []  # 24 rows: the timer sees to them if no more come
+    on_message(deliver(8, "a"), None, None, None, set())
+    assert flushed == [[8, 8, 8, 8]]  # 32 rows: flushed at once, one batch

@@ -75,43 +75,84 @@ def test_the_backoff_doubles_is_capped_and_jittered_within_its_step() -> None:
     assert [exact.delay_s(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
 
 
-def test_a_deliver_task_is_retried_while_the_database_is_away(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _deliver_once(
+    monkeypatch: pytest.MonkeyPatch, error: Exception | None, messages: list[DeliverMessage]
+) -> tuple[list[list[str]], list[tuple[list[DeliverMessage], list[float]]]]:
+    """Run the deliver task once on these messages gathered together, with
+    ``send_batch`` raising ``error``: the rows it was asked to send, and what it
+    published again (messages, countdowns)."""
+    from celery_batches import SimpleRequest
+
     from worker import tasks
 
-    calls: list[list[str]] = []
+    sent: list[list[str]] = []
+    again: list[tuple[list[DeliverMessage], list[float]]] = []
 
     def send_batch(ids: list[str], **_: object) -> Sent:
-        calls.append(ids)
-        if len(calls) < 3:
-            raise OUTAGE
+        sent.append(ids)
+        if error is not None:
+            raise error
         return Sent()  # sent nothing (what the real one returns)
 
     monkeypatch.setattr(sender, "send_batch", send_batch)
-    message = DeliverMessage(delivery_ids=["msg_1"]).model_dump()
-    result = tasks.deliver.apply(args=[message])  # eager: a retry runs again at once
-    assert result.successful()
-    assert calls == [["msg_1"]] * 3
+    monkeypatch.setattr(
+        tasks.publisher, "deliver_again",
+        lambda messages, countdown: again.append((list(messages), list(countdown))),
+    )  # fmt: skip
+    requests = [
+        SimpleRequest(id=f"r{n}", name="captionq.deliver", args=(message.model_dump(),),
+                      kwargs={}, delivery_info={}, hostname="test", ignore_result=False,
+                      reply_to=None, correlation_id=None, request_dict={})  # fmt: skip
+        for n, message in enumerate(messages)
+    ]
+    tasks.deliver.run(requests)  # as celery-batches calls it with a flush
+    return sent, again
 
 
-@pytest.mark.parametrize("error", [OUTAGE, NOT_AN_OUTAGE], ids=["outage-past-attempts", "other"])
-def test_a_deliver_task_gives_up_and_leaves_its_rows_to_beat(
-    monkeypatch: pytest.MonkeyPatch, error: Exception
+def test_gathered_deliver_messages_are_sent_as_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = DeliverMessage(delivery_ids=["msg_1", "msg_2"], endpoint="e1")
+    second = DeliverMessage(delivery_ids=["msg_3"], endpoint="e1")
+    sent, again = _deliver_once(monkeypatch, None, [first, second])
+    assert sent == [["msg_1", "msg_2", "msg_3"]]
+    assert again == []
+
+
+def test_a_deliver_task_publishes_its_messages_again_while_the_database_is_away(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker import tasks
+    first = DeliverMessage(delivery_ids=["msg_1"], endpoint="e1")
+    second = DeliverMessage(delivery_ids=["msg_2"], endpoint="e1", attempt=2)
+    sent, again = _deliver_once(monkeypatch, OUTAGE, [first, second])  # raises nothing
+    assert sent == [["msg_1", "msg_2"]]
+    ((messages, countdowns),) = again
+    # Each message after the countdown of its own attempts, its rows and endpoint kept.
+    assert [(m.delivery_ids, m.endpoint, m.attempt) for m in messages] == [
+        (["msg_1"], "e1", 2),
+        (["msg_2"], "e1", 3),
+    ]
+    assert retry.DELIVER_BACKOFF.first_s / 2 <= countdowns[0] <= retry.DELIVER_BACKOFF.first_s
+    assert retry.DELIVER_BACKOFF.first_s <= countdowns[1] <= 2 * retry.DELIVER_BACKOFF.first_s
 
-    calls: list[int] = []
 
-    def send_batch(*_: object, **__: object) -> None:
-        calls.append(1)
-        raise error
+def test_a_deliver_task_past_its_attempts_leaves_its_rows_to_beat_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spent = DeliverMessage(delivery_ids=["msg_1", "msg_2"], attempt=retry.DELIVER_ATTEMPTS)
+    with caplog.at_level("ERROR", logger="captionq.worker"):
+        sent, again = _deliver_once(monkeypatch, OUTAGE, [spent])
+    assert sent == [["msg_1", "msg_2"]]
+    assert again == []
+    (line,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "gave up on 2 callbacks (attempts_exhausted" in line.getMessage()
+    assert "beat dispatches them again" in line.getMessage()
+    assert line.exc_info is None  # an expected error: no traceback
 
-    monkeypatch.setattr(sender, "send_batch", send_batch)
-    result = tasks.deliver.apply(args=[DeliverMessage(delivery_ids=["msg_1"]).model_dump()])
-    assert result.failed()
-    assert isinstance(result.result, type(error))
-    assert len(calls) == (retry.DELIVER_ATTEMPTS if error is OUTAGE else 1)
+
+def test_a_deliver_task_meeting_a_fault_raises_it_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(IntegrityError):  # not the database away: a fault, not retried
+        _deliver_once(monkeypatch, NOT_AN_OUTAGE, [DeliverMessage(delivery_ids=["m"])])
 
 
 # The fetch stage: its own budget, its own exhausted code, a server's Retry-After.
