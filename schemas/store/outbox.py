@@ -15,10 +15,11 @@ Redis is sent again once its reservation passes. ``webhook-id`` is the row id an
 the body is stored bytes: identical on every attempt, including after a crash
 between the receiver's 2xx and the row being marked delivered.
 
-A deliver task carries a batch of rows, one URL's as a rule (``schemas.broker``):
-one transaction takes them all (:func:`take`), one kept-alive connection per
-endpoint sends them (``worker.sender``), one transaction records every attempt
-(:func:`record`). Rows are listed, read and replayed in :mod:`schemas.store.deliveries`.
+A deliver message carries a batch of rows, one URL's as a rule (``schemas.broker``),
+and an IO worker sends the rows of the messages it gathered for that URL together
+(``worker.gather``): one transaction takes them all (:func:`take`), one kept-alive
+connection per endpoint sends them (``worker.sender``), one transaction records every
+attempt (:func:`record`). Rows are listed, read and replayed in :mod:`schemas.store.deliveries`.
 """
 
 from __future__ import annotations
