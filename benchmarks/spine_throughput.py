@@ -66,7 +66,7 @@ from benchmarks import profile_account
 from producers.demo import free_port
 from producers.redis_server import RedisServer
 from schemas.broker import celery_config
-from schemas.settings import CoreSettings
+from schemas.settings import CoreSettings, WorkerSettings
 from tests.support.images import png
 from tests.support.receivers import Receiver
 
@@ -502,7 +502,7 @@ def stages_alone(
     from sqlmodel import col, select
 
     from schemas.api import JobRequest
-    from schemas.settings import ApiSettings, WorkerSettings
+    from schemas.settings import ApiSettings
     from schemas.store.sessions import session_scope
     from schemas.store.tenants import ensure_tenant
     from schemas.tables import Delivery
@@ -672,9 +672,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker = celery_worker("worker.app", "captionq.gpu", env=env, log=workdir / "worker.log",
                                pool=(args.gpu_pool,))  # fmt: skip
         stack.callback(stop, worker)
+        # As ``captionq worker --queues io --concurrency 4`` runs it.
+        prefetch = WorkerSettings(batch_size=args.batch_size).io_prefetch_multiplier
         io_worker = celery_worker(
             "worker.app", "captionq.io", env=env, log=workdir / "io.log",
-            pool=("threads", "-c", "4"),
+            pool=("threads", "-c", "4", "--prefetch-multiplier", str(prefetch)),
         )  # fmt: skip
         stack.callback(stop, io_worker)
         bare = celery_worker(

@@ -1,5 +1,5 @@
 """What producers and workers must agree on about the broker: Celery's configuration,
-and how caption and fetch tasks are sent. No Celery import: the app is passed in.
+and how caption, fetch and deliver tasks are sent. No Celery import: the app is passed in.
 
 A job whose image is a URL is published as a fetch task (``captionq.fetch``, on the
 fetch queue); the fetch worker that stores its bytes publishes its caption task (gpu
@@ -163,28 +163,14 @@ def send_deliveries(app: Any, deliveries: Sequence[DeliveryRef], *, batch_max: i
     by_url: dict[str, list[str]] = {}
     for delivery in deliveries:
         by_url.setdefault(delivery.url, []).append(delivery.id)
-    send_deliver_messages(
-        app,
-        [
-            DeliverMessage(delivery_ids=ids[at : at + batch_max], endpoint=endpoint_key(url))
-            for url, ids in by_url.items()
-            for at in range(0, len(ids), batch_max)
-        ],
-    )
-
-
-def send_deliver_messages(
-    app: Any, messages: Sequence[DeliverMessage], *, countdown: Sequence[float] = ()
-) -> None:
-    """Publish these deliver messages, in one Redis pipeline; ``countdown``: seconds
-    before each is due (none: all at once)."""
-    if not messages:
+    if not by_url:
         return
-    delays = list(countdown) or [0.0] * len(messages)
     with app.producer_or_acquire() as producer, producer.batch():
-        for message, delay in zip(messages, delays, strict=True):
-            _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump(),
-                  countdown=delay or None)  # fmt: skip
+        for url, ids in by_url.items():
+            for at in range(0, len(ids), batch_max):
+                message = DeliverMessage(delivery_ids=ids[at : at + batch_max],
+                                         endpoint=endpoint_key(url))  # fmt: skip
+                _send(app, producer, TASK_DELIVER, QUEUE_IO, message.model_dump())
 
 
 def endpoint_key(url: str) -> str:

@@ -84,11 +84,10 @@ class DeliverMessage(BaseModel):
 
     ``endpoint`` names the URL the rows go to (a digest, not the URL, which may carry a
     tenant's token): an IO worker sends the rows of the messages it gathers together,
-    one endpoint's at a time (``worker.gather``). ``attempt`` counts the tries of the
-    task that failed as a whole (the database away) and published its rows again.
+    one endpoint's at a time (``worker.gather``).
 
-    Version 3 added both; a version-2 message is read as one of no endpoint (sent
-    alone) and attempt 1. Version 1 carried one row. A message of a version a worker
+    Version 3 added ``endpoint``; a version-2 message is read as one that names no
+    endpoint (sent alone). Version 1 carried one row. A message of a version a worker
     does not read (one left in a queue across an upgrade, or a version-3 message at a
     worker of an earlier release) is dropped there; its rows are still pending, and
     beat's dispatch sends them."""
@@ -98,4 +97,3 @@ class DeliverMessage(BaseModel):
     schema_version: Literal[2, 3] = 3
     delivery_ids: list[str] = Field(min_length=1, max_length=DELIVER_BATCH_MAX)
     endpoint: str | None = Field(default=None, max_length=64)
-    attempt: int = Field(default=1, ge=1)

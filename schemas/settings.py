@@ -295,6 +295,13 @@ class WorkerSettings(ModelSettings, CoreSettings):
         return self
 
     @property
+    def io_prefetch_multiplier(self) -> int:
+        """Deliver messages an IO worker holds per thread: a GPU batch publishes one of
+        ``BATCH_SIZE`` callbacks as a rule, and gathering fills ``CALLBACK_BATCH_MAX``
+        from several, so that each thread has a whole batch to send."""
+        return max(1, -(-self.callback_batch_max // self.batch_size))
+
+    @property
     def callback_schedule_s(self) -> list[float]:
         """The retry schedule, cut to ``callback_max_attempts`` when that is set."""
         schedule = list(self.callback_retry_schedule_s)

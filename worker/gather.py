@@ -34,7 +34,10 @@ instead of one per message. The buffer is flushed once it holds
 (what a callback may wait at low load). A flush is cut by endpoint (the message's
 ``endpoint``; a message that names none is sent alone) into batches of whole messages
 of at most ``CALLBACK_BATCH_MAX`` rows, each run by a thread of its own, so that one
-slow receiver holds up only its own callbacks.
+slow receiver holds up only its own callbacks. An endpoint that answers slowly gets
+smaller batches, sized by how long its recent ones took per callback: a batch starts
+its POSTs only within its rows' lease (``worker.sender``), and an endpoint's batches
+run side by side on the pool's threads, as its messages did.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from queue import Queue
 from typing import Any
 
 from celery_batches import Batches
+
+from worker.sender import LEASE_MARGIN_S
 
 
 def jobs_in(arguments: Any) -> int:
@@ -174,6 +179,7 @@ class CallbackBatches(Batches):
     def __init__(self) -> None:
         super().__init__()
         self._buffer = _CountedBuffer(_request_rows)
+        self._pace = _Pace()
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:  # noqa: N802
         receive = super().Strategy(task, app, consumer)
@@ -189,9 +195,46 @@ class CallbackBatches(Batches):
         by_endpoint: dict[object, list[Any]] = {}
         for request in requests:
             by_endpoint.setdefault(_endpoint(request) or object(), []).append(request)
-        for group in by_endpoint.values():
-            for batch in cut(group, self.flush_every, size=_request_rows):
+        for endpoint, group in by_endpoint.items():
+            rows = self._pace.rows(endpoint if isinstance(endpoint, str) else None,
+                                   most=self.flush_every)  # fmt: skip
+            for batch in cut(group, rows, size=_request_rows):
                 super().flush(batch)
+
+    def pace(self, endpoint: str | None, *, posted: int, seconds: float) -> None:
+        """A batch to ``endpoint`` POSTed ``posted`` callbacks in ``seconds`` (taken and
+        recorded included): its next batches are cut to what starts in time."""
+        self._pace.observe(endpoint, posted=posted, seconds=seconds)
+
+
+# A batch starts a POST only while the lease on its rows leaves time for it (``worker.
+# sender``): batches to a slow endpoint are cut to what takes about half that window.
+BATCH_BUDGET_S = LEASE_MARGIN_S * 0.8 / 2
+_PACE_ENDPOINTS = 4096  # endpoints remembered per process; the oldest is forgotten first
+
+
+class _Pace:
+    """Seconds per callback of each endpoint's recent batches (an average that forgets
+    a third each batch), and the rows of its next batch: all of ``most`` for an endpoint
+    that answers fast or was never seen, fewer for a slow one, one for one that hangs."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    def observe(self, endpoint: str | None, *, posted: int, seconds: float) -> None:
+        if endpoint is None or posted <= 0:
+            return
+        each = seconds / posted
+        before = self._seconds.pop(endpoint, None)
+        self._seconds[endpoint] = each if before is None else before + (each - before) / 3
+        while len(self._seconds) > _PACE_ENDPOINTS:
+            self._seconds.pop(next(iter(self._seconds)))
+
+    def rows(self, endpoint: str | None, *, most: int) -> int:
+        each = self._seconds.get(endpoint) if endpoint is not None else None
+        if not each:
+            return most
+        return max(1, min(most, int(BATCH_BUDGET_S / each)))
 
 
 def _endpoint(request: Any) -> str | None:

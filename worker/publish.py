@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from schemas import broker
-from schemas.messages import DeliverMessage, DeliveryRef, JobRef
+from schemas.messages import DeliveryRef, JobRef
 from schemas.settings import WorkerSettings
 from worker import reaper
 
@@ -41,13 +41,6 @@ class Publisher:
         broker.send_deliveries(
             self._app, deliveries, batch_max=self._settings.callback_batch_max
         )
-
-    def deliver_again(
-        self, messages: Sequence[DeliverMessage], *, countdown: Sequence[float]
-    ) -> None:
-        """Publish deliver messages again, each after its countdown (a deliver task that
-        failed as a whole)."""
-        broker.send_deliver_messages(self._app, messages, countdown=countdown)
 
     def hand_back(self, jobs: Mapping[str, int]) -> None:
         """The lease keeper gives up on the batches in hand (``jobs``: job id → the

@@ -36,10 +36,8 @@ command line use too). Where each decision is acted on:
                                  GiveUp fails the job (``fetch_attempts_exhausted``
                                  once they are spent). A fetch over its cap of
                                  fetches in flight costs no attempt (SLOT_BACKOFF)
-    a deliver task               worker.tasks.deliver: its messages published again
-                                 after the countdown of their own attempts
-                                 (``DeliverMessage.attempt``); given up, their rows
-                                 wait in the outbox for beat
+    a deliver task               worker.tasks.deliver: the database away, one line;
+                                 its rows wait in the outbox for beat's dispatch
 
 A callback's own POST attempts are not errors of the worker: the outbox records
 each and follows its schedule to delivered or dead (``schemas.store.outbox``).
@@ -93,9 +91,6 @@ DATABASE_ATTEMPTS = 5
 # A batch whose claim the database refused: published again in 2.5-5 s, for as long as
 # it refuses (a claim costs a job no attempt).
 CLAIM_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
-# A deliver task that failed as a whole (the database away): 2.5-5 s, 5-10 s, 10-20 s.
-DELIVER_BACKOFF = Backoff(first_s=5.0, max_s=60.0)
-DELIVER_ATTEMPTS = 4
 # An image URL whose fetch failed transiently (a timeout, 5xx, a network error): 2.5-5 s,
 # 5-10 s, ... up to 2 minutes, by the job's own fetch attempts (``fetch_max_attempts``).
 FETCH_BACKOFF = Backoff(first_s=5.0, max_s=120.0)

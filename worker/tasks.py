@@ -30,13 +30,11 @@ from functools import lru_cache
 
 import redis
 from celery import Task
-from celery.exceptions import Reject
 from celery_batches import SimpleRequest
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from schemas import broker, keys, logs
-from schemas.errors import ErrorCode
 from schemas.messages import DeliverMessage, FetchMessage, JobRef, caption_job_ids
 from schemas.names import (
     TASK_CAPTION,
@@ -49,7 +47,7 @@ from schemas.names import (
 )
 from schemas.store import lifecycle, outbox
 from schemas.store.jobs import mark_queued
-from schemas.store.sessions import session_scope
+from schemas.store.sessions import is_outage, session_scope
 from schemas.tables import utcnow
 from worker import batch, crons, fetching, metrics, reaper, retry, sender
 from worker.app import app, engine, gpu_turn, lease_keeper, publisher, settings
@@ -85,10 +83,9 @@ def _until_the_broker_is_back(what_follows: str, *args: object) -> Iterator[None
     try:
         yield
     except Exception as exc:
-        outage = exc.reason if isinstance(exc, Reject) else exc  # Task.retry could not publish
-        if not isinstance(outage, BaseException) or not broker.is_outage(outage):
+        if not broker.is_outage(exc):
             raise
-        log.error("the broker is away (%s); " + what_follows, logs.error_line(outage), *args)
+        log.error("the broker is away (%s); " + what_follows, logs.error_line(exc), *args)
 
 
 def _caption(requests: list[SimpleRequest]) -> None:
@@ -239,19 +236,28 @@ def _slots() -> FetchSlots:
     acks_late=True,
 )
 def deliver(requests: list[SimpleRequest]) -> None:
-    """Send the outbox rows of deliver messages gathered together, one endpoint's as a
-    rule (``worker.gather``). Each POST's outcome is the outbox's to record (its
-    schedule and dead letters); what fails the batch itself (the database away while
-    taking or recording the rows) publishes each message again after the countdown
-    ``worker.retry`` decides, up to its attempts. Given up, the rows are still in the
-    outbox: beat dispatches them again once their reservation passes."""
+    """Send the outbox rows of deliver messages gathered together, one endpoint's
+    (``worker.gather``). Each POST's outcome is the outbox's to record (its schedule and
+    dead letters). If the database is away while the rows are taken or recorded, one
+    line says so and beat's dispatch sends them again: at its next tick those it could
+    not take, once their reservation lapses those it sent."""
     messages = [message for request in requests if (message := _deliver_message(request))]
-    if not messages:
+    delivery_ids = [delivery_id for message in messages for delivery_id in message.delivery_ids]
+    if not delivery_ids:
         return
-    rows = sum(len(message.delivery_ids) for message in messages)
-    with _until_the_broker_is_back("these %d callbacks wait in the outbox for beat's next "
-                                   "dispatch", rows):  # fmt: skip
-        _deliver(messages)
+    started = time.monotonic()
+    try:
+        sent = sender.send_batch(delivery_ids, settings=settings)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise  # a fault, with its traceback
+        log.warning("the database is away (%s); beat's dispatch sends these %d callbacks "
+                    "again", logs.error_line(exc), len(delivery_ids))  # fmt: skip
+        return
+    metrics.deliveries_sent(sent)
+    posted = sum(1 for _, result in sent.attempts.values() if result.duration_ms > 0)
+    deliver.pace(messages[0].endpoint, posted=posted,  # type: ignore[attr-defined]
+                 seconds=time.monotonic() - started)  # fmt: skip
 
 
 def _deliver_message(request: SimpleRequest) -> DeliverMessage | None:
@@ -260,33 +266,6 @@ def _deliver_message(request: SimpleRequest) -> DeliverMessage | None:
     except (ValidationError, IndexError, TypeError) as exc:
         log.error("dropping an unreadable deliver message (beat dispatches its rows): %s", exc)
         return None
-
-
-def _deliver(messages: list[DeliverMessage]) -> None:
-    delivery_ids = [delivery_id for message in messages for delivery_id in message.delivery_ids]
-    try:
-        metrics.deliveries_sent(sender.send_batch(delivery_ids, settings=settings))
-    except Exception as exc:
-        again: list[DeliverMessage] = []
-        countdowns: list[float] = []
-        for message in messages:
-            decision = retry.decide(exc, attempt=message.attempt,
-                                    max_attempts=retry.DELIVER_ATTEMPTS,
-                                    backoff=retry.DELIVER_BACKOFF)  # fmt: skip
-            if isinstance(decision, retry.Retry):
-                again.append(message.model_copy(update={"attempt": message.attempt + 1}))
-                countdowns.append(decision.countdown_s)
-            elif decision.code != ErrorCode.attempts_exhausted:
-                raise  # not the database away: a fault, with its traceback
-            else:
-                log.error("a deliver task gave up on %d callbacks (%s: %s); beat dispatches "
-                          "them again", len(message.delivery_ids), decision.code,
-                          decision.message)  # fmt: skip
-        if again:
-            log.warning("could not send %d callbacks (%s); publishing them again in %.1fs",
-                        sum(len(m.delivery_ids) for m in again), logs.error_line(exc),
-                        min(countdowns))  # fmt: skip
-            publisher.deliver_again(again, countdown=countdowns)
 
 
 @app.task(name=TASK_DISPATCH, ignore_result=True)

@@ -12,6 +12,7 @@ from producers.cli.errors import fail
 from producers.cli.output import console, group
 from schemas.errors import ErrorCode
 from schemas.names import QUEUE_FETCH, QUEUE_GPU, QUEUE_IO
+from schemas.settings import worker_settings
 
 QUEUES = {"gpu": QUEUE_GPU, "io": QUEUE_IO, "fetch": QUEUE_FETCH}
 # A GPU worker's threads spend minutes inside their batches: Celery's heartbeats, gossip
@@ -31,12 +32,16 @@ def worker_argv(queues: str, concurrency: int, extra: list[str]) -> list[str]:
              "gpu,io,fetch", code=ErrorCode.invalid_request)  # fmt: skip
     gpu = "gpu" in wanted
     # A GPU worker's threads are PIPELINE_BATCHES, and its prefetch fills their batches
-    # (worker.app sets both). Threads that fetch or send take one message each at a time:
-    # the rest wait on the broker, in priority order, for whichever worker is free.
+    # (worker.app sets both). An IO worker gathers deliver messages into batches
+    # (worker.gather): it holds enough of them to give each thread a batch. Threads that
+    # fetch take one message each at a time: the rest wait on the broker, in priority
+    # order, for whichever worker is free (so does a worker of both io and fetch).
+    prefetch = worker_settings().io_prefetch_multiplier if wanted == ["io"] else 1
     pool = (
         ["--pool", "threads", *QUIET_WORKER]
         if gpu
-        else ["--pool", "threads", "-c", str(concurrency), "--prefetch-multiplier", "1"]
+        else ["--pool", "threads", "-c", str(concurrency), "--prefetch-multiplier",
+              str(prefetch)]  # fmt: skip
     )
     named = any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra)
     name = [] if named else ["-n", f"{'-'.join(wanted)}@%h"]

@@ -29,10 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
 READY_S = 90
 SOLO = ("--pool", "solo")
 THREADS = ("--pool", "threads", "-c", "4")
+# As ``captionq worker --queues io`` runs it: deliver messages for a gathered batch each.
+IO_THREADS = (*THREADS, "--prefetch-multiplier", "4")
 POOLS = {
     "gpu": (("--pool", "threads"), "captionq.gpu"),
     "io+fetch": (THREADS, "captionq.io,captionq.fetch"),
-    "io": (THREADS, "captionq.io"),
+    "io": (IO_THREADS, "captionq.io"),
     "fetch": (THREADS, "captionq.fetch"),
     "all": (SOLO, "captionq.gpu,captionq.io,captionq.fetch"),
     "prefork": (

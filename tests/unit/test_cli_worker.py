@@ -30,7 +30,10 @@ def test_fetches_have_a_pool_of_their_own_and_the_default_runs_every_queue() -> 
     assert fetch[fetch.index("--prefetch-multiplier") + 1] == "1"  # a message per thread
     io = _after_worker(worker_argv("io", 8, []))
     assert io[io.index("-Q") + 1] == "captionq.io"  # callbacks only: no fetch
-    assert io[io.index("--prefetch-multiplier") + 1] == "1"
+    # A GPU batch's deliver message is 8 callbacks, a gathered batch 32: 4 per thread.
+    assert io[io.index("--prefetch-multiplier") + 1] == "4"
+    both = _after_worker(worker_argv("io,fetch", 8, []))
+    assert both[both.index("--prefetch-multiplier") + 1] == "1"  # fetches: one per thread
     everything = _after_worker(worker_argv("gpu,io,fetch", 1, []))
     assert everything[everything.index("-Q") + 1] == "captionq.gpu,captionq.io,captionq.fetch"
     assert "--prefetch-multiplier" not in everything  # a GPU worker's batches set it

@@ -254,3 +254,38 @@ def test_a_deliver_message_flushes_the_buffer_once_it_holds_a_batch_of_rows(
     assert flushed == []  # 24 rows: the timer sees to them if no more come
     on_message(deliver(8, "a"), None, None, None, set())
     assert flushed == [[8, 8, 8, 8]]  # 32 rows: flushed at once, one batch
+
+
+def test_a_slow_endpoints_batches_are_cut_to_what_starts_within_their_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches to one endpoint run side by side on the pool's threads; a batch starts a
+    POST only within its rows' lease, so a slow endpoint gets smaller batches (more of
+    them, side by side), as its messages went before they were gathered."""
+    from worker.gather import BATCH_BUDGET_S
+
+    batches: list[list[Any]] = []
+    monkeypatch.setattr(Batches, "flush", lambda self, requests: batches.append(list(requests)))
+    task = CallbackBatches()
+    task.flush_every = 32
+
+    def cut_for(endpoint: str) -> list[int]:
+        batches.clear()
+        task.flush([deliver(8, endpoint) for _ in range(4)] + [deliver(1, endpoint)] * 8)
+        return [sum(rows_in(r.args) for r in batch) for batch in batches]
+
+    assert cut_for("never-seen") == [32, 8]  # no account of it yet: a whole batch
+    task.pace("fast", posted=32, seconds=0.05)
+    assert cut_for("fast") == [32, 8]
+    task.pace("slow", posted=20, seconds=4.0)  # 0.2 s a callback
+    rows = int(BATCH_BUDGET_S / 0.2)
+    assert max(cut_for("slow")) <= rows < 32
+    assert sum(cut_for("slow")) == 40  # every row in some batch
+    task.pace("hangs", posted=1, seconds=15.0)
+    assert set(cut_for("hangs")) == {8, 1}  # one message a batch
+    task.pace("slow", posted=32, seconds=0.05)  # it got fast: the average follows
+    task.pace("slow", posted=32, seconds=0.05)
+    task.pace("slow", posted=32, seconds=0.05)
+    assert max(cut_for("slow")) > rows
+    task.pace("ignored", posted=0, seconds=3.0)  # nothing POSTed: nothing learnt
+    assert cut_for("ignored") == [32, 8]

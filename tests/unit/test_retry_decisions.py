@@ -1,5 +1,5 @@
-"""One place decides retry or give up: the table of worker.retry.decide, and the deliver
-task acting on it."""
+"""One place decides retry or give up: the table of worker.retry.decide; and what the
+deliver task does when the database is away."""
 
 from __future__ import annotations
 
@@ -77,16 +77,14 @@ def test_the_backoff_doubles_is_capped_and_jittered_within_its_step() -> None:
 
 def _deliver_once(
     monkeypatch: pytest.MonkeyPatch, error: Exception | None, messages: list[DeliverMessage]
-) -> tuple[list[list[str]], list[tuple[list[DeliverMessage], list[float]]]]:
+) -> list[list[str]]:
     """Run the deliver task once on these messages gathered together, with
-    ``send_batch`` raising ``error``: the rows it was asked to send, and what it
-    published again (messages, countdowns)."""
+    ``send_batch`` raising ``error``: the rows it was asked to send."""
     from celery_batches import SimpleRequest
 
     from worker import tasks
 
     sent: list[list[str]] = []
-    again: list[tuple[list[DeliverMessage], list[float]]] = []
 
     def send_batch(ids: list[str], **_: object) -> Sent:
         sent.append(ids)
@@ -95,10 +93,6 @@ def _deliver_once(
         return Sent()  # sent nothing (what the real one returns)
 
     monkeypatch.setattr(sender, "send_batch", send_batch)
-    monkeypatch.setattr(
-        tasks.publisher, "deliver_again",
-        lambda messages, countdown: again.append((list(messages), list(countdown))),
-    )  # fmt: skip
     requests = [
         SimpleRequest(id=f"r{n}", name="captionq.deliver", args=(message.model_dump(),),
                       kwargs={}, delivery_info={}, hostname="test", ignore_result=False,
@@ -106,52 +100,31 @@ def _deliver_once(
         for n, message in enumerate(messages)
     ]
     tasks.deliver.run(requests)  # as celery-batches calls it with a flush
-    return sent, again
+    return sent
 
 
 def test_gathered_deliver_messages_are_sent_as_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     first = DeliverMessage(delivery_ids=["msg_1", "msg_2"], endpoint="e1")
     second = DeliverMessage(delivery_ids=["msg_3"], endpoint="e1")
-    sent, again = _deliver_once(monkeypatch, None, [first, second])
-    assert sent == [["msg_1", "msg_2", "msg_3"]]
-    assert again == []
+    assert _deliver_once(monkeypatch, None, [first, second]) == [["msg_1", "msg_2", "msg_3"]]
 
 
-def test_a_deliver_task_publishes_its_messages_again_while_the_database_is_away(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    first = DeliverMessage(delivery_ids=["msg_1"], endpoint="e1")
-    second = DeliverMessage(delivery_ids=["msg_2"], endpoint="e1", attempt=2)
-    sent, again = _deliver_once(monkeypatch, OUTAGE, [first, second])  # raises nothing
-    assert sent == [["msg_1", "msg_2"]]
-    ((messages, countdowns),) = again
-    # Each message after the countdown of its own attempts, its rows and endpoint kept.
-    assert [(m.delivery_ids, m.endpoint, m.attempt) for m in messages] == [
-        (["msg_1"], "e1", 2),
-        (["msg_2"], "e1", 3),
-    ]
-    assert retry.DELIVER_BACKOFF.first_s / 2 <= countdowns[0] <= retry.DELIVER_BACKOFF.first_s
-    assert retry.DELIVER_BACKOFF.first_s <= countdowns[1] <= 2 * retry.DELIVER_BACKOFF.first_s
-
-
-def test_a_deliver_task_past_its_attempts_leaves_its_rows_to_beat_in_one_line(
+def test_a_deliver_task_that_meets_the_database_away_leaves_its_rows_to_beat_in_one_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spent = DeliverMessage(delivery_ids=["msg_1", "msg_2"], attempt=retry.DELIVER_ATTEMPTS)
-    with caplog.at_level("ERROR", logger="captionq.worker"):
-        sent, again = _deliver_once(monkeypatch, OUTAGE, [spent])
-    assert sent == [["msg_1", "msg_2"]]
-    assert again == []
-    (line,) = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert "gave up on 2 callbacks (attempts_exhausted" in line.getMessage()
-    assert "beat dispatches them again" in line.getMessage()
+    messages = [DeliverMessage(delivery_ids=["msg_1", "msg_2"], endpoint="e1"),
+                DeliverMessage(delivery_ids=["msg_3"], endpoint="e1")]  # fmt: skip
+    with caplog.at_level("WARNING", logger="captionq.worker"):
+        sent = _deliver_once(monkeypatch, OUTAGE, messages)  # raises nothing
+    assert sent == [["msg_1", "msg_2", "msg_3"]]  # tried once, not again in the task
+    (line,) = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert "the database is away" in line.getMessage()
+    assert "beat's dispatch sends these 3 callbacks again" in line.getMessage()
     assert line.exc_info is None  # an expected error: no traceback
 
 
-def test_a_deliver_task_meeting_a_fault_raises_it_at_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with pytest.raises(IntegrityError):  # not the database away: a fault, not retried
+def test_a_deliver_task_meeting_a_fault_raises_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(IntegrityError):  # not the database away: a fault, with its traceback
         _deliver_once(monkeypatch, NOT_AN_OUTAGE, [DeliverMessage(delivery_ids=["m"])])
 
 
