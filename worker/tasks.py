@@ -239,8 +239,9 @@ def deliver(requests: list[SimpleRequest]) -> None:
     """Send the outbox rows of deliver messages gathered together, one endpoint's
     (``worker.gather``). Each POST's outcome is the outbox's to record (its schedule and
     dead letters). If the database is away while the rows are taken or recorded, one
-    line says so and beat's dispatch sends them again: at its next tick those it could
-    not take, once their reservation lapses those it sent."""
+    line says so, and the rows wait in the outbox for beat's dispatch, as for a message
+    lost with the broker: those sent but not recorded once their lease lapses (their
+    receivers deduplicate on ``webhook-id``)."""
     messages = [message for request in requests if (message := _deliver_message(request))]
     delivery_ids = [delivery_id for message in messages for delivery_id in message.delivery_ids]
     if not delivery_ids:

@@ -12,6 +12,7 @@ messages."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,6 +36,25 @@ def deliver(rows: int, endpoint: str | None) -> SimpleNamespace:
     body = {"schema_version": 3, "delivery_ids": [f"msg_{i}" for i in range(rows)]}
     arguments = ({**body, "endpoint": endpoint} if endpoint else body,)
     return SimpleNamespace(args=arguments, payload=[arguments, {}, {}], eta=None)
+
+
+def _buffering_only(
+    monkeypatch: pytest.MonkeyPatch, size: Callable[[Any], int]
+) -> list[list[int]]:
+    """celery-batches' own strategy reduced to buffering each request; what is flushed
+    (each request's size, as ``size`` counts its arguments) goes to the list returned."""
+    flushed: list[list[int]] = []
+    monkeypatch.setattr(Batches, "flush", lambda self, requests: flushed.append(
+        [size(r.args) for r in requests]))  # fmt: skip
+
+    def strategy(self: Batches, task: Any, app: Any, consumer: Any) -> Any:
+        def receive(message: Any, body: Any, ack: Any, reject: Any, *args: Any) -> None:
+            self._buffer.put(message)  # celery-batches' own: buffer the request
+
+        return receive
+
+    monkeypatch.setattr(Batches, "Strategy", strategy)
+    return flushed
 
 
 def sizes(batches: list[list[Any]]) -> list[list[int]]:
@@ -90,17 +110,7 @@ def test_the_buffer_counts_jobs_and_a_flush_is_cut_into_batches_of_whole_message
 def test_a_message_flushes_the_buffer_once_it_holds_a_batch_of_jobs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    flushed: list[list[int]] = []
-    monkeypatch.setattr(Batches, "flush", lambda self, requests: flushed.append(
-        [jobs_in(r.args) for r in requests]))  # fmt: skip
-
-    def strategy(self: PipelinedBatches, task: Any, app: Any, consumer: Any) -> Any:
-        def receive(message: Any, body: Any, ack: Any, reject: Any, *args: Any) -> None:
-            self._buffer.put(message)  # celery-batches' own: buffer the request
-
-        return receive
-
-    monkeypatch.setattr(Batches, "Strategy", strategy)
+    flushed = _buffering_only(monkeypatch, jobs_in)
     task = PipelinedBatches()
     task.flush_every = 8
     consumer = SimpleNamespace(qos=QoS(lambda prefetch_count: None, 0))
@@ -235,17 +245,7 @@ def test_deliver_messages_are_counted_in_rows_and_a_flush_is_cut_by_endpoint(
 def test_a_deliver_message_flushes_the_buffer_once_it_holds_a_batch_of_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    flushed: list[list[int]] = []
-    monkeypatch.setattr(Batches, "flush", lambda self, requests: flushed.append(
-        [rows_in(r.args) for r in requests]))  # fmt: skip
-
-    def strategy(self: CallbackBatches, task: Any, app: Any, consumer: Any) -> Any:
-        def receive(message: Any, body: Any, ack: Any, reject: Any, *args: Any) -> None:
-            self._buffer.put(message)  # celery-batches' own: buffer the request
-
-        return receive
-
-    monkeypatch.setattr(Batches, "Strategy", strategy)
+    flushed = _buffering_only(monkeypatch, rows_in)
     task = CallbackBatches()
     task.flush_every = 32
     on_message = task.Strategy(task, None, SimpleNamespace())
