@@ -9,6 +9,7 @@ set explicitly, naming those that are missing.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -299,7 +300,7 @@ class WorkerSettings(ModelSettings, CoreSettings):
         """Deliver messages an IO worker holds per thread: a GPU batch publishes one of
         ``BATCH_SIZE`` callbacks as a rule, and gathering fills ``CALLBACK_BATCH_MAX``
         from several, so that each thread has a whole batch to send."""
-        return max(1, -(-self.callback_batch_max // self.batch_size))
+        return max(1, math.ceil(self.callback_batch_max / self.batch_size))
 
     @property
     def callback_schedule_s(self) -> list[float]:

@@ -66,11 +66,17 @@ def rows_in(arguments: Any) -> int:
 
 
 def _count(arguments: Any, field: str) -> int:
-    try:
-        items = arguments[0][field]
-    except (KeyError, IndexError, TypeError):
-        return 1
+    items = _field(arguments, field)
     return max(1, len(items)) if isinstance(items, list) else 1
+
+
+def _field(arguments: Any, field: str) -> Any:
+    """A field of a task's one message, from its positional arguments (None if there
+    is none, or the arguments are not a message's)."""
+    try:
+        return arguments[0][field]
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 def _request_jobs(request: Any) -> int:
@@ -192,14 +198,20 @@ class CallbackBatches(Batches):
         return on_message
 
     def flush(self, requests: Collection[Any]) -> Any:
-        by_endpoint: dict[object, list[Any]] = {}
+        by_endpoint: dict[str, list[Any]] = {}
+        alone: list[Any] = []  # messages that name no endpoint
         for request in requests:
-            by_endpoint.setdefault(_endpoint(request) or object(), []).append(request)
+            endpoint = _endpoint(request)
+            if endpoint is None:
+                alone.append(request)
+            else:
+                by_endpoint.setdefault(endpoint, []).append(request)
         for endpoint, group in by_endpoint.items():
-            rows = self._pace.rows(endpoint if isinstance(endpoint, str) else None,
-                                   most=self.flush_every)  # fmt: skip
+            rows = self._pace.rows(endpoint, most=self.flush_every)
             for batch in cut(group, rows, size=_request_rows):
                 super().flush(batch)
+        for request in alone:
+            super().flush([request])
 
     def pace(self, endpoint: str | None, *, posted: int, seconds: float) -> None:
         """A batch to ``endpoint`` POSTed ``posted`` callbacks in ``seconds`` (taken and
@@ -230,8 +242,8 @@ class _Pace:
         while len(self._seconds) > _PACE_ENDPOINTS:
             self._seconds.pop(next(iter(self._seconds)))
 
-    def rows(self, endpoint: str | None, *, most: int) -> int:
-        each = self._seconds.get(endpoint) if endpoint is not None else None
+    def rows(self, endpoint: str, *, most: int) -> int:
+        each = self._seconds.get(endpoint)
         if not each:
             return most
         return max(1, min(most, int(BATCH_BUDGET_S / each)))
@@ -239,10 +251,7 @@ class _Pace:
 
 def _endpoint(request: Any) -> str | None:
     """The endpoint a deliver request's message names, if it names one."""
-    try:
-        endpoint = request.args[0]["endpoint"]
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return None
+    endpoint = _field(getattr(request, "args", None), "endpoint")
     return endpoint if isinstance(endpoint, str) and endpoint else None
 
 
