@@ -17,10 +17,11 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydantic_core import PydanticUndefined
-from sqlalchemy import ColumnElement, case, insert, update
+from sqlalchemy import ColumnElement, bindparam, case, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -200,13 +201,13 @@ def transition(
     if not job_ids:
         return []
     table = Job.__table__  # type: ignore[attr-defined]
-    result = session.connection().execute(
+    statement = (  # built before the transaction begins (on SQLite, takes the write lock)
         update(table)
         .where(table.c.id.in_(job_ids), table.c.status.in_([s.value for s in expected]), *where)
         .values(updated_at=utcnow(), **values)
         .returning(table.c.id)
     )
-    return [row[0] for row in result]
+    return [row[0] for row in session.connection().execute(statement)]
 
 
 def _stored() -> ColumnElement[bool]:
@@ -243,28 +244,31 @@ def claim(
     if not job_ids:
         return []
     now = at or utcnow()
+    params = {"ids": list(job_ids), "now": now, "until": now + timedelta(seconds=lease_s)}
+    return list(session.scalars(_claiming(again=again), params).all())
+
+
+@lru_cache(maxsize=2)
+def _claiming(*, again: bool) -> Any:
+    """The claim's UPDATE, built once per process (building it costs more CPU than
+    running it); its jobs (``ids``), time (``now``) and lease's end (``until``) are bound."""
+    table = Job.__table__  # type: ignore[attr-defined]
+    now = bindparam("now", type_=table.c.started_at.type)
     running = col(Job.status) == JobStatus.running.value
-    claimable = col(Job.status).in_(
-        [JobStatus.received.value, JobStatus.fetching.value, JobStatus.queued.value]
-    )
-    claimed = (
+    claimable = col(Job.status).in_([JobStatus.received, JobStatus.fetching, JobStatus.queued])
+    return (
         update(Job)
         .where(
-            col(Job.id).in_(job_ids),
+            col(Job.id).in_(bindparam("ids", expanding=True)),
             (claimable | (running & (col(Job.started_at) == now))) if again else claimable,
             col(Job.image_sha256).is_not(None),  # a GPU worker never fetches
         )
-        .values(
-            status=JobStatus.running,
-            started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=case((running, Job.attempts), else_=Job.attempts + 1),
-            updated_at=now,
-        )
+        .values(status=JobStatus.running, started_at=now, updated_at=now,
+                lease_expires_at=bindparam("until", type_=table.c.lease_expires_at.type),
+                attempts=case((running, Job.attempts), else_=Job.attempts + 1))  # fmt: skip
         .returning(Job)  # one statement: the rows come back as they now are
         .execution_options(synchronize_session=False, populate_existing=True)
     )
-    return list(session.scalars(claimed).all())
 
 
 def attempt_is(attempt: int) -> ColumnElement[bool]:

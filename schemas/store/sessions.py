@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, event, update
+from sqlalchemy import bindparam, event, insert, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
@@ -95,22 +96,41 @@ def update_rows(
     (the driver's executemany: a C loop on SQLite, a pipeline on PostgreSQL), on
     SQLite and PostgreSQL alike; rows in key order, so that two writers of the same rows
     lock them in the same order. ``every``: values that every row gets."""
-    key = table.primary_key.columns.values()[0]
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    shared = {f"e_{column}": value for column, value in (every or {}).items()}
     for row_key in sorted(rows):
         values = rows[row_key]
-        row = {"k_": row_key, **{f"v_{column}": value for column, value in values.items()}}
+        row = {"k_": row_key, **{f"v_{column}": value for column, value in values.items()},
+               **shared}  # fmt: skip
         groups.setdefault(tuple(values), []).append(row)
     for columns, params in groups.items():
-        statement = (
-            update(table)
-            .where(key == bindparam("k_", type_=key.type))
-            .values(
-                **{c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns},
-                **(every or {}),
-            )
+        connection.execute(_row_update(table, columns, tuple(every or ())), params)
+
+
+def insert_rows(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table`` in one executemany, with the INSERT built once per
+    process for each table."""
+    connection.execute(_insert(table), rows)
+
+
+@lru_cache(maxsize=16)
+def _insert(table: Any) -> Any:
+    return insert(table)
+
+
+@lru_cache(maxsize=16)
+def _row_update(table: Any, columns: tuple[str, ...], every: tuple[str, ...]) -> Any:
+    """The UPDATE of one row's ``columns`` and ``every``, built once per process for
+    each set of columns (building it costs about as much CPU as running it)."""
+    key = table.primary_key.columns.values()[0]
+    return (
+        update(table)
+        .where(key == bindparam("k_", type_=key.type))
+        .values(
+            **{c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns},
+            **{c: bindparam(f"e_{c}", type_=table.c[c].type) for c in every},
         )
-        connection.execute(statement, params)
+    )
 
 
 @contextmanager
