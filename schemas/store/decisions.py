@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from schemas.checks import rules
@@ -40,6 +40,7 @@ from schemas.errors import ErrorCode, RequestError
 from schemas.messages import DeliveryRef
 from schemas.platforms import PLATFORMS
 from schemas.store.outbox import event_row, wanted
+from schemas.store.sessions import insert_rows
 from schemas.tables import (
     Decision,
     DecisionAction,
@@ -271,7 +272,7 @@ def announce_decisions(
     rows = wanted(session, rows)
     if not rows:  # the endpoint does not subscribe to this event
         return {}
-    session.connection().execute(insert(Delivery.__table__), rows)  # type: ignore[attr-defined]
+    insert_rows(session.connection(), Delivery.__table__, rows)  # type: ignore[attr-defined]
     return {variant_of[row["id"]]: DeliveryRef(row["id"], row["url"]) for row in rows}
 
 

@@ -21,12 +21,13 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydantic_core import PydanticUndefined
-from sqlalchemy import ColumnElement, bindparam, case, insert, update
+from sqlalchemy import ColumnElement, bindparam, case, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.api import ErrorBody, JobPublic, JobRequest, VariantPublic
 from schemas.errors import ErrorCode, RequestError
+from schemas.store.sessions import insert_rows
 from schemas.tables import Job, JobStatus, Tenant, Variant, new_id, utcnow
 
 
@@ -111,7 +112,7 @@ def create_jobs(
             known[key] = job
         outcomes.append((job, True))
     if rows:
-        session.connection().execute(insert(Job.__table__), rows)  # type: ignore[attr-defined]
+        insert_rows(session.connection(), Job.__table__, rows)  # type: ignore[attr-defined]
     return outcomes
 
 
@@ -239,8 +240,7 @@ def claim(
     claims nothing. ``at`` (default: now) is the claim's time, its ``started_at``. The
     same claim run ``again`` (the same ``at``), because the answer to its commit was
     lost, also takes back the running jobs that bear its time, without another attempt:
-    the jobs the first run took, which would otherwise wait out their lease.
-    """
+    the jobs the first run took, which would otherwise wait out their lease."""
     if not job_ids:
         return []
     now = at or utcnow()
