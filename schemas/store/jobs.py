@@ -202,7 +202,7 @@ def transition(
     if not job_ids:
         return []
     table = Job.__table__  # type: ignore[attr-defined]
-    statement = (  # built before the transaction begins (on SQLite, takes the write lock)
+    statement = (  # built before the session's first statement (on SQLite: the write lock)
         update(table)
         .where(table.c.id.in_(job_ids), table.c.status.in_([s.value for s in expected]), *where)
         .values(updated_at=utcnow(), **values)

@@ -95,7 +95,7 @@ def update_rows(
     own: one statement per set of columns (as a rule one), run for all its rows at once
     (the driver's executemany: a C loop on SQLite, a pipeline on PostgreSQL), on
     SQLite and PostgreSQL alike; rows in key order, so that two writers of the same rows
-    lock them in the same order. ``every``: values that every row gets."""
+    lock them in the same order. ``every``: values (bound, not SQL) that every row gets."""
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
     shared = {f"e_{column}": value for column, value in (every or {}).items()}
     for row_key in sorted(rows):
